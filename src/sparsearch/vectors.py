@@ -1,0 +1,426 @@
+"""Sparse vectors in CSR form with a vocabulary, and their file formats.
+
+A :class:`SparseBatch` holds ``n`` sparse vectors over a vocabulary of ``V`` terms:
+
+* ``indptr``  int64, shape (n + 1,): row ``i`` owns ``indices[indptr[i]:indptr[i+1]]``.
+* ``indices`` int32, shape (nnz,): term ids in ``[0, V)``; unique and sorted within a row.
+* ``values``  float32, shape (nnz,): non-negative, finite weights.
+* ``vocab``   :class:`Vocabulary`: term id -> term string (a wordpiece, a stem, a latent id).
+* ``ids``     optional list of ``n`` external ids (document or query ids).
+
+File formats:
+
+* JSONL, one object per line, as Anserini and Seismic exchange learned sparse vectors:
+  ``{"id": "doc1", "vector": {"term": 1.5, ...}}`` (``content`` is accepted as a synonym of
+  ``vector``).
+* ``.npz``: the CSR arrays, the vocabulary and ids in one compressed numpy archive (fast).
+
+Malformed input raises :class:`FormatError` naming the file and line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+__all__ = ["FormatError", "Vocabulary", "SparseBatch", "read_jsonl", "iter_jsonl_chunks"]
+
+
+class FormatError(ValueError):
+    """Input that does not follow a documented format (names file, line and problem)."""
+
+
+class Vocabulary:
+    """An append-only mapping between term strings and dense integer ids.
+
+    Ids are positions in ``terms``; appending never changes existing ids, which is what lets
+    an index grow its vocabulary in place.
+    """
+
+    __slots__ = ("terms", "_index")
+
+    def __init__(self, terms: Iterable[str] = ()) -> None:
+        self.terms: list[str] = []
+        self._index: dict[str, int] = {}
+        for t in terms:
+            self.add(t)
+
+    def __len__(self) -> int:
+        return len(self.terms)
+
+    def __contains__(self, term: object) -> bool:
+        return term in self._index
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.terms)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Vocabulary) and self.terms == other.terms
+
+    def __repr__(self) -> str:
+        return f"Vocabulary({len(self)} terms)"
+
+    def add(self, term: str) -> int:
+        """Return the id of ``term``, appending it if new."""
+        tid = self._index.get(term)
+        if tid is None:
+            if not isinstance(term, str):
+                raise TypeError(f"terms must be str, got {type(term).__name__}")
+            tid = len(self.terms)
+            self.terms.append(term)
+            self._index[term] = tid
+        return tid
+
+    def get(self, term: str, default: int = -1) -> int:
+        """Id of ``term`` or ``default`` when absent."""
+        return self._index.get(term, default)
+
+    def id(self, term: str) -> int:
+        """Id of ``term``; raises ``KeyError`` naming the unknown token."""
+        try:
+            return self._index[term]
+        except KeyError:
+            raise KeyError(f"unknown token {term!r}: not in the vocabulary ({len(self)} terms)") from None
+
+    def term(self, tid: int) -> str:
+        return self.terms[tid]
+
+    def is_prefix_of(self, other: "Vocabulary") -> bool:
+        """True when every id of ``self`` means the same term in ``other``."""
+        return len(self) <= len(other) and other.terms[: len(self)] == self.terms
+
+    def copy(self) -> "Vocabulary":
+        return Vocabulary(self.terms)
+
+    @classmethod
+    def from_size(cls, size: int, prefix: str = "") -> "Vocabulary":
+        """A vocabulary of ``size`` synthetic terms ``f"{prefix}{i}"`` (latent ids, synthetic data)."""
+        return cls(f"{prefix}{i}" for i in range(size))
+
+
+def _check_weight(w: object, where: str) -> float:
+    if isinstance(w, bool) or not isinstance(w, (int, float)):
+        raise FormatError(f"{where}: weight {w!r} is not a number")
+    f = float(w)
+    if not math.isfinite(f):
+        raise FormatError(f"{where}: weight {w!r} is not finite")
+    if f < 0:
+        raise FormatError(f"{where}: weight {w!r} is negative (sparse retrieval weights must be >= 0)")
+    return f
+
+
+@dataclass
+class SparseBatch:
+    """``n`` sparse vectors in CSR form over a shared vocabulary (see module docstring)."""
+
+    indptr: np.ndarray
+    indices: np.ndarray
+    values: np.ndarray
+    vocab: Vocabulary
+    ids: list[str] | None = None
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.indptr = np.ascontiguousarray(self.indptr, dtype=np.int64)
+        self.indices = np.ascontiguousarray(self.indices, dtype=np.int32)
+        self.values = np.ascontiguousarray(self.values, dtype=np.float32)
+        if self.indptr.ndim != 1 or len(self.indptr) < 1 or self.indptr[0] != 0:
+            raise ValueError("indptr must be 1-D and start at 0")
+        if self.indptr[-1] != len(self.indices) or len(self.indices) != len(self.values):
+            raise ValueError(
+                f"CSR arrays disagree: indptr[-1]={self.indptr[-1]}, "
+                f"len(indices)={len(self.indices)}, len(values)={len(self.values)}"
+            )
+        if np.any(np.diff(self.indptr) < 0):
+            raise ValueError("indptr must be non-decreasing")
+        if self.ids is not None:
+            self.ids = [str(i) for i in self.ids]
+            if len(self.ids) != len(self):
+                raise ValueError(f"{len(self.ids)} ids for {len(self)} vectors")
+
+    # ------------------------------------------------------------------ basics
+    def __len__(self) -> int:
+        return len(self.indptr) - 1
+
+    @property
+    def nnz(self) -> int:
+        return int(self.indptr[-1])
+
+    @property
+    def n_terms(self) -> int:
+        return len(self.vocab)
+
+    def row(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """(term ids int32, weights float32) of vector ``i``."""
+        a, b = self.indptr[i], self.indptr[i + 1]
+        return self.indices[a:b], self.values[a:b]
+
+    def row_dict(self, i: int) -> dict[str, float]:
+        """Vector ``i`` as ``{term: weight}``."""
+        idx, val = self.row(i)
+        terms = self.vocab.terms
+        return {terms[t]: float(w) for t, w in zip(idx.tolist(), val.tolist())}
+
+    def nnz_per_row(self) -> np.ndarray:
+        return np.diff(self.indptr)
+
+    def row_ids(self) -> np.ndarray:
+        """Row number of every stored weight, int64 shape (nnz,)."""
+        return np.repeat(np.arange(len(self), dtype=np.int64), np.diff(self.indptr))
+
+    def validate(self) -> "SparseBatch":
+        """Check the invariants (ids in range, sorted unique per row, finite non-negative)."""
+        if self.nnz:
+            if self.indices.min() < 0 or self.indices.max() >= len(self.vocab):
+                raise ValueError(f"term id out of range for a vocabulary of {len(self.vocab)} terms")
+            if not np.all(np.isfinite(self.values)) or self.values.min() < 0:
+                raise ValueError("weights must be finite and non-negative")
+            rows = self.row_ids()
+            same_row = rows[1:] == rows[:-1]
+            if np.any(same_row & (self.indices[1:] <= self.indices[:-1])):
+                raise ValueError("term ids must be strictly increasing within each vector")
+        return self
+
+    # -------------------------------------------------------------- converters
+    def to_scipy(self) -> sp.csr_matrix:
+        """scipy CSR matrix, shape (n, V), float32."""
+        return sp.csr_matrix((self.values, self.indices, self.indptr), shape=(len(self), len(self.vocab)))
+
+    @classmethod
+    def from_scipy(
+        cls, m: sp.spmatrix, vocab: Vocabulary | Sequence[str] | None = None, ids: Sequence[str] | None = None
+    ) -> "SparseBatch":
+        """Build from any scipy sparse matrix of shape (n, V); explicit zeros are dropped."""
+        m = sp.csr_matrix(m, dtype=np.float32)
+        m.eliminate_zeros()
+        m.sum_duplicates()
+        m.sort_indices()
+        if vocab is None:
+            vocab = Vocabulary.from_size(m.shape[1])
+        elif not isinstance(vocab, Vocabulary):
+            vocab = Vocabulary(vocab)
+        if len(vocab) < m.shape[1]:
+            raise ValueError(f"matrix has {m.shape[1]} columns but the vocabulary {len(vocab)} terms")
+        return cls(m.indptr, m.indices, m.data, vocab, list(ids) if ids is not None else None)
+
+    @classmethod
+    def from_dense(cls, x: np.ndarray, vocab: Vocabulary | None = None, ids: Sequence[str] | None = None) -> "SparseBatch":
+        """From a dense (n, V) array; zeros are dropped."""
+        return cls.from_scipy(sp.csr_matrix(np.asarray(x, dtype=np.float32)), vocab, ids)
+
+    @classmethod
+    def from_dicts(
+        cls,
+        vectors: Iterable[Mapping[str, float]],
+        vocab: Vocabulary | None = None,
+        ids: Sequence[str] | None = None,
+        *,
+        grow: bool = True,
+    ) -> "SparseBatch":
+        """From ``{term: weight}`` mappings.
+
+        With ``grow=False`` the vocabulary is fixed and an unknown term raises ``KeyError``.
+        Zero weights are dropped; negative or non-finite weights raise :class:`FormatError`.
+        """
+        vocab = Vocabulary() if vocab is None else vocab
+        indptr = [0]
+        indices: list[int] = []
+        values: list[float] = []
+        for n, vec in enumerate(vectors):
+            row: dict[int, float] = {}
+            for term, w in vec.items():
+                f = _check_weight(w, f"vector {n}, term {term!r}")
+                if f == 0.0:
+                    continue
+                tid = vocab.add(term) if grow else vocab.id(term)
+                row[tid] = row.get(tid, 0.0) + f
+            for tid in sorted(row):
+                indices.append(tid)
+                values.append(row[tid])
+            indptr.append(len(indices))
+        return cls(np.array(indptr), np.array(indices, dtype=np.int32), np.array(values, dtype=np.float32), vocab,
+                   list(ids) if ids is not None else None)
+
+    def to_dicts(self) -> list[dict[str, float]]:
+        return [self.row_dict(i) for i in range(len(self))]
+
+    # ---------------------------------------------------------------- algebra
+    def __getitem__(self, key: slice | Sequence[int] | np.ndarray) -> "SparseBatch":
+        """Row subset (slice or integer array), sharing the vocabulary."""
+        if isinstance(key, slice):
+            rows = np.arange(len(self))[key]
+        else:
+            rows = np.asarray(key, dtype=np.int64)
+        m = self.to_scipy()[rows]
+        ids = [self.ids[i] for i in rows.tolist()] if self.ids is not None else None
+        return SparseBatch(m.indptr, m.indices, m.data, self.vocab, ids, dict(self.meta))
+
+    @staticmethod
+    def concat(batches: Sequence["SparseBatch"]) -> "SparseBatch":
+        """Stack batches over the same vocabulary (or vocabularies that are prefixes of the last)."""
+        if not batches:
+            raise ValueError("nothing to concatenate")
+        vocab = max((b.vocab for b in batches), key=len)
+        for b in batches:
+            if not b.vocab.is_prefix_of(vocab):
+                raise ValueError("cannot concatenate batches over mismatched vocabularies (use remap first)")
+        offs = np.cumsum([0] + [b.nnz for b in batches])
+        indptr = np.concatenate([[0]] + [b.indptr[1:] + o for b, o in zip(batches, offs[:-1])])
+        has_ids = all(b.ids is not None for b in batches)
+        ids = [i for b in batches for i in b.ids] if has_ids else None  # type: ignore[union-attr]
+        return SparseBatch(indptr, np.concatenate([b.indices for b in batches]),
+                           np.concatenate([b.values for b in batches]), vocab, ids)
+
+    def remap(self, target: Vocabulary, *, unknown: str = "drop") -> "SparseBatch":
+        """Express these vectors in the term ids of ``target``.
+
+        ``unknown``: ``"drop"`` silently removes terms the target lacks (a query term that no
+        document has cannot score), ``"error"`` raises ``KeyError`` naming the first one, and
+        ``"add"`` appends them to ``target``.
+        """
+        if self.vocab is target or self.vocab.is_prefix_of(target):
+            return SparseBatch(self.indptr, self.indices, self.values, target, self.ids, dict(self.meta))
+        mapping = np.empty(len(self.vocab), dtype=np.int64)
+        for i, t in enumerate(self.vocab.terms):
+            j = target.get(t)
+            if j < 0:
+                if unknown == "error":
+                    raise KeyError(f"unknown token {t!r}: not in the target vocabulary ({len(target)} terms)")
+                if unknown == "add":
+                    j = target.add(t)
+            mapping[i] = j
+        new_idx = mapping[self.indices]
+        keep = new_idx >= 0
+        rows = self.row_ids()
+        m = sp.csr_matrix((self.values[keep], (rows[keep], new_idx[keep])), shape=(len(self), len(target)))
+        return SparseBatch.from_scipy(m, target, self.ids)
+
+    def prune(self, top_k: int | None = None, threshold: float = 0.0) -> "SparseBatch":
+        """Keep at most ``top_k`` largest weights per vector and only weights > ``threshold``."""
+        keep = self.values > threshold
+        if top_k is not None:
+            lens = np.diff(self.indptr)
+            for i in np.nonzero(lens > top_k)[0]:
+                a, b = self.indptr[i], self.indptr[i + 1]
+                order = np.argsort(-self.values[a:b], kind="stable")
+                keep[a + order[top_k:]] = False
+        counts = np.bincount(self.row_ids()[keep], minlength=len(self))
+        indptr = np.concatenate([[0], np.cumsum(counts)])
+        return SparseBatch(indptr, self.indices[keep], self.values[keep], self.vocab, self.ids, dict(self.meta))
+
+    # -------------------------------------------------------------------- I/O
+    def save_npz(self, path: str | os.PathLike) -> None:
+        """Write the batch to ``path`` (numpy ``.npz``, compressed)."""
+        np.savez_compressed(
+            path,
+            indptr=self.indptr,
+            indices=self.indices,
+            values=self.values,
+            vocab=np.array(json.dumps(self.vocab.terms)),
+            ids=np.array(json.dumps(self.ids)),
+            meta=np.array(json.dumps(self.meta)),
+            format=np.array("sparsearch-batch-1"),
+        )
+
+    @classmethod
+    def load_npz(cls, path: str | os.PathLike) -> "SparseBatch":
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if str(z.get("format", "")) != "sparsearch-batch-1":
+                    raise FormatError(f"{path}: not a sparsearch batch file (format tag missing or unknown)")
+                return cls(z["indptr"], z["indices"], z["values"], Vocabulary(json.loads(str(z["vocab"]))),
+                           json.loads(str(z["ids"])), json.loads(str(z["meta"])))
+        except (OSError, KeyError, json.JSONDecodeError) as e:
+            raise FormatError(f"{path}: cannot read sparse batch: {e}") from e
+
+    def write_jsonl(self, path: str | os.PathLike) -> None:
+        """Write ``{"id": ..., "vector": {term: weight}}`` lines."""
+        with open(path, "w", encoding="utf-8") as f:
+            for i in range(len(self)):
+                rid = self.ids[i] if self.ids is not None else str(i)
+                f.write(json.dumps({"id": rid, "vector": self.row_dict(i)}, ensure_ascii=False))
+                f.write("\n")
+
+    @classmethod
+    def read_jsonl(cls, path: str | os.PathLike, vocab: Vocabulary | None = None, *, grow: bool = True) -> "SparseBatch":
+        return read_jsonl(path, vocab, grow=grow)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Save as ``.npz`` or ``.jsonl`` depending on the suffix."""
+        (self.write_jsonl if str(path).endswith((".jsonl", ".json")) else self.save_npz)(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, vocab: Vocabulary | None = None) -> "SparseBatch":
+        """Load ``.npz`` or ``.jsonl`` (``.jsonl.gz`` too) depending on the suffix."""
+        if str(path).endswith((".jsonl", ".json", ".jsonl.gz")):
+            return read_jsonl(path, vocab)
+        return cls.load_npz(path)
+
+
+def _open_text(path: str | os.PathLike):
+    if str(path).endswith(".gz"):
+        import gzip
+
+        return gzip.open(path, "rt", encoding="utf-8")
+    return open(path, encoding="utf-8")
+
+
+def _parse_line(line: str, path: str | os.PathLike, lineno: int) -> tuple[str, Mapping[str, float]]:
+    where = f"{path}, line {lineno}"
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise FormatError(f"{where}: malformed JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(obj, dict):
+        raise FormatError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    vec = obj.get("vector", obj.get("content"))
+    if not isinstance(vec, dict):
+        raise FormatError(f"{where}: missing or non-object 'vector' field (expected {{\"term\": weight}})")
+    rid = obj.get("id", obj.get("_id", str(lineno - 1)))
+    for term, w in vec.items():
+        _check_weight(w, f"{where}, term {term!r}")
+    return str(rid), vec
+
+
+def iter_jsonl_chunks(
+    path: str | os.PathLike, chunk_size: int = 100_000, vocab: Vocabulary | None = None, *, grow: bool = True
+) -> Iterator[SparseBatch]:
+    """Stream a JSONL vector file as SparseBatch chunks sharing one (growing) vocabulary."""
+    vocab = Vocabulary() if vocab is None else vocab
+    ids: list[str] = []
+    vecs: list[Mapping[str, float]] = []
+    with _open_text(path) as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            rid, vec = _parse_line(line, path, lineno)
+            ids.append(rid)
+            vecs.append(vec)
+            if len(vecs) >= chunk_size:
+                yield _build_chunk(vecs, vocab, ids, grow, path)
+                ids, vecs = [], []
+    if vecs:
+        yield _build_chunk(vecs, vocab, ids, grow, path)
+
+
+def _build_chunk(vecs, vocab, ids, grow, path) -> SparseBatch:
+    try:
+        return SparseBatch.from_dicts(vecs, vocab, ids, grow=grow)
+    except KeyError as e:
+        raise FormatError(f"{path}: {e.args[0]}") from None
+
+
+def read_jsonl(path: str | os.PathLike, vocab: Vocabulary | None = None, *, grow: bool = True) -> SparseBatch:
+    """Read a whole JSONL vector file (see :func:`iter_jsonl_chunks`)."""
+    vocab = Vocabulary() if vocab is None else vocab
+    chunks = list(iter_jsonl_chunks(path, vocab=vocab, grow=grow))
+    if not chunks:
+        return SparseBatch(np.zeros(1, dtype=np.int64), np.empty(0, np.int32), np.empty(0, np.float32), vocab, [])
+    return SparseBatch.concat(chunks)
