@@ -1,0 +1,155 @@
+"""BM25 as a sparse encoder.
+
+Documents carry the whole BM25 term weight, queries carry term counts, so that the dot
+product of a query and a document vector *is* the BM25 score (as in Anserini's "impact"
+BM25 and bm25s's eager scoring). Two variants:
+
+* ``lucene`` (default, Lucene >= 8 / Anserini): ``idf = ln(1 + (N - df + 0.5) / (df + 0.5))``,
+  ``w = idf * tf / (tf + k1 * (1 - b + b * dl / avgdl))``.
+* ``robertson`` (the original): ``idf = ln((N - df + 0.5) / (df + 0.5))``, clipped at 0 because
+  sparse weights must be non-negative, ``w = idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * dl / avgdl))``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..text import Analyzer, WordAnalyzer, get_analyzer
+from ..vectors import SparseBatch, Vocabulary
+from .base import SparseEncoder
+
+__all__ = ["BM25Encoder"]
+
+_STATE_FILE = "bm25_stats.json"
+
+
+class BM25Encoder(SparseEncoder):
+    """BM25 document weights and term-count queries over an analyzer's terms.
+
+    Args:
+        k1: term-frequency saturation (>= 0).
+        b: document-length normalisation in [0, 1].
+        method: ``"lucene"`` or ``"robertson"`` (see module docstring).
+        analyzer: defaults to :class:`~sparsearch.text.WordAnalyzer` (Porter, Lucene stopwords).
+    """
+
+    name = "bm25"
+
+    def __init__(self, k1: float = 0.9, b: float = 0.4, method: str = "lucene", analyzer: Analyzer | None = None) -> None:
+        if method not in ("lucene", "robertson"):
+            raise ValueError(f"unknown BM25 method {method!r} (use 'lucene' or 'robertson')")
+        if k1 < 0 or not 0 <= b <= 1:
+            raise ValueError(f"BM25 needs k1 >= 0 and 0 <= b <= 1, got k1={k1}, b={b}")
+        self.k1, self.b, self.method = float(k1), float(b), method
+        self.analyzer = analyzer or WordAnalyzer()
+        self.vocab = Vocabulary()
+        self.df = np.zeros(0, dtype=np.int64)
+        self.n_docs = 0
+        self.avgdl = 0.0
+
+    @classmethod
+    def from_spec(cls, arg: str | None = None, **options: Any) -> "BM25Encoder":
+        """``bm25`` or ``bm25:robertson`` / ``bm25:lucene``."""
+        if arg:
+            options.setdefault("method", arg)
+        return cls(**options)
+
+    # ------------------------------------------------------------- statistics
+    def _term_ids(self, docs_terms: list[list[str]], grow: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Flatten analyzed docs to (row, term id) arrays; unknown terms dropped unless ``grow``."""
+        lens = np.fromiter((len(t) for t in docs_terms), dtype=np.int64, count=len(docs_terms))
+        flat = [t for terms in docs_terms for t in terms]
+        if grow:
+            add = self.vocab.add
+            tids = np.fromiter((add(t) for t in flat), dtype=np.int64, count=len(flat))
+        else:
+            get = self.vocab.get
+            tids = np.fromiter((get(t) for t in flat), dtype=np.int64, count=len(flat))
+        rows = np.repeat(np.arange(len(docs_terms), dtype=np.int64), lens)
+        keep = tids >= 0
+        return rows[keep], tids[keep]
+
+    @staticmethod
+    def _counts(rows: np.ndarray, tids: np.ndarray, n_rows: int, n_terms: int):
+        """Unique (row, term) pairs sorted by row then term, with their counts."""
+        keys = rows * max(n_terms, 1) + tids
+        uniq, counts = np.unique(keys, return_counts=True)
+        return uniq // max(n_terms, 1), uniq % max(n_terms, 1), counts
+
+    def fit(self, texts: Sequence[str]) -> "BM25Encoder":
+        """Learn the vocabulary, document frequencies and average length from a corpus."""
+        docs_terms = self.analyzer.analyze_many(texts)
+        self.vocab = Vocabulary()
+        rows, tids = self._term_ids(docs_terms, grow=True)
+        r, t, _ = self._counts(rows, tids, len(texts), len(self.vocab))
+        self.df = np.bincount(t, minlength=len(self.vocab)).astype(np.int64)
+        self.n_docs = len(texts)
+        self.avgdl = float(len(tids)) / max(len(texts), 1)
+        return self
+
+    def idf(self) -> np.ndarray:
+        """IDF per term id, float64 shape (V,)."""
+        n, df = self.n_docs, self.df.astype(np.float64)
+        if self.method == "lucene":
+            return np.log1p((n - df + 0.5) / (df + 0.5))
+        return np.maximum(np.log((n - df + 0.5) / (df + 0.5)), 0.0)
+
+    # --------------------------------------------------------------- encoding
+    def encode_documents(self, texts: Sequence[str], ids: Sequence[str] | None = None) -> SparseBatch:
+        """BM25 weight of every (document, term); fits on ``texts`` first if never fitted.
+
+        Terms unseen by ``fit`` are dropped: their IDF is undefined for the fitted corpus.
+        """
+        if self.n_docs == 0:
+            self.fit(texts)
+        docs_terms = self.analyzer.analyze_many(texts)
+        rows, tids = self._term_ids(docs_terms, grow=False)
+        dl = np.fromiter((len(t) for t in docs_terms), dtype=np.float64, count=len(texts))
+        r, t, tf = self._counts(rows, tids, len(texts), len(self.vocab))
+        tf = tf.astype(np.float64)
+        norm = self.k1 * (1.0 - self.b + self.b * dl[r] / max(self.avgdl, 1e-9))
+        sat = tf / (tf + norm) if self.method == "lucene" else tf * (self.k1 + 1.0) / (tf + norm)
+        w = (self.idf()[t] * sat).astype(np.float32)
+        keep = w > 0
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(r[keep], minlength=len(texts)))])
+        return SparseBatch(indptr, t[keep], w[keep], self.vocab, list(ids) if ids is not None else None,
+                           {"encoder": self.name})
+
+    def encode_queries(self, texts: Sequence[str], ids: Sequence[str] | None = None) -> SparseBatch:
+        """Term counts of each query over its own small vocabulary (the index remaps by term)."""
+        docs_terms = self.analyzer.analyze_many(texts)
+        vocab = Vocabulary(t for terms in docs_terms for t in terms)
+        lens = [len(t) for t in docs_terms]
+        tids = np.fromiter((vocab.id(t) for terms in docs_terms for t in terms), dtype=np.int64, count=sum(lens))
+        rows = np.repeat(np.arange(len(texts), dtype=np.int64), lens)
+        r, t, tf = self._counts(rows, tids, len(texts), len(vocab))
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(r, minlength=len(texts)))])
+        return SparseBatch(indptr, t, tf.astype(np.float32), vocab, list(ids) if ids is not None else None)
+
+    # ------------------------------------------------------------ persistence
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name, "k1": self.k1, "b": self.b, "method": self.method,
+                "analyzer": self.analyzer.config()}
+
+    def save_state(self, directory: Path) -> None:
+        """Corpus statistics, so that documents added later get consistent weights."""
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        state = {"n_docs": self.n_docs, "avgdl": self.avgdl, "terms": self.vocab.terms, "df": self.df.tolist()}
+        (Path(directory) / _STATE_FILE).write_text(json.dumps(state))
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], directory: Path | None = None) -> "BM25Encoder":
+        enc = cls(k1=config["k1"], b=config["b"], method=config["method"],
+                  analyzer=get_analyzer(config.get("analyzer", {"type": "word"})))
+        state_file = Path(directory) / _STATE_FILE if directory is not None else None
+        if state_file is not None and state_file.exists():
+            state = json.loads(state_file.read_text())
+            enc.vocab = Vocabulary(state["terms"])
+            enc.df = np.asarray(state["df"], dtype=np.int64)
+            enc.n_docs, enc.avgdl = int(state["n_docs"]), float(state["avgdl"])
+        return enc

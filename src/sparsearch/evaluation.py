@@ -1,0 +1,215 @@
+"""BEIR-format collections, effectiveness metrics and efficiency figures.
+
+* :func:`load_beir`: ``corpus.jsonl`` / ``queries.jsonl`` / ``qrels/<split>.tsv``; a document's
+  text is ``title + " " + text`` as BEIR's dense and sparse baselines use it.
+* :func:`evaluate`: nDCG@10, R@100, R@1000, MRR@10 (``RR@10``) through ``ir-measures``.
+* :func:`write_trec_run` / :func:`read_trec_run`: the 6-column TREC run format.
+* :class:`LatencyStats`: per-query latency percentiles and throughput.
+
+A *run* is ``{query_id: {doc_id: score}}`` and *qrels* are ``{query_id: {doc_id: grade}}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .vectors import FormatError
+
+__all__ = [
+    "BeirDataset", "load_beir", "load_qrels", "evaluate", "per_query", "write_trec_run", "read_trec_run",
+    "LatencyStats", "DEFAULT_METRICS",
+]
+
+Run = dict[str, dict[str, float]]
+Qrels = dict[str, dict[str, int]]
+
+DEFAULT_METRICS: tuple[str, ...] = ("nDCG@10", "R@100", "R@1000", "RR@10")
+
+
+@dataclass
+class BeirDataset:
+    """A BEIR collection restricted to one qrels split.
+
+    Attributes:
+        corpus: ``{doc_id: {"title": str, "text": str}}`` in file order.
+        queries: ``{query_id: text}`` for the queries that have judgements in ``split``.
+        qrels: ``{query_id: {doc_id: grade}}``.
+    """
+
+    name: str
+    split: str
+    corpus: dict[str, dict[str, str]]
+    queries: dict[str, str]
+    qrels: Qrels
+    path: Path | None = None
+    all_queries: dict[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def doc_ids(self) -> list[str]:
+        return list(self.corpus)
+
+    @property
+    def query_ids(self) -> list[str]:
+        return list(self.queries)
+
+    def doc_texts(self) -> list[str]:
+        """``title + " " + text`` per document, in corpus order."""
+        return [(d.get("title", "") + " " + d.get("text", "")).strip() for d in self.corpus.values()]
+
+    def query_texts(self) -> list[str]:
+        return list(self.queries.values())
+
+    def titles_and_bodies(self) -> tuple[list[str], list[str]]:
+        """Separate titles and bodies (for self-supervised title/body pairs)."""
+        return [d.get("title", "") for d in self.corpus.values()], [d.get("text", "") for d in self.corpus.values()]
+
+    def split_qrels(self, split: str) -> Qrels:
+        """Judgements of another split of the same collection (e.g. ``train`` for tuning)."""
+        if self.path is None:
+            raise ValueError("dataset was not loaded from disk")
+        return load_qrels(self.path / "qrels" / f"{split}.tsv")
+
+
+def _read_jsonl_objects(path: Path) -> Iterable[tuple[int, dict]]:
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise FormatError(f"{path}, line {lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
+            if not isinstance(obj, dict) or "_id" not in obj:
+                raise FormatError(f"{path}, line {lineno}: expected an object with an '_id' field")
+            yield lineno, obj
+
+
+def load_qrels(path: str | os.PathLike) -> Qrels:
+    """Read a BEIR qrels TSV (``query-id  corpus-id  score``, header optional)."""
+    qrels: Qrels = {}
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no qrels file {path}")
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            parts = line.rstrip("\n").split("\t")
+            if lineno == 1 and parts[0] == "query-id":
+                continue
+            if not line.strip():
+                continue
+            if len(parts) == 4:  # TREC qrels: qid 0 docid grade
+                parts = [parts[0], parts[2], parts[3]]
+            if len(parts) != 3:
+                raise FormatError(f"{path}, line {lineno}: expected 3 tab-separated fields, got {len(parts)}")
+            try:
+                grade = int(float(parts[2]))
+            except ValueError:
+                raise FormatError(f"{path}, line {lineno}: relevance {parts[2]!r} is not a number") from None
+            qrels.setdefault(parts[0], {})[parts[1]] = grade
+    return qrels
+
+
+def load_beir(path: str | os.PathLike, split: str = "test") -> BeirDataset:
+    """Load a BEIR-layout folder; only queries judged in ``qrels/<split>.tsv`` are kept."""
+    path = Path(path)
+    for need in ("corpus.jsonl", "queries.jsonl"):
+        if not (path / need).exists():
+            raise FileNotFoundError(f"{path} is not a BEIR collection: {need} is missing")
+    corpus = {str(o["_id"]): {"title": o.get("title") or "", "text": o.get("text") or ""}
+              for _, o in _read_jsonl_objects(path / "corpus.jsonl")}
+    all_queries = {str(o["_id"]): o.get("text") or "" for _, o in _read_jsonl_objects(path / "queries.jsonl")}
+    qrels = load_qrels(path / "qrels" / f"{split}.tsv")
+    missing = [q for q in qrels if q not in all_queries]
+    if missing:
+        raise FormatError(f"{path}: qrels/{split}.tsv judges {len(missing)} queries absent from queries.jsonl "
+                          f"(first: {missing[0]!r})")
+    queries = {q: all_queries[q] for q in all_queries if q in qrels}
+    return BeirDataset(path.name, split, corpus, queries, qrels, path, all_queries)
+
+
+def _measures(metrics: Sequence[str]):
+    import ir_measures
+
+    return [ir_measures.parse_measure(m) for m in metrics]
+
+
+def evaluate(run: Mapping[str, Mapping[str, float]], qrels: Qrels, metrics: Sequence[str] = DEFAULT_METRICS) -> dict[str, float]:
+    """Mean of each metric over the judged queries (a query with no results scores 0).
+
+    Metric names follow ir-measures: ``nDCG@10``, ``R@100``, ``RR@10`` (MRR@10), ``AP``, ...
+    """
+    import ir_measures
+
+    measures = _measures(metrics)
+    run = {q: {d: float(s) for d, s in docs.items()} for q, docs in run.items() if q in qrels}
+    agg = ir_measures.calc_aggregate(measures, qrels, run)
+    # ir-measures averages over queries present in the run; unretrieved judged queries count as 0.
+    n_run = sum(1 for q in qrels if q in run and run[q])
+    scale = n_run / max(len(qrels), 1)
+    return {str(m): float(agg.get(m, 0.0)) * scale for m in measures}
+
+
+def per_query(run: Mapping[str, Mapping[str, float]], qrels: Qrels, metric: str = "nDCG@10") -> dict[str, float]:
+    """Metric value per judged query (0 for queries missing from the run)."""
+    import ir_measures
+
+    (m,) = _measures([metric])
+    out = {q: 0.0 for q in qrels}
+    run = {q: {d: float(s) for d, s in docs.items()} for q, docs in run.items() if q in qrels}
+    for r in ir_measures.iter_calc([m], qrels, run):
+        out[r.query_id] = float(r.value)
+    return out
+
+
+def write_trec_run(run: Mapping[str, Mapping[str, float]], path: str | os.PathLike, tag: str = "sparsearch") -> None:
+    """Write ``qid Q0 docid rank score tag`` lines, ranks by descending score then doc id."""
+    with open(path, "w", encoding="utf-8") as f:
+        for qid, docs in run.items():
+            ranked = sorted(docs.items(), key=lambda x: (-x[1], x[0]))
+            for rank, (did, score) in enumerate(ranked, 1):
+                f.write(f"{qid} Q0 {did} {rank} {score:.6f} {tag}\n")
+
+
+def read_trec_run(path: str | os.PathLike) -> Run:
+    run: Run = {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != 6:
+                raise FormatError(f"{path}, line {lineno}: a TREC run line has 6 fields, got {len(parts)}")
+            try:
+                run.setdefault(parts[0], {})[parts[2]] = float(parts[4])
+            except ValueError:
+                raise FormatError(f"{path}, line {lineno}: score {parts[4]!r} is not a number") from None
+    return run
+
+
+@dataclass
+class LatencyStats:
+    """Per-query latencies (seconds) summarised as percentiles (milliseconds) and QPS."""
+
+    latencies_s: np.ndarray
+    wall_s: float
+
+    @classmethod
+    def measure(cls, latencies_s: Sequence[float], wall_s: float | None = None) -> "LatencyStats":
+        lat = np.asarray(latencies_s, dtype=np.float64)
+        return cls(lat, float(lat.sum()) if wall_s is None else float(wall_s))
+
+    @property
+    def qps(self) -> float:
+        return len(self.latencies_s) / self.wall_s if self.wall_s > 0 else float("inf")
+
+    def summary(self) -> dict[str, float]:
+        lat_ms = self.latencies_s * 1e3
+        pct = np.percentile(lat_ms, [50, 95, 99]) if len(lat_ms) else [float("nan")] * 3
+        return {"queries": float(len(lat_ms)), "mean_ms": float(lat_ms.mean()) if len(lat_ms) else float("nan"),
+                "p50_ms": float(pct[0]), "p95_ms": float(pct[1]), "p99_ms": float(pct[2]), "qps": self.qps}

@@ -1,0 +1,268 @@
+"""The :class:`Index`: open an index directory and search it (exact top-k), explain hits.
+
+Follows FAISS's shape: ``index.search(queries, k) -> (scores, docnums)`` with arrays of
+shape (n_queries, k); ``docnums`` are positions in ``index.doc_ids`` (``-1`` pads rows with
+fewer than ``k`` matching documents). Only documents that share at least one term with the
+query are returned (score > 0).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..vectors import SparseBatch, Vocabulary
+from . import kernels
+from .builder import read_manifest
+from .segment import IndexFormatError, Segment
+
+__all__ = ["Index", "Contribution"]
+
+SEARCH_MODES = ("exact", "exhaustive")
+
+
+@dataclass(frozen=True)
+class Contribution:
+    """One term's share of a query-document score: ``contribution = query_weight * doc_weight``."""
+
+    term: str
+    term_id: int
+    query_weight: float
+    doc_weight: float
+    contribution: float
+
+
+class Index:
+    """A persistent inverted index (one or more immutable segments + a commit manifest)."""
+
+    def __init__(self, path: Path, manifest: dict[str, Any], vocab: Vocabulary, segments: list[Segment],
+                 deleted: list[np.ndarray]) -> None:
+        self.path = path
+        self.manifest = manifest
+        self.vocab = vocab
+        self.segments = segments
+        self.deleted = deleted
+        self.bases = np.cumsum([0] + [s.n_docs for s in segments]).astype(np.int64)
+        self._doc_ids: list[str] | None = None
+        self._doc_index: dict[str, int] | None = None
+        self._encoder = None
+
+    # ------------------------------------------------------------------ open
+    @classmethod
+    def open(cls, path: str | Path, *, mmap: bool = True, verify: bool = True) -> "Index":
+        """Load an index directory; refuses (``IndexFormatError``) wrong, old or corrupt data."""
+        path = Path(path)
+        manifest = read_manifest(path)
+        try:
+            terms = json.loads((path / manifest["vocab"]).read_text(encoding="utf-8"))
+        except (OSError, KeyError, json.JSONDecodeError) as e:
+            raise IndexFormatError(f"{path}: vocabulary file missing or corrupt ({e})") from None
+        if len(terms) != manifest.get("n_terms", len(terms)):
+            raise IndexFormatError(f"{path}: vocabulary has {len(terms)} terms, manifest says {manifest['n_terms']}")
+        segments, deleted = [], []
+        for s in manifest["segments"]:
+            seg = Segment.open(path / s["name"], mmap=mmap, verify=verify)
+            if seg.n_terms > len(terms):
+                raise IndexFormatError(f"{seg.path}: segment knows {seg.n_terms} terms, vocabulary only {len(terms)}")
+            segments.append(seg)
+            if s.get("deletes"):
+                try:
+                    mask = np.load(path / s["deletes"], allow_pickle=False)
+                except (OSError, ValueError) as e:
+                    raise IndexFormatError(f"{path / s['deletes']}: unreadable deletion bitmap ({e})") from None
+                if mask.shape != (seg.n_docs,):
+                    raise IndexFormatError(f"{path / s['deletes']}: deletion bitmap does not fit its segment")
+                deleted.append(mask.astype(np.bool_))
+            else:
+                deleted.append(np.zeros(0, np.bool_))
+        return cls(path, manifest, Vocabulary(terms), segments, deleted)
+
+    # ------------------------------------------------------------- properties
+    @property
+    def n_docs(self) -> int:
+        """Documents stored, deleted ones included (doc numbers range over ``[0, n_docs)``)."""
+        return int(self.bases[-1])
+
+    @property
+    def n_live_docs(self) -> int:
+        return self.n_docs - int(sum(int(d.sum()) for d in self.deleted))
+
+    @property
+    def n_terms(self) -> int:
+        return len(self.vocab)
+
+    @property
+    def doc_ids(self) -> list[str]:
+        """External id of every doc number."""
+        if self._doc_ids is None:
+            self._doc_ids = [i for s in self.segments for i in s.doc_ids]
+        return self._doc_ids
+
+    def docnum(self, doc_id: str) -> int:
+        """Doc number of a live document id; ``KeyError`` if unknown or deleted."""
+        if self._doc_index is None:
+            index: dict[str, int] = {}
+            for seg, base, dele in zip(self.segments, self.bases, self.deleted):
+                for j, i in enumerate(seg.doc_ids):
+                    if not (len(dele) and dele[j]):
+                        index[i] = int(base) + j
+            self._doc_index = index
+        try:
+            return self._doc_index[doc_id]
+        except KeyError:
+            raise KeyError(f"unknown document id {doc_id!r}") from None
+
+    @property
+    def encoder_config(self) -> dict[str, Any] | None:
+        return self.manifest.get("encoder")
+
+    def load_encoder(self):
+        """The encoder the documents were indexed with (to encode queries the same way)."""
+        if self._encoder is None:
+            from ..encoders import load_encoder
+
+            if not self.encoder_config:
+                raise ValueError(f"{self.path}: index has no encoder; pass query vectors instead of text")
+            state = self.manifest.get("encoder_state")
+            self._encoder = load_encoder(self.encoder_config, self.path / state if state else None)
+        return self._encoder
+
+    def stats(self) -> dict[str, Any]:
+        """Sizes: documents, terms, postings, bytes on disk, bytes per posting."""
+        n_post = sum(s.n_postings for s in self.segments)
+        total = sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+        post_bytes = sum(s.posting_bytes() for s in self.segments)
+        return {"n_docs": self.n_docs, "n_live_docs": self.n_live_docs, "n_terms": self.n_terms,
+                "n_postings": n_post, "n_segments": len(self.segments), "index_bytes": total,
+                "posting_bytes": post_bytes, "bytes_per_posting": post_bytes / max(n_post, 1),
+                "quantization": self.manifest.get("quantization"), "encoder": self.encoder_config}
+
+    # ---------------------------------------------------------------- queries
+    def prepare_queries(self, queries: SparseBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Map query vectors onto index term ids and snap their weights (CSR arrays).
+
+        Terms the index has never seen are dropped: no document can match them.
+        """
+        q = queries.remap(self.vocab, unknown="drop")
+        weights = np.empty(q.nnz, np.float64)
+        for i in range(len(q)):
+            a, b = q.indptr[i], q.indptr[i + 1]
+            weights[a:b] = kernels.snap_query_weights(q.values[a:b])
+        return q.indptr.astype(np.int64), q.indices.astype(np.int64), weights
+
+    def search(self, queries: SparseBatch, k: int = 10, *, mode: str = "exact",
+               threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` documents per query by dot product.
+
+        Args:
+            queries: (nq, V') query vectors; matched to the index vocabulary by term string.
+            k: results per query (>= 1).
+            mode: ``"exact"`` (block-max MaxScore, rank-safe) or ``"exhaustive"`` (score every
+                posting; same results, the reference).
+            threads: worker threads for the batch (default: all cores).
+
+        Returns:
+            ``scores`` float32 (nq, k) descending (ties: ascending doc number) and
+            ``docnums`` int64 (nq, k), ``-1`` where fewer than ``k`` documents match.
+        """
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        if mode not in SEARCH_MODES:
+            raise ValueError(f"unknown search mode {mode!r}; use one of {SEARCH_MODES}")
+        q_indptr, q_terms, q_weights = self.prepare_queries(queries)
+        kernels.set_threads(threads)
+        nq = len(q_indptr) - 1
+        per_seg_s, per_seg_d = [], []
+        for seg, base, dele in zip(self.segments, self.bases, self.deleted):
+            kk = min(k, max(seg.n_docs, 1))
+            out_s = np.zeros((nq, kk), np.float64)
+            out_d = np.full((nq, kk), -1, np.int64)
+            # terms unknown to this (older) segment have no postings in it
+            terms = np.where(q_terms < seg.n_terms, q_terms, 0)
+            weights = np.where(q_terms < seg.n_terms, q_weights, 0.0)
+            if mode == "exact":
+                kernels.maxscore_batch(q_indptr, terms, weights, kk, dele, seg.term_block_ptr, seg.term_post_ptr,
+                                       seg.term_max, seg.block_last, seg.block_max, seg.block_bits,
+                                       seg.block_word_ptr, seg.words, seg.impacts, out_s, out_d)
+            else:
+                kernels.exhaustive_batch(q_indptr, terms, weights, kk, seg.n_docs, dele, seg.term_block_ptr,
+                                         seg.term_post_ptr, seg.block_last, seg.block_bits, seg.block_word_ptr,
+                                         seg.words, seg.impacts, out_s, out_d)
+            out_s *= seg.scale
+            per_seg_s.append(out_s)
+            per_seg_d.append(np.where(out_d >= 0, out_d + base, -1))
+        return _merge_topk(per_seg_s, per_seg_d, k)
+
+    def search_run(self, queries: SparseBatch, k: int = 1000, **kwargs: Any) -> dict[str, dict[str, float]]:
+        """Search and return a run ``{query_id: {doc_id: score}}`` (query ids from ``queries.ids``)."""
+        scores, docs = self.search(queries, k, **kwargs)
+        qids = queries.ids if queries.ids is not None else [str(i) for i in range(len(queries))]
+        ids = self.doc_ids
+        run: dict[str, dict[str, float]] = {}
+        for qi, qid in enumerate(qids):
+            row = docs[qi]
+            valid = row >= 0
+            run[qid] = {ids[d]: float(s) for d, s in zip(row[valid].tolist(), scores[qi][valid].tolist())}
+        return run
+
+    def timed_search(self, queries: SparseBatch, k: int = 10, **kwargs: Any) -> np.ndarray:
+        """Per-query latency in seconds, one query at a time (single-query serving latency)."""
+        lat = np.empty(len(queries))
+        for i in range(len(queries)):
+            t = time.perf_counter()
+            self.search(queries[i:i + 1], k, **kwargs)
+            lat[i] = time.perf_counter() - t
+        return lat
+
+    def explain(self, query: SparseBatch, docnum: int) -> list[Contribution]:
+        """Per-term contributions to the score of document ``docnum`` for a one-row ``query``.
+
+        Weights are the ones search uses (snapped query weights, dequantized impacts), so the
+        contributions add up to the search score.
+        """
+        if len(query) != 1:
+            raise ValueError(f"explain takes one query vector, got {len(query)}")
+        if not 0 <= docnum < self.n_docs:
+            raise IndexError(f"doc number {docnum} out of range [0, {self.n_docs})")
+        _, terms, weights = self.prepare_queries(query)
+        s = int(np.searchsorted(self.bases, docnum, side="right") - 1)
+        seg = self.segments[s]
+        imp = seg.impacts_of(docnum - int(self.bases[s]), terms) * seg.scale
+        out = [Contribution(self.vocab.terms[t], int(t), float(w), float(d), float(w * d))
+               for t, w, d in zip(terms.tolist(), weights.tolist(), imp.tolist()) if w * d > 0]
+        return sorted(out, key=lambda c: (-c.contribution, c.term))
+
+    def __repr__(self) -> str:
+        return (f"Index({str(self.path)!r}, docs={self.n_docs}, terms={self.n_terms}, "
+                f"segments={len(self.segments)}, quantization={self.manifest.get('quantization')})")
+
+
+def _merge_topk(scores: Sequence[np.ndarray], docs: Sequence[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Merge per-segment top-k lists (global doc numbers) into one, ties by ascending doc."""
+    nq = scores[0].shape[0] if scores else 0
+    if len(scores) == 1 and scores[0].shape[1] == k:
+        return scores[0].astype(np.float32), docs[0]
+    s = np.concatenate(scores, axis=1) if scores else np.zeros((nq, 0))
+    d = np.concatenate(docs, axis=1) if docs else np.zeros((nq, 0), np.int64)
+    big = np.iinfo(np.int64).max
+    out_s = np.zeros((nq, k), np.float32)
+    out_d = np.full((nq, k), -1, np.int64)
+    for i in range(nq):
+        valid = d[i] >= 0
+        order = np.lexsort((np.where(valid, d[i], big), -np.where(valid, s[i], -np.inf)))[:k]
+        order = order[valid[order]]
+        out_s[i, :len(order)] = s[i][order]
+        out_d[i, :len(order)] = d[i][order]
+    return out_s, out_d
+
+
+def iter_batches(batch: SparseBatch, size: int) -> Iterable[SparseBatch]:
+    """Consecutive row slices of ``batch`` of at most ``size`` rows."""
+    for a in range(0, len(batch), size):
+        yield batch[a:a + size]
