@@ -77,8 +77,10 @@ class BM25Encoder(SparseEncoder):
     @staticmethod
     def _counts(rows: np.ndarray, tids: np.ndarray, n_rows: int, n_terms: int):
         """Unique (row, term) pairs sorted by row then term, with their counts."""
-        keys = rows * max(n_terms, 1) + tids
-        uniq, counts = np.unique(keys, return_counts=True)
+        keys = np.sort(rows * max(n_terms, 1) + tids)
+        starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]])) if len(keys) else np.zeros(0, np.int64)
+        uniq = keys[starts]
+        counts = np.diff(np.append(starts, len(keys)))
         return uniq // max(n_terms, 1), uniq % max(n_terms, 1), counts
 
     def fit(self, texts: Sequence[str]) -> "BM25Encoder":

@@ -10,11 +10,13 @@ Posting format (per term, documents ascending), as in PISA's block codecs:
 * impacts stay one byte each (8-bit quantization) or float32, uncompressed, so that scoring
   a posting never needs decoding beyond its doc id.
 
-Search is document-at-a-time *block-max MaxScore* (Turtle & Flood's MaxScore with the
-block-max refinement of Ding & Suel / Chakrabarti et al., the ``block_max_maxscore`` of PISA).
-We choose MaxScore over WAND because learned sparse queries are long (tens of terms) and
-MaxScore's essential/non-essential split pays off most there ("Wacky Weights", Mackenzie et
-al. 2021), while with block maxima it stays as good as BMW on short BM25 queries.
+Search is *block-max MaxScore* (Turtle & Flood's MaxScore with the block-max refinement of
+Ding & Suel / Chakrabarti et al., PISA's ``block_max_maxscore``), evaluated over doc-id
+windows as Lucene's MaxScoreBulkScorer does (see :func:`_maxscore_one`). We choose MaxScore
+over WAND because learned sparse queries are long (tens of terms), where WAND's per-posting
+pivot selection costs most and MaxScore's essential/non-essential split pays off most
+("Wacky Weights", Mackenzie et al. 2021); the window form replaces per-posting cursor
+juggling with tight accumulation loops, so that it never loses to exhaustive scoring.
 
 Rank safety: scores are float64 sums of ``query_weight * impact``. Query weights are snapped
 to a grid of 2**-s with at most 20 significant bits (``snap_query_weights``), so with 8-bit
@@ -301,13 +303,66 @@ def _heap_sorted(hs, hd, size, out_s, out_d):
 
 
 # ------------------------------------------------------ block-max MaxScore
+WINDOW = 4096
+
+
+@njit(cache=True, inline="always")
+def _accumulate_window(i, t, w, w0, w1, nt, blk, blk_end, pos, dec, buf, acc, touched, term_block_ptr,
+                       term_post_ptr, block_last, block_bits, block_word_ptr, words, impacts):
+    """Add ``w * impact`` of list ``i``'s postings in [w0, w1) to ``acc``; returns the touched count."""
+    tb = term_block_ptr[t]
+    base_post = term_post_ptr[t]
+    df = term_post_ptr[t + 1] - base_post
+    while blk[i] < blk_end[i]:
+        b = blk[i]
+        n = min(BLOCK, df - (b - tb) * BLOCK)
+        if dec[i] != b:
+            if np.int64(block_last[b]) < w0:  # whole block before the window: skip undecoded
+                blk[i] = b + 1
+                continue
+            decode_block(words, block_word_ptr[b], block_bits[b], n, _block_base(tb, b, block_last), buf[i])
+            dec[i] = b
+            pos[i] = 0
+        q = pos[i]
+        while q < n and buf[i, q] < w0:
+            q += 1
+        ip = base_post + (b - tb) * BLOCK
+        while q < n:
+            d = buf[i, q]
+            if d >= w1:
+                break
+            jj = d - w0
+            if acc[jj] == 0.0:
+                touched[nt] = jj
+                nt += 1
+            acc[jj] += w * np.float64(impacts[ip + q])
+            q += 1
+        pos[i] = q
+        if q < n:
+            break
+        blk[i] = b + 1
+    return nt
+
+
 @njit(cache=True)
 def _maxscore_one(q_terms, q_weights, k, deleted, term_block_ptr, term_post_ptr, term_max, block_last,
                   block_max, block_bits, block_word_ptr, words, impacts, out_s, out_d):
-    """Exact top-k of one query over one segment (see module docstring)."""
+    """Exact top-k of one query over one segment: windowed block-max MaxScore.
+
+    Query terms are ordered by upper bound ``ub = weight * max impact``. Once the heap holds
+    ``k`` documents with worst score ``theta``, the longest prefix of terms whose bounds sum
+    to ``<= theta`` is *non-essential*: a document found only there cannot enter the top-k.
+    The doc-id space is swept in windows of ``WINDOW`` documents (as Lucene's
+    MaxScoreBulkScorer does): essential lists are scored term-at-a-time into a dense window
+    accumulator (cache-resident, no per-posting cursor logic), then each candidate, in doc
+    order, probes the non-essential lists with skipping, giving up as soon as its score plus
+    the remaining (block-max refined) bounds cannot beat ``theta``. A window whose essential
+    block maxima plus the non-essential bounds cannot beat ``theta`` is skipped undecoded.
+    Documents are finalised in increasing doc order, so a tie with ``theta`` always loses
+    (ties rank by ascending doc id) and every pruning test can use ``<=``.
+    """
     m0 = q_terms.shape[0]
     has_deleted = deleted.shape[0] > 0
-    # keep terms that have postings, ordered by upper bound ascending
     ub_all = np.empty(m0, np.float64)
     for i in range(m0):
         t = q_terms[i]
@@ -322,13 +377,15 @@ def _maxscore_one(q_terms, q_weights, k, deleted, term_block_ptr, term_post_ptr,
             m += 1
     terms = np.empty(m, np.int64)
     qw = np.empty(m, np.float64)
-    ub = np.empty(m, np.float64)
+    cum = np.empty(m, np.float64)  # cum[i] = ub[0] + ... + ub[i]
     j = 0
+    acc_ub = 0.0
     for i in order:
         if ub_all[i] >= 0:
             terms[j] = q_terms[i]
             qw[j] = q_weights[i]
-            ub[j] = ub_all[i]
+            acc_ub += ub_all[i]
+            cum[j] = acc_ub
             j += 1
     hs = np.empty(k, np.float64)
     hd = np.empty(k, np.int64)
@@ -336,117 +393,147 @@ def _maxscore_one(q_terms, q_weights, k, deleted, term_block_ptr, term_post_ptr,
     if m == 0:
         _heap_sorted(hs, hd, 0, out_s, out_d)
         return
-    cum = np.empty(m, np.float64)  # cum[i] = ub[0] + ... + ub[i]
-    acc = 0.0
-    for i in range(m):
-        acc += ub[i]
-        cum[i] = acc
 
-    # cursors
-    blk = np.empty(m, np.int64)       # current block (absolute index)
+    blk = np.empty(m, np.int64)       # current block of each cursor (absolute index)
     blk_end = np.empty(m, np.int64)
-    pos = np.zeros(m, np.int64)       # position inside the decoded block
-    dec = np.full(m, -1, np.int64)    # which block is decoded in buf
-    cur_doc = np.empty(m, np.int64)   # current doc of the cursor (n_docs sentinel = exhausted)
+    pos = np.zeros(m, np.int64)       # next entry inside the decoded block
+    dec = np.full(m, -1, np.int64)    # block currently decoded in buf[i]
     buf = np.empty((m, BLOCK), np.int64)
-    SENT = np.int64(1) << 62
+    end_doc = np.int64(0)
     for i in range(m):
         t = terms[i]
         blk[i] = term_block_ptr[t]
         blk_end[i] = term_block_ptr[t + 1]
-        n = min(BLOCK, term_post_ptr[t + 1] - term_post_ptr[t])
-        decode_block(words, block_word_ptr[blk[i]], block_bits[blk[i]], n, 0, buf[i])
-        dec[i] = blk[i]
-        cur_doc[i] = buf[i, 0]
-
+        last = np.int64(block_last[blk_end[i] - 1]) + 1
+        if last > end_doc:
+            end_doc = last
+    acc = np.zeros(WINDOW, np.float64)
+    touched = np.empty(WINDOW, np.int64)
     theta = -1.0
     p = 0  # terms [0, p) are non-essential
-    cur = SENT
-    for i in range(m):
-        if cur_doc[i] < cur:
-            cur = cur_doc[i]
-    while cur < SENT:
-        # score essential lists and find the next candidate
-        score = 0.0
-        nxt = SENT
+    w0 = np.int64(0)
+    while w0 < end_doc and p < m:
+        # jump over doc ranges no essential list covers
+        nxt = end_doc
         for i in range(p, m):
-            if cur_doc[i] == cur:
-                t = terms[i]
-                tb = term_block_ptr[t]
-                idx = term_post_ptr[t] + (blk[i] - tb) * BLOCK + pos[i]
-                score += qw[i] * np.float64(impacts[idx])
-                # advance
-                pos[i] += 1
-                df = term_post_ptr[t + 1] - term_post_ptr[t]
-                n = min(BLOCK, df - (blk[i] - tb) * BLOCK)
-                if pos[i] >= n:
-                    blk[i] += 1
-                    pos[i] = 0
-                    if blk[i] < blk_end[i]:
-                        n2 = min(BLOCK, df - (blk[i] - tb) * BLOCK)
-                        decode_block(words, block_word_ptr[blk[i]], block_bits[blk[i]], n2,
-                                     np.int64(block_last[blk[i] - 1]) + 1, buf[i])
-                        dec[i] = blk[i]
-                        cur_doc[i] = buf[i, 0]
-                    else:
-                        cur_doc[i] = SENT
+            if blk[i] < blk_end[i]:
+                if dec[i] == blk[i]:
+                    lo = buf[i, pos[i]]
                 else:
-                    cur_doc[i] = buf[i, pos[i]]
-            if cur_doc[i] < nxt:
-                nxt = cur_doc[i]
-        # non-essential lists, largest bound first, with MaxScore and block-max early exits
-        alive = True
-        for i in range(p - 1, -1, -1):
-            if score + cum[i] <= theta:
-                alive = False
-                break
-            if cur_doc[i] > cur:
-                continue
-            t = terms[i]
-            # shallow move: skip blocks that end before cur
-            b = blk[i]
-            while b < blk_end[i] and np.int64(block_last[b]) < cur:
-                b += 1
-            if b >= blk_end[i]:
-                blk[i] = b
-                cur_doc[i] = SENT
-                continue
-            rest = cum[i - 1] if i > 0 else 0.0
-            if score + qw[i] * np.float64(block_max[b]) + rest <= theta:
-                alive = False
-                if b != blk[i]:
-                    blk[i] = b
-                    cur_doc[i] = cur  # block b not decoded yet: a lower bound keeps later moves correct
-                break
-            tb = term_block_ptr[t]
-            if dec[i] != b:  # a newly decoded block is scanned from its start
-                df = term_post_ptr[t + 1] - term_post_ptr[t]
-                n = min(BLOCK, df - (b - tb) * BLOCK)
-                decode_block(words, block_word_ptr[b], block_bits[b], n, _block_base(tb, b, block_last), buf[i])
-                dec[i] = b
-                pos[i] = 0
-            blk[i] = b
-            q = pos[i]
-            while buf[i, q] < cur:
-                q += 1
-            pos[i] = q
-            cur_doc[i] = buf[i, q]
-            if buf[i, q] == cur:
-                score += qw[i] * np.float64(impacts[term_post_ptr[t] + (b - tb) * BLOCK + q])
-        if alive and score > theta and not (has_deleted and deleted[cur]):
-            size = _heap_push(hs, hd, size, k, score, cur)
-            if size == k:
-                theta = hs[0]
-                while p < m and cum[p] <= theta:
-                    p += 1
-                if p == m:
-                    break
-                # lists that became non-essential no longer drive candidates
-                nxt = SENT
+                    lo = _block_base(term_block_ptr[terms[i]], blk[i], block_last)
+                if lo < nxt:
+                    nxt = lo
+        if nxt > w0:
+            w0 = nxt
+        if w0 >= end_doc:
+            break
+        w1 = w0 + WINDOW
+        rest_all = cum[p - 1] if p > 0 else 0.0
+        if size == k:
+            # block-max bound of the whole window
+            ub = rest_all
+            for i in range(p, m):
+                b = blk[i]
+                bm = 0.0
+                while b < blk_end[i]:
+                    v = np.float64(block_max[b])
+                    if v > bm:
+                        bm = v
+                    if np.int64(block_last[b]) >= w1:
+                        break
+                    b += 1
+                ub += qw[i] * bm
+            if ub <= theta:
                 for i in range(p, m):
-                    if cur_doc[i] < nxt:
-                        nxt = cur_doc[i]
-        cur = nxt
+                    b = blk[i]
+                    while b < blk_end[i] and np.int64(block_last[b]) < w1:
+                        b += 1
+                    blk[i] = b
+                w0 = w1
+                continue
+        # essential lists, term-at-a-time into the window accumulator
+        nt = 0
+        for i in range(p, m):
+            nt = _accumulate_window(i, terms[i], qw[i], w0, w1, nt, blk, blk_end, pos, dec, buf, acc, touched,
+                                    term_block_ptr, term_post_ptr, block_last, block_bits, block_word_ptr, words,
+                                    impacts)
+        pw = p  # lists accumulated in this window need no probing for its candidates
+        if pw > 0 and nt > 0:
+            # Probing costs per candidate and list; accumulating costs per posting. Take the
+            # cheaper for this window (both give exact scores).
+            est_post = 0
+            for i in range(pw):
+                b = blk[i]
+                while b < blk_end[i] and np.int64(block_last[b]) < w0:
+                    b += 1
+                c = b
+                while c < blk_end[i]:
+                    c += 1
+                    if np.int64(block_last[c - 1]) >= w1:
+                        break
+                est_post += (c - b) * BLOCK
+            if est_post <= 4 * nt * pw:
+                for i in range(pw):
+                    nt = _accumulate_window(i, terms[i], qw[i], w0, w1, nt, blk, blk_end, pos, dec, buf, acc,
+                                            touched, term_block_ptr, term_post_ptr, block_last, block_bits,
+                                            block_word_ptr, words, impacts)
+                pw = 0
+                rest_all = 0.0
+        if nt == 0:
+            w0 = w1
+            continue
+        # candidates in doc order: sort a sparse window, scan a dense one
+        dense = nt * 8 > WINDOW
+        if dense:
+            n_cand = min(WINDOW, end_doc - w0)
+        else:
+            touched[:nt] = np.sort(touched[:nt])
+            n_cand = nt
+        for c in range(n_cand):
+            jj = c if dense else touched[c]
+            s = acc[jj]
+            if s == 0.0:
+                continue
+            acc[jj] = 0.0
+            d = w0 + jj
+            if s + rest_all <= theta:
+                continue
+            alive = True
+            for i in range(pw - 1, -1, -1):
+                if s + cum[i] <= theta:
+                    alive = False
+                    break
+                t = terms[i]
+                b = blk[i]
+                while b < blk_end[i] and np.int64(block_last[b]) < d:
+                    b += 1
+                blk[i] = b
+                if b >= blk_end[i]:
+                    continue
+                rest = cum[i - 1] if i > 0 else 0.0
+                if s + qw[i] * np.float64(block_max[b]) + rest <= theta:
+                    alive = False
+                    break
+                tb = term_block_ptr[t]
+                if dec[i] != b:
+                    df = term_post_ptr[t + 1] - term_post_ptr[t]
+                    n = min(BLOCK, df - (b - tb) * BLOCK)
+                    decode_block(words, block_word_ptr[b], block_bits[b], n, _block_base(tb, b, block_last), buf[i])
+                    dec[i] = b
+                    pos[i] = 0
+                q = pos[i]
+                while buf[i, q] < d:
+                    q += 1
+                pos[i] = q
+                if buf[i, q] == d:
+                    s += qw[i] * np.float64(impacts[term_post_ptr[t] + (b - tb) * BLOCK + q])
+            if alive and s > theta and not (has_deleted and deleted[d]):
+                size = _heap_push(hs, hd, size, k, s, d)
+                if size == k:
+                    theta = hs[0]
+                    while p < m and cum[p] <= theta:
+                        p += 1
+        w0 = w1
     _heap_sorted(hs, hd, size, out_s, out_d)
 
 
