@@ -139,19 +139,29 @@ def _measures(metrics: Sequence[str]):
     return [ir_measures.parse_measure(m) for m in metrics]
 
 
-def evaluate(run: Mapping[str, Mapping[str, float]], qrels: Qrels, metrics: Sequence[str] = DEFAULT_METRICS) -> dict[str, float]:
-    """Mean of each metric over the judged queries (a query with no results scores 0).
+def evaluate(
+    run: Mapping[str, Mapping[str, float]],
+    qrels: Qrels,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    *,
+    empty_queries: str = "skip",
+) -> dict[str, float]:
+    """Mean of each metric over judged queries.
 
     Metric names follow ir-measures: ``nDCG@10``, ``R@100``, ``RR@10`` (MRR@10), ``AP``, ...
+
+    ``empty_queries``: ``"skip"`` averages over the judged queries that retrieved something,
+    which is what pytrec_eval (and so BEIR's published tables, Anserini and bm25s) report;
+    ``"zero"`` counts a judged query that retrieved nothing as 0 (stricter).
     """
     import ir_measures
 
+    if empty_queries not in ("skip", "zero"):
+        raise ValueError(f"empty_queries must be 'skip' or 'zero', got {empty_queries!r}")
     measures = _measures(metrics)
-    run = {q: {d: float(s) for d, s in docs.items()} for q, docs in run.items() if q in qrels}
+    run = {q: {d: float(s) for d, s in docs.items()} for q, docs in run.items() if q in qrels and docs}
     agg = ir_measures.calc_aggregate(measures, qrels, run)
-    # ir-measures averages over queries present in the run; unretrieved judged queries count as 0.
-    n_run = sum(1 for q in qrels if q in run and run[q])
-    scale = n_run / max(len(qrels), 1)
+    scale = len(run) / max(len(qrels), 1) if empty_queries == "zero" else 1.0
     return {str(m): float(agg.get(m, 0.0)) * scale for m in measures}
 
 

@@ -52,7 +52,7 @@ class WordAnalyzer(Analyzer):
 
     def __init__(
         self,
-        stemmer: str | None = "porter",
+        stemmer: str | None = "english",
         stopwords: str | Sequence[str] | None = "english",
         lowercase: bool = True,
         min_length: int = 1,

@@ -254,6 +254,13 @@ class SparseBatch:
     # ---------------------------------------------------------------- algebra
     def __getitem__(self, key: slice | Sequence[int] | np.ndarray) -> "SparseBatch":
         """Row subset (slice or integer array), sharing the vocabulary."""
+        if isinstance(key, slice) and key.step in (None, 1):
+            start, stop, _ = key.indices(len(self))
+            stop = max(start, stop)
+            a, b = self.indptr[start], self.indptr[stop]
+            ids = self.ids[start:stop] if self.ids is not None else None
+            return SparseBatch(self.indptr[start:stop + 1] - a, self.indices[a:b], self.values[a:b], self.vocab, ids,
+                               dict(self.meta))
         if isinstance(key, slice):
             rows = np.arange(len(self))[key]
         else:

@@ -34,7 +34,7 @@ import numpy as np
 from numba import njit, prange
 
 BLOCK = 128
-_SNAP_BITS = 20
+SNAP_BITS = 20
 
 
 def snap_query_weights(values: np.ndarray) -> np.ndarray:
@@ -47,7 +47,7 @@ def snap_query_weights(values: np.ndarray) -> np.ndarray:
     out = np.zeros_like(v)
     m = float(v.max()) if v.size else 0.0
     if m > 0:
-        s = _SNAP_BITS - math.ceil(math.log2(m) + 1e-12)
+        s = SNAP_BITS - math.ceil(math.log2(m) + 1e-12)
         out = np.round(np.ldexp(v, s))
         out = np.ldexp(out, -s)
     return out

@@ -147,14 +147,30 @@ class Index:
     def prepare_queries(self, queries: SparseBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Map query vectors onto index term ids and snap their weights (CSR arrays).
 
-        Terms the index has never seen are dropped: no document can match them.
+        Terms are matched by string; terms the index has never seen are dropped (no document
+        can match them). Returns ``(indptr int64, term ids int64, weights float64)``.
         """
-        q = queries.remap(self.vocab, unknown="drop")
-        weights = np.empty(q.nnz, np.float64)
-        for i in range(len(q)):
-            a, b = q.indptr[i], q.indptr[i + 1]
-            weights[a:b] = kernels.snap_query_weights(q.values[a:b])
-        return q.indptr.astype(np.int64), q.indices.astype(np.int64), weights
+        idx = queries.indices.astype(np.int64)
+        if not (queries.vocab is self.vocab or queries.vocab.terms is self.vocab.terms):
+            used = np.unique(idx)
+            lut = np.full(len(queries.vocab), -1, np.int64)
+            qterms = queries.vocab.terms
+            lut[used] = [self.vocab.get(qterms[t]) for t in used.tolist()]
+            idx = lut[idx]
+        keep = (idx >= 0) & (queries.values > 0)
+        rows = queries.row_ids()[keep]
+        vals = queries.values[keep].astype(np.float64)
+        idx = idx[keep]
+        nq = len(queries)
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=nq))]).astype(np.int64)
+        # snap each query's weights to its own power-of-two grid (see kernels.snap_query_weights)
+        row_max = np.zeros(nq, np.float64)
+        np.maximum.at(row_max, rows, vals)
+        shift = np.zeros(nq, np.int64)
+        pos = row_max > 0
+        shift[pos] = kernels.SNAP_BITS - np.ceil(np.log2(row_max[pos]) + 1e-12).astype(np.int64)
+        weights = np.ldexp(np.round(np.ldexp(vals, shift[rows])), -shift[rows])
+        return indptr, idx, weights
 
     def search(self, queries: SparseBatch, k: int = 10, *, mode: str = "exact",
                threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,280 @@
+"""The ``sparsearch`` command: index, search, evaluate, stats, demo.
+
+Run ``sparsearch COMMAND --help`` for every option.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Sparse retrieval: encode, index, search and evaluate (BM25, SPLADE, CSR).")
+
+DEFAULT_DATA = Path(os.environ.get("SPARSEARCH_DATA", "../shared/data")) / "scifact"
+
+
+def _fail(msg: str) -> None:
+    typer.secho(f"error: {msg}", fg="red", err=True)
+    raise typer.Exit(2)
+
+
+def _parse_opts(opts: list[str] | None) -> dict[str, Any]:
+    """``key=value`` pairs; values parsed as JSON when possible (numbers, booleans)."""
+    out: dict[str, Any] = {}
+    for o in opts or []:
+        if "=" not in o:
+            _fail(f"--encoder-opt expects key=value, got {o!r}")
+        k, v = o.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+def _load_queries(index, queries: Optional[Path], query: list[str] | None):
+    """Query vectors from --query texts, a BEIR queries.jsonl, or a sparse vector file."""
+    from .evaluation import _read_jsonl_objects
+    from .vectors import SparseBatch
+
+    if query:
+        return index.load_encoder().encode_queries(query, [str(i) for i in range(len(query))])
+    if queries is None:
+        _fail("give --query TEXT (repeatable) or --queries FILE")
+    if queries.suffix == ".npz":
+        return SparseBatch.load_npz(queries)
+    with open(queries, encoding="utf-8") as f:
+        first = next((json.loads(line) for line in f if line.strip()), {})
+    if "vector" in first or "content" in first:
+        return SparseBatch.read_jsonl(queries)
+    objs = [o for _, o in _read_jsonl_objects(queries)]
+    return index.load_encoder().encode_queries([o.get("text", "") for o in objs], [str(o["_id"]) for o in objs])
+
+
+@app.command("index")
+def index_cmd(
+    data: Annotated[Path, typer.Argument(help="A BEIR collection folder (corpus.jsonl), or a sparse vector file "
+                                              "(.jsonl with {\"id\", \"vector\"} lines, or .npz) to index as is.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Index directory to create.")],
+    encoder: Annotated[str, typer.Option(help="Encoder spec for text collections: bm25, bm25:robertson, "
+                                              "splade[:MODEL], splade-doc[:MODEL] (inference-free), csr[:...].")] = "bm25",
+    encoder_opt: Annotated[Optional[list[str]], typer.Option(
+        "--encoder-opt", help="Encoder setting as key=value, repeatable (e.g. k1=1.2 b=0.75 top_k=256).")] = None,
+    quantization: Annotated[str, typer.Option(help="Impact storage: uint8 (linear 8-bit, default) or float32.")] = "uint8",
+    overwrite: Annotated[bool, typer.Option(help="Atomically replace an existing index at --out.")] = False,
+) -> None:
+    """Encode a collection (or read ready vectors) and build a persistent inverted index."""
+    from .encoders import get_encoder
+    from .evaluation import load_beir
+    from .index import build_index
+    from .vectors import FormatError, SparseBatch, iter_jsonl_chunks
+
+    t0 = time.perf_counter()
+    try:
+        if data.is_dir():
+            ds = load_beir(data, split=_first_split(data))
+            enc = get_encoder(encoder, **_parse_opts(encoder_opt))
+            texts = ds.doc_texts()
+            typer.echo(f"encoding {len(texts):,} documents of {ds.name} with {encoder} ...", err=True)
+            enc.fit(texts)
+            batch = enc.encode_documents(texts, ds.doc_ids)
+            t_enc = time.perf_counter() - t0
+            idx = build_index(batch, out, quantization=quantization, encoder=enc, overwrite=overwrite,
+                              extra={"source": str(data.resolve()), "encode_seconds": t_enc})
+        else:
+            if data.suffix == ".npz":
+                batches: Any = SparseBatch.load_npz(data)
+            else:
+                batches = iter_jsonl_chunks(data)
+            idx = build_index(batches, out, quantization=quantization, overwrite=overwrite, progress=True,
+                              extra={"source": str(data.resolve())})
+    except (FormatError, FileNotFoundError, FileExistsError, ValueError, ImportError) as e:
+        _fail(str(e))
+    st = idx.stats()
+    typer.echo(f"indexed {st['n_docs']:,} documents, {st['n_terms']:,} terms, {st['n_postings']:,} postings "
+               f"in {time.perf_counter() - t0:.1f}s -> {out} ({st['index_bytes'] / 1e6:.1f} MB, "
+               f"{st['bytes_per_posting']:.2f} bytes/posting)")
+
+
+def _first_split(data: Path) -> str:
+    for split in ("test", "dev", "train"):
+        if (data / "qrels" / f"{split}.tsv").exists():
+            return split
+    raise FileNotFoundError(f"{data}/qrels has no test/dev/train.tsv")
+
+
+@app.command()
+def search(
+    index: Annotated[Path, typer.Argument(help="Index directory.")],
+    query: Annotated[Optional[list[str]], typer.Option("--query", "-q", help="Query text (repeatable).")] = None,
+    queries: Annotated[Optional[Path], typer.Option(help="BEIR queries.jsonl, or query vectors (.jsonl/.npz).")] = None,
+    k: Annotated[int, typer.Option("-k", help="Results per query.")] = 10,
+    mode: Annotated[str, typer.Option(help="exact (block-max MaxScore) or exhaustive (score every posting).")] = "exact",
+    run: Annotated[Optional[Path], typer.Option(help="Write a TREC run file here instead of printing.")] = None,
+    explain: Annotated[bool, typer.Option(help="Show each hit's top contributing terms.")] = False,
+    threads: Annotated[Optional[int], typer.Option(help="Search threads (default: all cores).")] = None,
+) -> None:
+    """Search an index with text queries (encoded as at index time) or ready query vectors."""
+    from .evaluation import write_trec_run
+    from .index import Index, IndexFormatError
+
+    try:
+        idx = Index.open(index)
+        qv = _load_queries(idx, queries, query)
+        scores, docs = idx.search(qv, k, mode=mode, threads=threads)
+    except (IndexFormatError, ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    if run is not None:
+        write_trec_run(idx.search_run(qv, k, mode=mode, threads=threads), run)
+        typer.echo(f"wrote {run}")
+        return
+    qids = qv.ids or [str(i) for i in range(len(qv))]
+    for qi, qid in enumerate(qids):
+        label = query[qi] if query else qid
+        typer.secho(f"query {label!r}", bold=True)
+        for rank, (d, s) in enumerate(zip(docs[qi], scores[qi]), 1):
+            if d < 0:
+                break
+            typer.echo(f"  {rank:>3}. {idx.doc_ids[d]}  {s:.4f}")
+            if explain:
+                parts = idx.explain(qv[qi:qi + 1], int(d))[:8]
+                typer.echo("       " + ", ".join(f"{c.term}={c.contribution:.3f}" for c in parts))
+
+
+@app.command()
+def evaluate(
+    index: Annotated[Path, typer.Argument(help="Index directory (built from the collection's corpus).")],
+    data: Annotated[Path, typer.Argument(help="BEIR collection folder with queries.jsonl and qrels/.")],
+    split: Annotated[str, typer.Option(help="qrels split to evaluate on.")] = "test",
+    k: Annotated[int, typer.Option("-k", help="Depth of the run (R@1000 needs 1000).")] = 1000,
+    mode: Annotated[str, typer.Option(help="exact or exhaustive.")] = "exact",
+    metrics: Annotated[str, typer.Option(help="Comma-separated ir-measures names.")] = "nDCG@10,R@100,R@1000,RR@10",
+    run: Annotated[Optional[Path], typer.Option(help="Also write the TREC run file here.")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write all figures as JSON here.")] = None,
+) -> None:
+    """Effectiveness (nDCG@10, R@100, R@1000, MRR@10) and efficiency (latency, QPS, size) of an index."""
+    from .evaluation import load_beir
+    from .index import Index, IndexFormatError
+
+    try:
+        idx = Index.open(index)
+        ds = load_beir(data, split)
+    except (IndexFormatError, FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    report = run_evaluation(idx, ds, k=k, mode=mode, metrics=metrics.split(","), run_path=run)
+    _print_report(report)
+    if json_out:
+        json_out.write_text(json.dumps(report, indent=1))
+
+
+def run_evaluation(idx, ds, *, k: int = 1000, mode: str = "exact", metrics: list[str] | None = None,
+                   run_path: Path | None = None) -> dict[str, Any]:
+    """Encode the split's queries, search, score the run and time the search."""
+    from .evaluation import DEFAULT_METRICS, LatencyStats, evaluate as evaluate_run, write_trec_run
+
+    enc = idx.load_encoder()
+    t = time.perf_counter()
+    qv = enc.encode_queries(ds.query_texts(), ds.query_ids)
+    t_enc = time.perf_counter() - t
+    idx.search(qv[:2], 10, mode=mode)  # compile / warm caches outside the timings
+    t = time.perf_counter()
+    run = idx.search_run(qv, k, mode=mode)
+    t_batch = time.perf_counter() - t
+    quality = evaluate_run(run, ds.qrels, metrics or DEFAULT_METRICS)
+    strict = evaluate_run(run, ds.qrels, metrics or DEFAULT_METRICS, empty_queries="zero")
+    lat10 = LatencyStats.measure(idx.timed_search(qv, 10, mode=mode, threads=1))
+    t = time.perf_counter()
+    idx.search(qv, 10, mode=mode)
+    batch10 = time.perf_counter() - t
+    if run_path:
+        write_trec_run(run, run_path)
+    st = idx.stats()
+    return {
+        "collection": ds.name, "split": ds.split, "queries": len(qv), "mode": mode, "k": k,
+        "encoder": idx.encoder_config, "quality": quality, "quality_empty_as_zero": strict,
+        "queries_without_results": sum(1 for q in ds.qrels if not run.get(q)),
+        "latency_k10_single_thread": lat10.summary(),
+        "qps_k10_batch_all_threads": len(qv) / batch10,
+        "qps_k{}_batch_all_threads".format(k): len(qv) / t_batch,
+        "query_encoding_ms_per_query": 1e3 * t_enc / max(len(qv), 1),
+        "build_seconds": idx.manifest.get("build_seconds"), "encode_seconds": idx.manifest.get("encode_seconds"),
+        "index": {k2: v for k2, v in st.items() if k2 != "encoder"},
+    }
+
+
+def _print_report(r: dict[str, Any]) -> None:
+    q = r["quality"]
+    typer.secho(f"{r['collection']} ({r['split']}, {r['queries']} queries, {r['encoder'] and r['encoder']['name']}, "
+                f"{r['mode']})", bold=True)
+    typer.echo("  quality:  " + "  ".join(f"{m}={v:.4f}" for m, v in q.items()))
+    if r["queries_without_results"]:
+        typer.echo(f"            {r['queries_without_results']} judged queries retrieved nothing; counting them "
+                   f"as 0: " + "  ".join(f"{m}={v:.4f}" for m, v in r["quality_empty_as_zero"].items()))
+    lat = r["latency_k10_single_thread"]
+    typer.echo(f"  latency:  k=10, 1 thread, one query at a time: p50={lat['p50_ms']:.3f} ms  "
+               f"p95={lat['p95_ms']:.3f} ms  p99={lat['p99_ms']:.3f} ms  mean={lat['mean_ms']:.3f} ms")
+    typer.echo(f"  QPS:      k=10 batch, all threads: {r['qps_k10_batch_all_threads']:,.0f}   "
+               f"query encoding: {r['query_encoding_ms_per_query']:.3f} ms/query")
+    ix = r["index"]
+    bs = r.get("build_seconds") or 0.0
+    typer.echo(f"  index:    {ix['n_docs']:,} docs  {ix['n_postings']:,} postings  {ix['index_bytes'] / 1e6:.2f} MB  "
+               f"{ix['bytes_per_posting']:.2f} B/posting  build {bs:.2f}s"
+               + (f" (+ encoding {r['encode_seconds']:.1f}s)" if r.get("encode_seconds") else ""))
+
+
+@app.command()
+def stats(index: Annotated[Path, typer.Argument(help="Index directory.")]) -> None:
+    """Print an index's manifest figures (documents, terms, postings, bytes, encoder)."""
+    from .index import Index, IndexFormatError
+
+    try:
+        typer.echo(json.dumps(Index.open(index).stats(), indent=1))
+    except IndexFormatError as e:
+        _fail(str(e))
+
+
+@app.command()
+def demo(
+    data: Annotated[Path, typer.Option(help="BEIR collection to index and evaluate.")] = DEFAULT_DATA,
+    encoder: Annotated[list[str], typer.Option(help="Encoder spec(s) to run, repeatable.")] = ["bm25"],
+    workdir: Annotated[Path, typer.Option(help="Where indexes are written.")] = Path("indexes"),
+) -> None:
+    """The main job: index a BEIR collection, search its test queries, print quality and speed."""
+    from .encoders import get_encoder
+    from .evaluation import load_beir
+    from .index import build_index
+
+    if not (data / "corpus.jsonl").exists():
+        _fail(f"no BEIR collection at {data} (expected corpus.jsonl); pass --data PATH")
+    ds = load_beir(data, "test")
+    texts = ds.doc_texts()
+    for spec in encoder:
+        t0 = time.perf_counter()
+        try:
+            enc = get_encoder(spec)
+        except (ImportError, ValueError) as e:
+            typer.secho(f"skipping encoder {spec!r}: {e}", fg="yellow", err=True)
+            continue
+        enc.fit(texts)
+        batch = enc.encode_documents(texts, ds.doc_ids)
+        t_enc = time.perf_counter() - t0
+        out = workdir / f"{ds.name}-{spec.replace(':', '_').replace('/', '_')}"
+        idx = build_index(batch, out, encoder=enc, overwrite=True,
+                          extra={"source": str(data.resolve()), "encode_seconds": t_enc})
+        _print_report(run_evaluation(idx, ds))
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    sys.exit(app())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,229 @@
+"""The inverted index: compression round trip, rank-safe top-k, persistence and atomicity."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sparsearch.index import Index, IndexFormatError, build_index
+from sparsearch.index import builder as builder_mod
+from sparsearch.vectors import SparseBatch, Vocabulary
+
+
+def random_batch(rng, n_docs, n_terms, density, integer=False, prefix="d"):
+    m = sp.random(n_docs, n_terms, density=density, format="csr", random_state=rng,
+                  data_rvs=(lambda k: rng.integers(1, 4, k).astype(float)) if integer else None)
+    return SparseBatch.from_scipy(m, Vocabulary.from_size(n_terms, "t"), [f"{prefix}{i}" for i in range(n_docs)])
+
+
+def brute_force(index: Index, queries: SparseBatch, k: int):
+    """Top-k by scipy on the index's own quantized impacts and snapped query weights."""
+    seg = index.segments[0]
+    D = seg.impact_matrix(index.n_terms)
+    qi, qt, qw = index.prepare_queries(queries)
+    Q = sp.csr_matrix((qw, qt, qi), shape=(len(queries), index.n_terms))
+    S = (Q @ D.T).toarray() * seg.scale
+    out = []
+    for row in S:
+        docs = np.nonzero(row > 0)[0]
+        order = sorted(docs.tolist(), key=lambda d: (-row[d], d))[:k]
+        out.append((order, row[order]))
+    return out
+
+
+def assert_same_topk(index, queries, k, mode="exact"):
+    scores, docs = index.search(queries, k, mode=mode)
+    for qi, (ref_docs, ref_scores) in enumerate(brute_force(index, queries, k)):
+        got = [d for d in docs[qi].tolist() if d >= 0]
+        assert got == ref_docs, f"query {qi}: {got} != {ref_docs}"
+        np.testing.assert_allclose(scores[qi][: len(got)], ref_scores, rtol=1e-6)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    n_docs=st.integers(1, 700),
+    n_terms=st.integers(1, 40),
+    density=st.floats(0.01, 0.5),
+    k=st.sampled_from([1, 3, 10, 50]),
+    integer=st.booleans(),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_exact_search_is_rank_safe(tmp_path_factory, n_docs, n_terms, density, k, integer, seed):
+    """MaxScore top-k == brute force on the same quantized weights, ties by doc id."""
+    rng = np.random.default_rng(seed)
+    docs = random_batch(rng, n_docs, n_terms, density, integer)
+    queries = random_batch(rng, 8, n_terms, 0.3, integer, prefix="q")
+    index = build_index(docs, tmp_path_factory.mktemp("idx"))
+    assert_same_topk(index, queries, k)
+    assert_same_topk(index, queries, k, mode="exhaustive")
+
+
+@pytest.mark.parametrize("quantization", ["uint8", "float32"])
+def test_rank_safe_on_long_lists_with_many_ties(tmp_path, quantization):
+    """Thousands of docs (many blocks and windows per list), small integer weights: heavy ties."""
+    rng = np.random.default_rng(7)
+    n_docs, n_terms = 20_000, 300
+    probs = 1.0 / np.arange(1, n_terms + 1)
+    probs /= probs.sum()
+    rows = np.repeat(np.arange(n_docs), 12)
+    cols = rng.choice(n_terms, size=len(rows), p=probs)
+    m = sp.csr_matrix((rng.integers(1, 5, len(rows)).astype(float), (rows, cols)), shape=(n_docs, n_terms))
+    m.data[:] = np.minimum(m.data, 6)
+    docs = SparseBatch.from_scipy(m, Vocabulary.from_size(n_terms, "t"))
+    q = sp.csr_matrix((rng.integers(1, 4, 40 * 6).astype(float),
+                       (np.repeat(np.arange(40), 6), rng.choice(60, 240))), shape=(40, n_terms))
+    queries = SparseBatch.from_scipy(q, Vocabulary.from_size(n_terms, "t"))
+    index = build_index(docs, tmp_path / "idx", quantization=quantization)
+    for k in (1, 10, 100):
+        if quantization == "uint8":
+            assert_same_topk(index, queries, k)
+        s1, d1 = index.search(queries, k)
+        s2, d2 = index.search(queries, k, mode="exhaustive")
+        np.testing.assert_array_equal(d1, d2)
+
+
+def test_postings_decode_to_the_input(tmp_path, rng):
+    docs = random_batch(rng, 3000, 50, 0.2)
+    index = build_index(docs, tmp_path / "idx", quantization="float32")
+    seg = index.segments[0]
+    csc = docs.to_scipy().tocsc()
+    for t in range(50):
+        d, v = seg.postings(t)
+        a, b = csc.indptr[t], csc.indptr[t + 1]
+        np.testing.assert_array_equal(d, csc.indices[a:b])
+        np.testing.assert_array_equal(v, csc.data[a:b])
+    assert 0 < index.stats()["bytes_per_posting"] < 8
+
+
+def test_quantization_error_is_bounded(tmp_path, rng):
+    docs = random_batch(rng, 500, 30, 0.2)
+    index = build_index(docs, tmp_path / "idx")
+    seg = index.segments[0]
+    D = seg.impact_matrix(30).toarray() * seg.scale
+    ref = docs.to_scipy().toarray()
+    kept = D > 0
+    assert np.abs(D[kept] - ref[kept]).max() <= seg.scale / 2 + 1e-6
+    assert np.all(ref[~kept] < seg.scale / 2 + 1e-6)  # only weights rounding to 0 are dropped
+
+
+def test_query_terms_matched_by_string_unknown_dropped(tmp_path):
+    docs = SparseBatch.from_dicts([{"apple": 1.0}, {"pear": 2.0, "apple": 0.5}], ids=["a", "b"])
+    index = build_index(docs, tmp_path / "idx", quantization="float32")
+    q = SparseBatch.from_dicts([{"pear": 1.0, "kiwi": 5.0}, {"kiwi": 1.0}])
+    scores, ids = index.search(q, 5)
+    assert ids[0].tolist() == [1, -1, -1, -1, -1] and scores[0, 0] == pytest.approx(2.0)
+    assert ids[1].tolist() == [-1] * 5
+    assert index.search_run(q, 5) == {"0": {"b": pytest.approx(2.0)}, "1": {}}
+
+
+def test_explain_adds_up_to_the_score(tmp_path, rng):
+    docs = random_batch(rng, 400, 25, 0.3)
+    queries = random_batch(rng, 5, 25, 0.4, prefix="q")
+    index = build_index(docs, tmp_path / "idx")
+    scores, ids = index.search(queries, 3)
+    for qi in range(5):
+        for s, d in zip(scores[qi], ids[qi]):
+            if d < 0:
+                continue
+            parts = index.explain(queries[qi:qi + 1], int(d))
+            assert sum(c.contribution for c in parts) == pytest.approx(float(s), rel=1e-5)
+            assert all(c.contribution == pytest.approx(c.query_weight * c.doc_weight) for c in parts)
+            assert [c.contribution for c in parts] == sorted((c.contribution for c in parts), reverse=True)
+
+
+def test_reopen_with_mmap_gives_same_results(tmp_path, rng):
+    docs = random_batch(rng, 1000, 40, 0.1)
+    queries = random_batch(rng, 10, 40, 0.3, prefix="q")
+    a = build_index(docs, tmp_path / "idx").search(queries, 10)
+    b = Index.open(tmp_path / "idx", mmap=True).search(queries, 10)
+    np.testing.assert_array_equal(a[1], b[1])
+    assert Index.open(tmp_path / "idx").doc_ids == docs.ids
+
+
+def test_corrupt_truncated_and_wrong_version_are_refused(tmp_path, rng):
+    path = tmp_path / "idx"
+    build_index(random_batch(rng, 300, 20, 0.2), path)
+    seg_dir = next(path.glob("seg-*"))
+    words = seg_dir / "words.npy"
+    raw = bytearray(words.read_bytes())
+    raw[-1] ^= 0xFF
+    words.write_bytes(bytes(raw))
+    with pytest.raises(IndexFormatError, match="checksum mismatch"):
+        Index.open(path)
+    words.write_bytes(bytes(raw[:-3]))
+    with pytest.raises(IndexFormatError, match="truncated or corrupt"):
+        Index.open(path)
+
+    build_index(random_batch(rng, 300, 20, 0.2), path, overwrite=True)
+    m = json.loads((path / "manifest.json").read_text())
+    m["version"] = 99
+    (path / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(IndexFormatError, match="version 99 is not supported"):
+        Index.open(path)
+    (path / "manifest.json").write_text("{not json")
+    with pytest.raises(IndexFormatError, match="corrupt manifest"):
+        Index.open(path)
+    with pytest.raises(IndexFormatError, match="no such index"):
+        Index.open(tmp_path / "missing")
+
+
+def test_refuses_to_overwrite_or_clobber(tmp_path, rng):
+    path = tmp_path / "idx"
+    build_index(random_batch(rng, 50, 10, 0.3), path)
+    with pytest.raises(FileExistsError, match="already holds an index"):
+        build_index(random_batch(rng, 50, 10, 0.3), path, overwrite=False)
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("precious")
+    with pytest.raises(FileExistsError, match="not a sparsearch index"):
+        build_index(random_batch(rng, 50, 10, 0.3), foreign)
+    assert (foreign / "notes.txt").read_text() == "precious"
+
+
+def test_crash_during_rebuild_leaves_previous_index_intact(tmp_path, rng, monkeypatch):
+    path = tmp_path / "idx"
+    old_docs = random_batch(rng, 500, 30, 0.2)
+    queries = random_batch(rng, 5, 30, 0.3, prefix="q")
+    before = build_index(old_docs, path).search(queries, 10)
+
+    real = builder_mod.write_segment_arrays
+
+    def crash_midway(directory, arrays, meta):
+        real(directory, dict(list(arrays.items())[:3]), meta)  # some files written, then "power loss"
+        raise KeyboardInterrupt("simulated crash")
+
+    monkeypatch.setattr(builder_mod, "write_segment_arrays", crash_midway)
+    with pytest.raises(KeyboardInterrupt):
+        build_index(random_batch(rng, 800, 30, 0.2), path, overwrite=True)
+    monkeypatch.undo()
+    after = Index.open(path).search(queries, 10)
+    np.testing.assert_array_equal(before[1], after[1])
+    assert list(path.glob(".tmp-*"))  # the torn segment is still there ...
+    build_index(old_docs, path, overwrite=True)
+    assert not list(path.glob(".tmp-*"))  # ... until the next commit collects it
+    assert len(list(path.glob("seg-*"))) == 1
+
+
+def test_duplicate_ids_and_bad_weights_rejected(tmp_path):
+    b = SparseBatch.from_dicts([{"a": 1.0}, {"a": 2.0}], ids=["x", "x"])
+    with pytest.raises(ValueError, match="duplicate document id 'x'"):
+        build_index(b, tmp_path / "i1")
+    bad = SparseBatch(np.array([0, 1]), np.array([0], np.int32), np.array([np.nan], np.float32), Vocabulary(["a"]))
+    with pytest.raises(ValueError, match="finite and non-negative"):
+        build_index(bad, tmp_path / "i2")
+
+
+def test_k_and_mode_validation(tmp_path, rng):
+    index = build_index(random_batch(rng, 20, 5, 0.5), tmp_path / "idx")
+    q = random_batch(rng, 1, 5, 1.0, prefix="q")
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        index.search(q, 0)
+    with pytest.raises(ValueError, match="unknown search mode"):
+        index.search(q, 5, mode="fuzzy")
+    s, d = index.search(q, 1000)  # k larger than the collection
+    assert s.shape == (1, 1000) and (d >= 0).sum() <= 20
