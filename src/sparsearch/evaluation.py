@@ -154,15 +154,19 @@ def evaluate(
     which is what pytrec_eval (and so BEIR's published tables, Anserini and bm25s) report;
     ``"zero"`` counts a judged query that retrieved nothing as 0 (stricter).
     """
-    import ir_measures
-
     if empty_queries not in ("skip", "zero"):
         raise ValueError(f"empty_queries must be 'skip' or 'zero', got {empty_queries!r}")
+    import ir_measures
+
     measures = _measures(metrics)
     run = {q: {d: float(s) for d, s in docs.items()} for q, docs in run.items() if q in qrels and docs}
-    agg = ir_measures.calc_aggregate(measures, qrels, run)
-    scale = len(run) / max(len(qrels), 1) if empty_queries == "zero" else 1.0
-    return {str(m): float(agg.get(m, 0.0)) * scale for m in measures}
+    # ir-measures' providers disagree on queries absent from the run (some skip, some count
+    # 0), so aggregate per-query values ourselves under one explicit convention.
+    values: dict[str, dict[str, float]] = {str(m): {} for m in measures}
+    for r in ir_measures.iter_calc(measures, qrels, run):
+        values[str(r.measure)][r.query_id] = float(r.value)
+    queries = list(run) if empty_queries == "skip" else list(qrels)
+    return {m: (sum(v.get(q, 0.0) for q in queries) / len(queries) if queries else 0.0) for m, v in values.items()}
 
 
 def per_query(run: Mapping[str, Mapping[str, float]], qrels: Qrels, metric: str = "nDCG@10") -> dict[str, float]:

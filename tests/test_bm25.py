@@ -1,0 +1,75 @@
+import math
+
+import numpy as np
+import pytest
+
+from sparsearch.encoders import get_encoder, load_encoder
+from sparsearch.encoders.bm25 import BM25Encoder
+from sparsearch.text import WordAnalyzer
+
+DOCS = ["the cat sat on the mat", "the dog chased the cat", "a bird sang", "cats and dogs and cats"]
+
+
+def lucene_bm25(term, doc_terms, corpus_terms, k1, b):
+    n = len(corpus_terms)
+    df = sum(term in d for d in corpus_terms)
+    avgdl = sum(len(d) for d in corpus_terms) / n
+    tf = doc_terms.count(term)
+    idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
+    return idf * tf / (tf + k1 * (1 - b + b * len(doc_terms) / avgdl))
+
+
+def test_analyzer_lowercases_stops_and_stems():
+    a = WordAnalyzer()
+    assert a.analyze("The Cats were RUNNING, and the dog's barking!") == ["cat", "were", "run", "dog", "s", "bark"]
+    assert WordAnalyzer(stemmer=None, stopwords=None).analyze("The Cats") == ["the", "cats"]
+    with pytest.raises(ValueError, match="unknown stemmer"):
+        WordAnalyzer(stemmer="klingon")
+
+
+@pytest.mark.parametrize("k1,b", [(1.2, 0.75), (0.9, 0.4), (2.0, 1.0)])
+def test_document_weights_are_lucene_bm25(k1, b):
+    enc = BM25Encoder(k1=k1, b=b).fit(DOCS)
+    batch = enc.encode_documents(DOCS)
+    corpus_terms = [enc.analyzer.analyze(d) for d in DOCS]
+    for i, terms in enumerate(corpus_terms):
+        got = batch.row_dict(i)
+        assert set(got) == set(terms)
+        for t in set(terms):
+            assert got[t] == pytest.approx(lucene_bm25(t, terms, corpus_terms, k1, b), rel=1e-5)
+
+
+def test_robertson_variant_clips_negative_idf():
+    docs = ["common word", "common thing", "common stuff", "rare"]
+    enc = BM25Encoder(method="robertson").fit(docs)
+    idf = dict(zip(enc.vocab.terms, enc.idf()))
+    assert idf["common"] == 0.0 and idf["rare"] > 0
+    batch = enc.encode_documents(docs)
+    assert "common" not in batch.row_dict(0)  # zero weight is not stored
+    assert np.all(batch.values > 0)
+
+
+def test_queries_are_term_counts_and_dot_product_is_bm25():
+    enc = BM25Encoder().fit(DOCS)
+    docs = enc.encode_documents(DOCS)
+    q = enc.encode_queries(["cat cat dog unicorn"])
+    assert q.row_dict(0) == {"cat": 2.0, "dog": 1.0, "unicorn": 1.0}
+    scores = (q.remap(enc.vocab).to_scipy() @ docs.to_scipy().T).toarray()[0]
+    corpus_terms = [enc.analyzer.analyze(d) for d in DOCS]
+    k1, b = enc.k1, enc.b
+    expected = [2 * lucene_bm25("cat", t, corpus_terms, k1, b) + lucene_bm25("dog", t, corpus_terms, k1, b)
+                for t in corpus_terms]
+    np.testing.assert_allclose(scores, expected, rtol=1e-5)
+
+
+def test_config_roundtrip_through_registry(tmp_path):
+    enc = get_encoder("bm25:robertson", k1=1.5, b=0.6)
+    enc.fit(DOCS)
+    enc.save_state(tmp_path)
+    again = load_encoder(enc.config(), tmp_path)
+    assert again.config() == enc.config()
+    np.testing.assert_array_equal(again.encode_documents(DOCS).values, enc.encode_documents(DOCS).values)
+    with pytest.raises(ValueError, match="unknown encoder"):
+        get_encoder("tfidf")
+    with pytest.raises(ValueError, match="k1 >= 0"):
+        BM25Encoder(k1=-1)
