@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from sparsearch.index import Index, IndexFormatError, build_index
 from sparsearch.index import builder as builder_mod
+from sparsearch.index.kernels import snap_rows
 from sparsearch.vectors import SparseBatch, Vocabulary
 
 
@@ -26,7 +27,10 @@ def brute_force(index: Index, queries: SparseBatch, k: int):
     seg = index.segments[0]
     D = seg.impact_matrix(index.n_terms)
     qi, qt, qw = index.prepare_queries(queries)
-    Q = sp.csr_matrix((qw, qt, qi), shape=(len(queries), index.n_terms))
+    qw = snap_rows(qi, qw)
+    keep = qt >= 0
+    rows = np.repeat(np.arange(len(queries)), np.diff(qi))
+    Q = sp.csr_matrix((qw[keep], (rows[keep], qt[keep])), shape=(len(queries), index.n_terms))
     S = (Q @ D.T).toarray() * seg.scale
     out = []
     for row in S:
@@ -34,6 +38,12 @@ def brute_force(index: Index, queries: SparseBatch, k: int):
         order = sorted(docs.tolist(), key=lambda d: (-row[d], d))[:k]
         out.append((order, row[order]))
     return out
+
+
+@pytest.fixture(autouse=True)
+def always_maxscore(monkeypatch):
+    """Exercise the MaxScore kernel even on collections small enough for term-at-a-time."""
+    monkeypatch.setattr(Index, "maxscore_min_docs", 0)
 
 
 def assert_same_topk(index, queries, k, mode="exact"):

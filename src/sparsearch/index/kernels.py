@@ -37,19 +37,39 @@ BLOCK = 128
 SNAP_BITS = 20
 
 
-def snap_query_weights(values: np.ndarray) -> np.ndarray:
-    """Round query weights to a power-of-two grid (<= 20 significant bits), float64.
+@njit(cache=True)
+def snap_inplace(w):
+    """Round query weights to a power-of-two grid with <= 20 significant bits, in place.
 
-    The relative error is below 2**-20 of the largest weight of the query, far under any
-    effectiveness difference, and it makes all score arithmetic exact (see module docstring).
+    The relative error is below 2**-20 of the query's largest weight, far under any
+    effectiveness difference, and it makes all score arithmetic exact (module docstring).
+    Multiplying and dividing by a power of two is exact, so this is deterministic.
     """
-    v = np.asarray(values, dtype=np.float64)
-    out = np.zeros_like(v)
-    m = float(v.max()) if v.size else 0.0
-    if m > 0:
-        s = SNAP_BITS - math.ceil(math.log2(m) + 1e-12)
-        out = np.round(np.ldexp(v, s))
-        out = np.ldexp(out, -s)
+    m = 0.0
+    for x in w:
+        if x > m:
+            m = x
+    if m <= 0.0:
+        return
+    s = SNAP_BITS - np.int64(np.ceil(np.log2(m) + 1e-12))
+    p = 2.0 ** s
+    for i in range(w.shape[0]):
+        w[i] = np.round(w[i] * p) / p if w[i] > 0 else 0.0
+
+
+@njit(cache=True)
+def snap_rows(indptr, weights):
+    """Snapped copy of CSR query weights, each row on its own grid (see :func:`snap_inplace`)."""
+    out = weights.copy()
+    for i in range(indptr.shape[0] - 1):
+        snap_inplace(out[indptr[i]:indptr[i + 1]])
+    return out
+
+
+def snap_query_weights(values: np.ndarray) -> np.ndarray:
+    """Snapped float64 copy of one query's weights."""
+    out = np.asarray(values, dtype=np.float64).copy()
+    snap_inplace(out)
     return out
 
 
@@ -133,8 +153,8 @@ def build_blocks(term_post_ptr, post_docs, post_impacts):
             block_max[b] = mx_imp
             block_bits[b] = bits
             block_word_ptr[b + 1] = block_word_ptr[b] + (n * bits + 31) // 32
-    # pass 2: pack
-    words = np.zeros(block_word_ptr[n_blocks], np.uint32)
+    # pass 2: pack (one trailing padding word lets the decoder always read two words)
+    words = np.zeros(block_word_ptr[n_blocks] + 1, np.uint32)
     for t in range(n_terms):
         a = term_post_ptr[t]
         e = term_post_ptr[t + 1]
@@ -162,24 +182,26 @@ def build_blocks(term_post_ptr, post_docs, post_impacts):
 
 @njit(cache=True, inline="always")
 def decode_block(words, w0, bits, n, base, out):
-    """Unpack ``n`` doc ids of a block into ``out[:n]``; ``base`` = previous block last + 1 (or 0)."""
-    bits = np.int64(bits)
-    mask = np.uint64((1 << bits) - 1)
-    bitpos = np.int64(0)
+    """Unpack ``n`` doc ids of a block into ``out[:n]``; ``base`` = previous block last + 1 (or 0).
+
+    Branch-free: every value is read from a 64-bit window over two words (``words`` carries
+    one padding word at its end for the last block).
+    """
     d = np.int64(base) - 1
+    if bits == 0:
+        for i in range(n):
+            d += 1
+            out[i] = d
+        return
+    nbits = np.int64(bits)
+    mask = np.uint64((1 << nbits) - 1)
+    bitpos = np.int64(0)
     for i in range(n):
-        if bits == 0:
-            gap = np.int64(0)
-        else:
-            wi = w0 + (bitpos >> 5)
-            off = bitpos & 31
-            v = np.uint64(words[wi]) >> np.uint64(off)
-            if off + bits > 32:
-                v |= np.uint64(words[wi + 1]) << np.uint64(32 - off)
-            gap = np.int64(v & mask)
-            bitpos += bits
-        d = d + gap + 1
+        wi = w0 + (bitpos >> 5)
+        v = (np.uint64(words[wi]) | (np.uint64(words[wi + 1]) << np.uint64(32))) >> np.uint64(bitpos & 31)
+        d += np.int64(v & mask) + 1
         out[i] = d
+        bitpos += nbits
 
 
 @njit(cache=True, inline="always")
@@ -363,10 +385,13 @@ def _maxscore_one(q_terms, q_weights, k, deleted, term_block_ptr, term_post_ptr,
     """
     m0 = q_terms.shape[0]
     has_deleted = deleted.shape[0] > 0
+    n_seg_terms = term_post_ptr.shape[0] - 1
+    q_weights = q_weights.copy()
+    snap_inplace(q_weights)
     ub_all = np.empty(m0, np.float64)
     for i in range(m0):
         t = q_terms[i]
-        if q_weights[i] > 0 and term_post_ptr[t + 1] > term_post_ptr[t]:
+        if q_weights[i] > 0 and 0 <= t < n_seg_terms and term_post_ptr[t + 1] > term_post_ptr[t]:
             ub_all[i] = q_weights[i] * np.float64(term_max[t])
         else:
             ub_all[i] = -1.0
@@ -537,10 +562,25 @@ def _maxscore_one(q_terms, q_weights, k, deleted, term_block_ptr, term_post_ptr,
     _heap_sorted(hs, hd, size, out_s, out_d)
 
 
+@njit(cache=True)
+def maxscore_serial(q_indptr, q_terms, q_weights, k, deleted, term_block_ptr, term_post_ptr, term_max, block_last,
+                    block_max, block_bits, block_word_ptr, words, impacts, out_s, out_d):
+    """:func:`maxscore_batch` on the calling thread (no thread-pool dispatch: single queries)."""
+    for qi in range(q_indptr.shape[0] - 1):
+        a = q_indptr[qi]
+        b = q_indptr[qi + 1]
+        _maxscore_one(q_terms[a:b], q_weights[a:b], k, deleted, term_block_ptr, term_post_ptr, term_max,
+                      block_last, block_max, block_bits, block_word_ptr, words, impacts, out_s[qi], out_d[qi])
+
+
 @njit(cache=True, parallel=True)
 def maxscore_batch(q_indptr, q_terms, q_weights, k, deleted, term_block_ptr, term_post_ptr, term_max, block_last,
                    block_max, block_bits, block_word_ptr, words, impacts, out_s, out_d):
-    """Top-k for a batch of queries (CSR), one query per thread; fills ``out_s``/``out_d`` (nq, k)."""
+    """Top-k for a batch of queries (CSR), one query per thread; fills ``out_s``/``out_d`` (nq, k).
+
+    Query weights are raw (they are snapped here); term ids < 0 or unknown to the segment
+    are ignored.
+    """
     nq = q_indptr.shape[0] - 1
     for qi in prange(nq):
         a = q_indptr[qi]
@@ -558,13 +598,16 @@ def exhaustive_batch(q_indptr, q_terms, q_weights, k, n_docs, deleted, term_bloc
     collections; same arithmetic and tie-breaking as :func:`maxscore_batch`.
     """
     nq = q_indptr.shape[0] - 1
+    n_seg_terms = term_post_ptr.shape[0] - 1
     for qi in prange(nq):
         acc = np.zeros(n_docs, np.float64)
         buf = np.empty(BLOCK, np.int64)
+        qw = q_weights[q_indptr[qi]:q_indptr[qi + 1]].copy()
+        snap_inplace(qw)
         for j in range(q_indptr[qi], q_indptr[qi + 1]):
             t = q_terms[j]
-            w = q_weights[j]
-            if w <= 0:
+            w = qw[j - q_indptr[qi]]
+            if w <= 0 or t < 0 or t >= n_seg_terms:
                 continue
             tb = term_block_ptr[t]
             base_post = term_post_ptr[t]

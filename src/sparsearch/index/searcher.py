@@ -41,6 +41,9 @@ class Contribution:
 class Index:
     """A persistent inverted index (one or more immutable segments + a commit manifest)."""
 
+    #: segments with at most this many documents are scored term-at-a-time in exact mode
+    maxscore_min_docs: int = 2 * kernels.WINDOW
+
     def __init__(self, path: Path, manifest: dict[str, Any], vocab: Vocabulary, segments: list[Segment],
                  deleted: list[np.ndarray]) -> None:
         self.path = path
@@ -145,32 +148,24 @@ class Index:
 
     # ---------------------------------------------------------------- queries
     def prepare_queries(self, queries: SparseBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Map query vectors onto index term ids and snap their weights (CSR arrays).
+        """Query vectors as CSR arrays over index term ids: ``(indptr, term ids, weights)``.
 
-        Terms are matched by string; terms the index has never seen are dropped (no document
-        can match them). Returns ``(indptr int64, term ids int64, weights float64)``.
+        Terms are matched by string; a term the index has never seen gets id ``-1`` (no
+        document can match it; kernels skip it). Weights are raw float64; search snaps them
+        (``kernels.snap_rows``) so that scoring is exact.
         """
         idx = queries.indices.astype(np.int64)
         if not (queries.vocab is self.vocab or queries.vocab.terms is self.vocab.terms):
-            used = np.unique(idx)
-            lut = np.full(len(queries.vocab), -1, np.int64)
             qterms = queries.vocab.terms
-            lut[used] = [self.vocab.get(qterms[t]) for t in used.tolist()]
+            get = self.vocab.get
+            if len(qterms) <= 4 * max(len(idx), 1):
+                lut = np.fromiter((get(t) for t in qterms), np.int64, len(qterms))
+            else:  # a large query vocabulary (e.g. a tokenizer's): map only the terms used
+                used = np.unique(idx)
+                lut = np.full(len(qterms), -1, np.int64)
+                lut[used] = [get(qterms[t]) for t in used.tolist()]
             idx = lut[idx]
-        keep = (idx >= 0) & (queries.values > 0)
-        rows = queries.row_ids()[keep]
-        vals = queries.values[keep].astype(np.float64)
-        idx = idx[keep]
-        nq = len(queries)
-        indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=nq))]).astype(np.int64)
-        # snap each query's weights to its own power-of-two grid (see kernels.snap_query_weights)
-        row_max = np.zeros(nq, np.float64)
-        np.maximum.at(row_max, rows, vals)
-        shift = np.zeros(nq, np.int64)
-        pos = row_max > 0
-        shift[pos] = kernels.SNAP_BITS - np.ceil(np.log2(row_max[pos]) + 1e-12).astype(np.int64)
-        weights = np.ldexp(np.round(np.ldexp(vals, shift[rows])), -shift[rows])
-        return indptr, idx, weights
+        return queries.indptr, idx, queries.values.astype(np.float64)
 
     def search(self, queries: SparseBatch, k: int = 10, *, mode: str = "exact",
                threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -179,8 +174,9 @@ class Index:
         Args:
             queries: (nq, V') query vectors; matched to the index vocabulary by term string.
             k: results per query (>= 1).
-            mode: ``"exact"`` (block-max MaxScore, rank-safe) or ``"exhaustive"`` (score every
-                posting; same results, the reference).
+            mode: ``"exact"`` (block-max MaxScore, rank-safe; segments of at most two
+                windows are scored term-at-a-time, which is exact too) or ``"exhaustive"``
+                (score every posting; same results, the reference).
             threads: worker threads for the batch (default: all cores).
 
         Returns:
@@ -191,21 +187,23 @@ class Index:
             raise ValueError(f"k must be >= 1, got {k}")
         if mode not in SEARCH_MODES:
             raise ValueError(f"unknown search mode {mode!r}; use one of {SEARCH_MODES}")
-        q_indptr, q_terms, q_weights = self.prepare_queries(queries)
-        kernels.set_threads(threads)
+        q_indptr, terms, weights = self.prepare_queries(queries)
         nq = len(q_indptr) - 1
+        serial = nq == 1 or threads == 1
+        if not serial:
+            kernels.set_threads(threads)
         per_seg_s, per_seg_d = [], []
         for seg, base, dele in zip(self.segments, self.bases, self.deleted):
             kk = min(k, max(seg.n_docs, 1))
             out_s = np.zeros((nq, kk), np.float64)
             out_d = np.full((nq, kk), -1, np.int64)
-            # terms unknown to this (older) segment have no postings in it
-            terms = np.where(q_terms < seg.n_terms, q_terms, 0)
-            weights = np.where(q_terms < seg.n_terms, q_weights, 0.0)
-            if mode == "exact":
-                kernels.maxscore_batch(q_indptr, terms, weights, kk, dele, seg.term_block_ptr, seg.term_post_ptr,
-                                       seg.term_max, seg.block_last, seg.block_max, seg.block_bits,
-                                       seg.block_word_ptr, seg.words, seg.impacts, out_s, out_d)
+            # A segment spanning at most two windows has nothing for MaxScore to skip: score it
+            # term-at-a-time (same exact arithmetic and tie-breaking, less bookkeeping).
+            if mode == "exact" and seg.n_docs > self.maxscore_min_docs:
+                run = kernels.maxscore_serial if serial else kernels.maxscore_batch
+                run(q_indptr, terms, weights, kk, dele, seg.term_block_ptr, seg.term_post_ptr,
+                    seg.term_max, seg.block_last, seg.block_max, seg.block_bits,
+                    seg.block_word_ptr, seg.words, seg.impacts, out_s, out_d)
             else:
                 kernels.exhaustive_batch(q_indptr, terms, weights, kk, seg.n_docs, dele, seg.term_block_ptr,
                                          seg.term_post_ptr, seg.block_last, seg.block_bits, seg.block_word_ptr,
@@ -247,11 +245,12 @@ class Index:
         if not 0 <= docnum < self.n_docs:
             raise IndexError(f"doc number {docnum} out of range [0, {self.n_docs})")
         _, terms, weights = self.prepare_queries(query)
+        weights = kernels.snap_query_weights(weights)
         s = int(np.searchsorted(self.bases, docnum, side="right") - 1)
         seg = self.segments[s]
-        imp = seg.impacts_of(docnum - int(self.bases[s]), terms) * seg.scale
+        imp = seg.impacts_of(docnum - int(self.bases[s]), np.maximum(terms, 0)) * seg.scale
         out = [Contribution(self.vocab.terms[t], int(t), float(w), float(d), float(w * d))
-               for t, w, d in zip(terms.tolist(), weights.tolist(), imp.tolist()) if w * d > 0]
+               for t, w, d in zip(terms.tolist(), weights.tolist(), imp.tolist()) if t >= 0 and w * d > 0]
         return sorted(out, key=lambda c: (-c.contribution, c.term))
 
     def __repr__(self) -> str:
