@@ -33,7 +33,12 @@ class Analyzer:
     def analyze(self, text: str) -> list[str]:
         raise NotImplementedError
 
-    def analyze_many(self, texts: Iterable[str]) -> list[list[str]]:
+    def analyze_many(self, texts: Sequence[str], progress: bool | None = None) -> list[list[str]]:
+        """Analyze every text; a progress bar shows for large inputs (> 20,000) or on request."""
+        if progress or (progress is None and len(texts) > 20_000):
+            from tqdm.auto import tqdm
+
+            return [self.analyze(t) for t in tqdm(texts, desc="analyze", unit="doc", mininterval=1.0)]
         return [self.analyze(t) for t in texts]
 
     def config(self) -> dict[str, Any]:
