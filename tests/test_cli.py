@@ -36,6 +36,9 @@ def test_index_ready_vectors_and_query_vectors(tmp_path):
                             "--run", str(tmp_path / "run.trec")])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "run.trec").read_text().splitlines()[0].split()[:3] == ["q", "Q0", "y"]
+    SparseBatch.from_dicts([{"b": 1.0, "zeta": 2.0}], ids=["q"]).write_jsonl(tmp_path / "q2.jsonl")
+    r = runner.invoke(app, ["search", str(tmp_path / "idx"), "--queries", str(tmp_path / "q2.jsonl"), "--strict-vocab"])
+    assert r.exit_code == 2 and "unknown token 'zeta'" in r.output
 
 
 def test_clear_errors(tmp_path):

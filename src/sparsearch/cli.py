@@ -120,6 +120,8 @@ def search(
     run: Annotated[Optional[Path], typer.Option(help="Write a TREC run file here instead of printing.")] = None,
     explain: Annotated[bool, typer.Option(help="Show each hit's top contributing terms.")] = False,
     threads: Annotated[Optional[int], typer.Option(help="Search threads (default: all cores).")] = None,
+    strict_vocab: Annotated[bool, typer.Option(help="Fail on query terms the index does not know (instead of "
+                                                    "ignoring them): catches vectors from another vocabulary.")] = False,
 ) -> None:
     """Search an index with text queries (encoded as at index time) or ready query vectors."""
     from .evaluation import write_trec_run
@@ -128,7 +130,9 @@ def search(
     try:
         idx = Index.open(index)
         qv = _load_queries(idx, queries, query)
-        scores, docs = idx.search(qv, k, mode=mode, threads=threads)
+        scores, docs = idx.search(qv, k, mode=mode, threads=threads, unknown="error" if strict_vocab else "drop")
+    except KeyError as e:
+        _fail(str(e.args[0]))
     except (IndexFormatError, ValueError, FileNotFoundError) as e:
         _fail(str(e))
     if run is not None:

@@ -147,13 +147,17 @@ class Index:
                 "quantization": self.manifest.get("quantization"), "encoder": self.encoder_config}
 
     # ---------------------------------------------------------------- queries
-    def prepare_queries(self, queries: SparseBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def prepare_queries(self, queries: SparseBatch, unknown: str = "drop") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Query vectors as CSR arrays over index term ids: ``(indptr, term ids, weights)``.
 
         Terms are matched by string; a term the index has never seen gets id ``-1`` (no
-        document can match it; kernels skip it). Weights are raw float64; search snaps them
-        (``kernels.snap_rows``) so that scoring is exact.
+        document can match it; kernels skip it), or, with ``unknown="error"``, raises
+        ``KeyError`` naming it (use this for vectors from a fixed model vocabulary, where an
+        unknown token means a mismatched vocabulary). Weights are raw float64; search snaps
+        them (``kernels.snap_rows``) so that scoring is exact.
         """
+        if unknown not in ("drop", "error"):
+            raise ValueError(f"unknown must be 'drop' or 'error', got {unknown!r}")
         idx = queries.indices.astype(np.int64)
         if not (queries.vocab is self.vocab or queries.vocab.terms is self.vocab.terms):
             qterms = queries.vocab.terms
@@ -165,10 +169,14 @@ class Index:
                 lut = np.full(len(qterms), -1, np.int64)
                 lut[used] = [get(qterms[t]) for t in used.tolist()]
             idx = lut[idx]
+            if unknown == "error" and (idx < 0).any():
+                bad = queries.vocab.terms[int(queries.indices[np.argmax(idx < 0)])]
+                raise KeyError(f"unknown token {bad!r}: not in the index vocabulary ({self.n_terms} terms); "
+                               f"were the queries encoded with the index's encoder?")
         return queries.indptr, idx, queries.values.astype(np.float64)
 
     def search(self, queries: SparseBatch, k: int = 10, *, mode: str = "exact",
-               threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+               threads: int | None = None, unknown: str = "drop") -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` documents per query by dot product.
 
         Args:
@@ -178,6 +186,7 @@ class Index:
                 windows are scored term-at-a-time, which is exact too) or ``"exhaustive"``
                 (score every posting; same results, the reference).
             threads: worker threads for the batch (default: all cores).
+            unknown: ``"drop"`` query terms the index lacks, or ``"error"`` on the first one.
 
         Returns:
             ``scores`` float32 (nq, k) descending (ties: ascending doc number) and
@@ -187,7 +196,7 @@ class Index:
             raise ValueError(f"k must be >= 1, got {k}")
         if mode not in SEARCH_MODES:
             raise ValueError(f"unknown search mode {mode!r}; use one of {SEARCH_MODES}")
-        q_indptr, terms, weights = self.prepare_queries(queries)
+        q_indptr, terms, weights = self.prepare_queries(queries, unknown)
         nq = len(q_indptr) - 1
         serial = nq == 1 or threads == 1
         if not serial:
