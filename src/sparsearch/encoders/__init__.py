@@ -16,10 +16,14 @@ from .base import SparseEncoder
 # name -> "module:factory"; factories take (spec_argument: str | None, **options) and return an encoder.
 _FACTORIES: dict[str, str] = {
     "bm25": "sparsearch.encoders.bm25:BM25Encoder.from_spec",
+    "splade": "sparsearch.encoders.splade:SpladeEncoder.from_spec",
+    "splade-doc": "sparsearch.encoders.splade:SpladeDocEncoder.from_spec",
 }
 # config["name"] -> "module:Class" whose from_config rebuilds the encoder.
 _CLASSES: dict[str, str] = {
     "bm25": "sparsearch.encoders.bm25:BM25Encoder",
+    "splade": "sparsearch.encoders.splade:SpladeEncoder",
+    "splade-doc": "sparsearch.encoders.splade:SpladeDocEncoder",
 }
 
 

