@@ -329,17 +329,22 @@ WINDOW = 4096
 
 
 @njit(cache=True, inline="always")
-def _accumulate_window(i, t, w, w0, w1, nt, blk, blk_end, pos, dec, buf, acc, touched, term_block_ptr,
+def _accumulate_window(i, t, w, w0, w1, nt, track, blk, blk_end, pos, dec, buf, acc, touched, term_block_ptr,
                        term_post_ptr, block_last, block_bits, block_word_ptr, words, impacts):
-    """Add ``w * impact`` of list ``i``'s postings in [w0, w1) to ``acc``; returns the touched count."""
+    """Add ``w * impact`` of list ``i``'s postings in [w0, w1) to ``acc``.
+
+    With ``track``, first-touched window offsets are appended to ``touched``; returns the
+    touched count. Blocks that end inside the window take a loop without per-posting checks.
+    """
     tb = term_block_ptr[t]
     base_post = term_post_ptr[t]
     df = term_post_ptr[t + 1] - base_post
     while blk[i] < blk_end[i]:
         b = blk[i]
         n = min(BLOCK, df - (b - tb) * BLOCK)
+        last = np.int64(block_last[b])
         if dec[i] != b:
-            if np.int64(block_last[b]) < w0:  # whole block before the window: skip undecoded
+            if last < w0:  # whole block before the window: skip undecoded
                 blk[i] = b + 1
                 continue
             decode_block(words, block_word_ptr[b], block_bits[b], n, _block_base(tb, b, block_last), buf[i])
@@ -349,20 +354,32 @@ def _accumulate_window(i, t, w, w0, w1, nt, blk, blk_end, pos, dec, buf, acc, to
         while q < n and buf[i, q] < w0:
             q += 1
         ip = base_post + (b - tb) * BLOCK
+        if last < w1:  # the rest of the block lies inside the window
+            if track:
+                for qq in range(q, n):
+                    jj = buf[i, qq] - w0
+                    if acc[jj] == 0.0:
+                        touched[nt] = jj
+                        nt += 1
+                    acc[jj] += w * np.float64(impacts[ip + qq])
+            else:
+                for qq in range(q, n):
+                    acc[buf[i, qq] - w0] += w * np.float64(impacts[ip + qq])
+            pos[i] = n
+            blk[i] = b + 1
+            continue
         while q < n:
             d = buf[i, q]
             if d >= w1:
                 break
             jj = d - w0
-            if acc[jj] == 0.0:
+            if track and acc[jj] == 0.0:
                 touched[nt] = jj
                 nt += 1
             acc[jj] += w * np.float64(impacts[ip + q])
             q += 1
         pos[i] = q
-        if q < n:
-            break
-        blk[i] = b + 1
+        break
     return nt
 
 
@@ -476,12 +493,25 @@ def _maxscore_one(q_terms, q_weights, k, deleted, term_block_ptr, term_post_ptr,
                     blk[i] = b
                 w0 = w1
                 continue
-        # essential lists, term-at-a-time into the window accumulator
+        # essential lists, term-at-a-time into the window accumulator; when their postings in
+        # the window will touch most of it anyway, skip tracking and scan the window instead
+        est = 0
+        for i in range(p, m):
+            b = blk[i]
+            c = b
+            while c < blk_end[i]:
+                c += 1
+                if np.int64(block_last[c - 1]) >= w1:
+                    break
+            est += (c - b) * BLOCK
+        track = est * 4 < WINDOW
         nt = 0
         for i in range(p, m):
-            nt = _accumulate_window(i, terms[i], qw[i], w0, w1, nt, blk, blk_end, pos, dec, buf, acc, touched,
-                                    term_block_ptr, term_post_ptr, block_last, block_bits, block_word_ptr, words,
-                                    impacts)
+            nt = _accumulate_window(i, terms[i], qw[i], w0, w1, nt, track, blk, blk_end, pos, dec, buf, acc,
+                                    touched, term_block_ptr, term_post_ptr, block_last, block_bits, block_word_ptr,
+                                    words, impacts)
+        if not track:
+            nt = WINDOW  # unknown: treat as dense
         pw = p  # lists accumulated in this window need no probing for its candidates
         if pw > 0 and nt > 0:
             # Probing costs per candidate and list; accumulating costs per posting. Take the
@@ -499,9 +529,11 @@ def _maxscore_one(q_terms, q_weights, k, deleted, term_block_ptr, term_post_ptr,
                 est_post += (c - b) * BLOCK
             if est_post <= 4 * nt * pw:
                 for i in range(pw):
-                    nt = _accumulate_window(i, terms[i], qw[i], w0, w1, nt, blk, blk_end, pos, dec, buf, acc,
-                                            touched, term_block_ptr, term_post_ptr, block_last, block_bits,
+                    nt = _accumulate_window(i, terms[i], qw[i], w0, w1, nt, track, blk, blk_end, pos, dec, buf,
+                                            acc, touched, term_block_ptr, term_post_ptr, block_last, block_bits,
                                             block_word_ptr, words, impacts)
+                if not track:
+                    nt = WINDOW
                 pw = 0
                 rest_all = 0.0
         if nt == 0:
