@@ -1,0 +1,395 @@
+"""Numba hot loops of the approximate (Seismic-style) searcher: build and query kernels.
+
+Kept apart from ``kernels.py`` (the exact kernels) only so that the two can be edited
+independently; the heap helpers are shared. See :mod:`sparsearch.index.approximate` for the
+data layout and the algorithm (Bruch, Nardini, Rulli, Venturini: "Efficient Inverted Indexes
+for Approximate Retrieval over Learned Sparse Representations", SIGIR 2024).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .kernels import _heap_push, _heap_sorted, decode_postings, snap_inplace
+
+MASK32 = np.int64(0xFFFFFFFF)
+
+
+# ------------------------------------------------------------------ decoding
+@njit(cache=True)
+def decode_all(term_block_ptr, term_post_ptr, block_last, block_bits, block_word_ptr, words):
+    """Doc ids of every posting of a segment (posting order), int64 (P,)."""
+    out = np.empty(term_post_ptr[-1], np.int64)
+    for t in range(term_post_ptr.shape[0] - 1):
+        a = term_post_ptr[t]
+        if term_post_ptr[t + 1] > a:
+            decode_postings(t, term_block_ptr, term_post_ptr, block_last, block_bits, block_word_ptr, words,
+                            out[a:])
+    return out
+
+
+# --------------------------------------------------------- static pruning
+@njit(cache=True, parallel=True)
+def prune_lists(post_ptr, post_docs, post_vals, doc_scale, n_keep):
+    """Keep the ``n_keep[t]`` highest-scoring postings of every list (ties: lower doc first).
+
+    Scores are ``value * doc_scale[doc]``. Returns ``(ptr int64 (V+1,), docs int64)`` with the
+    kept docs of each list in descending score order.
+    """
+    V = post_ptr.shape[0] - 1
+    ptr = np.zeros(V + 1, np.int64)
+    for t in range(V):
+        ptr[t + 1] = ptr[t] + min(n_keep[t], post_ptr[t + 1] - post_ptr[t])
+    out = np.empty(ptr[V], np.int64)
+    for t in prange(V):
+        a = post_ptr[t]
+        n = post_ptr[t + 1] - a
+        m = ptr[t + 1] - ptr[t]
+        if m == 0:
+            continue
+        sc = np.empty(n, np.float64)
+        for i in range(n):
+            sc[i] = -np.float64(post_vals[a + i]) * doc_scale[post_docs[a + i]]
+        order = np.argsort(sc, kind="mergesort")  # stable: docs are ascending within a list
+        for i in range(m):
+            out[ptr[t] + i] = post_docs[a + order[i]]
+    return ptr, out
+
+
+@njit(cache=True)
+def global_keep(post_ptr, post_vals, doc_scale, post_docs, n_postings, max_fraction):
+    """Per-list budgets for Seismic's *global* static pruning.
+
+    Keeps the ``n_postings * n_nonempty_lists`` highest-valued postings over the whole
+    collection (one global threshold), each list clipped to ``max_fraction * n_postings``.
+    """
+    V = post_ptr.shape[0] - 1
+    P = post_ptr[V]
+    nonempty = 0
+    for t in range(V):
+        if post_ptr[t + 1] > post_ptr[t]:
+            nonempty += 1
+    budget = min(P, np.int64(n_postings) * nonempty)
+    keep = np.zeros(V, np.int64)
+    cap = max(1, np.int64(max_fraction * n_postings))
+    if budget >= P:
+        for t in range(V):
+            keep[t] = min(cap, post_ptr[t + 1] - post_ptr[t])
+        return keep
+    vals = np.empty(P, np.float64)
+    for t in range(V):
+        for i in range(post_ptr[t], post_ptr[t + 1]):
+            vals[i] = np.float64(post_vals[i]) * doc_scale[post_docs[i]]
+    thr = np.partition(vals, P - budget)[P - budget]
+    for t in range(V):
+        c = 0
+        for i in range(post_ptr[t], post_ptr[t + 1]):
+            if vals[i] >= thr:
+                c += 1
+        keep[t] = min(cap, c)
+    return keep
+
+
+# -------------------------------------------------------------- clustering
+@njit(cache=True, inline="always")
+def _xorshift(x):
+    x ^= (x << 13) & MASK32
+    x ^= x >> 17
+    x ^= (x << 5) & MASK32
+    return x & MASK32
+
+
+@njit(cache=True)
+def doc_sketches(fwd_ptr, fwd_terms, fwd_vals, doc_scale, doc_cut):
+    """Each document's ``doc_cut`` largest components (Seismic's ``doc_cut``), for clustering."""
+    n = fwd_ptr.shape[0] - 1
+    ptr = np.zeros(n + 1, np.int64)
+    for d in range(n):
+        ptr[d + 1] = ptr[d] + min(doc_cut, fwd_ptr[d + 1] - fwd_ptr[d])
+    st = np.empty(ptr[n], np.int64)
+    sv = np.empty(ptr[n], np.float64)
+    for d in range(n):
+        a = fwd_ptr[d]
+        m = fwd_ptr[d + 1] - a
+        if m == 0:
+            continue
+        v = np.empty(m, np.float64)
+        for i in range(m):
+            v[i] = -np.float64(fwd_vals[a + i])
+        order = np.argsort(v, kind="mergesort")
+        for i in range(ptr[d + 1] - ptr[d]):
+            st[ptr[d] + i] = fwd_terms[a + order[i]]
+            sv[ptr[d] + i] = -v[order[i]] * doc_scale[d]
+    return ptr, st, sv
+
+
+@njit(cache=True, parallel=True)
+def cluster_lists(list_ptr, list_docs, sk_ptr, sk_terms, sk_vals, n_terms, centroid_fraction, min_cluster_size,
+                  seed, n_chunks):
+    """Shallow random-centroid clustering of every pruned posting list (Seismic's blocking).
+
+    For a list of ``n`` docs, ``ceil(centroid_fraction * n)`` docs drawn at random become
+    centroids; every doc joins the centroid with the largest inner product between their
+    ``doc_cut`` sketches (one assignment pass, no iterations: the "shallow k-means" of the
+    paper). Clusters smaller than ``min_cluster_size`` are dissolved into the best other
+    centroid. Returns the cluster id of every posting (int32, aligned with ``list_docs``).
+    """
+    V = list_ptr.shape[0] - 1
+    assign = np.zeros(list_docs.shape[0], np.int32)
+    for c in prange(n_chunks):
+        head = np.full(n_terms, -1, np.int64)
+        for t in range(c, V, n_chunks):
+            a = list_ptr[t]
+            n = list_ptr[t + 1] - a
+            if n == 0:
+                continue
+            nc = min(n, max(1, np.int64(np.ceil(centroid_fraction * n))))
+            if nc == 1:
+                continue  # all zeros already
+            # pick nc distinct positions: partial Fisher-Yates with a per-list xorshift stream
+            perm = np.arange(n)
+            x = ((np.int64(seed) * 2654435761 + t * 40503 + 1) & MASK32) | 1
+            for i in range(nc):
+                x = _xorshift(x)
+                j = i + x % (n - i)
+                perm[i], perm[j] = perm[j], perm[i]
+            # mini inverted index of the centroid sketches: head[term] -> linked entries
+            tot = 0
+            for i in range(nc):
+                d = list_docs[a + perm[i]]
+                tot += sk_ptr[d + 1] - sk_ptr[d]
+            nxt = np.empty(tot, np.int64)
+            ent_c = np.empty(tot, np.int64)
+            ent_v = np.empty(tot, np.float64)
+            e = 0
+            for i in range(nc):
+                d = list_docs[a + perm[i]]
+                for j in range(sk_ptr[d], sk_ptr[d + 1]):
+                    tt = sk_terms[j]
+                    nxt[e] = head[tt]
+                    ent_c[e] = i
+                    ent_v[e] = sk_vals[j]
+                    head[tt] = e
+                    e += 1
+            score = np.zeros(nc, np.float64)
+            touched = np.empty(nc, np.int64)
+            sizes = np.zeros(nc, np.int64)
+            second = np.zeros(n, np.int64)
+            for p in range(n):
+                d = list_docs[a + p]
+                nt = 0
+                for j in range(sk_ptr[d], sk_ptr[d + 1]):
+                    q = head[sk_terms[j]]
+                    w = sk_vals[j]
+                    while q >= 0:
+                        ci = ent_c[q]
+                        if score[ci] == 0.0:
+                            touched[nt] = ci
+                            nt += 1
+                        score[ci] += w * ent_v[q]
+                        q = nxt[q]
+                best = 0
+                bs = -1.0
+                sec = 0
+                ss = -1.0
+                for u in range(nt):
+                    ci = touched[u]
+                    s = score[ci]
+                    if s > bs or (s == bs and ci < best):
+                        sec, ss = best, bs
+                        best, bs = ci, s
+                    elif s > ss or (s == ss and ci < sec):
+                        sec, ss = ci, s
+                    score[ci] = 0.0
+                assign[a + p] = best
+                second[p] = sec
+                sizes[best] += 1
+            # dissolve clusters below min_cluster_size into each member's runner-up
+            if min_cluster_size > 1:
+                for p in range(n):
+                    ci = assign[a + p]
+                    if sizes[ci] < min_cluster_size and sizes[second[p]] >= min_cluster_size:
+                        sizes[ci] -= 1
+                        sizes[second[p]] += 1
+                        assign[a + p] = second[p]
+            for i in range(nc):  # reset the mini index
+                d = list_docs[a + perm[i]]
+                for j in range(sk_ptr[d], sk_ptr[d + 1]):
+                    head[sk_terms[j]] = -1
+    return assign
+
+
+# --------------------------------------------------------------- summaries
+@njit(cache=True, inline="always")
+def _block_summary(b, block_doc_ptr, block_docs, fwd_ptr, fwd_terms, fwd_vals, doc_scale, mx, touched,
+                   summary_energy):
+    """Component-wise max of a block's docs, alpha-pruned: returns (n kept, cutoff rank order)."""
+    nt = 0
+    for p in range(block_doc_ptr[b], block_doc_ptr[b + 1]):
+        d = block_docs[p]
+        s = doc_scale[d]
+        for j in range(fwd_ptr[d], fwd_ptr[d + 1]):
+            t = fwd_terms[j]
+            v = np.float64(fwd_vals[j]) * s
+            if mx[t] == 0.0:
+                touched[nt] = t
+                nt += 1
+            if v > mx[t]:
+                mx[t] = v
+    vals = np.empty(nt, np.float64)
+    total = 0.0
+    for u in range(nt):
+        vals[u] = -mx[touched[u]]
+        total -= vals[u]
+    order = np.argsort(vals, kind="mergesort")
+    keep = 0
+    acc = 0.0
+    while keep < nt and acc < summary_energy * total:
+        acc -= vals[order[keep]]
+        keep += 1
+    if keep == 0 and nt > 0:
+        keep = 1
+    return nt, keep, order
+
+
+@njit(cache=True, parallel=True)
+def summary_sizes(block_doc_ptr, block_docs, fwd_ptr, fwd_terms, fwd_vals, doc_scale, n_terms, summary_energy,
+                  n_chunks):
+    B = block_doc_ptr.shape[0] - 1
+    sizes = np.zeros(B, np.int64)
+    for c in prange(n_chunks):
+        mx = np.zeros(n_terms, np.float64)
+        touched = np.empty(n_terms, np.int64)
+        for b in range(c, B, n_chunks):
+            nt, keep, order = _block_summary(b, block_doc_ptr, block_docs, fwd_ptr, fwd_terms, fwd_vals, doc_scale,
+                                             mx, touched, summary_energy)
+            sizes[b] = keep
+            for u in range(nt):
+                mx[touched[u]] = 0.0
+    return sizes
+
+
+@njit(cache=True, parallel=True)
+def fill_summaries(block_doc_ptr, block_docs, fwd_ptr, fwd_terms, fwd_vals, doc_scale, n_terms, summary_energy,
+                   sum_ptr, sum_terms, sum_vals, sum_scale, n_chunks):
+    """Write each block's pruned summary, 8-bit quantized with a per-block scale (rounded up,
+    so that quantization never lowers a summary below the maxima it stands for)."""
+    B = block_doc_ptr.shape[0] - 1
+    for c in prange(n_chunks):
+        mx = np.zeros(n_terms, np.float64)
+        touched = np.empty(n_terms, np.int64)
+        for b in range(c, B, n_chunks):
+            nt, keep, order = _block_summary(b, block_doc_ptr, block_docs, fwd_ptr, fwd_terms, fwd_vals, doc_scale,
+                                             mx, touched, summary_energy)
+            top = mx[touched[order[0]]] if nt > 0 else 0.0
+            scale = top / 255.0 if top > 0 else 1.0
+            sum_scale[b] = scale
+            o = sum_ptr[b]
+            kept = np.sort(touched[:nt][order[:keep]])
+            for u in range(keep):
+                t = kept[u]
+                sum_terms[o + u] = t
+                sum_vals[o + u] = min(255, np.int64(np.ceil(mx[t] / scale * (1.0 + 1e-6))))
+            for u in range(nt):
+                mx[touched[u]] = 0.0
+
+
+# -------------------------------------------------------------------- search
+@njit(cache=True, inline="always")
+def _approx_one(q_terms, q_weights, k, query_cut, heap_factor, deleted, qd, visited, seen, term_block_ptr,
+                block_doc_ptr, block_docs, sum_ptr, sum_terms, sum_vals, sum_scale, fwd_ptr, fwd_terms, fwd_vals,
+                doc_scale, out_s, out_d):
+    """Seismic query processing for one query; ``qd``/``visited`` are zeroed scratch, left zeroed."""
+    V = term_block_ptr.shape[0] - 1
+    nq = q_terms.shape[0]
+    w = q_weights.copy()
+    snap_inplace(w)
+    for j in range(nq):
+        t = q_terms[j]
+        if t >= 0 and t < V and w[j] > 0:
+            qd[t] += w[j]
+    # query terms by decreasing weight; the first query_cut are the lists we visit
+    order = np.argsort(-w, kind="mergesort")
+    hs = np.empty(k, np.float64)
+    hd = np.empty(k, np.int64)
+    size = 0
+    n_seen = 0
+    has_deleted = deleted.shape[0] > 0
+    cut = min(query_cut, nq)
+    for oi in range(cut):
+        j = order[oi]
+        t = q_terms[j]
+        if t < 0 or t >= V or w[j] <= 0:
+            continue
+        b0 = term_block_ptr[t]
+        nb = term_block_ptr[t + 1] - b0
+        if nb == 0:
+            continue
+        ss = np.empty(nb, np.float64)
+        for i in range(nb):
+            b = b0 + i
+            acc = 0.0
+            for e in range(sum_ptr[b], sum_ptr[b + 1]):
+                acc += qd[sum_terms[e]] * np.float64(sum_vals[e])
+            ss[i] = -acc * sum_scale[b]
+        border = np.argsort(ss)  # most promising block first ("sorted" scan)
+        for i in range(nb):
+            bs = -ss[border[i]]
+            if size == k and bs * heap_factor <= hs[0]:
+                break
+            b = b0 + border[i]
+            for p in range(block_doc_ptr[b], block_doc_ptr[b + 1]):
+                d = block_docs[p]
+                if visited[d]:
+                    continue
+                visited[d] = True
+                seen[n_seen] = d
+                n_seen += 1
+                s = 0.0
+                for e in range(fwd_ptr[d], fwd_ptr[d + 1]):
+                    s += qd[fwd_terms[e]] * np.float64(fwd_vals[e])
+                s *= doc_scale[d]
+                if s > 0 and not (has_deleted and deleted[d]):
+                    if size < k or s > hs[0] or (s == hs[0] and d < hd[0]):
+                        size = _heap_push(hs, hd, size, k, s, d)
+    for i in range(n_seen):
+        visited[seen[i]] = False
+    for j in range(nq):
+        t = q_terms[j]
+        if t >= 0 and t < V:
+            qd[t] = 0.0
+    _heap_sorted(hs, hd, size, out_s, out_d)
+
+
+@njit(cache=True)
+def approx_serial(q_indptr, q_terms, q_weights, k, query_cut, heap_factor, deleted, qd, visited, seen,
+                  term_block_ptr, block_doc_ptr, block_docs, sum_ptr, sum_terms, sum_vals, sum_scale, fwd_ptr,
+                  fwd_terms, fwd_vals, doc_scale, out_s, out_d):
+    """:func:`approx_batch` on the calling thread, with caller-owned zeroed scratch
+    (``qd`` float64 (V,), ``visited`` bool (n_docs,), ``seen`` int64 (n_docs,)), left zeroed."""
+    for qi in range(q_indptr.shape[0] - 1):
+        a = q_indptr[qi]
+        b = q_indptr[qi + 1]
+        _approx_one(q_terms[a:b], q_weights[a:b], k, query_cut, heap_factor, deleted, qd, visited, seen,
+                    term_block_ptr, block_doc_ptr, block_docs, sum_ptr, sum_terms, sum_vals, sum_scale, fwd_ptr,
+                    fwd_terms, fwd_vals, doc_scale, out_s[qi], out_d[qi])
+
+
+@njit(cache=True, parallel=True)
+def approx_batch(q_indptr, q_terms, q_weights, k, query_cut, heap_factor, deleted, n_docs, term_block_ptr,
+                 block_doc_ptr, block_docs, sum_ptr, sum_terms, sum_vals, sum_scale, fwd_ptr, fwd_terms, fwd_vals,
+                 doc_scale, out_s, out_d, n_chunks):
+    """Approximate top-k for a batch of CSR queries; queries interleaved over ``n_chunks`` workers."""
+    V = term_block_ptr.shape[0] - 1
+    nq = q_indptr.shape[0] - 1
+    for c in prange(n_chunks):
+        qd = np.zeros(V, np.float64)
+        visited = np.zeros(n_docs, np.bool_)
+        seen = np.empty(n_docs, np.int64)
+        for qi in range(c, nq, n_chunks):
+            a = q_indptr[qi]
+            b = q_indptr[qi + 1]
+            _approx_one(q_terms[a:b], q_weights[a:b], k, query_cut, heap_factor, deleted, qd, visited, seen,
+                        term_block_ptr, block_doc_ptr, block_docs, sum_ptr, sum_terms, sum_vals, sum_scale, fwd_ptr,
+                        fwd_terms, fwd_vals, doc_scale, out_s[qi], out_d[qi])
