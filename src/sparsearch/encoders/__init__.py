@@ -18,12 +18,14 @@ _FACTORIES: dict[str, str] = {
     "bm25": "sparsearch.encoders.bm25:BM25Encoder.from_spec",
     "splade": "sparsearch.encoders.splade:SpladeEncoder.from_spec",
     "splade-doc": "sparsearch.encoders.splade:SpladeDocEncoder.from_spec",
+    "csr": "sparsearch.encoders.sparse_coding:CSREncoder.from_spec",
 }
 # config["name"] -> "module:Class" whose from_config rebuilds the encoder.
 _CLASSES: dict[str, str] = {
     "bm25": "sparsearch.encoders.bm25:BM25Encoder",
     "splade": "sparsearch.encoders.splade:SpladeEncoder",
     "splade-doc": "sparsearch.encoders.splade:SpladeDocEncoder",
+    "csr": "sparsearch.encoders.sparse_coding:CSREncoder",
 }
 
 
