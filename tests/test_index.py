@@ -176,7 +176,7 @@ def test_corrupt_truncated_and_wrong_version_are_refused(tmp_path, rng):
     with pytest.raises(IndexFormatError, match="version 99 is not supported"):
         Index.open(path)
     (path / "manifest.json").write_text("{not json")
-    with pytest.raises(IndexFormatError, match="corrupt manifest"):
+    with pytest.raises(IndexFormatError, match="corrupt index metadata"):
         Index.open(path)
     with pytest.raises(IndexFormatError, match="no such index"):
         Index.open(tmp_path / "missing")

@@ -31,7 +31,7 @@ import numpy as np
 
 from ..vectors import SparseBatch, Vocabulary
 from . import kernels
-from .segment import IndexFormatError, fsync_dir, write_segment_arrays
+from .segment import IndexFormatError, fsync_dir, read_versioned_json, write_segment_arrays
 
 INDEX_FORMAT = "sparsearch-index"
 INDEX_VERSION = 1
@@ -134,21 +134,9 @@ def write_lock(path: Path) -> Iterator[None]:
 
 def read_manifest(path: Path) -> dict[str, Any]:
     """Read and check ``manifest.json`` of an index directory."""
-    mpath = Path(path) / "manifest.json"
     if not Path(path).is_dir():
         raise IndexFormatError(f"{path}: no such index directory")
-    if not mpath.exists():
-        raise IndexFormatError(f"{path}: manifest.json is missing (not a sparsearch index)")
-    try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise IndexFormatError(f"{mpath}: corrupt manifest ({e.msg})") from None
-    if manifest.get("format") != INDEX_FORMAT:
-        raise IndexFormatError(f"{path}: not a sparsearch index (format {manifest.get('format')!r})")
-    if manifest.get("version") != INDEX_VERSION:
-        raise IndexFormatError(f"{path}: index format version {manifest.get('version')} is not supported "
-                               f"(this sparsearch reads version {INDEX_VERSION}); rebuild the index")
-    return manifest
+    return read_versioned_json(Path(path), "manifest.json", INDEX_FORMAT, INDEX_VERSION, "index")
 
 
 def new_segment_name() -> str:

@@ -41,7 +41,8 @@ SEGMENT_VERSION = 1
 ARRAYS = ("term_post_ptr", "term_block_ptr", "term_max", "block_last", "block_max", "block_bits",
           "block_word_ptr", "words", "impacts")
 
-__all__ = ["Segment", "IndexFormatError", "SEGMENT_VERSION", "write_segment_arrays", "fsync_dir"]
+__all__ = ["Segment", "IndexFormatError", "SEGMENT_VERSION", "write_segment_arrays", "fsync_dir",
+           "read_versioned_json"]
 
 
 class IndexFormatError(RuntimeError):
@@ -54,6 +55,24 @@ def _crc32(path: Path) -> int:
         while chunk := f.read(1 << 22):
             crc = zlib.crc32(chunk, crc)
     return crc
+
+
+def read_versioned_json(directory: Path, name: str, fmt: str, version: int, what: str) -> dict[str, Any]:
+    """Load ``directory/name`` and check its ``format`` tag and ``version`` (clear errors otherwise)."""
+    path = Path(directory) / name
+    if not path.exists():
+        raise IndexFormatError(f"{directory}: {name} is missing (not a sparsearch {what}, or a torn write)")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise IndexFormatError(f"{path}: corrupt {what} metadata ({e.msg})") from None
+    if not isinstance(doc, dict) or doc.get("format") != fmt:
+        found = doc.get("format") if isinstance(doc, dict) else None
+        raise IndexFormatError(f"{directory}: not a sparsearch {what} (format {found!r})")
+    if doc.get("version") != version:
+        raise IndexFormatError(f"{directory}: {what} format version {doc.get('version')} is not supported "
+                               f"(this sparsearch reads version {version}); rebuild the index")
+    return doc
 
 
 def fsync_dir(path: Path) -> None:
@@ -134,18 +153,7 @@ class Segment:
 
     @classmethod
     def open(cls, path: Path, *, mmap: bool = True, verify: bool = True) -> "Segment":
-        meta_path = path / "segment.json"
-        if not meta_path.exists():
-            raise IndexFormatError(f"{path}: segment.json is missing (not a sparsearch segment, or a torn write)")
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise IndexFormatError(f"{meta_path}: corrupt segment metadata ({e.msg})") from None
-        if meta.get("format") != SEGMENT_FORMAT:
-            raise IndexFormatError(f"{path}: not a sparsearch segment (format {meta.get('format')!r})")
-        if meta.get("version") != SEGMENT_VERSION:
-            raise IndexFormatError(f"{path}: segment format version {meta.get('version')} is not supported "
-                                   f"(this sparsearch reads version {SEGMENT_VERSION}); rebuild the index")
+        meta = read_versioned_json(path, "segment.json", SEGMENT_FORMAT, SEGMENT_VERSION, "segment")
         arrays: dict[str, np.ndarray] = {}
         for name in ARRAYS:
             info = meta["files"].get(name)
