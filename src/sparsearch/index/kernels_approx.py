@@ -283,8 +283,9 @@ def fill_summaries(block_doc_ptr, block_docs, fwd_ptr, fwd_terms, fwd_vals, doc_
             nt, keep, order = _block_summary(b, block_doc_ptr, block_docs, fwd_ptr, fwd_terms, fwd_vals, doc_scale,
                                              mx, touched, summary_energy)
             top = mx[touched[order[0]]] if nt > 0 else 0.0
-            scale = top / 255.0 if top > 0 else 1.0
-            sum_scale[b] = scale
+            # float32 scale with headroom: q * scale >= max holds after rounding, q <= 255
+            sum_scale[b] = np.float32(top / 255.0 * (1.0 + 4e-6)) if top > 0 else np.float32(1.0)
+            scale = np.float64(sum_scale[b])
             o = sum_ptr[b]
             kept = np.sort(touched[:nt][order[:keep]])
             for u in range(keep):
@@ -336,7 +337,7 @@ def _approx_one(q_terms, q_weights, k, query_cut, heap_factor, deleted, qd, visi
         border = np.argsort(ss)  # most promising block first ("sorted" scan)
         for i in range(nb):
             bs = -ss[border[i]]
-            if size == k and bs * heap_factor <= hs[0]:
+            if size == k and bs * heap_factor < hs[0]:
                 break
             b = b0 + border[i]
             for p in range(block_doc_ptr[b], block_doc_ptr[b + 1]):

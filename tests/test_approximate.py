@@ -1,0 +1,159 @@
+"""Approximate (Seismic-style) search: exactness at non-pruning settings, graceful degradation,
+persistence, tuning. Small synthetic data, fixed seeds, no timing assertions."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sparsearch.index import Index, IndexFormatError, build_index
+from sparsearch.index.approximate import ApproximateIndex, recall_at_k, tune
+from sparsearch.vectors import SparseBatch, Vocabulary
+
+NO_PRUNING = dict(n_postings=10**9, summary_energy=1.0, pruning="fixed")
+
+
+def zipf_batch(n: int, n_terms: int, nnz: int, seed: int, prefix: str = "d") -> SparseBatch:
+    """SPLADE-like vectors: Zipf term ids, log-normal weights, ``nnz`` draws per row."""
+    rng = np.random.default_rng(seed)
+    p = 1.0 / np.arange(1, n_terms + 1)
+    p = rng.permutation(p / p.sum())
+    rows = []
+    for _ in range(n):
+        t = np.unique(rng.choice(n_terms, size=nnz, p=p))
+        rows.append((t, np.exp(rng.normal(-0.3, 0.6, len(t))).astype(np.float32)))
+    indptr = np.concatenate([[0], np.cumsum([len(t) for t, _ in rows])])
+    return SparseBatch(indptr, np.concatenate([t for t, _ in rows]).astype(np.int32),
+                       np.concatenate([v for _, v in rows]), Vocabulary.from_size(n_terms, prefix="t"),
+                       [f"{prefix}{i}" for i in range(n)])
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    docs = zipf_batch(3000, 2000, 60, seed=1)
+    queries = zipf_batch(120, 2000, 20, seed=2, prefix="q")
+    index = build_index(docs, tmp_path_factory.mktemp("approx") / "idx")
+    return index, queries
+
+
+def test_non_pruning_settings_are_exact(corpus):
+    index, queries = corpus
+    es, ed = index.search(queries, 10)
+    ax = ApproximateIndex.build(index, centroid_fraction=0.05, save=False, **NO_PRUNING)
+    s, d = ax.search(queries, 10, query_cut=1000, heap_factor=1.0)
+    assert recall_at_k(d, ed) == 1.0
+    np.testing.assert_array_equal(d, ed)
+    np.testing.assert_array_equal(s, es)
+    s1, d1 = ax.search(queries, 10, query_cut=1000, heap_factor=1.0, threads=1)  # serial path
+    np.testing.assert_array_equal(d1, ed)
+
+
+def test_recall_degrades_gracefully(corpus):
+    index, queries = corpus
+    _, ed = index.search(queries, 10)
+    ax = ApproximateIndex.build(index, n_postings=300, centroid_fraction=0.1, summary_energy=0.4, save=False)
+    r_full = recall_at_k(ax.search(queries, 10, query_cut=1000, heap_factor=1.0)[1], ed)
+    r_mid = recall_at_k(ax.search(queries, 10, query_cut=8, heap_factor=0.9)[1], ed)
+    r_low = recall_at_k(ax.search(queries, 10, query_cut=2, heap_factor=0.5)[1], ed)
+    assert r_full >= 0.9
+    assert r_full >= r_mid - 0.02 and r_mid >= r_low - 0.02
+    assert 0.1 < r_low < 1.0
+    # returned scores are exact dot products of the returned documents
+    s, d = ax.search(queries[:5], 10, query_cut=4, heap_factor=0.8)
+    X = docs_matrix(index)
+    Q = queries[:5].remap(index.vocab).to_scipy()
+    Q.resize((5, X.shape[1]))
+    full = (Q @ X.T).toarray()
+    for i in range(5):
+        ok = d[i] >= 0
+        np.testing.assert_allclose(s[i][ok], full[i, d[i][ok]], rtol=1e-5)
+
+
+def docs_matrix(index):
+    seg = index.segments[0]
+    return seg.impact_matrix(index.n_terms) * seg.scale
+
+
+def test_persistence_round_trip_and_staleness(tmp_path):
+    docs = zipf_batch(800, 500, 30, seed=3)
+    queries = zipf_batch(30, 500, 10, seed=4, prefix="q")
+    index = build_index(docs, tmp_path / "idx")
+    ax = ApproximateIndex.build(index, n_postings=100, centroid_fraction=0.2)
+    first_dir = ax.path
+    assert ApproximateIndex.exists(index)
+    s, d = ax.search(queries, 10, query_cut=5, heap_factor=0.8)
+    re = ApproximateIndex.open(Index.open(tmp_path / "idx"))
+    s2, d2 = re.search(queries, 10, query_cut=5, heap_factor=0.8)
+    np.testing.assert_array_equal(d, d2)
+    np.testing.assert_array_equal(s, s2)
+    assert re.params == ax.params and re.memory_bytes() == ax.memory_bytes()
+    # rebuilding replaces the old directory atomically (the pointer names only the new one)
+    ax3 = ApproximateIndex.build(index, n_postings=50, centroid_fraction=0.2)
+    assert not first_dir.exists() and ax3.path.exists()
+    assert json.loads((tmp_path / "idx" / "approximate.json").read_text())["dir"] == ax3.path.name
+    assert ApproximateIndex.open_or_build(index, n_postings=50, centroid_fraction=0.2).path == ax3.path
+    # a torn temporary directory is ignored
+    (tmp_path / "idx" / ".approx-tmp-dead").mkdir()
+    ApproximateIndex.open(index)
+    # corrupt array refused
+    f = ax3.path / "block_docs.npy"
+    raw = bytearray(f.read_bytes())
+    raw[-1] ^= 0xFF
+    f.write_bytes(bytes(raw))
+    with pytest.raises(IndexFormatError):
+        ApproximateIndex.open(index)
+    # the exact index is rebuilt: the approximate one is stale
+    index2 = build_index(zipf_batch(700, 500, 30, seed=5), tmp_path / "idx")
+    with pytest.raises(IndexFormatError, match="stale"):
+        ApproximateIndex.open(index2)
+
+
+def test_tune_meets_target_on_sample(corpus):
+    index, queries = corpus
+    ax = ApproximateIndex.build(index, n_postings=300, centroid_fraction=0.1, save=False)
+    best = tune(ax, index, queries, target_recall=0.9, sample=60, query_cuts=(2, 5, 10, 40),
+                heap_factors=(0.6, 0.8, 1.0))
+    assert best["met"] and best["recall"] >= 0.9
+    rng = np.random.default_rng(0)
+    idx = np.sort(rng.choice(len(queries), size=60, replace=False))
+    _, ed = index.search(queries[idx], 10)
+    _, d = ax.search(queries[idx], 10, query_cut=best["query_cut"], heap_factor=best["heap_factor"])
+    assert recall_at_k(d, ed) >= 0.9
+    assert len(best["grid"]) == 12
+
+
+def test_memory_and_validation(corpus):
+    index, queries = corpus
+    ax = ApproximateIndex.build(index, n_postings=200, save=False)
+    st_ = ax.stats()
+    assert st_["memory_bytes"] == ax.memory_bytes() > 0
+    assert ax.bytes_per_doc() == pytest.approx(ax.memory_bytes() / index.n_docs)
+    assert st_["n_list_postings"] <= 200 * 1.5 * index.n_terms
+    with pytest.raises(ValueError):
+        ax.search(queries, 0)
+    with pytest.raises(ValueError):
+        ax.search(queries, 10, heap_factor=1.5)
+    with pytest.raises(ValueError):
+        ApproximateIndex.build(index, centroid_fraction=0.0, save=False)
+    # more results asked than documents exist: padded with -1
+    small = build_index(zipf_batch(5, 50, 10, seed=9), index.path.parent / "small")
+    s, d = ApproximateIndex.build(small, save=False).search(zipf_batch(3, 50, 10, seed=8, prefix="q"), 10)
+    assert d.shape == (3, 10) and (d[:, 5:] == -1).all()
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(n_docs=st.integers(1, 400), n_terms=st.integers(2, 60), nnz=st.integers(1, 12), k=st.integers(1, 12),
+       frac=st.floats(0.01, 1.0), seed=st.integers(0, 10_000))
+def test_non_pruning_settings_exact_property(tmp_path_factory, n_docs, n_terms, nnz, k, frac, seed):
+    docs = zipf_batch(n_docs, n_terms, nnz, seed)
+    queries = zipf_batch(8, n_terms, max(1, nnz // 2), seed + 1, prefix="q")
+    index = build_index(docs, tmp_path_factory.mktemp("h") / "i")
+    _, ed = index.search(queries, k)
+    ax = ApproximateIndex.build(index, centroid_fraction=frac, min_cluster_size=1 + seed % 3, save=False,
+                                **NO_PRUNING)
+    _, d = ax.search(queries, k, query_cut=10**6, heap_factor=1.0)
+    assert recall_at_k(d, ed, k) == 1.0
