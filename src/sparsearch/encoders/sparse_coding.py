@@ -362,6 +362,7 @@ class SparseCoderTrainer:
                         logits = ((zq @ zd.T) / cfg.temperature).masked_fill(same, float("-inf"))
                         loss_con = loss_con + torch.nn.functional.cross_entropy(logits, labels) / len(step_ks)
                 loss = loss_rec + cfg.aux_coef * loss_aux + cfg.contrastive_coef * loss_con
+                loss_rec, loss_aux, loss_con = loss_rec.detach(), loss_aux.detach(), loss_con.detach()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -369,7 +370,7 @@ class SparseCoderTrainer:
                 coder.normalize_decoder()
                 step += 1
                 if log_every and step % log_every == 0:
-                    row = {"step": step, "epoch": epoch, "loss": float(loss), "rec": float(loss_rec.detach()),
+                    row = {"step": step, "epoch": epoch, "loss": loss.item(), "rec": float(loss_rec),
                            "aux": float(loss_aux), "con": float(loss_con), "dead": n_dead / cfg.h,
                            "seconds": time.perf_counter() - t0}
                     self.report.history.append(row)
