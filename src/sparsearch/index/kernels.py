@@ -621,45 +621,65 @@ def maxscore_batch(q_indptr, q_terms, q_weights, k, deleted, term_block_ptr, ter
                       block_last, block_max, block_bits, block_word_ptr, words, impacts, out_s[qi], out_d[qi])
 
 
+@njit(cache=True)
+def _exhaustive_one(q_terms, q_weights, k, n_docs, deleted, term_block_ptr, term_post_ptr, block_last, block_bits,
+                    block_word_ptr, words, impacts, out_s, out_d):
+    """Term-at-a-time scoring of every posting of one query into a dense accumulator."""
+    n_seg_terms = term_post_ptr.shape[0] - 1
+    acc = np.zeros(n_docs, np.float64)
+    buf = np.empty(BLOCK, np.int64)
+    qw = q_weights.copy()
+    snap_inplace(qw)
+    for j in range(q_terms.shape[0]):
+        t = q_terms[j]
+        w = qw[j]
+        if w <= 0 or t < 0 or t >= n_seg_terms:
+            continue
+        tb = term_block_ptr[t]
+        base_post = term_post_ptr[t]
+        df = term_post_ptr[t + 1] - base_post
+        for b in range(tb, term_block_ptr[t + 1]):
+            i0 = (b - tb) * BLOCK
+            n = min(BLOCK, df - i0)
+            decode_block(words, block_word_ptr[b], block_bits[b], n, _block_base(tb, b, block_last), buf)
+            for i in range(n):
+                acc[buf[i]] += w * np.float64(impacts[base_post + i0 + i])
+    hs = np.empty(k, np.float64)
+    hd = np.empty(k, np.int64)
+    size = 0
+    has_deleted = deleted.shape[0] > 0
+    for d in range(n_docs):
+        s = acc[d]
+        if s > 0 and not (has_deleted and deleted[d]):
+            if size < k or s > hs[0]:
+                size = _heap_push(hs, hd, size, k, s, d)
+    _heap_sorted(hs, hd, size, out_s, out_d)
+
+
 @njit(cache=True, parallel=True)
 def exhaustive_batch(q_indptr, q_terms, q_weights, k, n_docs, deleted, term_block_ptr, term_post_ptr,
                      block_last, block_bits, block_word_ptr, words, impacts, out_s, out_d):
-    """Term-at-a-time scoring of every posting into a dense accumulator (no pruning).
+    """Term-at-a-time scoring of every posting into a dense accumulator (no pruning), one query per thread.
 
-    The reference the pruned search is measured against, and the faster choice for tiny
-    collections; same arithmetic and tie-breaking as :func:`maxscore_batch`.
+    The reference the pruned search is measured against, and the faster choice for small
+    segments; same arithmetic and tie-breaking as :func:`maxscore_batch`.
     """
-    nq = q_indptr.shape[0] - 1
-    n_seg_terms = term_post_ptr.shape[0] - 1
-    for qi in prange(nq):
-        acc = np.zeros(n_docs, np.float64)
-        buf = np.empty(BLOCK, np.int64)
-        qw = q_weights[q_indptr[qi]:q_indptr[qi + 1]].copy()
-        snap_inplace(qw)
-        for j in range(q_indptr[qi], q_indptr[qi + 1]):
-            t = q_terms[j]
-            w = qw[j - q_indptr[qi]]
-            if w <= 0 or t < 0 or t >= n_seg_terms:
-                continue
-            tb = term_block_ptr[t]
-            base_post = term_post_ptr[t]
-            df = term_post_ptr[t + 1] - base_post
-            for b in range(tb, term_block_ptr[t + 1]):
-                i0 = (b - tb) * BLOCK
-                n = min(BLOCK, df - i0)
-                decode_block(words, block_word_ptr[b], block_bits[b], n, _block_base(tb, b, block_last), buf)
-                for i in range(n):
-                    acc[buf[i]] += w * np.float64(impacts[base_post + i0 + i])
-        hs = np.empty(k, np.float64)
-        hd = np.empty(k, np.int64)
-        size = 0
-        has_deleted = deleted.shape[0] > 0
-        for d in range(n_docs):
-            s = acc[d]
-            if s > 0 and not (has_deleted and deleted[d]):
-                if size < k or s > hs[0]:
-                    size = _heap_push(hs, hd, size, k, s, d)
-        _heap_sorted(hs, hd, size, out_s[qi], out_d[qi])
+    for qi in prange(q_indptr.shape[0] - 1):
+        a = q_indptr[qi]
+        b = q_indptr[qi + 1]
+        _exhaustive_one(q_terms[a:b], q_weights[a:b], k, n_docs, deleted, term_block_ptr, term_post_ptr, block_last,
+                        block_bits, block_word_ptr, words, impacts, out_s[qi], out_d[qi])
+
+
+@njit(cache=True)
+def exhaustive_serial(q_indptr, q_terms, q_weights, k, n_docs, deleted, term_block_ptr, term_post_ptr,
+                      block_last, block_bits, block_word_ptr, words, impacts, out_s, out_d):
+    """:func:`exhaustive_batch` on the calling thread (no thread-pool dispatch: single queries)."""
+    for qi in range(q_indptr.shape[0] - 1):
+        a = q_indptr[qi]
+        b = q_indptr[qi + 1]
+        _exhaustive_one(q_terms[a:b], q_weights[a:b], k, n_docs, deleted, term_block_ptr, term_post_ptr, block_last,
+                        block_bits, block_word_ptr, words, impacts, out_s[qi], out_d[qi])
 
 
 def set_threads(n: int | None) -> None:

@@ -214,9 +214,9 @@ class Index:
                     seg.term_max, seg.block_last, seg.block_max, seg.block_bits,
                     seg.block_word_ptr, seg.words, seg.impacts, out_s, out_d)
             else:
-                kernels.exhaustive_batch(q_indptr, terms, weights, kk, seg.n_docs, dele, seg.term_block_ptr,
-                                         seg.term_post_ptr, seg.block_last, seg.block_bits, seg.block_word_ptr,
-                                         seg.words, seg.impacts, out_s, out_d)
+                run = kernels.exhaustive_serial if serial else kernels.exhaustive_batch
+                run(q_indptr, terms, weights, kk, seg.n_docs, dele, seg.term_block_ptr, seg.term_post_ptr,
+                    seg.block_last, seg.block_bits, seg.block_word_ptr, seg.words, seg.impacts, out_s, out_d)
             out_s *= seg.scale
             per_seg_s.append(out_s)
             per_seg_d.append(np.where(out_d >= 0, out_d + base, -1))
