@@ -28,14 +28,15 @@ Query time
         only the posting lists of the ``query_cut`` largest query weights are visited.
     ``heap_factor``
         in each visited list, blocks are scanned by decreasing summary score (``<q, summary>``)
-        and the scan stops at the first block whose summary score times ``heap_factor`` does
-        not exceed the k-th best score so far; documents of scanned blocks are scored exactly
-        (full query, all terms) against the *forward index*.
+        and the scan stops at the first block whose summary score is below ``heap_factor``
+        times the k-th best score so far (Seismic's rule); documents of scanned blocks are
+        scored exactly (full query, all terms) against the *forward index*.
 
 Storage (all arrays; ``memory_bytes()`` is their total): the forward index (CSR of every
 document: ``uint16`` term ids when the vocabulary allows, the index's 8-bit impacts, one
 scale per document), the blocked lists (``uint32`` doc ids), and the summaries
-(``uint16`` term ids, ``uint8`` values, one float scale per block). The forward index is a
+grouped per list by component as in Seismic's quantized summaries: ``uint16`` component
+ids, ``uint16`` block numbers, ``uint8`` values, one float scale per block). The forward index is a
 copy of the postings in document order: the approximate index is self-contained and
 needs nothing of the exact segments at query time.
 
@@ -76,7 +77,8 @@ APPROX_FORMAT = "sparsearch-approximate"
 APPROX_VERSION = 1
 POINTER = "approximate.json"
 ARRAYS = ("fwd_ptr", "fwd_terms", "fwd_vals", "doc_scale", "term_block_ptr", "block_doc_ptr", "block_docs",
-          "sum_ptr", "sum_terms", "sum_vals", "sum_scale")
+          "lcomp_ptr", "comp_terms", "comp_start", "lent_ptr", "ent_block", "ent_val", "sum_scale")
+SUMMARY_ARRAYS = ("lcomp_ptr", "comp_terms", "comp_start", "lent_ptr", "ent_block", "ent_val", "sum_scale")
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,41 @@ def _forward_from_index(index) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
         scales.append(np.full(seg.n_docs, seg.scale, np.float64))
     cat = (lambda xs, dt: np.concatenate(xs) if xs else np.zeros(0, dt))
     return (np.concatenate(ptrs), cat(terms, term_dtype), cat(vals, np.uint8), cat(scales, np.float64))
+
+
+def _component_major(term_block_ptr: np.ndarray, sizes: np.ndarray, sum_terms: np.ndarray, sum_vals: np.ndarray,
+                     V: int) -> dict[str, np.ndarray]:
+    """Summaries of each list regrouped by component (as Seismic's quantized summaries are).
+
+    For list ``t``: its components are ``comp_terms[lcomp_ptr[t]:lcomp_ptr[t+1]]`` (ascending);
+    component ``c`` owns the entries ``lent_ptr[t] + comp_start[c]`` up to the next component's
+    start (or the list's end): ``ent_block`` (block number within the list, uint16) and
+    ``ent_val`` (8-bit value; times ``sum_scale`` of the block). Scoring all the blocks of a
+    list then costs one lookup per query term plus the matching entries only.
+    """
+    B = len(sizes)
+    block_list = np.repeat(np.arange(V, dtype=np.int64), np.diff(term_block_ptr))
+    entry_block = np.repeat(np.arange(B, dtype=np.int64), sizes)
+    entry_list = block_list[entry_block]
+    local = entry_block - term_block_ptr[entry_list]
+    del entry_block, block_list
+    if len(local) and local.max() >= 1 << 16:
+        raise ValueError("a posting list has more than 65536 blocks; lower centroid_fraction or n_postings")
+    order = np.lexsort((local, sum_terms, entry_list))
+    entry_list, terms = entry_list[order], sum_terms[order]
+    ent_block, ent_val = local[order].astype(np.uint16), sum_vals[order]
+    del order, local
+    n = len(terms)
+    change = np.ones(n, bool)
+    if n:
+        change[1:] = (entry_list[1:] != entry_list[:-1]) | (terms[1:] != terms[:-1])
+    starts = np.flatnonzero(change)
+    comp_list = entry_list[starts]
+    lcomp_ptr = np.searchsorted(comp_list, np.arange(V + 1), side="left").astype(np.int64)
+    lent_ptr = np.searchsorted(entry_list, np.arange(V + 1), side="left").astype(np.int64)
+    comp_start = (starts - lent_ptr[comp_list]).astype(np.uint32)
+    return {"lcomp_ptr": lcomp_ptr, "comp_terms": terms[starts], "comp_start": comp_start, "lent_ptr": lent_ptr,
+            "ent_block": ent_block, "ent_val": ent_val}
 
 
 class ApproximateIndex:
@@ -196,9 +233,11 @@ class ApproximateIndex:
         sum_scale = np.empty(len(sizes), np.float32)
         ka.fill_summaries(block_doc_ptr, block_docs, fwd_ptr, fwd_terms, fwd_vals, doc_scale, V, summary_energy,
                           sum_ptr, sum_terms, sum_vals, sum_scale, nch)
+        summaries = _component_major(term_block_ptr, sizes, sum_terms, sum_vals, V)
+        del sum_ptr, sum_terms, sum_vals
         arrays = {"fwd_ptr": fwd_ptr, "fwd_terms": fwd_terms, "fwd_vals": fwd_vals, "doc_scale": doc_scale,
                   "term_block_ptr": term_block_ptr, "block_doc_ptr": block_doc_ptr, "block_docs": block_docs,
-                  "sum_ptr": sum_ptr, "sum_terms": sum_terms, "sum_vals": sum_vals, "sum_scale": sum_scale}
+                  **summaries, "sum_scale": sum_scale}
         meta = {"params": params.__dict__, "index": _index_identity(index), "n_docs": index.n_docs,
                 "n_terms": V, "n_blocks": len(sizes), "n_list_postings": n,
                 "build_seconds": time.perf_counter() - t0}
@@ -287,11 +326,11 @@ class ApproximateIndex:
     def stats(self) -> dict[str, Any]:
         fwd = sum(getattr(self, n).nbytes for n in ("fwd_ptr", "fwd_terms", "fwd_vals", "doc_scale"))
         inv = sum(getattr(self, n).nbytes for n in ("term_block_ptr", "block_doc_ptr", "block_docs"))
-        summ = sum(getattr(self, n).nbytes for n in ("sum_ptr", "sum_terms", "sum_vals", "sum_scale"))
+        summ = sum(getattr(self, n).nbytes for n in SUMMARY_ARRAYS)
         nb_ = len(self.block_doc_ptr) - 1
         return {"n_docs": self.n_docs, "n_blocks": nb_, "n_list_postings": int(self.block_doc_ptr[-1]),
                 "docs_per_block": float(self.block_doc_ptr[-1]) / max(nb_, 1),
-                "summary_nnz_per_block": float(self.sum_ptr[-1]) / max(nb_, 1),
+                "summary_nnz_per_block": float(len(self.ent_val)) / max(nb_, 1),
                 "forward_bytes": int(fwd), "lists_bytes": int(inv), "summary_bytes": int(summ),
                 "memory_bytes": self.memory_bytes(), "bytes_per_doc": self.bytes_per_doc(),
                 "params": self.params.__dict__, "build_seconds": self.meta.get("build_seconds")}
@@ -310,15 +349,16 @@ class ApproximateIndex:
 
         Args:
             query_cut: visit the posting lists of the ``query_cut`` heaviest query terms.
-            heap_factor: in (0, 1]; scan a block while ``heap_factor * <q, summary>`` exceeds the
-                current k-th score (1 = scan every block that might hold a better document).
+            heap_factor: > 0; skip a block whose summary score ``<q, summary>`` is below
+                ``heap_factor`` times the current k-th score (Seismic's rule: values below 1 scan
+                more blocks, compensating for pruned summaries; 1 trusts the summaries as bounds).
             threads: worker threads for a batch (default all cores); one query, or
                 ``threads=1``, runs on the calling thread.
         """
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        if query_cut < 1 or not 0 < heap_factor <= 1.0 + 1e-9:
-            raise ValueError("query_cut must be >= 1 and heap_factor in (0, 1]")
+        if query_cut < 1 or not heap_factor > 0:
+            raise ValueError("query_cut must be >= 1 and heap_factor > 0")
         q_indptr, terms, weights = self.index.prepare_queries(queries)
         return self.search_prepared(q_indptr, terms, weights, k, query_cut=query_cut, heap_factor=heap_factor,
                                     threads=threads)
@@ -331,9 +371,9 @@ class ApproximateIndex:
         kk = min(k, max(self.n_docs, 1))
         out_s = np.zeros((nq, kk), np.float64)
         out_d = np.full((nq, kk), -1, np.int64)
-        common = (self.term_block_ptr, self.block_doc_ptr, self.block_docs, self.sum_ptr, self.sum_terms,
-                  self.sum_vals, self.sum_scale, self.fwd_ptr, self.fwd_terms, self.fwd_vals, self.doc_scale,
-                  out_s, out_d)
+        common = (self.term_block_ptr, self.block_doc_ptr, self.block_docs, self.lcomp_ptr, self.comp_terms,
+                  self.comp_start, self.lent_ptr, self.ent_block, self.ent_val, self.sum_scale, self.fwd_ptr,
+                  self.fwd_terms, self.fwd_vals, self.doc_scale, out_s, out_d)
         if nq == 1 or threads == 1:
             if self._lock.acquire(blocking=False):
                 try:

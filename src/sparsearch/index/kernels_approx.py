@@ -298,46 +298,92 @@ def fill_summaries(block_doc_ptr, block_docs, fwd_ptr, fwd_terms, fwd_vals, doc_
 
 # -------------------------------------------------------------------- search
 @njit(cache=True, inline="always")
+def _summary_scores(t, qs_terms, qs_w, term_block_ptr, lcomp_ptr, comp_terms, comp_start, lent_ptr, ent_block,
+                    ent_val, sum_scale, ss):
+    """``ss[i] = -<q, summary of block i of list t>`` via the list's component-major summaries."""
+    b0 = term_block_ptr[t]
+    nb = term_block_ptr[t + 1] - b0
+    for i in range(nb):
+        ss[i] = 0.0
+    c0 = lcomp_ptr[t]
+    c1 = lcomp_ptr[t + 1]
+    e0 = lent_ptr[t]
+    ne = lent_ptr[t + 1] - e0
+    lo = c0
+    for j in range(qs_terms.shape[0]):  # query terms ascending: the search window only shrinks
+        u = qs_terms[j]
+        hi = c1
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if np.int64(comp_terms[mid]) < u:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo >= c1:
+            break
+        if np.int64(comp_terms[lo]) != u:
+            continue
+        a = e0 + np.int64(comp_start[lo])
+        b = e0 + (np.int64(comp_start[lo + 1]) if lo + 1 < c1 else ne)
+        w = qs_w[j]
+        for e in range(a, b):
+            ss[ent_block[e]] += w * np.float64(ent_val[e])
+    for i in range(nb):
+        ss[i] = -ss[i] * np.float64(sum_scale[b0 + i])
+    return nb
+
+
+@njit(cache=True, inline="always")
 def _approx_one(q_terms, q_weights, k, query_cut, heap_factor, deleted, qd, visited, seen, term_block_ptr,
-                block_doc_ptr, block_docs, sum_ptr, sum_terms, sum_vals, sum_scale, fwd_ptr, fwd_terms, fwd_vals,
-                doc_scale, out_s, out_d):
+                block_doc_ptr, block_docs, lcomp_ptr, comp_terms, comp_start, lent_ptr, ent_block, ent_val,
+                sum_scale, fwd_ptr, fwd_terms, fwd_vals, doc_scale, out_s, out_d):
     """Seismic query processing for one query; ``qd``/``visited`` are zeroed scratch, left zeroed."""
     V = term_block_ptr.shape[0] - 1
     nq = q_terms.shape[0]
     w = q_weights.copy()
     snap_inplace(w)
+    n_ok = 0
     for j in range(nq):
         t = q_terms[j]
         if t >= 0 and t < V and w[j] > 0:
             qd[t] += w[j]
-    # query terms by decreasing weight; the first query_cut are the lists we visit
-    order = np.argsort(-w, kind="mergesort")
+            n_ok += 1
+    # distinct query terms ascending (summary lookups) and by decreasing weight (lists to visit)
+    qs_terms = np.empty(n_ok, np.int64)
+    n_ok = 0
+    for j in range(nq):
+        t = q_terms[j]
+        if t >= 0 and t < V and w[j] > 0:
+            qs_terms[n_ok] = t
+            n_ok += 1
+    qs_terms = np.unique(qs_terms)
+    qs_w = np.empty(qs_terms.shape[0], np.float64)
+    for j in range(qs_terms.shape[0]):
+        qs_w[j] = qd[qs_terms[j]]
+    order = np.argsort(-qs_w, kind="mergesort")
     hs = np.empty(k, np.float64)
     hd = np.empty(k, np.int64)
     size = 0
     n_seen = 0
     has_deleted = deleted.shape[0] > 0
-    cut = min(query_cut, nq)
+    cut = min(query_cut, qs_terms.shape[0])
+    max_nb = 0
     for oi in range(cut):
-        j = order[oi]
-        t = q_terms[j]
-        if t < 0 or t >= V or w[j] <= 0:
-            continue
+        t = qs_terms[order[oi]]
+        max_nb = max(max_nb, term_block_ptr[t + 1] - term_block_ptr[t])
+    ss = np.empty(max_nb, np.float64)
+    for oi in range(cut):
+        t = qs_terms[order[oi]]
         b0 = term_block_ptr[t]
-        nb = term_block_ptr[t + 1] - b0
+        nb = _summary_scores(t, qs_terms, qs_w, term_block_ptr, lcomp_ptr, comp_terms, comp_start, lent_ptr,
+                             ent_block, ent_val, sum_scale, ss)
         if nb == 0:
             continue
-        ss = np.empty(nb, np.float64)
-        for i in range(nb):
-            b = b0 + i
-            acc = 0.0
-            for e in range(sum_ptr[b], sum_ptr[b + 1]):
-                acc += qd[sum_terms[e]] * np.float64(sum_vals[e])
-            ss[i] = -acc * sum_scale[b]
-        border = np.argsort(ss)  # most promising block first ("sorted" scan)
+        border = np.argsort(ss[:nb])  # most promising block first (Seismic's sorted scan)
         for i in range(nb):
             bs = -ss[border[i]]
-            if size == k and bs * heap_factor < hs[0]:
+            # Seismic's rule: skip a block whose summary score is below heap_factor x the k-th score
+            if size == k and bs < heap_factor * hs[0]:
                 break
             b = b0 + border[i]
             for p in range(block_doc_ptr[b], block_doc_ptr[b + 1]):
@@ -356,31 +402,29 @@ def _approx_one(q_terms, q_weights, k, query_cut, heap_factor, deleted, qd, visi
                         size = _heap_push(hs, hd, size, k, s, d)
     for i in range(n_seen):
         visited[seen[i]] = False
-    for j in range(nq):
-        t = q_terms[j]
-        if t >= 0 and t < V:
-            qd[t] = 0.0
+    for j in range(qs_terms.shape[0]):
+        qd[qs_terms[j]] = 0.0
     _heap_sorted(hs, hd, size, out_s, out_d)
 
 
 @njit(cache=True)
 def approx_serial(q_indptr, q_terms, q_weights, k, query_cut, heap_factor, deleted, qd, visited, seen,
-                  term_block_ptr, block_doc_ptr, block_docs, sum_ptr, sum_terms, sum_vals, sum_scale, fwd_ptr,
-                  fwd_terms, fwd_vals, doc_scale, out_s, out_d):
+                  term_block_ptr, block_doc_ptr, block_docs, lcomp_ptr, comp_terms, comp_start, lent_ptr, ent_block,
+                  ent_val, sum_scale, fwd_ptr, fwd_terms, fwd_vals, doc_scale, out_s, out_d):
     """:func:`approx_batch` on the calling thread, with caller-owned zeroed scratch
     (``qd`` float64 (V,), ``visited`` bool (n_docs,), ``seen`` int64 (n_docs,)), left zeroed."""
     for qi in range(q_indptr.shape[0] - 1):
         a = q_indptr[qi]
         b = q_indptr[qi + 1]
         _approx_one(q_terms[a:b], q_weights[a:b], k, query_cut, heap_factor, deleted, qd, visited, seen,
-                    term_block_ptr, block_doc_ptr, block_docs, sum_ptr, sum_terms, sum_vals, sum_scale, fwd_ptr,
-                    fwd_terms, fwd_vals, doc_scale, out_s[qi], out_d[qi])
+                    term_block_ptr, block_doc_ptr, block_docs, lcomp_ptr, comp_terms, comp_start, lent_ptr,
+                    ent_block, ent_val, sum_scale, fwd_ptr, fwd_terms, fwd_vals, doc_scale, out_s[qi], out_d[qi])
 
 
 @njit(cache=True, parallel=True)
 def approx_batch(q_indptr, q_terms, q_weights, k, query_cut, heap_factor, deleted, n_docs, term_block_ptr,
-                 block_doc_ptr, block_docs, sum_ptr, sum_terms, sum_vals, sum_scale, fwd_ptr, fwd_terms, fwd_vals,
-                 doc_scale, out_s, out_d, n_chunks):
+                 block_doc_ptr, block_docs, lcomp_ptr, comp_terms, comp_start, lent_ptr, ent_block, ent_val,
+                 sum_scale, fwd_ptr, fwd_terms, fwd_vals, doc_scale, out_s, out_d, n_chunks):
     """Approximate top-k for a batch of CSR queries; queries interleaved over ``n_chunks`` workers."""
     V = term_block_ptr.shape[0] - 1
     nq = q_indptr.shape[0] - 1
@@ -392,5 +436,6 @@ def approx_batch(q_indptr, q_terms, q_weights, k, query_cut, heap_factor, delete
             a = q_indptr[qi]
             b = q_indptr[qi + 1]
             _approx_one(q_terms[a:b], q_weights[a:b], k, query_cut, heap_factor, deleted, qd, visited, seen,
-                        term_block_ptr, block_doc_ptr, block_docs, sum_ptr, sum_terms, sum_vals, sum_scale, fwd_ptr,
-                        fwd_terms, fwd_vals, doc_scale, out_s[qi], out_d[qi])
+                        term_block_ptr, block_doc_ptr, block_docs, lcomp_ptr, comp_terms, comp_start, lent_ptr,
+                        ent_block, ent_val, sum_scale, fwd_ptr, fwd_terms, fwd_vals, doc_scale, out_s[qi],
+                        out_d[qi])
