@@ -188,7 +188,7 @@ def _check_target(path: Path, overwrite: bool) -> dict[str, Any] | None:
         if not overwrite:
             raise FileExistsError(f"{path} already holds an index (use overwrite=True / --overwrite to replace it)")
         return old
-    if path.exists() and any(e.name != ".lock" and not e.name.startswith((".tmp-", "seg-", "vocab-", "encoder-"))
+    if path.exists() and any(e.name != ".lock" and not e.name.startswith((".tmp-", "seg-", "vocab-", "encoder-", "docs-", "deletes-"))
                              for e in path.iterdir()):
         raise FileExistsError(f"{path} exists and is not a sparsearch index; refusing to write into it")
     return None
@@ -227,6 +227,7 @@ def build_index(
     overwrite: bool = True,
     progress: bool = False,
     extra: dict[str, Any] | None = None,
+    documents: Any = None,
 ):
     """Build an index at ``path`` from document vectors; returns the opened :class:`Index`.
 
@@ -239,6 +240,8 @@ def build_index(
             later be encoded the same way.
         overwrite: replace an existing index at ``path`` (atomically) instead of failing.
         extra: additional manifest entries (e.g. the source collection).
+        documents: ``(id, title, text)`` of the documents (e.g. a BEIR ``corpus`` dict), stored
+            with the index in a SQLite document store (see :mod:`sparsearch.docstore`).
     """
     from .searcher import Index
 
@@ -260,6 +263,10 @@ def build_index(
             "encoder_state": save_encoder_state(path, encoder) if encoder is not None else None,
             **(extra or {}),
         }
+        if documents is not None:
+            from ..docstore import write_docstore
+
+            manifest["docstore"] = write_docstore(path, documents)
         manifest["build_seconds"] = time.perf_counter() - t0
         commit(path, manifest, batch.vocab)
     return Index.open(path)

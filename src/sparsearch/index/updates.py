@@ -1,0 +1,222 @@
+"""Incremental updates of an existing index: add, delete, merge; each change is one commit.
+
+* :func:`add_documents` writes the new vectors as a new segment (the vocabulary grows by
+  appending, so existing term ids keep their meaning) and, if given, their texts into a new
+  document store (a copy of the old one plus the new rows).
+* :func:`delete_documents` writes a new deletion bitmap (``deletes-<uuid>.npy``, one bool per
+  document of the segment) for every affected segment; search skips deleted documents.
+* :func:`merge` rewrites the live documents of all segments into one segment (and the store
+  without the deleted rows), dropping the bitmaps.
+
+Every change happens under the index's writer lock and ends with :func:`builder.commit`, which
+renames a new ``manifest.json`` over the old one: a reader that opens the index sees either the
+state before or the state after a change, never a mix; a crash before the rename leaves the
+previous state. Files the old state named are removed by the commit; a reader that had already
+opened them keeps reading them (memory maps and open files survive the unlink), and a reader
+that is opening the index while a commit removes its files retries (:func:`open_index`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..vectors import SparseBatch, Vocabulary
+from .builder import commit, read_manifest, write_lock, write_segment_atomic
+from .segment import IndexFormatError, fsync_dir
+
+__all__ = ["add_documents", "add_texts", "delete_documents", "merge", "open_index", "live_vectors"]
+
+
+def open_index(path: str | os.PathLike, attempts: int = 20):
+    """``Index.open`` that retries when a concurrent commit removes files of the state it read."""
+    from .searcher import Index
+
+    last: Exception | None = None
+    for i in range(attempts):
+        try:
+            return Index.open(path)
+        except (IndexFormatError, FileNotFoundError, OSError) as e:
+            last = e
+            time.sleep(0.005 * (i + 1))
+    assert last is not None
+    raise last
+
+
+def _load_vocab(path: Path, manifest: dict[str, Any]) -> Vocabulary:
+    return Vocabulary(json.loads((path / manifest["vocab"]).read_text(encoding="utf-8")))
+
+
+def _write_mask_atomic(path: Path, mask: np.ndarray) -> str:
+    name = f"deletes-{uuid.uuid4().hex[:16]}.npy"
+    tmp = path / f".tmp-{name}"
+    with open(tmp, "wb") as f:
+        np.save(f, np.ascontiguousarray(mask, dtype=np.bool_), allow_pickle=False)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path / name)
+    fsync_dir(path)
+    return name
+
+
+def _live_ids(index) -> set[str]:
+    live: set[str] = set()
+    for seg, dele in zip(index.segments, index.deleted):
+        if len(dele):
+            live.update(i for i, d in zip(seg.doc_ids, dele.tolist()) if not d)
+        else:
+            live.update(seg.doc_ids)
+    return live
+
+
+def add_documents(path: str | os.PathLike, batch: SparseBatch, documents: Any = None, *,
+                  replace: bool = False) -> dict[str, Any]:
+    """Add document vectors (and optionally their ``(id, title, text)``) as a new segment.
+
+    Args:
+        batch: the new documents' vectors; ``batch.ids`` are their ids (required). Its
+            vocabulary is matched to the index's by term string; new terms are appended.
+        documents: texts for the document store (see :func:`sparsearch.docstore.normalize_documents`).
+        replace: an id that is already live is deleted first (an upsert); without it such an
+            id raises ``ValueError``.
+
+    Returns the new manifest. The segment uses the index's quantization with its own scale.
+    """
+    from .searcher import Index
+
+    path = Path(path)
+    if batch.ids is None:
+        raise ValueError("add_documents needs document ids (batch.ids)")
+    if len(batch) == 0:
+        raise ValueError("no documents to add")
+    batch.validate()
+    with write_lock(path):
+        manifest = read_manifest(path)
+        index = Index.open(path)
+        live = _live_ids(index)
+        clash = [i for i in batch.ids if i in live]
+        segments = [dict(s) for s in manifest["segments"]]
+        if clash:
+            if not replace:
+                raise ValueError(f"document id {clash[0]!r} is already in the index "
+                                 f"({len(clash)} clashing ids); delete it first or pass replace=True")
+            segments = _mark_deleted(path, index, segments, set(clash))
+        vocab = index.vocab.copy()
+        n_before = len(vocab)
+        remapped = batch.remap(vocab, unknown="add")
+        remapped.ids = list(batch.ids)
+        name, meta = write_segment_atomic(path, remapped, manifest.get("quantization", "uint8"))
+        segments.append({"name": name, "n_docs": meta["n_docs"], "deletes": None})
+        new = dict(manifest, segments=segments)
+        if documents is not None:
+            from ..docstore import write_docstore
+
+            base = path / manifest["docstore"] if manifest.get("docstore") else None
+            new["docstore"] = write_docstore(path, documents, base=base)
+        return commit(path, new, vocab if len(vocab) > n_before else None)
+
+
+def add_texts(path: str | os.PathLike, documents: Any, *, replace: bool = False) -> dict[str, Any]:
+    """Encode ``documents`` (id, title, text) with the index's encoder and add them with their texts.
+
+    Uses the encoder state saved at build time (e.g. BM25's corpus statistics), so new documents
+    are weighted like the existing ones.
+    """
+    from ..docstore import normalize_documents
+    from .searcher import Index
+
+    rows = list(normalize_documents(documents))
+    enc = Index.open(path).load_encoder()
+    batch = enc.encode_documents([(t + " " + x).strip() for _, t, x in rows], [r[0] for r in rows])
+    return add_documents(path, batch, rows, replace=replace)
+
+
+def _mark_deleted(path: Path, index, segments: list[dict[str, Any]], ids: set[str]) -> list[dict[str, Any]]:
+    """New segment entries with the documents ``ids`` marked deleted (new bitmap files)."""
+    out = []
+    for entry, seg, dele in zip(segments, index.segments, index.deleted):
+        hit = np.fromiter((i in ids for i in seg.doc_ids), np.bool_, seg.n_docs)
+        mask = dele.copy() if len(dele) else np.zeros(seg.n_docs, np.bool_)
+        if (hit & ~mask).any():
+            entry = dict(entry, deletes=_write_mask_atomic(path, mask | hit))
+        out.append(entry)
+    return out
+
+
+def delete_documents(path: str | os.PathLike, doc_ids: Iterable[str], *, missing: str = "ignore") -> int:
+    """Mark documents deleted (new bitmaps, one commit); returns how many live documents went.
+
+    ``missing``: ``"ignore"`` ids that are not live, or ``"error"`` (``KeyError`` naming one).
+    """
+    from .searcher import Index
+
+    if missing not in ("ignore", "error"):
+        raise ValueError(f"missing must be 'ignore' or 'error', got {missing!r}")
+    path = Path(path)
+    ids = {str(i) for i in doc_ids}
+    with write_lock(path):
+        manifest = read_manifest(path)
+        index = Index.open(path)
+        live = _live_ids(index)
+        gone = ids & live
+        if missing == "error" and len(gone) < len(ids):
+            raise KeyError(f"unknown or already deleted document id {sorted(ids - live)[0]!r}")
+        if not gone:
+            return 0
+        segments = _mark_deleted(path, index, [dict(s) for s in manifest["segments"]], gone)
+        new = dict(manifest, segments=segments)
+        if manifest.get("docstore"):
+            from ..docstore import write_docstore
+
+            new["docstore"] = write_docstore(path, (), base=path / manifest["docstore"], delete=gone)
+        commit(path, new)
+        return len(gone)
+
+
+def live_vectors(index) -> SparseBatch:
+    """The live documents of an index as float vectors over its vocabulary (dequantized impacts)."""
+    mats, ids = [], []
+    V = index.n_terms
+    for seg, dele in zip(index.segments, index.deleted):
+        m = seg.impact_matrix(V).tocsr() * seg.scale
+        keep = ~dele if len(dele) else np.ones(seg.n_docs, np.bool_)
+        mats.append(m[np.flatnonzero(keep)])
+        ids.extend(i for i, k in zip(seg.doc_ids, keep.tolist()) if k)
+    m = sp.vstack(mats).tocsr() if mats else sp.csr_matrix((0, V))
+    return SparseBatch.from_scipy(m, index.vocab, ids)
+
+
+def merge(path: str | os.PathLike) -> dict[str, Any]:
+    """Rewrite the live documents of all segments into one segment (one commit); returns the manifest.
+
+    Weights are the dequantized impacts of the old segments, re-quantized with one scale for
+    the merged segment (exact for ``float32`` indexes; for ``uint8`` a weight moves by at most
+    half a quantization step of the new scale). A single segment without deletions is left as is.
+    """
+    from .searcher import Index
+
+    path = Path(path)
+    with write_lock(path):
+        manifest = read_manifest(path)
+        index = Index.open(path)
+        if len(index.segments) == 1 and not any(len(d) and d.any() for d in index.deleted):
+            return manifest
+        batch = live_vectors(index)
+        if len(batch) == 0:
+            raise ValueError("cannot merge: the index has no live documents")
+        name, meta = write_segment_atomic(path, batch, manifest.get("quantization", "uint8"))
+        new = dict(manifest, segments=[{"name": name, "n_docs": meta["n_docs"], "deletes": None}])
+        if manifest.get("docstore"):
+            from ..docstore import write_docstore
+
+            new["docstore"] = write_docstore(path, (), base=path / manifest["docstore"], keep_only=batch.ids)
+        new["merged_at"] = time.time()
+        return commit(path, new)
