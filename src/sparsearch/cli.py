@@ -1,4 +1,4 @@
-"""The ``sparsearch`` command: index, search, evaluate, stats, demo.
+"""The ``sparsearch`` command: index, search, evaluate, stats, demo, serve.
 
 Run ``sparsearch COMMAND --help`` for every option.
 """
@@ -87,7 +87,7 @@ def index_cmd(
             batch = enc.encode_documents(texts, ds.doc_ids)
             t_enc = time.perf_counter() - t0
             idx = build_index(batch, out, quantization=quantization, encoder=enc, overwrite=overwrite,
-                              extra={"source": str(data.resolve()), "encode_seconds": t_enc})
+                              extra={"source": str(data.resolve()), "encode_seconds": t_enc}, documents=ds.corpus)
         else:
             if data.suffix == ".npz":
                 batches: Any = SparseBatch.load_npz(data)
@@ -270,9 +270,30 @@ def demo(
         batch = enc.encode_documents(texts, ds.doc_ids)
         t_enc = time.perf_counter() - t0
         out = workdir / f"{ds.name}-{spec.replace(':', '_').replace('/', '_')}"
-        idx = build_index(batch, out, encoder=enc, overwrite=True,
+        idx = build_index(batch, out, encoder=enc, overwrite=True, documents=ds.corpus,
                           extra={"source": str(data.resolve()), "encode_seconds": t_enc})
         _print_report(run_evaluation(idx, ds))
+
+
+@app.command()
+def serve(
+    index_dirs: Annotated[list[Path], typer.Argument(help="Index directories to serve (named by directory name); "
+                                                          "several are searched together and fused.")],
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """HTTP search service with a web page: POST /search, /explain; GET /documents/{id}, /healthz, /stats."""
+    from .index import IndexFormatError
+
+    try:
+        from .service import serve as run_service
+    except ImportError as e:
+        _fail(f"the service needs the 'service' extra (fastapi, uvicorn): {e}")
+    try:
+        run_service(index_dirs, host=host, port=port, log_level=log_level)
+    except (IndexFormatError, FileNotFoundError, ValueError) as e:
+        _fail(str(e))
 
 
 def main() -> None:  # pragma: no cover - console entry point

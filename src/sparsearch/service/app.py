@@ -1,0 +1,681 @@
+"""The search service: FastAPI app factory over one or more index directories.
+
+Endpoints (OpenAPI at ``/openapi.json``, interactive docs at ``/docs``):
+
+* ``POST /search``: a query text (encoded by each index's own encoder) or a ready sparse vector
+  ``{term: weight}``; ``k``; ``mode`` ``exact`` or ``approximate``; the indexes to search and,
+  with several, their fusion (``rrf`` or score interpolation after ``minmax`` / ``zscore``
+  normalisation) with per-index weights. Hits carry title, snippet, highlight spans and the
+  per-term (per-latent) explanation.
+* ``GET /documents/{id}``: a stored document.
+* ``POST /explain``: the contributions of every matching term/latent to one document's score.
+* ``GET /healthz``, ``GET /stats``.
+* ``GET /``: the search page (``static/index.html``, no build step).
+
+Robustness: request bodies are bounded (``Limits.max_body_bytes`` -> 413), every field is
+validated by pydantic (-> 422 with the field and the reason), semantic errors (unknown index,
+index without encoder, missing approximate index, unknown document) are 4xx with a message;
+an unexpected exception is answered 500 with a message and counted in ``/stats``, and never
+takes the process down.
+
+Concurrency: endpoints are plain functions run in the server's thread pool. Each index is
+served from an immutable *snapshot* (opened Index, its document store, its encoder); when the
+index directory gets a new commit (``add_documents``/``delete_documents``/``merge`` from
+another process) the next request after ``Limits.reload_interval_s`` opens the new state and
+swaps the snapshot atomically: a request sees the old or the new state, never a mix.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..docstore import DocStore
+from ..index.segment import IndexFormatError
+from ..index.updates import open_index
+from ..vectors import FormatError, SparseBatch
+
+log = logging.getLogger("sparsearch.service")
+
+STATIC = Path(__file__).parent / "static"
+
+__all__ = ["create_app", "serve", "Limits", "ServiceError"]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on requests (every one answered 4xx when exceeded)."""
+
+    max_k: int = 1000
+    max_query_chars: int = 1000
+    max_vector_terms: int = 2048
+    max_term_chars: int = 256
+    max_body_bytes: int = 256 * 1024
+    fusion_depth: int = 100          # per-index depth fused when several indexes are searched
+    explain_hits: int = 50           # hits that carry an explanation and highlight spans
+    explain_terms: int = 32          # contributions listed per hit
+    snippet_words: int = 40
+    reload_interval_s: float = 1.0   # how often an index directory is checked for a new commit
+
+
+MAX_K = Limits.max_k
+MAX_QUERY_CHARS = Limits.max_query_chars
+MAX_VECTOR_TERMS = Limits.max_vector_terms
+
+Weight = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Term = Annotated[str, Field(min_length=1, max_length=Limits.max_term_chars)]
+IndexName = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class ServiceError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+class _QueryFields(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: str | None = Field(None, max_length=Limits.max_query_chars,
+                              description="Query text, encoded by each index's encoder.")
+    vector: dict[Term, Weight] | None = Field(
+        None, max_length=Limits.max_vector_terms,
+        description="A ready query vector {term: weight} (weights finite, >= 0), matched to each index's "
+                    "vocabulary by term string. Give exactly one of query and vector.")
+
+    @model_validator(mode="after")
+    def _one_query(self):
+        if (self.query is None) == (self.vector is None):
+            raise ValueError("give exactly one of 'query' (text) and 'vector' ({term: weight})")
+        if self.query is not None and not self.query.strip():
+            raise ValueError("'query' is empty")
+        if self.vector is not None and not any(w > 0 for w in self.vector.values()):
+            raise ValueError("'vector' has no positive weight")
+        return self
+
+
+class SearchRequest(_QueryFields):
+    k: int = Field(10, ge=1, le=Limits.max_k, description="Number of hits.")
+    mode: Literal["exact", "approximate"] = Field(
+        "exact", description="exact (rank-safe block-max MaxScore) or approximate (the index's Seismic-style "
+                             "approximate index; 400 if the index has none for its current commit).")
+    indexes: list[IndexName] | None = Field(None, min_length=1, max_length=16,
+                                            description="Index names to search (default: all served).")
+    fusion: Literal["rrf", "minmax", "zscore"] = Field(
+        "rrf", description="How hits of several indexes are fused: reciprocal rank fusion, or a weighted sum of "
+                           "per-query min-max / z-score normalised scores.")
+    weights: dict[IndexName, Weight] | None = Field(None, max_length=16,
+                                                    description="Hybrid weight per index name (default 1 each).")
+    rrf_k: float = Field(60.0, gt=0, le=10_000, allow_inf_nan=False)
+    explain: bool = Field(True, description="Attach per-term contributions and highlight spans to the hits.")
+    approx_query_cut: int = Field(10, ge=1, le=1000)
+    approx_heap_factor: float = Field(0.9, gt=0, le=1, allow_inf_nan=False)
+
+
+class ExplainRequest(_QueryFields):
+    doc_id: str = Field(min_length=1, max_length=1000)
+    index: IndexName | None = Field(None, description="Index name (optional when one index is served).")
+
+
+class Contribution(BaseModel):
+    term: str
+    label: str | None = None
+    query_weight: float
+    doc_weight: float
+    contribution: float
+
+
+class HitScore(BaseModel):
+    score: float
+    rank: int
+
+
+class Hit(BaseModel):
+    rank: int
+    id: str
+    score: float
+    title: str | None = None
+    snippet: str | None = None
+    title_highlights: list[tuple[int, int, float]] = []
+    highlights: list[tuple[int, int, float]] = []
+    scores: dict[str, HitScore] = {}
+    explanation: dict[str, list[Contribution]] = {}
+
+
+class SearchResponse(BaseModel):
+    query: str | None
+    k: int
+    mode: str
+    indexes: list[str]
+    fusion: str | None
+    took_ms: float
+    hits: list[Hit]
+    warnings: list[str] = []
+
+
+class ExplainResponse(BaseModel):
+    index: str
+    doc_id: str
+    score: float
+    contributions: list[Contribution]
+    query_terms: dict[str, float]
+    unmatched_query_terms: list[str]
+
+
+class Document(BaseModel):
+    id: str
+    title: str | None
+    text: str | None
+    index: str
+    stored: bool
+
+
+# ---------------------------------------------------------------------------------- snapshots
+@dataclass
+class Snapshot:
+    """An immutable view of one index commit."""
+
+    index: Any
+    docstore: DocStore | None
+    generation: int
+    key: tuple
+    encoder: Any = None
+    approx: Any = None
+    approx_error: str | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    encoder_lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _manifest_key(path: Path) -> tuple:
+    st = os.stat(path / "manifest.json")
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+class ServedIndex:
+    """One index directory; hands out the snapshot of its latest commit."""
+
+    def __init__(self, name: str, path: Path, reload_interval_s: float) -> None:
+        self.name, self.path, self.reload_interval_s = name, Path(path), reload_interval_s
+        self._lock = threading.Lock()
+        self._checked = time.monotonic()
+        self._snap = self._open(None)
+
+    def _open(self, old: Snapshot | None) -> Snapshot:
+        for attempt in range(20):
+            key = _manifest_key(self.path)
+            index = open_index(self.path)
+            try:
+                store = DocStore(self.path / index.manifest["docstore"]) if index.manifest.get("docstore") else None
+            except (FileNotFoundError, OSError):
+                time.sleep(0.01 * (attempt + 1))  # removed by a commit that raced this open: reopen
+                continue
+            snap = Snapshot(index, store, int(index.manifest.get("generation", 0)), key)
+            if old is not None and old.encoder is not None and \
+                    old.index.manifest.get("encoder_state") == index.manifest.get("encoder_state") and \
+                    old.index.manifest.get("encoder") == index.manifest.get("encoder"):
+                snap.encoder = old.encoder
+            return snap
+        raise IndexFormatError(f"{self.path}: could not open a consistent state")
+
+    def snapshot(self) -> Snapshot:
+        now = time.monotonic()
+        if now - self._checked < self.reload_interval_s:
+            return self._snap
+        with self._lock:
+            if now - self._checked >= self.reload_interval_s:
+                self._checked = now
+                try:
+                    if _manifest_key(self.path) != self._snap.key:
+                        self._snap = self._open(self._snap)
+                except Exception as e:  # keep serving the last good state
+                    log.warning("index %s: reload failed, serving generation %s: %s", self.name,
+                                self._snap.generation, e)
+        return self._snap
+
+    # -- per-snapshot lazies
+    def encoder(self, snap: Snapshot):
+        if snap.encoder is None:
+            with snap.lock:
+                if snap.encoder is None:
+                    if not snap.index.encoder_config:
+                        raise ServiceError(400, f"index {self.name!r} has no encoder to encode query text; "
+                                                f"send a 'vector' instead")
+                    try:
+                        snap.encoder = snap.index.load_encoder()
+                    except (ImportError, ValueError, OSError) as e:
+                        raise ServiceError(400, f"index {self.name!r}: cannot load its encoder "
+                                                f"({snap.index.encoder_config.get('name')}): {e}") from None
+        return snap.encoder
+
+    def encode_query(self, snap: Snapshot, text: str) -> SparseBatch:
+        enc = self.encoder(snap)
+        with snap.encoder_lock:
+            return enc.encode_queries([text], ["q"])
+
+    def approximate(self, snap: Snapshot):
+        if snap.approx is None and snap.approx_error is None:
+            with snap.lock:
+                if snap.approx is None and snap.approx_error is None:
+                    try:
+                        from ..index.approximate import ApproximateIndex
+
+                        if not ApproximateIndex.exists(snap.index):
+                            raise IndexFormatError("no approximate index has been built")
+                        snap.approx = ApproximateIndex.open(snap.index)
+                    except ImportError as e:
+                        snap.approx_error = f"approximate search is not available ({e})"
+                    except (IndexFormatError, OSError, ValueError) as e:
+                        snap.approx_error = str(e)
+        if snap.approx is None:
+            raise ServiceError(400, f"mode 'approximate' is not available for index {self.name!r}: "
+                                    f"{snap.approx_error}. Build it (sparsearch.index.approximate."
+                                    f"ApproximateIndex.build) for the current commit, or use mode 'exact'.")
+        return snap.approx
+
+
+# ---------------------------------------------------------------------------- highlighting
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def _word_terms(encoder: Any, words: list[str]) -> list[list[str]]:
+    """The index terms each word maps to (analyzer stems, wordpieces, or the lowercased word)."""
+    try:
+        analyzer = getattr(encoder, "analyzer", None)
+        if analyzer is not None and hasattr(analyzer, "analyze_many"):
+            return analyzer.analyze_many(words)
+        tok = getattr(encoder, "tokenizer", None)
+        if tok is not None and hasattr(tok, "tokenize"):
+            return [tok.tokenize(w.lower()) + [w.lower()] for w in words]
+    except Exception:  # highlighting is best effort
+        pass
+    return [[w.lower()] for w in words]
+
+
+def _weights(words: list[str], encoders: Sequence[Any], term_weight: Sequence[dict[str, float]]) -> np.ndarray:
+    w = np.zeros(len(words))
+    if not words:
+        return w
+    for enc, tw in zip(encoders, term_weight):
+        if not tw:
+            continue
+        for i, terms in enumerate(_word_terms(enc, words)):
+            w[i] += sum(tw.get(t, 0.0) for t in terms)
+    return w
+
+
+def _highlight(text: str, encoders, term_weight, scale: float, window: int | None):
+    """``(snippet, spans)``: a window of ``window`` words with the largest matched weight."""
+    text = text[:20000]
+    toks = [(m.start(), m.end(), m.group()) for m in _WORD.finditer(text)]
+    w = _weights([t[2] for t in toks], encoders, term_weight)
+    a, b, first = 0, len(text), 0
+    if window is not None and len(toks) > window:
+        cs = np.concatenate([[0.0], np.cumsum(w)])
+        sums = cs[window:] - cs[:len(toks) - window + 1]
+        first = int(np.argmax(sums))
+        a = toks[first][0] if first > 0 else 0
+        b = toks[first + window - 1][1] if first + window < len(toks) else len(text)
+    prefix = "… " if a > 0 else ""
+    snippet = prefix + text[a:b] + (" …" if b < len(text) else "")
+    off = len(prefix) - a
+    spans = [(s + off, e + off, round(float(min(x / scale, 1.0)), 4))
+             for (s, e, _), x in zip(toks, w) if x > 0 and s >= a and e <= b]
+    return snippet, spans
+
+
+def _label(encoder: Any, term: str) -> str | None:
+    labels = getattr(encoder, "labels", None)
+    if labels is None:
+        return None
+    try:
+        return labels.label(term)
+    except Exception:
+        return None
+
+
+# ------------------------------------------------------------------------------------- app
+def _names(paths: Sequence[Path]) -> list[str]:
+    names: list[str] = []
+    for p in paths:
+        base = p.resolve().name or "index"
+        name, n = base, 2
+        while name in names:
+            name, n = f"{base}-{n}", n + 1
+        names.append(name)
+    return names
+
+
+def create_app(index_dirs: Sequence[str | os.PathLike] | dict[str, str | os.PathLike], *,
+               limits: Limits | None = None, title: str = "sparsearch") -> FastAPI:
+    """A FastAPI app serving ``index_dirs`` (a list, named by directory name, or ``{name: dir}``)."""
+    limits = limits or Limits()
+    if isinstance(index_dirs, dict):
+        pairs = [(str(n), Path(p)) for n, p in index_dirs.items()]
+    else:
+        paths = [Path(p) for p in index_dirs]
+        pairs = list(zip(_names(paths), paths))
+    if not pairs:
+        raise ValueError("serve at least one index directory")
+    served = {name: ServedIndex(name, path, limits.reload_interval_s) for name, path in pairs}
+    counters = {"requests": 0, "client_errors": 0, "server_errors": 0, "searches": 0}
+    latencies: deque[float] = deque(maxlen=2000)
+    started = time.time()
+    count_lock = threading.Lock()
+
+    app = FastAPI(title=title, version="1.0",
+                  description="Sparse retrieval service: BM25 / SPLADE / CSR indexes, fusion, explanations.")
+    app.state.served = served
+    app.state.limits = limits
+
+    # -------------------------------------------------------------- middleware & errors
+    class BodyLimit:
+        def __init__(self, inner):
+            self.inner = inner
+
+        async def __call__(self, scope, receive, send):
+            if scope["type"] != "http":
+                return await self.inner(scope, receive, send)
+            with count_lock:
+                counters["requests"] += 1
+            headers = dict(scope.get("headers") or [])
+            cl = headers.get(b"content-length")
+            too_big = False
+            if cl is not None:
+                try:
+                    too_big = int(cl) > limits.max_body_bytes
+                except ValueError:
+                    too_big = True
+            if not too_big and scope.get("method") in ("POST", "PUT", "PATCH"):
+                chunks, size, more = [], 0, True
+                while more:
+                    msg = await receive()
+                    if msg["type"] == "http.disconnect":
+                        return
+                    body = msg.get("body", b"")
+                    size += len(body)
+                    if size > limits.max_body_bytes:
+                        too_big = True
+                        break
+                    chunks.append(body)
+                    more = msg.get("more_body", False)
+                if not too_big:
+                    data = b"".join(chunks)
+                    done = False
+
+                    async def replay():
+                        nonlocal done
+                        if not done:
+                            done = True
+                            return {"type": "http.request", "body": data, "more_body": False}
+                        return await receive()
+
+                    return await self.inner(scope, replay, send)
+            if too_big:
+                with count_lock:
+                    counters["client_errors"] += 1
+                resp = JSONResponse({"error": f"request body larger than {limits.max_body_bytes} bytes"},
+                                    status_code=413)
+                return await resp(scope, receive, send)
+            return await self.inner(scope, receive, send)
+
+    app.add_middleware(BodyLimit)
+
+    def _err(status: int, message: str, **extra: Any) -> JSONResponse:
+        with count_lock:
+            counters["client_errors" if status < 500 else "server_errors"] += 1
+        return JSONResponse({"error": message, **extra}, status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError):
+        details = []
+        for e in exc.errors()[:20]:
+            loc = ".".join(str(x) for x in e.get("loc", ()) if x != "body") or "body"
+            details.append({"field": loc, "message": str(e.get("msg", "invalid"))[:300], "type": e.get("type")})
+        first = details[0] if details else {"field": "body", "message": "invalid request"}
+        return _err(422, f"invalid request: {first['field']}: {first['message']}", details=details)
+
+    @app.exception_handler(ServiceError)
+    async def _service(request: Request, exc: ServiceError):
+        return _err(exc.status, exc.message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        return _err(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, exc: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return _err(500, f"internal error: {type(exc).__name__}: {exc}"[:500])
+
+    # ----------------------------------------------------------------------- helpers
+    def pick(names: Sequence[str] | None) -> list[str]:
+        if names is None:
+            return list(served)
+        out: list[str] = []
+        for n in names:
+            if n not in served:
+                raise ServiceError(404, f"unknown index {n!r}; served: {', '.join(served)}")
+            if n not in out:
+                out.append(n)
+        return out
+
+    def query_vector(h: ServedIndex, snap: Snapshot, req: _QueryFields) -> SparseBatch:
+        if req.vector is not None:
+            try:
+                return SparseBatch.from_dicts([req.vector], ids=["q"])
+            except (FormatError, ValueError) as e:
+                raise ServiceError(422, f"invalid request: vector: {e}") from None
+        assert req.query is not None
+        return h.encode_query(snap, req.query)
+
+    def contributions(h: ServedIndex, snap: Snapshot, qv: SparseBatch, docnum: int, top: int | None):
+        enc = snap.encoder
+        out = []
+        for c in snap.index.explain(qv, docnum)[:top]:
+            out.append(Contribution(term=c.term, label=_label(enc, c.term) if enc is not None else None,
+                                    query_weight=c.query_weight, doc_weight=c.doc_weight,
+                                    contribution=c.contribution))
+        return out
+
+    def live_docnum(snap: Snapshot, doc_id: str) -> int | None:
+        try:
+            return snap.index.docnum(doc_id)
+        except KeyError:
+            return None
+
+    # ------------------------------------------------------------------------ routes
+    @app.get("/", include_in_schema=False)
+    def page():
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, Any]:
+        """Liveness: the served indexes and their current commit."""
+        out = {}
+        for n, h in served.items():
+            s = h.snapshot()
+            out[n] = {"generation": s.generation, "documents": s.index.n_live_docs}
+        return {"status": "ok", "indexes": out}
+
+    @app.get("/stats")
+    def stats() -> dict[str, Any]:
+        """Index sizes, encoders, commits, and the service's request counters and search latency."""
+        idx = {}
+        for n, h in served.items():
+            s = h.snapshot()
+            st = s.index.stats()
+            st.update(path=str(h.path), generation=s.generation,
+                      stored_documents=len(s.docstore) if s.docstore is not None else 0,
+                      approximate=s.approx is not None)
+            idx[n] = st
+        lat = np.asarray(list(latencies)) * 1e3
+        with count_lock:
+            c = dict(counters)
+        return {"indexes": idx, "service": {
+            **c, "uptime_s": time.time() - started,
+            "search_latency_ms": {"n": int(lat.size),
+                                  "p50": float(np.percentile(lat, 50)) if lat.size else None,
+                                  "p99": float(np.percentile(lat, 99)) if lat.size else None},
+            "limits": limits.__dict__}}
+
+    @app.get("/documents/{doc_id:path}", response_model=Document)
+    def document(doc_id: Annotated[str, Field(max_length=1000)],
+                 index: Annotated[str | None, Query(max_length=200)] = None) -> Document:
+        """A stored document (live in the index), from the first served index holding it."""
+        for n in pick([index] if index is not None else None):
+            snap = served[n].snapshot()
+            if live_docnum(snap, doc_id) is None:
+                continue
+            d = snap.docstore.get(doc_id) if snap.docstore is not None else None
+            if d is not None:
+                return Document(id=doc_id, title=d["title"], text=d["text"], index=n, stored=True)
+            return Document(id=doc_id, title=None, text=None, index=n, stored=False)
+        raise ServiceError(404, f"unknown document id {doc_id!r}")
+
+    @app.post("/explain", response_model=ExplainResponse)
+    def explain(req: ExplainRequest) -> ExplainResponse:
+        """Per-term (per-latent) contributions to a document's score for a query."""
+        if req.index is None:
+            if len(served) > 1:
+                raise ServiceError(400, f"several indexes are served; name one in 'index' ({', '.join(served)})")
+            name = next(iter(served))
+        else:
+            name = pick([req.index])[0]
+        h = served[name]
+        snap = h.snapshot()
+        qv = query_vector(h, snap, req)
+        dn = live_docnum(snap, req.doc_id)
+        if dn is None:
+            raise ServiceError(404, f"unknown document id {req.doc_id!r} in index {name!r}")
+        cs = contributions(h, snap, qv, dn, None)
+        _, terms, _ = snap.index.prepare_queries(qv)
+        qdict = qv.row_dict(0)
+        unmatched = [qv.vocab.terms[i] for i, tid in zip(qv.indices.tolist(), terms.tolist()) if tid < 0]
+        return ExplainResponse(index=name, doc_id=req.doc_id, score=float(sum(c.contribution for c in cs)),
+                               contributions=cs, query_terms=qdict, unmatched_query_terms=unmatched)
+
+    @app.post("/search", response_model=SearchResponse)
+    def search(req: SearchRequest) -> SearchResponse:
+        """Search one or several indexes (fused) with a query text or a sparse query vector."""
+        t0 = time.perf_counter()
+        names = pick(req.indexes)
+        weights = {n: 1.0 for n in names}
+        if req.weights:
+            for n, w in req.weights.items():
+                if n not in names:
+                    raise ServiceError(400, f"weight given for index {n!r}, which is not searched "
+                                            f"(searched: {', '.join(names)})")
+                weights[n] = float(w)
+            if not any(w > 0 for w in weights.values()):
+                raise ServiceError(400, "all index weights are 0")
+            names = [n for n in names if weights[n] > 0]
+        warnings: list[str] = []
+        depth = req.k if len(names) == 1 else min(max(req.k, limits.fusion_depth), limits.max_k)
+        runs: dict[str, dict[str, float]] = {}
+        ctx: dict[str, tuple[ServedIndex, Snapshot, SparseBatch]] = {}
+        for n in names:
+            h = served[n]
+            snap = h.snapshot()
+            qv = query_vector(h, snap, req)
+            ctx[n] = (h, snap, qv)
+            if qv.nnz == 0:
+                warnings.append(f"index {n!r}: the query has no indexable terms")
+                runs[n] = {}
+                continue
+            if req.mode == "approximate":
+                ax = h.approximate(snap)
+                scores, docs = ax.search(qv, depth, query_cut=req.approx_query_cut,
+                                         heap_factor=req.approx_heap_factor, threads=1)
+            else:
+                scores, docs = snap.index.search(qv, depth, threads=1)
+            ids = snap.index.doc_ids
+            runs[n] = {ids[d]: float(s) for d, s in zip(docs[0].tolist(), scores[0].tolist()) if d >= 0}
+        per_rank = {n: {d: r for r, (d, _) in enumerate(sorted(run.items(), key=lambda x: (-x[1], x[0])), 1)}
+                    for n, run in runs.items()}
+        if len(names) == 1:
+            fused = runs[names[0]]
+            fusion_name = None
+        else:
+            from .. import fusion as fz
+
+            wl = [weights[n] for n in names]
+            rl = [{"q": runs[n]} for n in names]
+            if req.fusion == "rrf":
+                fused = fz.rrf(rl, k=req.rrf_k, weights=wl).get("q", {})
+            else:
+                tot = sum(wl)
+                fused = fz.convex(rl, [w / tot for w in wl], norm=req.fusion).get("q", {})
+            fusion_name = req.fusion
+        top = sorted(fused.items(), key=lambda x: (-x[1], x[0]))[:req.k]
+        hits: list[Hit] = []
+        if top:
+            docs_text: dict[str, dict[str, str]] = {}
+            for n in names:
+                store = ctx[n][1].docstore
+                missing = [d for d, _ in top if d not in docs_text]
+                if store is not None and missing:
+                    docs_text.update(store.get_many(missing))
+            for rank, (d, s) in enumerate(top, 1):
+                hit = Hit(rank=rank, id=d, score=float(s),
+                          scores={n: HitScore(score=runs[n][d], rank=per_rank[n][d]) for n in names if d in runs[n]})
+                doc = docs_text.get(d)
+                expl: dict[str, list[Contribution]] = {}
+                if req.explain and rank <= limits.explain_hits:
+                    for n in names:
+                        h, snap, qv = ctx[n]
+                        if d in runs[n]:
+                            dn = live_docnum(snap, d)
+                            if dn is not None:
+                                expl[n] = contributions(h, snap, qv, dn, limits.explain_terms)
+                    hit.explanation = expl
+                if doc is not None:
+                    hit.title = doc["title"]
+                    if req.explain and rank <= limits.explain_hits:
+                        encs = [ctx[n][1].encoder for n in expl]
+                        tws: list[dict[str, float]] = []
+                        for n in expl:
+                            tw: dict[str, float] = {}
+                            for c in expl[n]:
+                                tw[c.term] = tw.get(c.term, 0.0) + c.contribution
+                            tot = sum(tw.values()) or 1.0
+                            tws.append({t: v / tot for t, v in tw.items()})
+                        scale = max((max(t.values()) for t in tws if t), default=1.0)
+                        hit.snippet, hit.highlights = _highlight(doc["text"], encs, tws, scale,
+                                                                 limits.snippet_words)
+                        _, hit.title_highlights = _highlight(doc["title"], encs, tws, scale, None)
+                    else:
+                        hit.snippet, _ = _highlight(doc["text"], [], [], 1.0, limits.snippet_words)
+                hits.append(hit)
+        took = time.perf_counter() - t0
+        latencies.append(took)
+        with count_lock:
+            counters["searches"] += 1
+        return SearchResponse(query=req.query, k=req.k, mode=req.mode, indexes=names, fusion=fusion_name,
+                              took_ms=round(took * 1e3, 3), hits=hits, warnings=warnings)
+
+    return app
+
+
+def serve(index_dirs: Sequence[str | os.PathLike], host: str = "127.0.0.1", port: int = 8000, *,
+          limits: Limits | None = None, log_level: str = "info") -> None:
+    """Run the service with uvicorn (blocking)."""
+    import uvicorn
+
+    app = create_app(index_dirs, limits=limits)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+
