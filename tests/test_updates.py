@@ -1,0 +1,189 @@
+"""Incremental updates: add / delete / merge give the same answers as a fresh build of the same
+documents, the vocabulary only grows, the document store follows, and readers running during
+updates always see one committed state (old or new), never a mix."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from sparsearch.docstore import DocStore
+from sparsearch.encoders import get_encoder
+from sparsearch.index import Index, build_index
+from sparsearch.index.updates import add_documents, add_texts, delete_documents, live_vectors, merge, open_index
+from sparsearch.vectors import SparseBatch, Vocabulary
+
+
+def synth(rng, n, V, prefix, density=0.03):
+    m = (rng.random((n, V)) < density) * rng.random((n, V)).astype(np.float32)
+    return SparseBatch.from_dense(m, Vocabulary.from_size(V, "t"), [f"{prefix}{i}" for i in range(n)])
+
+
+def run_of(index: Index, queries: SparseBatch, k: int = 15):
+    scores, docs = index.search(queries, k, threads=1)
+    ids = index.doc_ids
+    return [[(ids[d], float(s)) for d, s in zip(dr, sr) if d >= 0] for dr, sr in zip(docs, scores)]
+
+
+def docs_of(batch):
+    return {i: (f"title {i}", f"text {i}") for i in batch.ids}
+
+
+def assert_same_runs(a, b, tol=1e-5):
+    assert len(a) == len(b)
+    for ra, rb in zip(a, b):
+        assert [d for d, _ in ra] == [d for d, _ in rb]
+        np.testing.assert_allclose([s for _, s in ra], [s for _, s in rb], rtol=tol, atol=tol)
+
+
+def test_add_delete_merge_equals_fresh_build(tmp_path, rng):
+    a, b = synth(rng, 400, 300, "a"), synth(rng, 250, 360, "b")   # b brings 60 new terms
+    q = synth(rng, 20, 360, "q", 0.05)
+    path = tmp_path / "inc"
+    build_index(a, path, quantization="float32", documents=docs_of(a))
+    vocab_before = Index.open(path).vocab
+    add_documents(path, b, docs_of(b))
+    gone = [f"a{i}" for i in range(0, 400, 5)] + [f"b{i}" for i in range(0, 250, 9)]
+    assert delete_documents(path, gone) == len(gone)
+    inc = Index.open(path)
+    assert len(inc.segments) == 2 and inc.n_live_docs == 650 - len(gone)
+    assert vocab_before.is_prefix_of(inc.vocab)  # append-only vocabulary
+
+    live = [i for i in a.ids + b.ids if i not in set(gone)]
+    full = SparseBatch.concat([a.remap(inc.vocab), b.remap(inc.vocab)])
+    fresh = build_index(full[[(a.ids + b.ids).index(i) for i in live]], tmp_path / "fresh", quantization="float32")
+    assert_same_runs(run_of(inc, q), run_of(fresh, q))
+
+    merge(path)
+    merged = Index.open(path)
+    assert len(merged.segments) == 1 and merged.n_docs == len(live)
+    assert not any(len(d) for d in merged.deleted)
+    assert_same_runs(run_of(merged, q), run_of(fresh, q))
+    store = DocStore(path / merged.manifest["docstore"])
+    assert len(store) == len(live) and store.get("a0") is None and store.get("a1")["title"] == "title a1"
+    # only the files of the last commit remain
+    names = {e.name for e in path.iterdir()}
+    assert names == {".lock", "manifest.json", merged.manifest["vocab"], merged.manifest["docstore"],
+                     merged.manifest["segments"][0]["name"]}
+
+
+def test_uint8_merge_of_one_segment_with_deletions_is_exact(tmp_path, rng):
+    a = synth(rng, 300, 200, "a")
+    q = synth(rng, 10, 200, "q", 0.08)
+    path = tmp_path / "u8"
+    build_index(a, path)  # uint8
+    delete_documents(path, ["a3", "a7", "a100"])
+    before = run_of(Index.open(path), q)
+    merge(path)
+    after = Index.open(path)
+    assert len(after.segments) == 1
+    assert_same_runs(before, run_of(after, q), tol=1e-4)
+
+
+def test_new_terms_are_searchable_and_ids_unchanged(tmp_path, rng):
+    a = synth(rng, 100, 50, "a")
+    path = tmp_path / "grow"
+    build_index(a, path, quantization="float32")
+    new = SparseBatch.from_dicts([{"brand-new": 3.0, "t1": 0.5}], ids=["n1"])
+    add_documents(path, new)
+    idx = Index.open(path)
+    assert idx.vocab.terms[:50] == a.vocab.terms and idx.vocab.id("brand-new") == 50
+    q = SparseBatch.from_dicts([{"brand-new": 1.0}])
+    s, d = idx.search(q, 3)
+    assert idx.doc_ids[d[0, 0]] == "n1" and d[0, 1] == -1 and s[0, 0] == pytest.approx(3.0)
+    # explanations see the new segment too
+    assert [c.term for c in idx.explain(q, int(d[0, 0]))] == ["brand-new"]
+
+
+def test_duplicate_ids_upsert_and_missing_deletes(tmp_path, rng):
+    a = synth(rng, 50, 40, "a")
+    path = tmp_path / "dup"
+    build_index(a, path, quantization="float32", documents=docs_of(a))
+    again = SparseBatch.from_dicts([{"t0": 9.0}], ids=["a0"])
+    with pytest.raises(ValueError, match="already in the index"):
+        add_documents(path, again)
+    add_documents(path, again, {"a0": ("new title", "new text")}, replace=True)
+    idx = Index.open(path)
+    assert idx.n_live_docs == 50 and idx.doc_ids[idx.docnum("a0")] == "a0" and idx.docnum("a0") == 50
+    assert DocStore(path / idx.manifest["docstore"]).get("a0")["title"] == "new title"
+    with pytest.raises(KeyError, match="zzz"):
+        delete_documents(path, ["a1", "zzz"], missing="error")
+    assert delete_documents(path, ["zzz"]) == 0
+    gen = Index.open(path).manifest["generation"]
+    assert delete_documents(path, ["a1", "a1"]) == 1 and Index.open(path).manifest["generation"] == gen + 1
+    assert delete_documents(path, ["a1"]) == 0  # already deleted
+
+
+def test_add_texts_uses_the_index_encoder(tmp_path, tiny_beir):
+    from sparsearch.evaluation import load_beir
+
+    ds = load_beir(tiny_beir, "test")
+    enc = get_encoder("bm25")
+    texts = ds.doc_texts()
+    enc.fit(texts)
+    path = tmp_path / "bm25"
+    build_index(enc.encode_documents(texts, ds.doc_ids), path, encoder=enc, documents=ds.corpus)
+    add_texts(path, [{"id": "d7", "title": "Wolves again", "text": "a pack of wolves hunts dogs"}])
+    idx = Index.open(path)
+    q = idx.load_encoder().encode_queries(["wolves pack"])
+    s, d = idx.search(q, 2)
+    assert idx.doc_ids[d[0, 0]] == "d7"
+    store = DocStore(path / idx.manifest["docstore"])
+    assert store.get("d7")["title"] == "Wolves again" and store.get("d1")["title"] == "Cats"
+
+
+def test_live_vectors_roundtrip(tmp_path, rng):
+    a = synth(rng, 60, 30, "a")
+    path = tmp_path / "lv"
+    build_index(a, path, quantization="float32")
+    delete_documents(path, ["a2"])
+    lv = live_vectors(Index.open(path))
+    assert lv.ids == [i for i in a.ids if i != "a2"]
+    np.testing.assert_allclose(lv.to_scipy().toarray(), a[[i for i in range(60) if i != 2]].to_scipy().toarray(),
+                               rtol=1e-6)
+
+
+def test_readers_during_updates_see_old_or_new_state(tmp_path, rng):
+    """Reader threads open and search while a writer adds, deletes and merges; every answer must be
+    the answer of the commit (generation) the reader opened."""
+    base = synth(rng, 300, 120, "a")
+    q = synth(rng, 8, 150, "q", 0.1)
+    path = tmp_path / "live"
+    build_index(base, path, quantization="float32")
+    expected = {Index.open(path).manifest["generation"]: run_of(Index.open(path), q)}
+    stop = threading.Event()
+    seen: list[tuple[int, list]] = []
+    errors: list[BaseException] = []
+
+    def reader():
+        try:
+            while not stop.is_set():
+                idx = open_index(path)
+                seen.append((idx.manifest["generation"], run_of(idx, q)))
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=reader) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        for step in range(6):
+            extra = synth(rng, 40, 150, f"s{step}-")
+            add_documents(path, extra)
+            expected[Index.open(path).manifest["generation"]] = run_of(Index.open(path), q)
+            delete_documents(path, [f"a{i}" for i in range(step, 300, 11)] + [f"s{step}-1"])
+            expected[Index.open(path).manifest["generation"]] = run_of(Index.open(path), q)
+            if step % 3 == 2:
+                merge(path)
+                expected[Index.open(path).manifest["generation"]] = run_of(Index.open(path), q)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors, errors
+    assert seen, "readers made no observation"
+    for gen, res in seen:
+        assert gen in expected
+        assert_same_runs(res, expected[gen])
