@@ -585,6 +585,13 @@ def create_app(index_dirs: Sequence[str | os.PathLike] | dict[str, str | os.Path
                 raise ServiceError(400, "all index weights are 0")
             names = [n for n in names if weights[n] > 0]
         warnings: list[str] = []
+        if req.indexes is None and req.query is not None:
+            # searching "all": leave out indexes that cannot encode text (vector-only), and say so
+            skip = [n for n in names if not served[n].snapshot().index.encoder_config]
+            if len(skip) == len(names):
+                raise ServiceError(400, "no served index has an encoder to encode query text; send a 'vector'")
+            names = [n for n in names if n not in skip]
+            warnings += [f"index {n!r} has no encoder and was not searched (send a 'vector' for it)" for n in skip]
         depth = req.k if len(names) == 1 else min(max(req.k, limits.fusion_depth), limits.max_k)
         runs: dict[str, dict[str, float]] = {}
         ctx: dict[str, tuple[ServedIndex, Snapshot, SparseBatch]] = {}
