@@ -137,8 +137,8 @@ def _forward_from_index(index) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     return (np.concatenate(ptrs), cat(terms, term_dtype), cat(vals, np.uint8), cat(scales, np.float64))
 
 
-def _component_major(term_block_ptr: np.ndarray, sizes: np.ndarray, sum_terms: np.ndarray, sum_vals: np.ndarray,
-                     V: int) -> dict[str, np.ndarray]:
+def _component_major(term_block_ptr: np.ndarray, sum_ptr: np.ndarray, sum_terms: np.ndarray, sum_vals: np.ndarray,
+                     V: int, nch: int) -> dict[str, np.ndarray]:
     """Summaries of each list regrouped by component (as Seismic's quantized summaries are).
 
     For list ``t``: its components are ``comp_terms[lcomp_ptr[t]:lcomp_ptr[t+1]]`` (ascending);
@@ -147,28 +147,19 @@ def _component_major(term_block_ptr: np.ndarray, sizes: np.ndarray, sum_terms: n
     ``ent_val`` (8-bit value; times ``sum_scale`` of the block). Scoring all the blocks of a
     list then costs one lookup per query term plus the matching entries only.
     """
-    B = len(sizes)
-    block_list = np.repeat(np.arange(V, dtype=np.int64), np.diff(term_block_ptr))
-    entry_block = np.repeat(np.arange(B, dtype=np.int64), sizes)
-    entry_list = block_list[entry_block]
-    local = entry_block - term_block_ptr[entry_list]
-    del entry_block, block_list
-    if len(local) and local.max() >= 1 << 16:
+    if len(term_block_ptr) > 1 and np.diff(term_block_ptr).max() > 1 << 16:
         raise ValueError("a posting list has more than 65536 blocks; lower centroid_fraction or n_postings")
-    order = np.lexsort((local, sum_terms, entry_list))
-    entry_list, terms = entry_list[order], sum_terms[order]
-    ent_block, ent_val = local[order].astype(np.uint16), sum_vals[order]
-    del order, local
-    n = len(terms)
-    change = np.ones(n, bool)
-    if n:
-        change[1:] = (entry_list[1:] != entry_list[:-1]) | (terms[1:] != terms[:-1])
-    starts = np.flatnonzero(change)
-    comp_list = entry_list[starts]
-    lcomp_ptr = np.searchsorted(comp_list, np.arange(V + 1), side="left").astype(np.int64)
-    lent_ptr = np.searchsorted(entry_list, np.arange(V + 1), side="left").astype(np.int64)
-    comp_start = (starts - lent_ptr[comp_list]).astype(np.uint32)
-    return {"lcomp_ptr": lcomp_ptr, "comp_terms": terms[starts], "comp_start": comp_start, "lent_ptr": lent_ptr,
+    ncomp = ka.component_major_sizes(term_block_ptr, sum_ptr, sum_terms, V, nch)
+    lcomp_ptr = np.zeros(V + 1, np.int64)
+    np.cumsum(ncomp, out=lcomp_ptr[1:])
+    comp_terms = np.empty(int(lcomp_ptr[-1]), sum_terms.dtype)
+    comp_start = np.empty(int(lcomp_ptr[-1]), np.uint32)
+    ent_block = np.empty(len(sum_terms), np.uint16)
+    ent_val = np.empty(len(sum_terms), np.uint8)
+    ka.component_major_fill(term_block_ptr, sum_ptr, sum_terms, sum_vals, V, lcomp_ptr, comp_terms, comp_start,
+                            ent_block, ent_val, nch)
+    lent_ptr = sum_ptr[term_block_ptr].astype(np.int64)
+    return {"lcomp_ptr": lcomp_ptr, "comp_terms": comp_terms, "comp_start": comp_start, "lent_ptr": lent_ptr,
             "ent_block": ent_block, "ent_val": ent_val}
 
 
@@ -224,16 +215,16 @@ class ApproximateIndex:
         block_doc_ptr = np.append(starts, n).astype(np.int64)
         term_block_ptr = np.searchsorted(starts, list_ptr, side="left").astype(np.int64)
         del term_of, assign, change, starts
-        sizes = ka.summary_sizes(block_doc_ptr, block_docs, fwd_ptr, fwd_terms, fwd_vals, doc_scale, V,
+        sizes, cutoff = ka.summary_sizes(block_doc_ptr, block_docs, fwd_ptr, fwd_terms, fwd_vals, doc_scale, V,
                                  summary_energy, nch)
         sum_ptr = np.zeros(len(sizes) + 1, np.int64)
         np.cumsum(sizes, out=sum_ptr[1:])
         sum_terms = np.empty(int(sum_ptr[-1]), fwd_terms.dtype)
         sum_vals = np.empty(int(sum_ptr[-1]), np.uint8)
         sum_scale = np.empty(len(sizes), np.float32)
-        ka.fill_summaries(block_doc_ptr, block_docs, fwd_ptr, fwd_terms, fwd_vals, doc_scale, V, summary_energy,
+        ka.fill_summaries(block_doc_ptr, block_docs, fwd_ptr, fwd_terms, fwd_vals, doc_scale, V, cutoff,
                           sum_ptr, sum_terms, sum_vals, sum_scale, nch)
-        summaries = _component_major(term_block_ptr, sizes, sum_terms, sum_vals, V)
+        summaries = _component_major(term_block_ptr, sum_ptr, sum_terms, sum_vals, V, nch)
         del sum_ptr, sum_terms, sum_vals
         arrays = {"fwd_ptr": fwd_ptr, "fwd_terms": fwd_terms, "fwd_vals": fwd_vals, "doc_scale": doc_scale,
                   "term_block_ptr": term_block_ptr, "block_doc_ptr": block_doc_ptr, "block_docs": block_docs,

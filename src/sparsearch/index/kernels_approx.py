@@ -222,9 +222,8 @@ def cluster_lists(list_ptr, list_docs, sk_ptr, sk_terms, sk_vals, n_terms, centr
 
 # --------------------------------------------------------------- summaries
 @njit(cache=True, inline="always")
-def _block_summary(b, block_doc_ptr, block_docs, fwd_ptr, fwd_terms, fwd_vals, doc_scale, mx, touched,
-                   summary_energy):
-    """Component-wise max of a block's docs, alpha-pruned: returns (n kept, cutoff rank order)."""
+def _block_max(b, block_doc_ptr, block_docs, fwd_ptr, fwd_terms, fwd_vals, doc_scale, mx, touched):
+    """Component-wise max of a block's docs into the dense ``mx`` (touched terms listed); returns count."""
     nt = 0
     for p in range(block_doc_ptr[b], block_doc_ptr[b + 1]):
         d = block_docs[p]
@@ -237,41 +236,72 @@ def _block_summary(b, block_doc_ptr, block_docs, fwd_ptr, fwd_terms, fwd_vals, d
                 nt += 1
             if v > mx[t]:
                 mx[t] = v
-    vals = np.empty(nt, np.float64)
-    total = 0.0
+    return nt
+
+
+@njit(cache=True, inline="always")
+def _quantize_up(v, scale):
+    return min(255, np.int64(np.ceil(v / scale * (1.0 + 1e-6))))
+
+
+@njit(cache=True, inline="always")
+def _summary_scale(mx, touched, nt):
+    """Per-block float32 scale with headroom: ``q * scale >= max`` holds after rounding, q <= 255."""
+    top = 0.0
     for u in range(nt):
-        vals[u] = -mx[touched[u]]
-        total -= vals[u]
-    order = np.argsort(vals, kind="mergesort")
-    keep = 0
-    acc = 0.0
-    while keep < nt and acc < summary_energy * total:
-        acc -= vals[order[keep]]
-        keep += 1
-    if keep == 0 and nt > 0:
-        keep = 1
-    return nt, keep, order
+        top = max(top, mx[touched[u]])
+    return np.float32(top / 255.0 * (1.0 + 4e-6)) if top > 0 else np.float32(1.0)
 
 
 @njit(cache=True, parallel=True)
 def summary_sizes(block_doc_ptr, block_docs, fwd_ptr, fwd_terms, fwd_vals, doc_scale, n_terms, summary_energy,
                   n_chunks):
+    """Per block: the alpha cutoff (smallest kept 8-bit code) and the number of kept components.
+
+    Kept = the largest components whose sum first reaches ``summary_energy`` of the block
+    maximum's L1 mass, decided on the 8-bit codes (a histogram, no sorting): all components
+    sharing the code at which the mass is reached are kept.
+    """
     B = block_doc_ptr.shape[0] - 1
     sizes = np.zeros(B, np.int64)
+    cutoff = np.zeros(B, np.int64)
     for c in prange(n_chunks):
         mx = np.zeros(n_terms, np.float64)
         touched = np.empty(n_terms, np.int64)
+        cnt = np.zeros(256, np.int64)
+        mass = np.zeros(256, np.float64)
         for b in range(c, B, n_chunks):
-            nt, keep, order = _block_summary(b, block_doc_ptr, block_docs, fwd_ptr, fwd_terms, fwd_vals, doc_scale,
-                                             mx, touched, summary_energy)
-            sizes[b] = keep
+            nt = _block_max(b, block_doc_ptr, block_docs, fwd_ptr, fwd_terms, fwd_vals, doc_scale, mx, touched)
+            if nt == 0:
+                continue
+            scale = np.float64(_summary_scale(mx, touched, nt))
+            total = 0.0
             for u in range(nt):
+                v = mx[touched[u]]
+                q = _quantize_up(v, scale)
+                cnt[q] += 1
+                mass[q] += v
+                total += v
                 mx[touched[u]] = 0.0
-    return sizes
+            acc = 0.0
+            n = 0
+            q = 255
+            while q > 0:
+                acc += mass[q]
+                n += cnt[q]
+                if acc >= summary_energy * total:
+                    break
+                q -= 1
+            cutoff[b] = max(q, 0)
+            sizes[b] = n if q > 0 else nt
+            for u in range(256):
+                cnt[u] = 0
+                mass[u] = 0.0
+    return sizes, cutoff
 
 
 @njit(cache=True, parallel=True)
-def fill_summaries(block_doc_ptr, block_docs, fwd_ptr, fwd_terms, fwd_vals, doc_scale, n_terms, summary_energy,
+def fill_summaries(block_doc_ptr, block_docs, fwd_ptr, fwd_terms, fwd_vals, doc_scale, n_terms, cutoff,
                    sum_ptr, sum_terms, sum_vals, sum_scale, n_chunks):
     """Write each block's pruned summary, 8-bit quantized with a per-block scale (rounded up,
     so that quantization never lowers a summary below the maxima it stands for)."""
@@ -280,20 +310,19 @@ def fill_summaries(block_doc_ptr, block_docs, fwd_ptr, fwd_terms, fwd_vals, doc_
         mx = np.zeros(n_terms, np.float64)
         touched = np.empty(n_terms, np.int64)
         for b in range(c, B, n_chunks):
-            nt, keep, order = _block_summary(b, block_doc_ptr, block_docs, fwd_ptr, fwd_terms, fwd_vals, doc_scale,
-                                             mx, touched, summary_energy)
-            top = mx[touched[order[0]]] if nt > 0 else 0.0
-            # float32 scale with headroom: q * scale >= max holds after rounding, q <= 255
-            sum_scale[b] = np.float32(top / 255.0 * (1.0 + 4e-6)) if top > 0 else np.float32(1.0)
+            nt = _block_max(b, block_doc_ptr, block_docs, fwd_ptr, fwd_terms, fwd_vals, doc_scale, mx, touched)
+            sum_scale[b] = _summary_scale(mx, touched, nt)
             scale = np.float64(sum_scale[b])
             o = sum_ptr[b]
-            kept = np.sort(touched[:nt][order[:keep]])
-            for u in range(keep):
-                t = kept[u]
-                sum_terms[o + u] = t
-                sum_vals[o + u] = min(255, np.int64(np.ceil(mx[t] / scale * (1.0 + 1e-6))))
+            thr = cutoff[b]
             for u in range(nt):
-                mx[touched[u]] = 0.0
+                t = touched[u]
+                q = _quantize_up(mx[t], scale)
+                if q >= thr and o < sum_ptr[b + 1]:
+                    sum_terms[o] = t
+                    sum_vals[o] = q
+                    o += 1
+                mx[t] = 0.0
 
 
 # -------------------------------------------------------------------- search
@@ -439,3 +468,66 @@ def approx_batch(q_indptr, q_terms, q_weights, k, query_cut, heap_factor, delete
                         term_block_ptr, block_doc_ptr, block_docs, lcomp_ptr, comp_terms, comp_start, lent_ptr,
                         ent_block, ent_val, sum_scale, fwd_ptr, fwd_terms, fwd_vals, doc_scale, out_s[qi],
                         out_d[qi])
+
+
+# ------------------------------------------------- component-major summaries
+@njit(cache=True, parallel=True)
+def component_major_sizes(term_block_ptr, sum_ptr, sum_terms, n_terms, n_chunks):
+    """Number of distinct summary components of every list."""
+    V = term_block_ptr.shape[0] - 1
+    ncomp = np.zeros(V, np.int64)
+    for c in prange(n_chunks):
+        seen = np.zeros(n_terms, np.bool_)
+        touched = np.empty(n_terms, np.int64)
+        for t in range(c, V, n_chunks):
+            n = 0
+            for e in range(sum_ptr[term_block_ptr[t]], sum_ptr[term_block_ptr[t + 1]]):
+                u = sum_terms[e]
+                if not seen[u]:
+                    seen[u] = True
+                    touched[n] = u
+                    n += 1
+            for i in range(n):
+                seen[touched[i]] = False
+            ncomp[t] = n
+    return ncomp
+
+
+@njit(cache=True, parallel=True)
+def component_major_fill(term_block_ptr, sum_ptr, sum_terms, sum_vals, n_terms, lcomp_ptr, comp_terms, comp_start,
+                         ent_block, ent_val, n_chunks):
+    """Regroup each list's summaries by component (ascending), blocks ascending inside a component."""
+    V = term_block_ptr.shape[0] - 1
+    for c in prange(n_chunks):
+        cnt = np.zeros(n_terms, np.int64)
+        touched = np.empty(n_terms, np.int64)
+        for t in range(c, V, n_chunks):
+            b0 = term_block_ptr[t]
+            e0 = sum_ptr[b0]
+            e1 = sum_ptr[term_block_ptr[t + 1]]
+            n = 0
+            for e in range(e0, e1):
+                u = sum_terms[e]
+                if cnt[u] == 0:
+                    touched[n] = u
+                    n += 1
+                cnt[u] += 1
+            terms = np.sort(touched[:n])
+            o = 0
+            c0 = lcomp_ptr[t]
+            for i in range(n):  # cnt becomes the next write position (relative to the list)
+                u = terms[i]
+                comp_terms[c0 + i] = u
+                comp_start[c0 + i] = o
+                k = cnt[u]
+                cnt[u] = o
+                o += k
+            for b in range(b0, term_block_ptr[t + 1]):
+                for e in range(sum_ptr[b], sum_ptr[b + 1]):
+                    u = sum_terms[e]
+                    pos = e0 + cnt[u]
+                    ent_block[pos] = b - b0
+                    ent_val[pos] = sum_vals[e]
+                    cnt[u] += 1
+            for i in range(n):
+                cnt[terms[i]] = 0
