@@ -36,6 +36,20 @@ TEXTS = [
 ]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _private_cache(tmp_path_factory):
+    """Encodings and ONNX exports of this module go to a temporary cache directory."""
+    import os
+
+    old = os.environ.get("SPARSEARCH_CACHE")
+    os.environ["SPARSEARCH_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if old is None:
+        os.environ.pop("SPARSEARCH_CACHE", None)
+    else:
+        os.environ["SPARSEARCH_CACHE"] = old
+
+
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory):
     """A random 2-layer BertForMaskedLM (hidden 32) with the bundled tokenizer, saved to disk."""
@@ -73,10 +87,14 @@ def reference(model_dir: str, texts: list[str], max_length: int) -> np.ndarray:
     return np.stack(rows)
 
 
-@pytest.mark.parametrize("backend", ["torch", "plain"])
+@pytest.mark.parametrize("backend", ["torch", "plain", "onnx", "auto"])
 def test_matches_reference_computation(tiny_model_dir, backend):
+    if backend.startswith("onnx"):
+        pytest.importorskip("onnxruntime")
+        pytest.importorskip("onnx")
     enc = SpladeEncoder(tiny_model_dir, max_length=16, batch_size=3, backend=backend, cache=False)
     batch = enc.encode_documents(TEXTS, [f"d{i}" for i in range(len(TEXTS))])
+    assert enc.active_backend in ("torch", "plain", "onnx")
     batch.validate()
     ref = reference(tiny_model_dir, TEXTS, 16)
     got = batch.to_scipy().toarray()

@@ -27,9 +27,11 @@ Fast CPU encoding (see ``benchmarks/splade_encoding.py`` for the measurement):
   the raw logits: ``log1p(relu(.))`` is monotone, so ``max log1p(relu(x)) = log1p(relu(max x))``
   and the activation touches ``vocab`` numbers per text instead of ``tokens x vocab``;
 * ``torch.inference_mode`` and an explicit intra-op thread count;
-* an optional ONNX Runtime backend (``backend="onnx"`` or ``"onnx-int8"`` for dynamic int8
-  quantization); it is used only when asked for, since on the bundled model the torch path
-  above measured faster.
+* an ONNX Runtime backend: the model and the pooling exported as one graph (max over tokens on
+  raw logits, padding masked by an offset), run on length-sorted batches. It measured fastest on
+  the bundled model, so ``backend="auto"`` (the default) uses it whenever ``onnx`` and
+  ``onnxruntime`` are installed and the export works, else the torch fast path above.
+  ``"onnx-int8"`` (dynamic int8 quantization) is available but approximate, and was slower.
 
 Encoded corpora are cached on disk (:mod:`sparsearch.cache`) keyed by the model identity, the
 settings and a hash of the texts, so re-running a demo or benchmark does not re-encode.
@@ -57,6 +59,8 @@ __all__ = [
 BUNDLED_SPLADE = "splade-tiny"
 _IDF_FILE = "splade_idf.json"
 _CACHE_VERSION = 1
+#: ``auto`` = ``onnx`` when onnxruntime and onnx are installed and the export works, else ``torch``
+BACKENDS = ("auto", "torch", "plain", "onnx", "onnx-int8")
 
 
 def bundled_splade_path() -> str:
@@ -138,7 +142,7 @@ def _to_csr(pooled, top_k: int | None, threshold: float) -> tuple[np.ndarray, np
 class _PooledDecoder:
     """Runs the masked-LM output projection on real tokens only and max-pools raw logits per text."""
 
-    def __init__(self, linear, bias, chunk: int = 4096) -> None:
+    def __init__(self, linear, bias, chunk: int = 1 << 30) -> None:
         self.weight = linear.weight
         self.bias = bias
         self.chunk = chunk
@@ -182,7 +186,8 @@ class SpladeEncoder(SparseEncoder):
         top_k: keep at most this many terms per document vector (``None``: all).
         query_top_k: same for queries (``None``: all).
         threshold: keep only weights strictly above this.
-        backend: ``"torch"`` (fast path), ``"plain"`` (one unmodified transformers forward per
+        backend: ``"auto"`` (default: ``"onnx"`` when available, else ``"torch"``), ``"torch"``
+            (fast path: no decoder work on padding, activation after pooling), ``"plain"`` (one unmodified transformers forward per
             batch in input order: the reference and the benchmark baseline), ``"onnx"`` or
             ``"onnx-int8"`` (ONNX Runtime, the latter dynamically int8-quantized).
         threads: intra-op threads for torch / ONNX Runtime (``None``: leave as is).
@@ -194,10 +199,10 @@ class SpladeEncoder(SparseEncoder):
 
     def __init__(self, model: str | None = None, *, max_length: int = 256, query_max_length: int = 64,
                  batch_size: int = 32, top_k: int | None = None, query_top_k: int | None = None,
-                 threshold: float = 0.0, backend: str = "torch", threads: int | None = None,
+                 threshold: float = 0.0, backend: str = "auto", threads: int | None = None,
                  progress: bool = False, cache: bool = True) -> None:
-        if backend not in ("torch", "plain", "onnx", "onnx-int8"):
-            raise ValueError(f"unknown backend {backend!r}; use torch, plain, onnx or onnx-int8")
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
         if max_length < 2 or query_max_length < 2 or batch_size < 1:
             raise ValueError("max_length and query_max_length must be >= 2 and batch_size >= 1")
         if top_k is not None and top_k < 1 or query_top_k is not None and query_top_k < 1:
@@ -216,6 +221,7 @@ class SpladeEncoder(SparseEncoder):
         self._model = None
         self._head = None
         self._onnx = None
+        self._active = None if backend == "auto" else backend
         self._vocab: Vocabulary | None = None
 
     @classmethod
@@ -311,13 +317,32 @@ class SpladeEncoder(SparseEncoder):
         """One unmodified transformers forward pass, then the reference pooling."""
         return splade_pool(self.model(input_ids=input_ids, attention_mask=mask).logits, mask)
 
-    def _pooled_onnx(self, ids: list[list[int]]):
-        import torch
+    @property
+    def active_backend(self) -> str:
+        """The backend in use (``auto`` resolves on first use: ONNX Runtime if it loads, else torch)."""
+        if self._active is None:
+            try:
+                self._load_onnx(quantize=False)
+                self._active = "onnx"
+            except Exception as e:  # missing onnx/onnxruntime, unexportable architecture
+                import warnings
 
+                warnings.warn(f"SPLADE: ONNX Runtime backend unavailable ({type(e).__name__}: {e}); using torch",
+                              stacklevel=2)
+                self._active = "torch"
+        return self._active
+
+    def _load_onnx(self, quantize: bool):
         if self._onnx is None:
             from ._onnx import OnnxSplade
 
-            self._onnx = OnnxSplade(self.model, quantize=self.backend == "onnx-int8", threads=self.threads)
+            self._onnx = OnnxSplade(self.model, quantize=quantize, threads=self.threads)
+        return self._onnx
+
+    def _pooled_onnx(self, ids: list[list[int]]):
+        import torch
+
+        self._load_onnx(quantize=self.active_backend == "onnx-int8")
         input_ids, mask = self._pad(ids)
         return torch.from_numpy(self._onnx(input_ids.numpy(), mask.numpy()))
 
@@ -344,9 +369,10 @@ class SpladeEncoder(SparseEncoder):
         with torch.inference_mode():
             for s in starts:
                 chunk = [tokens[i] for i in order[s: s + self.batch_size]]
-                if self.backend == "torch":
+                backend = self.active_backend
+                if backend == "torch":
                     pooled = self._pooled_torch(chunk)
-                elif self.backend == "plain":
+                elif backend == "plain":
                     pooled = self._pooled_plain(*self._pad(chunk))
                 else:
                     pooled = self._pooled_onnx(chunk)
