@@ -247,6 +247,17 @@ class ServedIndex:
                                 self._snap.generation, e)
         return self._snap
 
+    def warm(self) -> None:
+        snap = self._snap
+        try:
+            if snap.index.encoder_config:
+                self.encoder(snap)
+            if snap.index.n_terms:
+                q = SparseBatch.from_dicts([{snap.index.vocab.terms[0]: 1.0}])
+                snap.index.search(q, 1, threads=1)
+        except Exception as e:  # warming is an optimisation; errors surface on real requests
+            log.warning("index %s: warm-up failed: %s", self.name, e)
+
     # -- per-snapshot lazies
     def encoder(self, snap: Snapshot):
         if snap.encoder is None:
@@ -361,8 +372,12 @@ def _names(paths: Sequence[Path]) -> list[str]:
 
 
 def create_app(index_dirs: Sequence[str | os.PathLike] | dict[str, str | os.PathLike], *,
-               limits: Limits | None = None, title: str = "sparsearch") -> FastAPI:
-    """A FastAPI app serving ``index_dirs`` (a list, named by directory name, or ``{name: dir}``)."""
+               limits: Limits | None = None, title: str = "sparsearch", warm: bool = True) -> FastAPI:
+    """A FastAPI app serving ``index_dirs`` (a list, named by directory name, or ``{name: dir}``).
+
+    ``warm``: load each index's encoder and run one search up front, so that the first request
+    does not pay for loading the compiled kernels and the model.
+    """
     limits = limits or Limits()
     if isinstance(index_dirs, dict):
         pairs = [(str(n), Path(p)) for n, p in index_dirs.items()]
@@ -372,6 +387,9 @@ def create_app(index_dirs: Sequence[str | os.PathLike] | dict[str, str | os.Path
     if not pairs:
         raise ValueError("serve at least one index directory")
     served = {name: ServedIndex(name, path, limits.reload_interval_s) for name, path in pairs}
+    if warm:
+        for h in served.values():
+            h.warm()
     counters = {"requests": 0, "client_errors": 0, "server_errors": 0, "searches": 0}
     latencies: deque[float] = deque(maxlen=2000)
     started = time.time()
@@ -661,7 +679,7 @@ def create_app(index_dirs: Sequence[str | os.PathLike] | dict[str, str | os.Path
                                 tw[c.term] = tw.get(c.term, 0.0) + c.contribution
                             tot = sum(tw.values()) or 1.0
                             tws.append({t: v / tot for t, v in tw.items()})
-                        scale = max((max(t.values()) for t in tws if t), default=1.0)
+                        scale = sum(max(t.values()) for t in tws if t) or 1.0
                         hit.snippet, hit.highlights = _highlight(doc["text"], encs, tws, scale,
                                                                  limits.snippet_words)
                         _, hit.title_highlights = _highlight(doc["title"], encs, tws, scale, None)

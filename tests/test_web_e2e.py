@@ -1,0 +1,141 @@
+"""End to end: the search page in headless Chromium against a real uvicorn server on loopback.
+
+Needs Debian's ``chromium`` (``scripts/install-browser.sh`` installs it; ``make test`` runs that
+first) and the ``playwright`` Python package (its own browsers are not used). Skips, saying
+why, when either is missing. Saves a screenshot to ``artifacts/web_e2e.png`` (or
+``$SPARSEARCH_ARTIFACTS``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = os.environ.get("SPARSEARCH_CHROMIUM", "/usr/bin/chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARTIFACTS = Path(os.environ.get("SPARSEARCH_ARTIFACTS", Path(__file__).resolve().parents[1] / "artifacts"))
+
+DOCS = {
+    "d1": ("Cats", "Cats are small domesticated carnivorous mammals that hunt mice."),
+    "d2": ("Dogs", "Dogs are domesticated descendants of wolves and loyal companions."),
+    "d3": ("Wolves", "The wolf is a large canine native to Eurasia and North America; wolves hunt in packs "
+                     "and a pack of wolves can hunt large prey such as elk and deer."),
+    "d4": ("Python", "Python is a programming language that emphasises readability."),
+    "d5": ("Foxes", "Foxes are small canines; a fox hunts mice and rabbits at night."),
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    uvicorn = pytest.importorskip("uvicorn")
+    from sparsearch.encoders import get_encoder
+    from sparsearch.index import build_index
+    from sparsearch.service import create_app
+
+    root = tmp_path_factory.mktemp("web")
+    for name, opts in (("bm25", {}), ("bm25-short", {"k1": 0.9, "b": 0.4})):
+        enc = get_encoder("bm25", **opts)
+        texts = [f"{t} {x}" for t, x in DOCS.values()]
+        enc.fit(texts)
+        build_index(enc.encode_documents(texts, list(DOCS)), root / name, encoder=enc, documents=DOCS)
+    port = _free_port()
+    srv = uvicorn.Server(uvicorn.Config(create_app([root / "bm25", root / "bm25-short"]), host="127.0.0.1",
+                                        port=port, log_level="warning"))
+    t = threading.Thread(target=srv.run, daemon=True)
+    t.start()
+    for _ in range(200):
+        if srv.started:
+            break
+        time.sleep(0.05)
+    assert srv.started, "uvicorn did not start"
+    yield f"http://127.0.0.1:{port}/"
+    srv.should_exit = True
+    t.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not (os.path.exists(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+        pytest.skip(f"no Chromium at {CHROMIUM}: run scripts/install-browser.sh (Debian packages chromium, "
+                    f"chromium-driver) or set SPARSEARCH_CHROMIUM")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
+    with sync_api.sync_playwright() as p:
+        try:
+            b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        except Exception as e:  # noqa: BLE001 - a broken browser install is a skip, not a failure
+            pytest.skip(f"Chromium at {CHROMIUM} failed to start: {e}")
+        yield b
+        b.close()
+
+
+def test_search_page_end_to_end(server, browser):
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(server)
+    page.wait_for_function("document.getElementById('served').textContent.includes('docs')")
+    assert "bm25 (5 docs)" in page.inner_text("#served")
+    assert page.locator("#indexes input[type=checkbox]").count() == 2
+
+    page.fill("#q", "wolves hunt")
+    page.press("#q", "Enter")
+    page.wait_for_selector("article.hit")
+    hits = page.locator("article.hit")
+    assert hits.count() >= 2
+    first = hits.nth(0)
+    assert first.get_attribute("data-id") == "d3"
+    assert "Wolves" in first.locator("h2").inner_text()
+    # matched terms highlighted, shaded by contribution
+    marks = first.locator("mark")
+    assert marks.count() >= 2
+    assert {m.lower() for m in marks.all_inner_texts()} >= {"wolves", "hunt"}
+    # latency shown
+    latency = page.inner_text("#latency")
+    assert "server" in latency and "ms" in latency
+    # expandable explanation: term, query weight, document weight, product
+    table = first.locator("table.expl").first
+    assert not table.is_visible()
+    first.locator("details.explain summary").click()
+    table.wait_for(state="visible")
+    header = table.locator("thead").inner_text().lower()
+    for col in ("term", "query weight", "doc weight", "product"):
+        assert col in header
+    terms = table.locator("tbody td:first-child").all_inner_texts()
+    assert {"wolv", "hunt"} <= set(terms)
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "web_e2e.png"
+    page.screenshot(path=str(shot), full_page=True)
+    print(f"\nscreenshot: {shot}")
+    assert shot.stat().st_size > 10_000
+
+    # an empty query is refused in the page; an over-long one is answered with the service's message
+    page.fill("#q", "")
+    page.press("#q", "Enter")
+    assert "Type a query" in page.inner_text("#status")
+    page.evaluate("document.getElementById('q').removeAttribute('maxlength')")
+    page.fill("#q", "wolves " * 300)
+    page.press("#q", "Enter")
+    page.wait_for_function("document.getElementById('status').textContent.startsWith('Error')")
+    assert "Error 422" in page.inner_text("#status") and "1000 characters" in page.inner_text("#status")
+    assert not errors, errors
+    page.close()
+
+
+def test_browser_install_script_exists():
+    script = Path(__file__).resolve().parents[1] / "scripts" / "install-browser.sh"
+    assert script.exists() and os.access(script, os.X_OK)
+    assert shutil.which("bash")
