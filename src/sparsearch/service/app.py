@@ -317,36 +317,78 @@ def _word_terms(encoder: Any, words: list[str]) -> list[list[str]]:
     return [[w.lower()] for w in words]
 
 
-def _weights(words: list[str], encoders: Sequence[Any], term_weight: Sequence[dict[str, float]]) -> np.ndarray:
-    w = np.zeros(len(words))
-    if not words:
+_CACHE_MAX = 200_000
+_cache_lock = threading.Lock()
+_caches: dict[int, tuple[Any, dict[str, tuple[str, ...]]]] = {}
+
+
+def _term_cache(encoder: Any) -> dict[str, tuple[str, ...]]:
+    key = id(encoder)
+    with _cache_lock:
+        entry = _caches.get(key)
+        if entry is None or entry[0] is not encoder:
+            if len(_caches) > 64:
+                _caches.clear()
+            entry = _caches[key] = (encoder, {})
+    return entry[1]
+
+
+def _weights(lows: list[str], encoders: Sequence[Any], term_weight: Sequence[dict[str, float]]) -> np.ndarray:
+    """Matched weight of every (lowercased) word: the sum of the weights of the terms it maps to."""
+    w = np.zeros(len(lows))
+    if not lows:
         return w
+    uniq = list(dict.fromkeys(lows))
+    per_word = dict.fromkeys(uniq, 0.0)
     for enc, tw in zip(encoders, term_weight):
         if not tw:
             continue
-        for i, terms in enumerate(_word_terms(enc, words)):
-            w[i] += sum(tw.get(t, 0.0) for t in terms)
+        cache = _term_cache(enc)  # words repeat across documents and requests
+        missing = [x for x in uniq if x not in cache]
+        if missing:
+            if len(cache) > _CACHE_MAX:
+                cache.clear()
+            for x, terms in zip(missing, _word_terms(enc, missing)):
+                cache[x] = tuple(terms)
+        for x in uniq:
+            for t in cache.get(x, (x,)):
+                v = tw.get(t)
+                if v is not None:
+                    per_word[x] += v
+    if any(per_word.values()):
+        w[:] = [per_word[x] for x in lows]
     return w
 
 
 def _highlight(text: str, encoders, term_weight, scale: float, window: int | None):
     """``(snippet, spans)``: a window of ``window`` words with the largest matched weight."""
     text = text[:20000]
-    toks = [(m.start(), m.end(), m.group()) for m in _WORD.finditer(text)]
-    w = _weights([t[2] for t in toks], encoders, term_weight)
-    a, b, first = 0, len(text), 0
-    if window is not None and len(toks) > window:
+    low = text.lower()
+    lows = _WORD.findall(low) if len(low) == len(text) else [x.lower() for x in _WORD.findall(text)]
+    w = _weights(lows, encoders, term_weight)
+    n = len(lows)
+    first, last = 0, n
+    if window is not None and n > window:
         cs = np.concatenate([[0.0], np.cumsum(w)])
-        sums = cs[window:] - cs[:len(toks) - window + 1]
-        first = int(np.argmax(sums))
-        a = toks[first][0] if first > 0 else 0
-        b = toks[first + window - 1][1] if first + window < len(toks) else len(text)
+        first = int(np.argmax(cs[window:] - cs[:n - window + 1]))
+        last = first + window
+    a, b, spans_abs = 0, len(text), []
+    hit = np.flatnonzero(w[first:last] > 0) + first
+    need = set(hit.tolist()) | {first, last - 1}
+    for i, m in enumerate(_WORD.finditer(text)):
+        if i >= last:
+            break
+        if i in need:
+            if i == first and first > 0:
+                a = m.start()
+            if i == last - 1 and last < n:
+                b = m.end()
+            if w[i] > 0:
+                spans_abs.append((m.start(), m.end(), round(float(min(w[i] / scale, 1.0)), 4)))
     prefix = "… " if a > 0 else ""
     snippet = prefix + text[a:b] + (" …" if b < len(text) else "")
     off = len(prefix) - a
-    spans = [(s + off, e + off, round(float(min(x / scale, 1.0)), 4))
-             for (s, e, _), x in zip(toks, w) if x > 0 and s >= a and e <= b]
-    return snippet, spans
+    return snippet, [(s + off, e + off, x) for s, e, x in spans_abs if s >= a and e <= b]
 
 
 def _label(encoder: Any, term: str) -> str | None:
