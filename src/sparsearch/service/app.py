@@ -18,7 +18,9 @@ index without encoder, missing approximate index, unknown document) are 4xx with
 an unexpected exception is answered 500 with a message and counted in ``/stats``, and never
 takes the process down.
 
-Concurrency: endpoints are plain functions run in the server's thread pool. Each index is
+Concurrency: searches and explanations run in a fixed pool of ``Limits.workers`` threads fed
+by a FIFO queue (requests are served in arrival order, which keeps the latency tail short under
+load); the other endpoints run in the server's thread pool. Each index is
 served from an immutable *snapshot* (opened Index, its document store, its encoder); when the
 index directory gets a new commit (``add_documents``/``delete_documents``/``merge`` from
 another process) the next request after ``Limits.reload_interval_s`` opens the new state and
@@ -27,6 +29,8 @@ swaps the snapshot atomically: a request sees the old or the new state, never a 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -34,6 +38,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -71,6 +76,7 @@ class Limits:
     explain_terms: int = 32          # contributions listed per hit
     snippet_words: int = 40
     reload_interval_s: float = 1.0   # how often an index directory is checked for a new commit
+    workers: int = max(2, os.cpu_count() or 1)  # threads running searches (FIFO queue: fair under load)
 
 
 MAX_K = Limits.max_k
@@ -437,7 +443,17 @@ def create_app(index_dirs: Sequence[str | os.PathLike] | dict[str, str | os.Path
     started = time.time()
     count_lock = threading.Lock()
 
-    app = FastAPI(title=title, version="1.0",
+    pool = ThreadPoolExecutor(max_workers=limits.workers, thread_name_prefix="sparsearch-search")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        yield
+        pool.shutdown(wait=False, cancel_futures=True)
+
+    async def in_pool(fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+
+    app = FastAPI(title=title, version="1.0", lifespan=lifespan,
                   description="Sparse retrieval service: BM25 / SPLADE / CSR indexes, fusion, explanations.")
     app.state.served = served
     app.state.limits = limits
@@ -608,8 +624,11 @@ def create_app(index_dirs: Sequence[str | os.PathLike] | dict[str, str | os.Path
         raise ServiceError(404, f"unknown document id {doc_id!r}")
 
     @app.post("/explain", response_model=ExplainResponse)
-    def explain(req: ExplainRequest) -> ExplainResponse:
+    async def explain(req: ExplainRequest) -> ExplainResponse:
         """Per-term (per-latent) contributions to a document's score for a query."""
+        return await in_pool(explain_sync, req)
+
+    def explain_sync(req: ExplainRequest) -> ExplainResponse:
         if req.index is None:
             if len(served) > 1:
                 raise ServiceError(400, f"several indexes are served; name one in 'index' ({', '.join(served)})")
@@ -630,8 +649,11 @@ def create_app(index_dirs: Sequence[str | os.PathLike] | dict[str, str | os.Path
                                contributions=cs, query_terms=qdict, unmatched_query_terms=unmatched)
 
     @app.post("/search", response_model=SearchResponse)
-    def search(req: SearchRequest) -> SearchResponse:
+    async def search(req: SearchRequest) -> SearchResponse:
         """Search one or several indexes (fused) with a query text or a sparse query vector."""
+        return await in_pool(search_sync, req)
+
+    def search_sync(req: SearchRequest) -> SearchResponse:
         t0 = time.perf_counter()
         names = pick(req.indexes)
         weights = {n: 1.0 for n in names}
