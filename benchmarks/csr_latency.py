@@ -6,7 +6,9 @@ Both corpora have the shape of the SciFact setup (``benchmarks/csr_scifact.py``)
 
 * sparse: every document and query has exactly ``k`` distinct latents out of ``h``, drawn
   from a skewed (Zipf, exponent ``--zipf``) latent popularity, as trained top-k
-  coders give (a few latents fire often, most rarely); weights are |N(0, 1)| * 0.2 + 0.05,
+  coders give (a few latents fire often, most rarely), or from a measured latent-frequency
+  profile (``--profile``, e.g. SciFact's document codes: a handful of latents fire in ~40% of
+  documents, the median one in ~0.1%); weights are |N(0, 1)| * 0.2 + 0.05,
   the range of top-k codes of unit-norm embeddings. Indexed with ``build_index`` (uint8) and
   searched exactly (block-max MaxScore), one query at a time.
 * dense: ``docs x dim`` float32 unit vectors; exact top-10 per query by one numpy matrix-vector
@@ -36,15 +38,20 @@ from sparsearch.vectors import SparseBatch, Vocabulary
 
 
 def synthetic_codes(n: int, h: int, k: int, zipf: float, seed: int, chunk: int = 100_000,
-                    vocab: Vocabulary | None = None, perm_seed: int = 1234) -> SparseBatch:
+                    vocab: Vocabulary | None = None, perm_seed: int = 1234,
+                    profile: np.ndarray | None = None) -> SparseBatch:
     """``n`` vectors with exactly ``k`` distinct latents of ``h``, drawn by Zipf popularity.
 
     Draws ``4k`` latents per row with replacement and keeps ``k`` of its distinct draws at
     random (rows with fewer than ``k`` distinct draws are redrawn).
     """
     rng = np.random.default_rng(seed)
-    p = 1.0 / np.arange(1, h + 1, dtype=np.float64) ** zipf
-    p = np.random.default_rng(perm_seed).permutation(p / p.sum())
+    if profile is not None:  # measured latent frequencies (e.g. SciFact codes), floored
+        p = np.asarray(profile, np.float64)[:h] + 1e-4
+        p /= p.sum()
+    else:
+        p = 1.0 / np.arange(1, h + 1, dtype=np.float64) ** zipf
+        p = np.random.default_rng(perm_seed).permutation(p / p.sum())
     cdf = np.cumsum(p)
     cdf[-1] = 1.0
     vocab = vocab or Vocabulary.from_size(h, "f")
@@ -80,6 +87,9 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=32, help="non-zeros per document and per query")
     ap.add_argument("--dim", type=int, default=384)
     ap.add_argument("--zipf", type=float, default=0.7)
+    ap.add_argument("--profile", type=Path, default=None,
+                    help="latent frequencies (.npy, h floats) to draw latents from instead of a Zipf law; "
+                         "benchmarks/csr_scifact.py writes latent_freq_k32.npy (SciFact document codes)")
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--dense-queries", type=int, default=100, help="queries timed (interleaved sparse/dense)")
     ap.add_argument("--topk", type=int, default=10)
@@ -89,8 +99,11 @@ def main() -> None:
     res: dict = {"args": {k: str(v) for k, v in vars(args).items()}}
 
     t = time.perf_counter()
-    docs = synthetic_codes(args.docs, args.h, args.k, args.zipf, seed=0)
-    queries = synthetic_codes(args.queries, args.h, args.k, args.zipf, seed=1, vocab=docs.vocab)
+    profile = np.load(args.profile) if args.profile else None
+    if profile is not None:
+        args.h = len(profile)
+    docs = synthetic_codes(args.docs, args.h, args.k, args.zipf, seed=0, profile=profile)
+    queries = synthetic_codes(args.queries, args.h, args.k, args.zipf, seed=1, vocab=docs.vocab, profile=profile)
     queries.ids = [f"q{i}" for i in range(len(queries))]
     print(f"generated {len(docs):,} docs x {args.k} nnz over h={args.h} in {time.perf_counter() - t:.1f}s", flush=True)
     path = args.index or Path(tempfile.mkdtemp(prefix="csr-latency-")) / "index"

@@ -52,6 +52,8 @@ def main() -> None:
                     help="train queries held out from CSR training, used to tune the fusion weights")
     ap.add_argument("--pairs", choices=("qrels+titles", "titles", "none"), default="qrels+titles",
                     help="contrastive pairs: train qrels and titles, titles only (self-supervised), none")
+    ap.add_argument("--distill", type=float, default=0.0,
+                    help="weight of the self-supervised similarity distillation (codes mimic dense cosines)")
     ap.add_argument("--retrain", action="store_true", help="ignore the trained-coder cache (measures training)")
     ap.add_argument("--no-mp", action="store_true", help="skip matching pursuit")
     ap.add_argument("--seed", type=int, default=0)
@@ -105,7 +107,7 @@ def main() -> None:
                 q_rows.append(T[i])
     Qfit = np.stack(q_rows) if q_rows else None
     csr = CSREncoder(args.model, k=32, h=args.h, epochs=args.epochs, labels=False, cache=not args.retrain,
-                     seed=args.seed)
+                     seed=args.seed, distill_coef=args.distill)
     t = time.perf_counter()
     cache_id = f"scifact-bench:{len(doc_ids)}:{args.pairs}:{args.dev_fraction}:{args.seed}:{len(pairs)}"
     csr.fit_embeddings(D, Qfit, np.asarray(pairs, np.int64).reshape(-1, 2), cache_id=cache_id, log_every=100)
@@ -139,6 +141,8 @@ def main() -> None:
             print(f"{kind:4s} k={k:3d} nDCG@10={m['nDCG@10']:.4f} "
                   f"({100 * m['nDCG@10'] / res['dense']['nDCG@10']:.1f}% of dense)  L0={m['doc_l0']:.2f}", flush=True)
             if kind == "topk" and k == 32:
+                freq = np.bincount(docs.indices, minlength=csr.h) / len(docs)
+                np.save(args.out / "latent_freq_k32.npy", freq)  # profile for benchmarks/csr_latency.py
                 runs_test["csr32"] = run
                 runs_dev["csr32"] = index.search_run(enc.codes(Qdev, k, dev_q), 1000)
 

@@ -145,6 +145,23 @@ def test_contrastive_pairs_align_query_and_document_codes():
     assert hits(con) > hits(plain)
 
 
+def test_similarity_distillation_preserves_dense_neighbours():
+    x, _ = sparse_data(300, seed=5)
+    cos = x @ x.T
+    np.fill_diagonal(cos, -np.inf)
+    truth = cos.argmax(1)
+
+    def agreement(coder):
+        z = codes_to_batch(*coder.encode_numpy(x, 4), H).to_scipy()
+        s = (z @ z.T).toarray()
+        np.fill_diagonal(s, -np.inf)
+        return float(np.mean(s.argmax(1) == truth))
+
+    plain = SparseCoderTrainer(small_config(distill_coef=0.0, epochs=20)).fit(x)
+    dist = SparseCoderTrainer(small_config(distill_coef=1.0, epochs=20)).fit(x)
+    assert agreement(dist) > agreement(plain)
+
+
 def test_fvu_definition():
     x = np.array([[1.0, 0.0], [0.0, 1.0]])
     assert fvu(x, x) == 0.0

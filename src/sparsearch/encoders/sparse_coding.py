@@ -215,6 +215,8 @@ class TrainConfig:
     dead_after: int = 20_000         # a latent is dead when it has not fired for this many inputs
     contrastive_coef: float = 1.0
     temperature: float = 0.05
+    distill_coef: float = 0.0        # similarity distillation: code dot products mimic dense cosines
+    teacher_temperature: float = 0.05
     tied: bool = False
     epochs: int = 30                 # passes over the reconstruction data
     batch_size: int = 512            # reconstruction inputs per step
@@ -361,8 +363,22 @@ class SparseCoderTrainer:
                         zq, zd = codes[kk][nb:nb + m], codes[kk][nb + m:]
                         logits = ((zq @ zd.T) / cfg.temperature).masked_fill(same, float("-inf"))
                         loss_con = loss_con + torch.nn.functional.cross_entropy(logits, labels) / len(step_ks)
-                loss = loss_rec + cfg.aux_coef * loss_aux + cfg.contrastive_coef * loss_con
+                # similarity distillation (self-supervised): within the reconstruction batch, the
+                # softmax over code dot products should match the softmax over dense cosines
+                loss_dis = torch.zeros(())
+                if cfg.distill_coef > 0 and nb > 1:
+                    xr = xb[:nb]
+                    eye = torch.eye(nb, dtype=torch.bool)
+                    with torch.no_grad():
+                        xn = torch.nn.functional.normalize(xr, dim=1)
+                        teacher = torch.softmax((xn @ xn.T / cfg.teacher_temperature).masked_fill(eye, float("-inf")), 1)
+                    for kk in step_ks:
+                        zr = codes[kk][:nb]
+                        logp = torch.log_softmax((zr @ zr.T / cfg.temperature).masked_fill(eye, float("-inf")), 1)
+                        loss_dis = loss_dis - (teacher * logp.masked_fill(eye, 0.0)).sum(1).mean() / len(step_ks)
+                loss = loss_rec + cfg.aux_coef * loss_aux + cfg.contrastive_coef * loss_con + cfg.distill_coef * loss_dis
                 loss_rec, loss_aux, loss_con = loss_rec.detach(), loss_aux.detach(), loss_con.detach()
+                loss_dis = loss_dis.detach()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -371,7 +387,7 @@ class SparseCoderTrainer:
                 step += 1
                 if log_every and step % log_every == 0:
                     row = {"step": step, "epoch": epoch, "loss": loss.item(), "rec": float(loss_rec),
-                           "aux": float(loss_aux), "con": float(loss_con), "dead": n_dead / cfg.h,
+                           "aux": float(loss_aux), "con": float(loss_con), "dis": float(loss_dis), "dead": n_dead / cfg.h,
                            "seconds": time.perf_counter() - t0}
                     self.report.history.append(row)
                     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}),
