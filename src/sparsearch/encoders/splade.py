@@ -191,7 +191,7 @@ class SpladeEncoder(SparseEncoder):
             batch in input order: the reference and the benchmark baseline), ``"onnx"`` or
             ``"onnx-int8"`` (ONNX Runtime, the latter dynamically int8-quantized).
         threads: intra-op threads for torch / ONNX Runtime (``None``: leave as is).
-        progress: show a progress bar while encoding documents.
+        progress: progress bar while encoding documents (``None``: only for 1,000 texts or more).
         cache: cache document encodings on disk (``SPARSEARCH_NO_CACHE=1`` disables it too).
     """
 
@@ -200,7 +200,7 @@ class SpladeEncoder(SparseEncoder):
     def __init__(self, model: str | None = None, *, max_length: int = 256, query_max_length: int = 64,
                  batch_size: int = 32, top_k: int | None = None, query_top_k: int | None = None,
                  threshold: float = 0.0, backend: str = "auto", threads: int | None = None,
-                 progress: bool = False, cache: bool = True) -> None:
+                 progress: bool | None = None, cache: bool = True) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
         if max_length < 2 or query_max_length < 2 or batch_size < 1:
@@ -393,7 +393,8 @@ class SpladeEncoder(SparseEncoder):
         texts = list(texts)
 
         def compute() -> SparseBatch:
-            return self._encode(texts, None, self.max_length, self.top_k, self.progress)
+            progress = len(texts) >= 1000 if self.progress is None else self.progress
+            return self._encode(texts, None, self.max_length, self.top_k, progress)
 
         if self.cache and len(texts) > 0:
             key = cache_key(kind="splade-docs", corpus=texts_hash(texts), **self._cache_settings())
