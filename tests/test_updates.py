@@ -187,3 +187,31 @@ def test_readers_during_updates_see_old_or_new_state(tmp_path, rng):
     for gen, res in seen:
         assert gen in expected
         assert_same_runs(res, expected[gen])
+
+
+def test_docstore_inputs_threads_and_unlinked_file(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sparsearch.docstore import write_docstore
+
+    shapes = [
+        {"a": {"title": "A", "text": "alpha"}, "b": {"text": "beta"}},
+        {"a": ("A", "alpha"), "b": ("", "beta")},
+        [{"_id": "a", "title": "A", "text": "alpha"}, {"id": "b", "text": "beta"}],
+        [("a", "A", "alpha"), ("b", None, "beta")],
+    ]
+    for docs in shapes:
+        store = DocStore(tmp_path / write_docstore(tmp_path, docs))
+        assert store.get("a") == {"id": "a", "title": "A", "text": "alpha"}
+        assert store.get("b")["title"] == "" and len(store) == 2 and "b" in store and "c" not in store
+        store.close()
+    with pytest.raises(ValueError, match="id"):
+        write_docstore(tmp_path, [{"title": "no id"}])
+    name = write_docstore(tmp_path, {f"d{i}": ("t", f"text {i}") for i in range(2000)})
+    store = DocStore(tmp_path / name)
+    (tmp_path / name).unlink()  # a commit garbage-collected it: an open reader keeps working
+    with ThreadPoolExecutor(4) as ex:
+        got = list(ex.map(lambda i: store.get(f"d{i}")["text"], range(2000)))
+    assert got == [f"text {i}" for i in range(2000)]
+    assert set(store.get_many(["d1", "d1999", "nope"])) == {"d1", "d1999"}
+    assert not any(p.name.startswith(".tmp-") for p in tmp_path.iterdir())

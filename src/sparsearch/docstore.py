@@ -14,12 +14,13 @@ never all held in memory (SQLite pages are cached by the OS, not by Python).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
 import shutil
 import sqlite3
-import threading
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,19 @@ def write_docstore(index_dir: str | os.PathLike, documents: Any = (), *, base: s
     index_dir = Path(index_dir)
     name = f"docs-{uuid.uuid4().hex[:16]}.sqlite"
     tmp = index_dir / f".tmp-{name}"
+    try:
+        _fill(tmp, documents, base, delete, keep_only)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, index_dir / name)
+    from .index.segment import fsync_dir
+
+    fsync_dir(index_dir)
+    return name
+
+
+def _fill(tmp: Path, documents: Any, base, delete: Iterable[str], keep_only: Iterable[str] | None) -> None:
     if base is not None:
         shutil.copyfile(base, tmp)
     con = sqlite3.connect(tmp)
@@ -94,85 +108,75 @@ def write_docstore(index_dir: str | os.PathLike, documents: Any = (), *, base: s
     finally:
         con.close()
     _fsync_file(tmp)
-    os.replace(tmp, index_dir / name)
-    from .index.segment import fsync_dir
-
-    fsync_dir(index_dir)
-    return name
 
 
 class DocStore:
-    """Read-only, thread-safe access to a store file (one SQLite connection per thread).
+    """Read-only, thread-safe access to a store file.
 
-    The file is opened when the store is created (so that it stays readable even if a later
-    commit garbage-collects it while this reader still uses it) and rows are read on demand.
+    ``connections`` SQLite connections are opened up front and lent to one thread at a time,
+    so that the store stays readable even after a later commit garbage-collects the file (open
+    descriptors survive the unlink; a connection opened afterwards would not find it). Rows are
+    read on demand.
     """
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, connections: int = 4) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: no document store")
-        self._local = threading.local()
-        self._lock = threading.Lock()
+        uri = f"file:{self.path}?mode=ro&immutable=1"
+        self._pool: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._all: list[sqlite3.Connection] = []
-        self._fd = os.open(self.path, os.O_RDONLY)  # keeps the inode alive after an unlink
-        self._uri = f"file:/proc/self/fd/{self._fd}?mode=ro&immutable=1" if Path("/proc/self/fd").is_dir() else \
-            f"file:{self.path}?mode=ro&immutable=1"
-        self._conn()  # fail early on a corrupt file
+        for _ in range(max(1, connections)):
+            con = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            con.execute("SELECT 1 FROM docs LIMIT 1").fetchall()  # fail early on a corrupt file
+            self._all.append(con)
+            self._pool.put(con)
         self._n: int | None = None
 
-    def _conn(self) -> sqlite3.Connection:
-        con = getattr(self._local, "con", None)
-        if con is None:
-            con = sqlite3.connect(self._uri, uri=True, check_same_thread=False)
-            con.execute("SELECT 1 FROM docs LIMIT 1").fetchall()
-            self._local.con = con
-            with self._lock:
-                self._all.append(con)
-        return con
+    @contextlib.contextmanager
+    def _conn(self) -> Iterator[sqlite3.Connection]:
+        con = self._pool.get()
+        try:
+            yield con
+        finally:
+            self._pool.put(con)
 
     def get(self, doc_id: str) -> dict[str, str] | None:
         """The document ``{"id", "title", "text"}`` or ``None``."""
-        row = self._conn().execute("SELECT id, title, text FROM docs WHERE id = ?", (str(doc_id),)).fetchone()
+        with self._conn() as con:
+            row = con.execute("SELECT id, title, text FROM docs WHERE id = ?", (str(doc_id),)).fetchone()
         return None if row is None else {"id": row[0], "title": row[1], "text": row[2]}
 
     def get_many(self, doc_ids: Sequence[str]) -> dict[str, dict[str, str]]:
         """Documents by id (missing ids are absent from the result)."""
         out: dict[str, dict[str, str]] = {}
         ids = [str(i) for i in doc_ids]
-        con = self._conn()
-        for a in range(0, len(ids), 500):
-            chunk = ids[a:a + 500]
-            q = f"SELECT id, title, text FROM docs WHERE id IN ({','.join('?' * len(chunk))})"
-            for r in con.execute(q, chunk):
-                out[r[0]] = {"id": r[0], "title": r[1], "text": r[2]}
+        with self._conn() as con:
+            for a in range(0, len(ids), 500):
+                chunk = ids[a:a + 500]
+                q = f"SELECT id, title, text FROM docs WHERE id IN ({','.join('?' * len(chunk))})"
+                for r in con.execute(q, chunk):
+                    out[r[0]] = {"id": r[0], "title": r[1], "text": r[2]}
         return out
 
     def ids(self) -> list[str]:
-        return [r[0] for r in self._conn().execute("SELECT id FROM docs ORDER BY id")]
+        with self._conn() as con:
+            return [r[0] for r in con.execute("SELECT id FROM docs ORDER BY id")]
 
     def __len__(self) -> int:
         if self._n is None:
-            self._n = int(self._conn().execute("SELECT COUNT(*) FROM docs").fetchone()[0])
+            with self._conn() as con:
+                self._n = int(con.execute("SELECT COUNT(*) FROM docs").fetchone()[0])
         return self._n
 
     def __contains__(self, doc_id: object) -> bool:
-        return self._conn().execute("SELECT 1 FROM docs WHERE id = ?", (str(doc_id),)).fetchone() is not None
+        with self._conn() as con:
+            return con.execute("SELECT 1 FROM docs WHERE id = ?", (str(doc_id),)).fetchone() is not None
 
     def close(self) -> None:
-        with self._lock:
-            for con in self._all:
-                con.close()
-            self._all.clear()
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-    def __del__(self) -> None:  # pragma: no cover - best effort
-        try:
-            self.close()
-        except Exception:
-            pass
+        for con in self._all:
+            con.close()
+        self._all.clear()
 
     def __repr__(self) -> str:
         return f"DocStore({str(self.path)!r})"

@@ -34,6 +34,7 @@ import contextlib
 import logging
 import os
 import re
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -227,7 +228,7 @@ class ServedIndex:
             index = open_index(self.path)
             try:
                 store = DocStore(self.path / index.manifest["docstore"]) if index.manifest.get("docstore") else None
-            except (FileNotFoundError, OSError):
+            except (OSError, sqlite3.Error):
                 time.sleep(0.01 * (attempt + 1))  # removed by a commit that raced this open: reopen
                 continue
             snap = Snapshot(index, store, int(index.manifest.get("generation", 0)), key)
