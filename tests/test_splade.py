@@ -116,6 +116,17 @@ def test_matches_reference_computation(tiny_model_dir, backend):
                                atol=1e-5, rtol=0)
 
 
+def test_onnx_int8_is_close(tiny_model_dir):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    exact = SpladeEncoder(tiny_model_dir, backend="torch", top_k=20, cache=False).encode_documents(TEXTS[:4])
+    q8 = SpladeEncoder(tiny_model_dir, backend="onnx-int8", top_k=20, cache=False).encode_documents(TEXTS[:4])
+    q8.validate()
+    a, b = exact.to_scipy().toarray(), q8.to_scipy().toarray()
+    overlap = ((a > 0) & (b > 0)).sum() / max((a > 0).sum(), 1)
+    assert overlap > 0.6 and np.abs(a - b).max() < 0.5
+
+
 def test_vocabulary_is_tokenizer_order_and_built_once(tiny_model_dir):
     enc = SpladeEncoder(tiny_model_dir, cache=False)
     a = enc.encode_documents(TEXTS[:2])

@@ -456,7 +456,7 @@ class SpladeDocEncoder(SpladeEncoder):
         step = 2048
         for s in range(0, len(texts), step):
             enc = self.tokenizer(texts[s: s + step], add_special_tokens=False, truncation=False,
-                                 return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+                                 return_attention_mask=False, return_token_type_ids=False, verbose=False)["input_ids"]
             lens = np.fromiter((len(x) for x in enc), dtype=np.int64, count=len(enc))
             flat = np.fromiter((t for x in enc for t in x), dtype=np.int64, count=int(lens.sum()))
             rows = np.repeat(np.arange(len(enc), dtype=np.int64), lens)
