@@ -309,3 +309,63 @@ def test_fuzz_raw_bytes_and_document_ids(client, raw, doc):
     _assert_sane(client.post("/search", content=raw, headers={"content-type": "application/json"}))
     r = client.get("/documents/" + quote(doc, safe=""))
     assert r.status_code < 500
+
+
+# --------------------------------------------------------------- latent (CSR-like) indexes
+class FakeLatentEncoder:
+    """A stand-in for the CSR encoder (no torch): words hash to 8 latents ``f0..f7`` with labels."""
+
+    name = "fake-latent"
+    LABELS = [[("animal", 1.0), ("pet", 0.5)], [("code", 1.0)], [("hunt", 1.0), ("prey", 0.4)], [("snake", 1.0)],
+              [], [("large", 1.0)], [("small", 1.0)], [("night", 1.0)]]
+
+    def __init__(self):
+        from sparsearch.features import FeatureLabels
+
+        self.labels = FeatureLabels(self.LABELS)
+
+    def _encode(self, texts, ids=None):
+        import zlib
+
+        vecs = []
+        for t in texts:
+            v: dict[str, float] = {}
+            for w in t.lower().split():
+                j = zlib.crc32(w.strip(".,;").encode()) % 8
+                v[f"f{j}"] = v.get(f"f{j}", 0.0) + 1.0
+            vecs.append(v)
+        return SparseBatch.from_dicts(vecs, Vocabulary.from_size(8, "f"), ids, grow=False)
+
+    encode_documents = encode_queries = _encode
+
+    def config(self):
+        return {"name": self.name}
+
+    def save_state(self, directory):
+        pass
+
+    @classmethod
+    def from_config(cls, config, directory=None):
+        return cls()
+
+
+def test_latent_index_explanations_carry_labels_and_fuse_with_bm25(dirs, tmp_path, monkeypatch):
+    import sparsearch.encoders as encoders
+
+    # registered for this test only (the registry is global)
+    monkeypatch.setitem(encoders._FACTORIES, "fake-latent", "tests.test_service:FakeLatentEncoder")
+    monkeypatch.setitem(encoders._CLASSES, "fake-latent", "tests.test_service:FakeLatentEncoder")
+    enc = FakeLatentEncoder()
+    build_index(enc.encode_documents([f"{t} {x}" for t, x in DOCS.values()], list(DOCS)), tmp_path / "csr",
+                encoder=enc, documents=DOCS)
+    with TestClient(create_app({"bm25": dirs / "bm25", "csr": tmp_path / "csr"})) as c:
+        r = c.post("/search", json={"query": "wolves hunt prey", "k": 5, "indexes": ["csr"]})
+        assert r.status_code == 200, r.text
+        contrib = r.json()["hits"][0]["explanation"]["csr"]
+        assert all(x["term"].startswith("f") for x in contrib)
+        labels = {x["term"]: x["label"] for x in contrib}
+        for term, label in labels.items():
+            assert label == enc.labels.label(term)
+        both = c.post("/search", json={"query": "wolves hunt prey", "k": 5, "fusion": "zscore",
+                                       "weights": {"bm25": 0.7, "csr": 0.3}}).json()
+        assert both["indexes"] == ["bm25", "csr"] and both["fusion"] == "zscore" and len(both["hits"]) == 5
