@@ -652,7 +652,9 @@ def create_app(index_dirs: Sequence[str | os.PathLike] | dict[str, str | os.Path
     @app.post("/search", response_model=SearchResponse)
     async def search(req: SearchRequest) -> SearchResponse:
         """Search one or several indexes (fused) with a query text or a sparse query vector."""
-        return await in_pool(search_sync, req)
+        # the model is built (and so validated) once; returning a Response skips a second validation
+        resp = await in_pool(search_sync, req)
+        return JSONResponse(resp.model_dump(mode="json"))
 
     def search_sync(req: SearchRequest) -> SearchResponse:
         t0 = time.perf_counter()
