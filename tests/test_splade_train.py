@@ -135,6 +135,16 @@ def test_margin_mse_distillation(tokenizer):
     assert np.mean([h["margin_mse"] for h in hist[-4:]]) < np.mean([h["margin_mse"] for h in hist[:4]])
 
 
+def test_inference_free_training(tokenizer):
+    ex = synthetic_examples(64)
+    idf = np.ones(len(tokenizer), dtype=np.float32)
+    tr = make_trainer(tokenizer, query_idf=idf, lambda_d=0.01, lr=1e-2)
+    q = tr.encode_queries_idf(["cat cat dog", "zzz"])
+    assert q.shape == (2, len(tokenizer)) and float(q[0].sum()) == 2.0 and float(q[1].sum()) == 0.0
+    hist = tr.train(ex, batch_size=8, max_steps=40)
+    assert np.mean([h["rank_loss"] for h in hist[-4:]]) < 0.7 * np.mean([h["rank_loss"] for h in hist[:4]])
+
+
 def test_saved_model_loads_as_encoder(tokenizer, tmp_path):
     tr = make_trainer(tokenizer)
     tr.train(synthetic_examples(16), batch_size=8, max_steps=2)

@@ -12,6 +12,9 @@ The loss of a batch of ``B`` queries, each with one positive and ``n`` hard nega
   lambdas grow quadratically from 0 to their final value over ``lambda_warmup_steps`` steps, as in
   SPLADE's training recipe, so that the ranking signal shapes the vectors before sparsity bites.
 
+With ``query_idf`` the trainer trains an *inference-free* model: queries are IDF-weighted token
+bags (no model), only documents go through the model.
+
 Everything runs on CPU (tests train a tiny random BERT in seconds) and on a GPU when present.
 The trained model is a plain Hugging Face masked-LM: ``save`` it and load it with
 :class:`~sparsearch.encoders.splade.SpladeEncoder` (``--encoder splade:DIR`` on the command line).
@@ -77,13 +80,18 @@ class SpladeTrainer:
         grad_clip: gradient-norm clip (``None``: off).
         device: ``"cpu"``, ``"cuda"``...; default: CUDA when available.
         seed: seeds python, numpy and torch (shuffling, dropout).
+        query_idf: inference-free training (as :class:`~sparsearch.encoders.splade.SpladeDocEncoder`
+            encodes): a query is the bag of its tokenizer tokens weighted by this IDF array
+            (indexed by token id, e.g. ``SpladeDocEncoder(...).fit(corpus).idf()``); only the
+            document side goes through the model and ``lambda_q`` is unused.
     """
 
     def __init__(self, model: Any = None, tokenizer: Any = None, *, lambda_q: float = 3e-4,
                  lambda_d: float = 1e-4, lambda_warmup_steps: int = 1000, lr: float = 2e-5,
                  weight_decay: float = 0.01, warmup_steps: int = 0, contrastive_weight: float = 1.0,
                  distill_weight: float = 0.0, query_max_length: int = 32, doc_max_length: int = 256,
-                 grad_clip: float | None = 1.0, device: str | None = None, seed: int = 0) -> None:
+                 grad_clip: float | None = 1.0, device: str | None = None, seed: int = 0,
+                 query_idf: Any = None) -> None:
         import torch
         from transformers import AutoModelForMaskedLM, AutoTokenizer
 
@@ -109,6 +117,9 @@ class SpladeTrainer:
         self.grad_clip = grad_clip
         self.warmup_steps = int(warmup_steps)
         self.lr = float(lr)
+        self.query_idf = None
+        if query_idf is not None:
+            self.query_idf = torch.as_tensor(np.asarray(query_idf, dtype=np.float32), device=self.device)
         no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
         params = [
             {"params": [p for n, p in self.model.named_parameters() if not n.endswith(no_decay)],
@@ -142,6 +153,22 @@ class SpladeTrainer:
         x = {k: v.to(self.device) for k, v in x.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
         return _pool(self.model(**x).logits, x["attention_mask"])
 
+    def encode_queries_idf(self, texts: Sequence[str]):
+        """Inference-free query vectors (B, V): IDF of each distinct non-special token, no model."""
+        import torch
+
+        V = self.query_idf.shape[0]
+        ids = self.tokenizer(list(texts), add_special_tokens=False, truncation=True,
+                             max_length=self.query_max_length)["input_ids"]
+        bag = torch.zeros((len(ids), V), device=self.device)
+        for i, x in enumerate(ids):
+            if x:
+                bag[i, torch.tensor([t for t in x if t < V], dtype=torch.long, device=self.device)] = 1.0
+        special = [t for t in self.tokenizer.all_special_ids if t < V]
+        if special:
+            bag[:, special] = 0.0
+        return bag * self.query_idf
+
     # ------------------------------------------------------------- training
     def loss(self, batch: Sequence[TrainingExample]) -> tuple[Any, dict[str, float]]:
         """Total loss of a batch and its parts (ranking, MarginMSE, FLOPS, lambdas, sparsity)."""
@@ -151,7 +178,10 @@ class SpladeTrainer:
         n_neg = min(len(e.negatives) for e in batch)
         queries = [e.query for e in batch]
         docs = [e.positive for e in batch] + [e.negatives[j] for e in batch for j in range(n_neg)]
-        q = self.encode(queries, self.query_max_length)                  # (B, V)
+        if self.query_idf is None:
+            q = self.encode(queries, self.query_max_length)              # (B, V)
+        else:
+            q = self.encode_queries_idf(queries)                         # fixed, no gradient
         d = self.encode(docs, self.doc_max_length)                       # (B * (1 + n_neg), V)
         B = len(batch)
         scores = q @ d.T                                                 # (B, B * (1 + n_neg))
@@ -176,7 +206,7 @@ class SpladeTrainer:
             parts["margin_mse"] = float(mm.detach())
         lq, ld = self.lambdas()
         fq, fd = flops_regularizer(q), flops_regularizer(d)
-        total = total + lq * fq + ld * fd
+        total = total + ld * fd + (lq * fq if self.query_idf is None else 0.0)
         with torch.no_grad():
             nzq, nzd = (q > 0), (d > 0)
             flops = float((nzq.float().mean(0) * nzd.float().mean(0)).sum())
