@@ -7,7 +7,7 @@ What it does (all numbers on the *test* queries; nothing is tuned on them):
 1. Embeds corpus, titles, train and test queries with the bundled all-MiniLM-L6-v2 (cached).
 2. Splits the train queries: ``--dev-fraction`` of them are held out as a *dev* split for
    fusion tuning; the rest (+ title -> document self-supervised pairs) train one CSR coder
-   (InfoNCE pairs, reconstruction ladder k = 8..64, AuxK). Training time is measured (pass
+   (InfoNCE pairs, reconstruction ladder k = 8..64, AuxK, similarity distillation). Training time is measured (pass
    ``--retrain`` to ignore the coder cache).
 3. For every k: encodes documents and queries with that k (one coder), builds the inverted
    index (uint8 impacts) and evaluates; also matching pursuit over the same dictionary.
@@ -52,7 +52,7 @@ def main() -> None:
                     help="train queries held out from CSR training, used to tune the fusion weights")
     ap.add_argument("--pairs", choices=("qrels+titles", "titles", "none"), default="qrels+titles",
                     help="contrastive pairs: train qrels and titles, titles only (self-supervised), none")
-    ap.add_argument("--distill", type=float, default=0.0,
+    ap.add_argument("--distill", type=float, default=1.0,
                     help="weight of the self-supervised similarity distillation (codes mimic dense cosines)")
     ap.add_argument("--retrain", action="store_true", help="ignore the trained-coder cache (measures training)")
     ap.add_argument("--no-mp", action="store_true", help="skip matching pursuit")

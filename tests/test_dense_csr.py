@@ -33,7 +33,7 @@ def sparse_data(n: int = 600, seed: int = 0, atoms: int = 3):
 
 def small_config(**kw):
     base = dict(h=H, k=4, k_ladder=(2, 4, 8), multi_k=16, aux_k=8, dead_after=600, epochs=25, batch_size=128,
-                pair_batch=32, lr=3e-3, seed=0)
+                pair_batch=32, lr=3e-3, distill_coef=0.0, seed=0)
     base.update(kw)
     return TrainConfig(**base)
 

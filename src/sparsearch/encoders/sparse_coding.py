@@ -7,12 +7,14 @@ sparse autoencoders"):
 * :class:`SparseCoder` (torch): ``z = TopK_k(ReLU(W_enc (x - b_pre) + b_lat))``,
   ``x_hat = W_dec z + b_pre`` with unit-norm decoder columns; the decoder is either its own
   matrix (untied) or the transposed encoder (tied, encoder rows kept at unit norm).
-* :class:`SparseCoderTrainer`: loss = reconstruction at every k of a ladder (8, 16, 32, 64 by
-  default, so that one coder serves any ``k <= k_max``: TopK codes are nested) + a multi-k term
-  at ``4 * k_max`` (weight 1/8) + AuxK on dead latents (weight 1/32) + InfoNCE over
-  query/document code pairs (in-batch negatives, score = dot product of codes, as retrieval
-  scores them). Pairs come from training qrels when available and from self-supervised
-  pseudo-queries (titles, first sentences) otherwise. Reports FVU, dead-latent fraction, L0.
+* :class:`SparseCoderTrainer`: loss = reconstruction at a k of the ladder (8, 16, 32, 64 by
+  default, one drawn per step, so that one coder serves any ``k <= k_max``: TopK codes are
+  nested) + a multi-k term at ``4 * k_max`` (weight 1/8) + AuxK on dead latents (weight 1/32)
+  + InfoNCE over query/document code pairs (in-batch negatives, score = dot product of codes,
+  as retrieval scores them) + similarity distillation (the softmax over in-batch code dot
+  products matches the one over dense cosines; self-supervised). Pairs come from training
+  qrels when available and from self-supervised pseudo-queries (titles, first sentences)
+  otherwise. Reports FVU, dead-latent fraction, L0.
 * :func:`matching_pursuit`: greedy residual selection over a learned dictionary (non-negative
   coefficients), the classical alternative coder; its residual norm never increases.
 * :class:`CSREncoder`: a :class:`~sparsearch.encoders.base.SparseEncoder` (spec ``csr[:ARG]``)
@@ -215,7 +217,7 @@ class TrainConfig:
     dead_after: int = 20_000         # a latent is dead when it has not fired for this many inputs
     contrastive_coef: float = 1.0
     temperature: float = 0.05
-    distill_coef: float = 0.0        # similarity distillation: code dot products mimic dense cosines
+    distill_coef: float = 1.0        # similarity distillation: code dot products mimic dense cosines
     teacher_temperature: float = 0.05
     tied: bool = False
     epochs: int = 30                 # passes over the reconstruction data
