@@ -46,6 +46,7 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import FastAPI, Query, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -611,7 +612,7 @@ def create_app(index_dirs: Sequence[str | os.PathLike] | dict[str, str | os.Path
             "limits": limits.__dict__}}
 
     @app.get("/documents/{doc_id:path}", response_model=Document)
-    def document(doc_id: Annotated[str, Field(max_length=1000)],
+    def document(doc_id: Annotated[str, PathParam(max_length=1000)],
                  index: Annotated[str | None, Query(max_length=200)] = None) -> Document:
         """A stored document (live in the index), from the first served index holding it."""
         for n in pick([index] if index is not None else None):
