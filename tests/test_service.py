@@ -369,3 +369,11 @@ def test_latent_index_explanations_carry_labels_and_fuse_with_bm25(dirs, tmp_pat
         both = c.post("/search", json={"query": "wolves hunt prey", "k": 5, "fusion": "zscore",
                                        "weights": {"bm25": 0.7, "csr": 0.3}}).json()
         assert both["indexes"] == ["bm25", "csr"] and both["fusion"] == "zscore" and len(both["hits"]) == 5
+
+
+def test_configured_limits_below_the_schema_defaults(dirs):
+    with TestClient(create_app([dirs / "bm25"], limits=Limits(max_k=5, max_query_chars=20, max_body_bytes=300))) as c:
+        assert c.post("/search", json={"query": "cats", "k": 6}).status_code == 422
+        assert "at most 20" in c.post("/search", json={"query": "cats " * 10}).json()["error"]
+        assert c.post("/search", json={"query": "cats", "k": 5}).status_code == 200
+        assert c.post("/search", json={"vector": {f"t{i}": 1.0 for i in range(40)}}).status_code == 413

@@ -552,6 +552,16 @@ def create_app(index_dirs: Sequence[str | os.PathLike] | dict[str, str | os.Path
                 out.append(n)
         return out
 
+    def check_limits(req: _QueryFields) -> None:
+        """Limits configured below the schema's defaults (the schema holds the defaults)."""
+        if req.query is not None and len(req.query) > limits.max_query_chars:
+            raise ServiceError(422, f"invalid request: query: at most {limits.max_query_chars} characters")
+        if req.vector is not None and len(req.vector) > limits.max_vector_terms:
+            raise ServiceError(422, f"invalid request: vector: at most {limits.max_vector_terms} terms")
+        k = getattr(req, "k", None)
+        if k is not None and k > limits.max_k:
+            raise ServiceError(422, f"invalid request: k: at most {limits.max_k}")
+
     def query_vector(h: ServedIndex, snap: Snapshot, req: _QueryFields) -> SparseBatch:
         if req.vector is not None:
             try:
@@ -631,6 +641,7 @@ def create_app(index_dirs: Sequence[str | os.PathLike] | dict[str, str | os.Path
         return await in_pool(explain_sync, req)
 
     def explain_sync(req: ExplainRequest) -> ExplainResponse:
+        check_limits(req)
         if req.index is None:
             if len(served) > 1:
                 raise ServiceError(400, f"several indexes are served; name one in 'index' ({', '.join(served)})")
@@ -658,6 +669,7 @@ def create_app(index_dirs: Sequence[str | os.PathLike] | dict[str, str | os.Path
         return JSONResponse(resp.model_dump(mode="json"))
 
     def search_sync(req: SearchRequest) -> SearchResponse:
+        check_limits(req)
         t0 = time.perf_counter()
         names = pick(req.indexes)
         weights = {n: 1.0 for n in names}
