@@ -36,7 +36,8 @@ Storage (all arrays; ``memory_bytes()`` is their total): the forward index (CSR 
 document: ``uint16`` term ids when the vocabulary allows, the index's 8-bit impacts, one
 scale per document), the blocked lists (``uint32`` doc ids), and the summaries
 grouped per list by component as in Seismic's quantized summaries: ``uint16`` component
-ids, ``uint16`` block numbers, ``uint8`` values, one float scale per block). The forward index is a
+ids, block numbers as ``uint8`` (or ``uint16`` if a list has more than 256 blocks), ``uint8``
+values, one float scale per block). The forward index is a
 copy of the postings in document order: the approximate index is self-contained and
 needs nothing of the exact segments at query time.
 
@@ -153,8 +154,12 @@ def _component_major(term_block_ptr: np.ndarray, sum_ptr: np.ndarray, sum_terms:
     lcomp_ptr = np.zeros(V + 1, np.int64)
     np.cumsum(ncomp, out=lcomp_ptr[1:])
     comp_terms = np.empty(int(lcomp_ptr[-1]), sum_terms.dtype)
-    comp_start = np.empty(int(lcomp_ptr[-1]), np.uint32)
-    ent_block = np.empty(len(sum_terms), np.uint16)
+    # narrowest widths that fit: block numbers within a list, entry offsets within a list
+    max_blocks = int(np.diff(term_block_ptr).max()) if len(term_block_ptr) > 1 else 0
+    per_list = np.diff(sum_ptr[term_block_ptr])
+    max_entries = int(per_list.max()) if len(per_list) else 0
+    comp_start = np.empty(int(lcomp_ptr[-1]), np.uint16 if max_entries < 1 << 16 else np.uint32)
+    ent_block = np.empty(len(sum_terms), np.uint8 if max_blocks <= 1 << 8 else np.uint16)
     ent_val = np.empty(len(sum_terms), np.uint8)
     ka.component_major_fill(term_block_ptr, sum_ptr, sum_terms, sum_vals, V, lcomp_ptr, comp_terms, comp_start,
                             ent_block, ent_val, nch)
@@ -177,6 +182,7 @@ class ApproximateIndex:
         self._lock = threading.Lock()
         self._scratch: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._deleted = self._deleted_mask()
+        self.last_scored = 0  #: documents scored by the last single-threaded search (all its queries)
 
     # ----------------------------------------------------------------- build
     @classmethod
@@ -371,8 +377,8 @@ class ApproximateIndex:
                     if self._scratch is None:
                         self._scratch = (np.zeros(len(self.term_block_ptr) - 1, np.float64),
                                          np.zeros(self.n_docs, np.bool_), np.empty(self.n_docs, np.int64))
-                    ka.approx_serial(q_indptr, terms, weights, kk, int(query_cut), float(heap_factor),
-                                     self._deleted, *self._scratch, *common)
+                    self.last_scored = ka.approx_serial(q_indptr, terms, weights, kk, int(query_cut),
+                                                        float(heap_factor), self._deleted, *self._scratch, *common)
                 finally:
                     self._lock.release()
             else:

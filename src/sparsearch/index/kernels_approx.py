@@ -363,6 +363,15 @@ def _summary_scores(t, qs_terms, qs_w, term_block_ptr, lcomp_ptr, comp_terms, co
 
 
 @njit(cache=True, inline="always")
+def _forward_dot(d, qd, fwd_ptr, fwd_terms, fwd_vals):
+    """<q, doc d> over the forward index (dense query gather)."""
+    s = 0.0
+    for e in range(fwd_ptr[d], fwd_ptr[d + 1]):
+        s += qd[fwd_terms[e]] * np.float64(fwd_vals[e])
+    return s
+
+
+@njit(cache=True, inline="always")
 def _approx_one(q_terms, q_weights, k, query_cut, heap_factor, deleted, qd, visited, seen, term_block_ptr,
                 block_doc_ptr, block_docs, lcomp_ptr, comp_terms, comp_start, lent_ptr, ent_block, ent_val,
                 sum_scale, fwd_ptr, fwd_terms, fwd_vals, doc_scale, out_s, out_d):
@@ -422,10 +431,7 @@ def _approx_one(q_terms, q_weights, k, query_cut, heap_factor, deleted, qd, visi
                 visited[d] = True
                 seen[n_seen] = d
                 n_seen += 1
-                s = 0.0
-                for e in range(fwd_ptr[d], fwd_ptr[d + 1]):
-                    s += qd[fwd_terms[e]] * np.float64(fwd_vals[e])
-                s *= doc_scale[d]
+                s = _forward_dot(d, qd, fwd_ptr, fwd_terms, fwd_vals) * doc_scale[d]
                 if s > 0 and not (has_deleted and deleted[d]):
                     if size < k or s > hs[0] or (s == hs[0] and d < hd[0]):
                         size = _heap_push(hs, hd, size, k, s, d)
@@ -434,6 +440,7 @@ def _approx_one(q_terms, q_weights, k, query_cut, heap_factor, deleted, qd, visi
     for j in range(qs_terms.shape[0]):
         qd[qs_terms[j]] = 0.0
     _heap_sorted(hs, hd, size, out_s, out_d)
+    return n_seen
 
 
 @njit(cache=True)
@@ -441,13 +448,16 @@ def approx_serial(q_indptr, q_terms, q_weights, k, query_cut, heap_factor, delet
                   term_block_ptr, block_doc_ptr, block_docs, lcomp_ptr, comp_terms, comp_start, lent_ptr, ent_block,
                   ent_val, sum_scale, fwd_ptr, fwd_terms, fwd_vals, doc_scale, out_s, out_d):
     """:func:`approx_batch` on the calling thread, with caller-owned zeroed scratch
-    (``qd`` float64 (V,), ``visited`` bool (n_docs,), ``seen`` int64 (n_docs,)), left zeroed."""
+    (``qd`` float64 (V,), ``visited`` bool (n_docs,), ``seen`` int64 (n_docs,)), left zeroed.
+    Returns the number of documents scored (all queries)."""
+    scored = 0
     for qi in range(q_indptr.shape[0] - 1):
         a = q_indptr[qi]
         b = q_indptr[qi + 1]
-        _approx_one(q_terms[a:b], q_weights[a:b], k, query_cut, heap_factor, deleted, qd, visited, seen,
+        scored += _approx_one(q_terms[a:b], q_weights[a:b], k, query_cut, heap_factor, deleted, qd, visited, seen,
                     term_block_ptr, block_doc_ptr, block_docs, lcomp_ptr, comp_terms, comp_start, lent_ptr,
                     ent_block, ent_val, sum_scale, fwd_ptr, fwd_terms, fwd_vals, doc_scale, out_s[qi], out_d[qi])
+    return scored
 
 
 @njit(cache=True, parallel=True)
