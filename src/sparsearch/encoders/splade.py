@@ -28,10 +28,15 @@ Fast CPU encoding (see ``benchmarks/splade_encoding.py`` for the measurement):
   and the activation touches ``vocab`` numbers per text instead of ``tokens x vocab``;
 * ``torch.inference_mode`` and an explicit intra-op thread count;
 * an ONNX Runtime backend: the model and the pooling exported as one graph (max over tokens on
-  raw logits, padding masked by an offset), run on length-sorted batches. It measured fastest on
-  the bundled model, so ``backend="auto"`` (the default) uses it whenever ``onnx`` and
-  ``onnxruntime`` are installed and the export works, else the torch fast path above.
-  ``"onnx-int8"`` (dynamic int8 quantization) is available but approximate, and was slower.
+  raw logits, padding masked by an offset), run on length-sorted batches. It measured fastest of
+  the exact paths on the bundled model, so ``backend="auto"`` (the default) uses it whenever
+  ``onnx`` and ``onnxruntime`` are installed and the export works, else the torch fast path.
+  ``"onnx-int8"`` (dynamic int8 quantization of the matrix products) is faster still but
+  approximate (about 90% of the terms agree with the exact vectors), so it is opt-in.
+
+Measured on 1,024 SciFact documents, bundled SPLADE-tiny, max length 256, 2 threads on a shared
+2-core machine (``benchmarks/splade_encoding.py --docs 1024 --chunk 128``): plain transformers
+forward 5.4 docs/s; torch fast path 14.4 (2.64x); ONNX 15.2 (2.80x); ONNX int8 23.5 (4.31x).
 
 Encoded corpora are cached on disk (:mod:`sparsearch.cache`) keyed by the model identity, the
 settings and a hash of the texts, so re-running a demo or benchmark does not re-encode.
