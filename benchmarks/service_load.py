@@ -142,6 +142,7 @@ def main() -> None:
         for q in queries[:50]:  # warm-up
             httpx.post(url + "/search", json={"query": q, "k": args.k}, timeout=30)
         rss_before = rss_mb(server.pid)
+        load_before = os.getloadavg()
         res = asyncio.run(run_load(url, queries, args.clients, args.duration, args.k, args.explain, server.pid))
         rss_after = rss_mb(server.pid)
         stats = httpx.get(url + "/stats", timeout=10).json()
@@ -159,6 +160,8 @@ def main() -> None:
         "server_side_latency_ms": stats["service"]["search_latency_ms"],
         "server_errors": {k: stats["service"][k] for k in ("client_errors", "server_errors")},
         "cpu_count": os.cpu_count(),
+        # the machine may be shared: other processes' load skews every figure above
+        "loadavg_1_5_15": {"before": load_before, "after": os.getloadavg()},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
@@ -167,7 +170,8 @@ def main() -> None:
           f"explain={args.explain}: {res['qps']:.1f} QPS, p50 {lat.get('p50', float('nan')):.1f} ms, "
           f"p99 {lat.get('p99', float('nan')):.1f} ms, errors {res['errors']}, "
           f"RSS {rss_before:.1f} -> {rss_after:.1f} MB (max first/second half "
-          f"{report['rss_mb']['max_first_half']:.1f}/{report['rss_mb']['max_second_half']:.1f} MB)")
+          f"{report['rss_mb']['max_first_half']:.1f}/{report['rss_mb']['max_second_half']:.1f} MB); "
+          f"load average before {load_before[0]:.1f} on {os.cpu_count()} cores")
     print(f"wrote {args.out}")
 
 
