@@ -377,3 +377,12 @@ def test_configured_limits_below_the_schema_defaults(dirs):
         assert "at most 20" in c.post("/search", json={"query": "cats " * 10}).json()["error"]
         assert c.post("/search", json={"query": "cats", "k": 5}).status_code == 200
         assert c.post("/search", json={"vector": {f"t{i}": 1.0 for i in range(40)}}).status_code == 413
+
+
+def test_cli_serve_refuses_a_missing_index(tmp_path):
+    from typer.testing import CliRunner
+
+    from sparsearch.cli import app
+
+    r = CliRunner().invoke(app, ["serve", str(tmp_path / "nope"), "--port", "1"])
+    assert r.exit_code == 2 and "no such index directory" in r.output

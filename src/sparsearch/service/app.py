@@ -221,6 +221,8 @@ class ServedIndex:
         self.name, self.path, self.reload_interval_s = name, Path(path), reload_interval_s
         self._lock = threading.Lock()
         self._checked = time.monotonic()
+        if not (self.path / "manifest.json").is_file():
+            raise IndexFormatError(f"{self.path}: no such index directory (no manifest.json)")
         self._snap = self._open(None)
 
     def _open(self, old: Snapshot | None) -> Snapshot:
