@@ -386,3 +386,71 @@ def test_cli_serve_refuses_a_missing_index(tmp_path):
 
     r = CliRunner().invoke(app, ["serve", str(tmp_path / "nope"), "--port", "1"])
     assert r.exit_code == 2 and "no such index directory" in r.output
+
+
+# --------------------------------------------------------- fuzz driven by the OpenAPI spec
+def _from_schema(schema: dict, defs: dict, depth: int = 0) -> st.SearchStrategy:
+    """A hypothesis strategy for the JSON-schema subset FastAPI emits (values valid by the schema,
+    sizes kept small; the largest sizes allowed are tried as well)."""
+    if "$ref" in schema:
+        return _from_schema(defs[schema["$ref"].split("/")[-1]], defs, depth)
+    if "enum" in schema:
+        return st.sampled_from(schema["enum"])
+    if "anyOf" in schema:
+        return st.one_of([_from_schema(s, defs, depth) for s in schema["anyOf"]])
+    t = schema.get("type")
+    if t == "null":
+        return st.none()
+    if t == "boolean":
+        return st.booleans()
+    if t == "integer":
+        lo, hi = schema.get("minimum"), schema.get("maximum")
+        lo = None if lo is None else int(lo) + (1 if schema.get("exclusiveMinimum") is not None else 0)
+        return st.integers(lo, None if hi is None else int(hi))
+    if t == "number":
+        lo = schema.get("minimum", schema.get("exclusiveMinimum"))
+        return st.floats(min_value=lo, max_value=schema.get("maximum"), allow_nan=False, allow_infinity=False,
+                         exclude_min="exclusiveMinimum" in schema)
+    if t == "string":
+        mx = schema.get("maxLength", 50)
+        small = st.text(min_size=schema.get("minLength", 0), max_size=min(mx, 30))
+        return st.one_of(small, st.just("w" * mx)) if mx > 30 else small
+    if t == "array":
+        return st.lists(_from_schema(schema.get("items", {}), defs, depth + 1), min_size=schema.get("minItems", 0),
+                        max_size=min(schema.get("maxItems", 5), 5))
+    if t == "object" and "properties" in schema:
+        props = {k: _from_schema(v, defs, depth + 1) for k, v in schema["properties"].items()}
+        req = set(schema.get("required", []))
+        return st.fixed_dictionaries({k: v for k, v in props.items() if k in req},
+                                     optional={k: v for k, v in props.items() if k not in req})
+    if t == "object":
+        names = schema.get("propertyNames", {})
+        keys = st.text(min_size=names.get("minLength", 0), max_size=min(names.get("maxLength", 20), 20))
+        return st.dictionaries(keys, _from_schema(schema.get("additionalProperties", {}), defs, depth + 1),
+                               max_size=min(schema.get("maxProperties", 5), 5))
+    return json_values
+
+
+def _spec_strategy(client, name: str) -> st.SearchStrategy:
+    spec = client.get("/openapi.json").json()
+    defs = spec["components"]["schemas"]
+    return _from_schema(defs[name], defs)
+
+
+@pytest.mark.parametrize("path,schema", [("/search", "SearchRequest"), ("/explain", "ExplainRequest")])
+def test_fuzz_from_openapi_spec(client, path, schema):
+    """Bodies valid by the published schema: answered 200 or a 4xx the schema cannot express
+    (exactly one of query/vector, unknown index or document, missing approximate index)."""
+    strategy = _spec_strategy(client, schema)
+
+    @settings(max_examples=120, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @given(body=strategy)
+    def run(body):
+        r = client.post(path, json=body)
+        _assert_sane(r)
+        assert r.status_code in (200, 400, 404, 422), r.text
+        if r.status_code == 422:  # only the cross-field rules the schema cannot state
+            err = r.json()["error"]
+            assert "exactly one" in err or "empty" in err or "no positive weight" in err, err
+
+    run()
