@@ -454,3 +454,27 @@ def test_fuzz_from_openapi_spec(client, path, schema):
             assert "exactly one" in err or "empty" in err or "no positive weight" in err, err
 
     run()
+
+
+def test_bm25_and_splade_served_and_fused(dirs, tmp_path):
+    """A learned sparse (SPLADE-tiny, bundled) index next to BM25: wordpiece explanations, fusion."""
+    pytest.importorskip("torch")
+    splade = pytest.importorskip("sparsearch.encoders.splade")
+    try:
+        splade.bundled_splade_path()
+    except ImportError as e:
+        pytest.skip(str(e))
+    enc = splade.SpladeEncoder(cache=False)
+    texts = [f"{t} {x}" for t, x in DOCS.values()]
+    enc.fit(texts)
+    build_index(enc.encode_documents(texts, list(DOCS)), tmp_path / "splade", encoder=enc, documents=DOCS)
+    with TestClient(create_app({"bm25": dirs / "bm25", "splade": tmp_path / "splade"})) as c:
+        r = c.post("/search", json={"query": "programming language compiler", "k": 3})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["indexes"] == ["bm25", "splade"] and body["hits"][0]["id"] in ("d6", "d4")
+        top = body["hits"][0]
+        assert top["explanation"]["splade"] and top["highlights"]
+        e = c.post("/explain", json={"query": "programming language compiler", "doc_id": top["id"],
+                                     "index": "splade"}).json()
+        assert e["score"] == pytest.approx(sum(x["contribution"] for x in e["contributions"]))
