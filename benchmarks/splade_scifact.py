@@ -15,6 +15,18 @@ Reported: nDCG@10, R@100, mean nonzeros per query and per document, FLOPS (expec
 multiply-adds per query-document pair, ``sum_t p_q(t) p_d(t)`` with ``p`` the fraction of
 queries / documents having term ``t``), document encoding time (the SPLADE document encoding is
 cached on disk: a second run reports the cache load time) and query encoding time.
+
+Measured (SciFact test, 300 queries, 5,183 documents, bundled SPLADE-tiny, max length 256,
+uint8 index, exact top-1000; ``python benchmarks/splade_scifact.py``)::
+
+    system      nDCG@10  R@100   nnz/query  nnz/doc  FLOPS
+    bm25        0.6882   0.9216     9.6      99.0    0.865
+    splade      0.6435   0.8930    52.6     248.5   10.031
+    splade-doc  0.6547   0.8953    19.5     248.5    1.997
+
+With ``--backend onnx-int8`` (approximate int8 encoder): splade 0.6444 / 0.8980, splade-doc
+0.6531 / 0.8953, i.e. the same quality; the whole corpus encoded in 177 s on 2 shared cores
+(the exact ONNX path: 281 s).
 """
 
 from __future__ import annotations
