@@ -49,3 +49,22 @@ def test_clear_errors(tmp_path):
     assert r.exit_code == 2 and "bad.jsonl, line 1" in r.output and "negative" in r.output
     r = runner.invoke(app, ["index", str(tmp_path / "bad.jsonl"), "-o", str(tmp_path / "i"), "--quantization", "int3"])
     assert r.exit_code == 2 and "unknown quantization" in r.output
+
+
+def test_approximate_mode_through_the_cli(tiny_beir, tmp_path):
+    out = tmp_path / "idx"
+    assert runner.invoke(app, ["index", str(tiny_beir), "--out", str(out)]).exit_code == 0
+    r = runner.invoke(app, ["search", str(out), "-q", "programming compiler", "-k", "2", "--mode", "approximate",
+                            "--query-cut", "5", "--heap-factor", "1.0"])
+    assert r.exit_code == 0, r.output
+    assert "1. d6" in r.output
+    assert list(out.glob("approx-*"))
+    r = runner.invoke(app, ["evaluate", str(out), str(tiny_beir), "--mode", "approximate", "--json",
+                            str(tmp_path / "r.json")])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "r.json").read_text())["quality"]["nDCG@10"] > 0.8
+    # a rebuild commits a new generation: the stale approximate index is collected
+    assert runner.invoke(app, ["index", str(tiny_beir), "--out", str(out), "--overwrite"]).exit_code == 0
+    assert not list(out.glob("approx-*"))
+    r = runner.invoke(app, ["search", str(out), "-q", "x", "--mode", "fuzzy"])
+    assert r.exit_code == 2 and "unknown search mode" in r.output

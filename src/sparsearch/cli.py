@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
+import numpy as np
 import typer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -56,6 +57,28 @@ def _load_queries(index, queries: Optional[Path], query: list[str] | None):
         return SparseBatch.read_jsonl(queries)
     objs = [o for _, o in _read_jsonl_objects(queries)]
     return index.load_encoder().encode_queries([o.get("text", "") for o in objs], [str(o["_id"]) for o in objs])
+
+
+MODE_HELP = ("exact (block-max MaxScore, rank-safe), exhaustive (score every posting), or approximate "
+             "(Seismic-style; built next to the index on first use)")
+
+
+def _search_fn(idx, mode: str, query_cut: int = 10, heap_factor: float = 0.9):
+    """``fn(queries, k, threads=None) -> (scores, docnums)`` for the chosen mode."""
+    if mode == "approximate":
+        ax = idx.approximate()
+        return lambda q, k, threads=None: ax.search(q, k, query_cut=query_cut, heap_factor=heap_factor,
+                                                    threads=threads)
+    if mode not in ("exact", "exhaustive"):
+        raise ValueError(f"unknown search mode {mode!r}; use exact, exhaustive or approximate")
+    return lambda q, k, threads=None: idx.search(q, k, mode=mode, threads=threads)
+
+
+def _to_run(idx, queries, scores, docs) -> dict[str, dict[str, float]]:
+    qids = queries.ids if queries.ids is not None else [str(i) for i in range(len(queries))]
+    ids = idx.doc_ids
+    return {qid: {ids[d]: float(s) for d, s in zip(docs[qi].tolist(), scores[qi].tolist()) if d >= 0}
+            for qi, qid in enumerate(qids)}
 
 
 @app.command("index")
@@ -116,7 +139,10 @@ def search(
     query: Annotated[Optional[list[str]], typer.Option("--query", "-q", help="Query text (repeatable).")] = None,
     queries: Annotated[Optional[Path], typer.Option(help="BEIR queries.jsonl, or query vectors (.jsonl/.npz).")] = None,
     k: Annotated[int, typer.Option("-k", help="Results per query.")] = 10,
-    mode: Annotated[str, typer.Option(help="exact (block-max MaxScore) or exhaustive (score every posting).")] = "exact",
+    mode: Annotated[str, typer.Option(help=MODE_HELP)] = "exact",
+    query_cut: Annotated[int, typer.Option(help="approximate: keep the query's largest N terms.")] = 10,
+    heap_factor: Annotated[float, typer.Option(help="approximate: skip blocks whose summary score is below "
+                                                    "heap_factor x the current k-th score.")] = 0.9,
     run: Annotated[Optional[Path], typer.Option(help="Write a TREC run file here instead of printing.")] = None,
     explain: Annotated[bool, typer.Option(help="Show each hit's top contributing terms.")] = False,
     threads: Annotated[Optional[int], typer.Option(help="Search threads (default: all cores).")] = None,
@@ -130,13 +156,15 @@ def search(
     try:
         idx = Index.open(index)
         qv = _load_queries(idx, queries, query)
-        scores, docs = idx.search(qv, k, mode=mode, threads=threads, unknown="error" if strict_vocab else "drop")
+        if strict_vocab:
+            idx.prepare_queries(qv, unknown="error")
+        scores, docs = _search_fn(idx, mode, query_cut, heap_factor)(qv, k, threads=threads)
     except KeyError as e:
         _fail(str(e.args[0]))
     except (IndexFormatError, ValueError, FileNotFoundError) as e:
         _fail(str(e))
     if run is not None:
-        write_trec_run(idx.search_run(qv, k, mode=mode, threads=threads), run)
+        write_trec_run(_to_run(idx, qv, scores, docs), run)
         typer.echo(f"wrote {run}")
         return
     qids = qv.ids or [str(i) for i in range(len(qv))]
@@ -158,7 +186,9 @@ def evaluate(
     data: Annotated[Path, typer.Argument(help="BEIR collection folder with queries.jsonl and qrels/.")],
     split: Annotated[str, typer.Option(help="qrels split to evaluate on.")] = "test",
     k: Annotated[int, typer.Option("-k", help="Depth of the run (R@1000 needs 1000).")] = 1000,
-    mode: Annotated[str, typer.Option(help="exact or exhaustive.")] = "exact",
+    mode: Annotated[str, typer.Option(help=MODE_HELP)] = "exact",
+    query_cut: Annotated[int, typer.Option(help="approximate: keep the query's largest N terms.")] = 10,
+    heap_factor: Annotated[float, typer.Option(help="approximate: block skipping factor (see search --help).")] = 0.9,
     metrics: Annotated[str, typer.Option(help="Comma-separated ir-measures names.")] = "nDCG@10,R@100,R@1000,RR@10",
     run: Annotated[Optional[Path], typer.Option(help="Also write the TREC run file here.")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write all figures as JSON here.")] = None,
@@ -172,30 +202,42 @@ def evaluate(
         ds = load_beir(data, split)
     except (IndexFormatError, FileNotFoundError, ValueError) as e:
         _fail(str(e))
-    report = run_evaluation(idx, ds, k=k, mode=mode, metrics=metrics.split(","), run_path=run)
+    try:
+        report = run_evaluation(idx, ds, k=k, mode=mode, metrics=metrics.split(","), run_path=run,
+                                query_cut=query_cut, heap_factor=heap_factor)
+    except ValueError as e:
+        _fail(str(e))
     _print_report(report)
     if json_out:
         json_out.write_text(json.dumps(report, indent=1))
 
 
 def run_evaluation(idx, ds, *, k: int = 1000, mode: str = "exact", metrics: list[str] | None = None,
-                   run_path: Path | None = None) -> dict[str, Any]:
+                   run_path: Path | None = None, query_cut: int = 10, heap_factor: float = 0.9) -> dict[str, Any]:
     """Encode the split's queries, search, score the run and time the search."""
     from .evaluation import DEFAULT_METRICS, LatencyStats, evaluate as evaluate_run, write_trec_run
 
+    search = _search_fn(idx, mode, query_cut, heap_factor)
     enc = idx.load_encoder()
+    enc.encode_queries(ds.query_texts()[:2])  # load tokenizers/models outside the timing
     t = time.perf_counter()
     qv = enc.encode_queries(ds.query_texts(), ds.query_ids)
     t_enc = time.perf_counter() - t
-    idx.search(qv[:2], 10, mode=mode)  # compile / warm caches outside the timings
+    search(qv[:2], 10)  # compile / warm caches outside the timings
+    search(qv[:1], 10, threads=1)
     t = time.perf_counter()
-    run = idx.search_run(qv, k, mode=mode)
+    run = _to_run(idx, qv, *search(qv, k))
     t_batch = time.perf_counter() - t
     quality = evaluate_run(run, ds.qrels, metrics or DEFAULT_METRICS)
     strict = evaluate_run(run, ds.qrels, metrics or DEFAULT_METRICS, empty_queries="zero")
-    lat10 = LatencyStats.measure(idx.timed_search(qv, 10, mode=mode, threads=1))
+    lat = np.empty(len(qv))
+    for i in range(len(qv)):
+        t = time.perf_counter()
+        search(qv[i:i + 1], 10, threads=1)
+        lat[i] = time.perf_counter() - t
+    lat10 = LatencyStats.measure(lat)
     t = time.perf_counter()
-    idx.search(qv, 10, mode=mode)
+    search(qv, 10)
     batch10 = time.perf_counter() - t
     if run_path:
         write_trec_run(run, run_path)

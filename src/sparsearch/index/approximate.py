@@ -70,7 +70,7 @@ from ..vectors import SparseBatch
 from . import kernels
 from . import kernels_approx as ka
 from .builder import write_json_atomic
-from .segment import IndexFormatError, _crc32, fsync_dir, write_segment_arrays
+from .segment import IndexFormatError, _crc32, fsync_dir, load_npy, write_segment_arrays
 
 __all__ = ["ApproximateIndex", "ApproxParams", "recall_at_k", "tune", "search_approximate", "POINTER"]
 
@@ -290,7 +290,7 @@ class ApproximateIndex:
                 raise IndexFormatError(f"{f}: missing or truncated")
             if verify and _crc32(f) != info["crc32"]:
                 raise IndexFormatError(f"{f}: checksum mismatch (the file is corrupt)")
-            arrays[name] = np.load(f, mmap_mode="r" if mmap else None, allow_pickle=False).view(np.ndarray)
+            arrays[name] = load_npy(f, mmap).view(np.ndarray)
         meta = {k: v for k, v in meta.items() if k not in ("files", "format", "version", "kind", "approx_version")}
         return cls(index, ApproxParams(**meta["params"]), arrays, meta, d)
 

@@ -174,7 +174,9 @@ def _collect_garbage(path: Path, manifest: dict[str, Any]) -> None:
     for entry in path.iterdir():
         if entry.name in keep:
             continue
-        if entry.name.startswith(("seg-", "vocab-", "encoder-", "deletes-", ".tmp-", ".manifest.json", "docs-")):
+        # an approximate index describes one commit: any new commit makes it stale
+        if entry.name.startswith(("seg-", "vocab-", "encoder-", "deletes-", ".tmp-", ".manifest.json", "docs-",
+                                  "approx-", "approximate.json")):
             if entry.is_dir():
                 shutil.rmtree(entry, ignore_errors=True)
             else:

@@ -20,7 +20,7 @@ import numpy as np
 from ..vectors import SparseBatch, Vocabulary
 from . import kernels
 from .builder import read_manifest
-from .segment import IndexFormatError, Segment
+from .segment import IndexFormatError, Segment, load_npy
 
 __all__ = ["Index", "Contribution"]
 
@@ -76,7 +76,7 @@ class Index:
             segments.append(seg)
             if s.get("deletes"):
                 try:
-                    mask = np.load(path / s["deletes"], allow_pickle=False)
+                    mask = load_npy(path / s["deletes"])
                 except (OSError, ValueError) as e:
                     raise IndexFormatError(f"{path / s['deletes']}: unreadable deletion bitmap ({e})") from None
                 if mask.shape != (seg.n_docs,):
@@ -242,6 +242,13 @@ class Index:
             self.search(queries[i:i + 1], k, **kwargs)
             lat[i] = time.perf_counter() - t
         return lat
+
+    def approximate(self, **build_kw: Any):
+        """The Seismic-style :class:`~sparsearch.index.approximate.ApproximateIndex` of this
+        index: opened if saved and current with these build parameters, else built and saved."""
+        from .approximate import ApproximateIndex
+
+        return ApproximateIndex.open_or_build(self, **build_kw)
 
     def explain(self, query: SparseBatch, docnum: int) -> list[Contribution]:
         """Per-term contributions to the score of document ``docnum`` for a one-row ``query``.

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,7 @@ ARRAYS = ("term_post_ptr", "term_block_ptr", "term_max", "block_last", "block_ma
           "block_word_ptr", "words", "impacts")
 
 __all__ = ["Segment", "IndexFormatError", "SEGMENT_VERSION", "write_segment_arrays", "fsync_dir",
-           "read_versioned_json"]
+           "read_versioned_json", "load_npy"]
 
 
 class IndexFormatError(RuntimeError):
@@ -55,6 +56,20 @@ def _crc32(path: Path) -> int:
         while chunk := f.read(1 << 22):
             crc = zlib.crc32(chunk, crc)
     return crc
+
+
+_NPY_LOCK = threading.Lock()
+
+
+def load_npy(path: Path, mmap: bool = False) -> np.ndarray:
+    """``np.load`` of one ``.npy`` file, serialised across threads.
+
+    numpy parses the header with ``ast.literal_eval``, and concurrent calls from several
+    threads trip a CPython 3.11 bug ("AST constructor recursion depth mismatch"); with
+    mmap the call only reads the header, so the lock costs nothing.
+    """
+    with _NPY_LOCK:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
 
 
 def read_versioned_json(directory: Path, name: str, fmt: str, version: int, what: str) -> dict[str, Any]:
@@ -165,7 +180,7 @@ class Segment:
             if verify and _crc32(f) != info["crc32"]:
                 raise IndexFormatError(f"{f}: checksum mismatch (the file is corrupt)")
             try:
-                arr = np.load(f, mmap_mode="r" if mmap else None, allow_pickle=False)
+                arr = load_npy(f, mmap)
             except ValueError as e:
                 raise IndexFormatError(f"{f}: unreadable array ({e})") from None
             if str(arr.dtype) != info["dtype"] or list(arr.shape) != info["shape"]:
