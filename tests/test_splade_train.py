@@ -16,13 +16,7 @@ from sparsearch.encoders.splade_train import (  # noqa: E402
     SpladeTrainer, TrainingExample, examples_from_qrels, flops_regularizer, margin_mse,
 )
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread is fastest and avoids oversubscribing a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 TOPICS = {

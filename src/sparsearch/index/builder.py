@@ -59,11 +59,10 @@ def quantize(values: np.ndarray, quantization: str, scale: float | None = None) 
     return np.clip(q, 0, 255).astype(np.uint8), float(scale)
 
 
-def _collect(batches: SparseBatch | Iterable[SparseBatch], progress: bool) -> tuple[SparseBatch, float]:
+def _collect(batches: SparseBatch | Iterable[SparseBatch], progress: bool) -> SparseBatch:
     """Concatenate a stream of batches (vocabularies must extend one another)."""
     if isinstance(batches, SparseBatch):
-        return batches, 0.0
-    t0 = time.perf_counter()
+        return batches
     chunks: list[SparseBatch] = []
     it: Iterator[SparseBatch] = iter(batches)
     if progress:
@@ -74,7 +73,7 @@ def _collect(batches: SparseBatch | Iterable[SparseBatch], progress: bool) -> tu
         chunks.append(b)
     if not chunks:
         raise ValueError("no document vectors to index")
-    return SparseBatch.concat(chunks), time.perf_counter() - t0
+    return SparseBatch.concat(chunks)
 
 
 def build_segment(
@@ -254,7 +253,7 @@ def build_index(
     path.mkdir(parents=True, exist_ok=True)
     with write_lock(path):
         old = _check_target(path, overwrite)
-        batch, _ = _collect(batches, progress)
+        batch = _collect(batches, progress)
         batch.validate()
         name, meta = write_segment_atomic(path, batch, quantization)
         manifest: dict[str, Any] = {

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -292,8 +292,3 @@ def _merge_topk(scores: Sequence[np.ndarray], docs: Sequence[np.ndarray], k: int
         out_d[i, :len(order)] = d[i][order]
     return out_s, out_d
 
-
-def iter_batches(batch: SparseBatch, size: int) -> Iterable[SparseBatch]:
-    """Consecutive row slices of ``batch`` of at most ``size`` rows."""
-    for a in range(0, len(batch), size):
-        yield batch[a:a + size]
