@@ -25,6 +25,25 @@ class SparseEncoder(ABC):
         """Learn corpus statistics (BM25 IDF, inference-free IDF); default: nothing to learn."""
         return self
 
+    def partial_statistics(self, texts: Sequence[str]) -> Any:
+        """Corpus statistics of one part of a corpus, for :meth:`fit_statistics` to merge.
+
+        Encoders whose ``fit`` only counts (document frequencies, lengths) implement this pair
+        so that a corpus can be fitted shard by shard in parallel (``sparsearch.distributed``);
+        the default (``None``) means there is nothing mergeable to compute.
+        """
+        return None
+
+    def fit_statistics(self, parts: Sequence[Any]) -> "SparseEncoder":
+        """Fit from the :meth:`partial_statistics` of consecutive parts of a corpus, in corpus
+        order; the result must equal ``fit`` on the concatenated texts."""
+        return self
+
+    @classmethod
+    def mergeable_fit(cls) -> bool:
+        """True when ``fit`` is exactly ``fit_statistics([partial_statistics(texts)])``."""
+        return cls.partial_statistics is not SparseEncoder.partial_statistics
+
     @abstractmethod
     def encode_documents(self, texts: Sequence[str], ids: Sequence[str] | None = None) -> SparseBatch:
         """Encode ``n`` documents into ``n`` sparse vectors over ``self.vocab``."""

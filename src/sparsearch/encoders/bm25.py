@@ -62,16 +62,11 @@ class BM25Encoder(SparseEncoder):
         return cls(**options)
 
     # ------------------------------------------------------------- statistics
-    def _term_ids(self, docs_terms: list[list[str]], grow: bool) -> tuple[np.ndarray, np.ndarray]:
-        """Flatten analyzed docs to (row, term id) arrays; unknown terms dropped unless ``grow``."""
+    def _term_ids(self, docs_terms: list[list[str]]) -> tuple[np.ndarray, np.ndarray]:
+        """Flatten analyzed docs to (row, term id) arrays; terms unseen by ``fit`` are dropped."""
         lens = np.fromiter((len(t) for t in docs_terms), dtype=np.int64, count=len(docs_terms))
-        flat = [t for terms in docs_terms for t in terms]
-        if grow:
-            add = self.vocab.add
-            tids = np.fromiter((add(t) for t in flat), dtype=np.int64, count=len(flat))
-        else:
-            get = self.vocab.get
-            tids = np.fromiter((get(t) for t in flat), dtype=np.int64, count=len(flat))
+        get = self.vocab.get
+        tids = np.fromiter((get(t) for terms in docs_terms for t in terms), dtype=np.int64, count=int(lens.sum()))
         rows = np.repeat(np.arange(len(docs_terms), dtype=np.int64), lens)
         keep = tids >= 0
         return rows[keep], tids[keep]
@@ -87,13 +82,37 @@ class BM25Encoder(SparseEncoder):
 
     def fit(self, texts: Sequence[str]) -> "BM25Encoder":
         """Learn the vocabulary, document frequencies and average length from a corpus."""
+        return self.fit_statistics([self.partial_statistics(texts)])
+
+    def partial_statistics(self, texts: Sequence[str]) -> dict[str, Any]:
+        """Statistics of one part of a corpus: its terms in order of first occurrence, their
+        document frequencies (int64, aligned with the terms), its documents and tokens."""
         docs_terms = self.analyzer.analyze_many(texts)
-        self.vocab = Vocabulary()
-        rows, tids = self._term_ids(docs_terms, grow=True)
-        r, t, _ = self._counts(rows, tids, len(texts), len(self.vocab))
-        self.df = np.bincount(t, minlength=len(self.vocab)).astype(np.int64)
-        self.n_docs = len(texts)
-        self.avgdl = float(len(tids)) / max(len(texts), 1)
+        local = Vocabulary()
+        add = local.add
+        lens = np.fromiter((len(t) for t in docs_terms), dtype=np.int64, count=len(docs_terms))
+        tids = np.fromiter((add(t) for terms in docs_terms for t in terms), dtype=np.int64, count=int(lens.sum()))
+        rows = np.repeat(np.arange(len(docs_terms), dtype=np.int64), lens)
+        _, t, _ = self._counts(rows, tids, len(texts), len(local))
+        return {"terms": local.terms, "df": np.bincount(t, minlength=len(local)).astype(np.int64),
+                "n_docs": len(texts), "n_tokens": len(tids)}
+
+    def fit_statistics(self, parts: Sequence[dict[str, Any]]) -> "BM25Encoder":
+        """Merge part statistics in corpus order. Appending each part's new terms in its own
+        order of first occurrence gives the corpus-wide first-occurrence order, so the
+        vocabulary, df and avgdl equal those of ``fit`` on the whole corpus."""
+        vocab = Vocabulary()
+        df = np.zeros(0, dtype=np.int64)
+        n_docs = n_tokens = 0
+        for p in parts:
+            ids = np.fromiter((vocab.add(t) for t in p["terms"]), dtype=np.int64, count=len(p["terms"]))
+            if len(vocab) > len(df):
+                df = np.concatenate([df, np.zeros(len(vocab) - len(df), np.int64)])
+            df[ids] += p["df"]  # term ids are unique within a part
+            n_docs += int(p["n_docs"])
+            n_tokens += int(p["n_tokens"])
+        self.vocab, self.df, self.n_docs = vocab, df, n_docs
+        self.avgdl = float(n_tokens) / max(n_docs, 1)
         return self
 
     def idf(self) -> np.ndarray:
@@ -112,7 +131,7 @@ class BM25Encoder(SparseEncoder):
         if self.n_docs == 0:
             self.fit(texts)
         docs_terms = self.analyzer.analyze_many(texts)
-        rows, tids = self._term_ids(docs_terms, grow=False)
+        rows, tids = self._term_ids(docs_terms)
         dl = np.fromiter((len(t) for t in docs_terms), dtype=np.float64, count=len(texts))
         r, t, tf = self._counts(rows, tids, len(texts), len(self.vocab))
         tf = tf.astype(np.float64)

@@ -457,10 +457,13 @@ class SpladeDocEncoder(SpladeEncoder):
 
     def fit(self, texts: Sequence[str]) -> "SpladeDocEncoder":
         """Document frequency of every token id over ``texts``."""
+        return self.fit_statistics([self.partial_statistics(texts)])
+
+    def partial_statistics(self, texts: Sequence[str]) -> dict[str, Any]:
+        """Document frequency (int64, one per token id) and document count of one corpus part."""
         texts = list(texts)
         V = len(self.vocab)
         df = np.zeros(V, dtype=np.int64)
-        special = np.asarray(sorted(set(self.tokenizer.all_special_ids)), dtype=np.int64)
         step = 2048
         for s in range(0, len(texts), step):
             enc = self.tokenizer(texts[s: s + step], add_special_tokens=False, truncation=False,
@@ -471,8 +474,16 @@ class SpladeDocEncoder(SpladeEncoder):
             keep = flat < V
             pairs = np.unique(rows[keep] * V + flat[keep])
             df += np.bincount(pairs % V, minlength=V)
-        df[special[special < V]] = 0
-        self.df, self.n_docs = df, len(texts)
+        return {"df": df, "n_docs": len(texts)}
+
+    def fit_statistics(self, parts: Sequence[dict[str, Any]]) -> "SpladeDocEncoder":
+        """Sum the parts' document frequencies (special tokens get none)."""
+        df = np.zeros(len(self.vocab), dtype=np.int64)
+        for p in parts:
+            df += p["df"]
+        special = np.asarray(sorted(set(self.tokenizer.all_special_ids)), dtype=np.int64)
+        df[special[special < len(df)]] = 0
+        self.df, self.n_docs = df, sum(int(p["n_docs"]) for p in parts)
         return self
 
     def idf(self) -> np.ndarray:
@@ -529,8 +540,10 @@ class SpladeDocEncoder(SpladeEncoder):
     @classmethod
     def from_config(cls, config: dict[str, Any], directory: Path | None = None) -> "SpladeDocEncoder":
         enc = cls(config.get("model"), query_tf=config.get("query_tf", False), **cls._kwargs_from_config(config))
-        f = Path(directory) / _IDF_FILE if directory is not None else None
-        if f is None or not f.exists():
+        if directory is None:  # settings only: an unfitted encoder (fit before encoding queries)
+            return enc
+        f = Path(directory) / _IDF_FILE
+        if not f.exists():
             raise FileNotFoundError(f"inference-free SPLADE needs its IDF table ({_IDF_FILE}) in {directory}")
         state = json.loads(f.read_text())
         df = np.zeros(int(state["vocab_size"]), dtype=np.int64)

@@ -58,22 +58,34 @@ class Index:
 
     # ------------------------------------------------------------------ open
     @classmethod
-    def open(cls, path: str | Path, *, mmap: bool = True, verify: bool = True) -> "Index":
-        """Load an index directory; refuses (``IndexFormatError``) wrong, old or corrupt data."""
+    def open(cls, path: str | Path, *, mmap: bool = True, verify: bool = True,
+             segments: Sequence[int] | None = None) -> "Index":
+        """Load an index directory; refuses (``IndexFormatError``) wrong, old or corrupt data.
+
+        ``segments``: open only these segments (positions in the manifest, ascending); doc
+        numbers then run over them alone. A shard searcher of a sharded index opens its
+        group of segments this way and never touches the others' files.
+        """
         path = Path(path)
         manifest = read_manifest(path)
+        entries = list(manifest["segments"])
+        if segments is not None:
+            if list(segments) != sorted(set(segments)) or any(not 0 <= i < len(entries) for i in segments):
+                raise ValueError(f"segments must be ascending distinct positions in [0, {len(entries)}), "
+                                 f"got {list(segments)}")
+            entries = [entries[i] for i in segments]
         try:
             terms = json.loads((path / manifest["vocab"]).read_text(encoding="utf-8"))
         except (OSError, KeyError, json.JSONDecodeError) as e:
             raise IndexFormatError(f"{path}: vocabulary file missing or corrupt ({e})") from None
         if len(terms) != manifest.get("n_terms", len(terms)):
             raise IndexFormatError(f"{path}: vocabulary has {len(terms)} terms, manifest says {manifest['n_terms']}")
-        segments, deleted = [], []
-        for s in manifest["segments"]:
+        opened, deleted = [], []
+        for s in entries:
             seg = Segment.open(path / s["name"], mmap=mmap, verify=verify)
             if seg.n_terms > len(terms):
                 raise IndexFormatError(f"{seg.path}: segment knows {seg.n_terms} terms, vocabulary only {len(terms)}")
-            segments.append(seg)
+            opened.append(seg)
             if s.get("deletes"):
                 try:
                     mask = load_npy(path / s["deletes"])
@@ -84,7 +96,7 @@ class Index:
                 deleted.append(mask.astype(np.bool_))
             else:
                 deleted.append(np.zeros(0, np.bool_))
-        return cls(path, manifest, Vocabulary(terms), segments, deleted)
+        return cls(path, manifest, Vocabulary(terms), opened, deleted)
 
     # ------------------------------------------------------------- properties
     @property
@@ -176,7 +188,8 @@ class Index:
         return queries.indptr, idx, queries.values.astype(np.float64)
 
     def search(self, queries: SparseBatch, k: int = 10, *, mode: str = "exact",
-               threads: int | None = None, unknown: str = "drop") -> tuple[np.ndarray, np.ndarray]:
+               threads: int | None = None, unknown: str = "drop",
+               dtype: type = np.float32) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` documents per query by dot product.
 
         Args:
@@ -187,9 +200,12 @@ class Index:
                 (score every posting; same results, the reference).
             threads: worker threads for the batch (default: all cores).
             unknown: ``"drop"`` query terms the index lacks, or ``"error"`` on the first one.
+            dtype: of the returned scores. ``np.float64`` gives the exact scores the ranking
+                compares (float32 may round two of them to one value): merge results of
+                several indexes or shards exactly with them.
 
         Returns:
-            ``scores`` float32 (nq, k) descending (ties: ascending doc number) and
+            ``scores`` (nq, k) descending (ties: ascending doc number) and
             ``docnums`` int64 (nq, k), ``-1`` where fewer than ``k`` documents match.
         """
         if k < 1:
@@ -220,7 +236,7 @@ class Index:
             out_s *= seg.scale
             per_seg_s.append(out_s)
             per_seg_d.append(np.where(out_d >= 0, out_d + base, -1))
-        return _merge_topk(per_seg_s, per_seg_d, k)
+        return _merge_topk(per_seg_s, per_seg_d, k, dtype)
 
     def search_run(self, queries: SparseBatch, k: int = 1000, **kwargs: Any) -> dict[str, dict[str, float]]:
         """Search and return a run ``{query_id: {doc_id: score}}`` (query ids from ``queries.ids``)."""
@@ -274,15 +290,17 @@ class Index:
                 f"segments={len(self.segments)}, quantization={self.manifest.get('quantization')})")
 
 
-def _merge_topk(scores: Sequence[np.ndarray], docs: Sequence[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Merge per-segment top-k lists (global doc numbers) into one, ties by ascending doc."""
+def _merge_topk(scores: Sequence[np.ndarray], docs: Sequence[np.ndarray], k: int,
+                dtype: type = np.float32) -> tuple[np.ndarray, np.ndarray]:
+    """Merge per-segment (or per-shard) top-k lists (global doc numbers) into one, ties by
+    ascending doc; scores are compared as given (float64 for exactness), returned as ``dtype``."""
     nq = scores[0].shape[0] if scores else 0
     if len(scores) == 1 and scores[0].shape[1] == k:
-        return scores[0].astype(np.float32), docs[0]
+        return scores[0].astype(dtype), docs[0]
     s = np.concatenate(scores, axis=1) if scores else np.zeros((nq, 0))
     d = np.concatenate(docs, axis=1) if docs else np.zeros((nq, 0), np.int64)
     big = np.iinfo(np.int64).max
-    out_s = np.zeros((nq, k), np.float32)
+    out_s = np.zeros((nq, k), dtype)
     out_d = np.full((nq, k), -1, np.int64)
     for i in range(nq):
         valid = d[i] >= 0
