@@ -61,14 +61,15 @@ def assert_same_topk(index, queries, k, mode="exact"):
     density=st.floats(0.01, 0.5),
     k=st.sampled_from([1, 3, 10, 50]),
     integer=st.booleans(),
+    codec=st.sampled_from(["byte", "bitpack"]),
     seed=st.integers(0, 2**31 - 1),
 )
-def test_exact_search_is_rank_safe(tmp_path_factory, n_docs, n_terms, density, k, integer, seed):
+def test_exact_search_is_rank_safe(tmp_path_factory, n_docs, n_terms, density, k, integer, codec, seed):
     """MaxScore top-k == brute force on the same quantized weights, ties by doc id."""
     rng = np.random.default_rng(seed)
     docs = random_batch(rng, n_docs, n_terms, density, integer)
     queries = random_batch(rng, 8, n_terms, 0.3, integer, prefix="q")
-    index = build_index(docs, tmp_path_factory.mktemp("idx"))
+    index = build_index(docs, tmp_path_factory.mktemp("idx"), codec=codec)
     assert_same_topk(index, queries, k)
     assert_same_topk(index, queries, k, mode="exhaustive")
 
@@ -97,10 +98,19 @@ def test_rank_safe_on_long_lists_with_many_ties(tmp_path, quantization):
         np.testing.assert_array_equal(d1, d2)
 
 
-def test_postings_decode_to_the_input(tmp_path, rng):
-    docs = random_batch(rng, 3000, 50, 0.2)
-    index = build_index(docs, tmp_path / "idx", quantization="float32")
+@pytest.mark.parametrize("codec", ["byte", "bitpack"])
+def test_postings_decode_to_the_input(tmp_path, rng, codec):
+    """Every gap width: dense lists (0 bits), 8/16-bit and odd widths, and gaps over 2**16."""
+    n_docs = 70_000
+    m = sp.random(n_docs, 50, density=0.01, format="lil", random_state=rng)
+    m[:, 0] = 1.0  # every document: gaps of 0 bits
+    m[::200, 1] = 2.0  # gaps of 199
+    m[[0, 66_000, 69_999], 2] = 3.0  # gaps over 65,536: 17 bits, or 32 with the byte codec
+    docs = SparseBatch.from_scipy(m.tocsr(), Vocabulary.from_size(50, "t"))
+    index = build_index(docs, tmp_path / "idx", quantization="float32", codec=codec)
     seg = index.segments[0]
+    widths = set(np.asarray(seg.block_bits).tolist())
+    assert widths <= {0, 8, 16, 32} if codec == "byte" else widths - {0, 8, 16, 32}
     csc = docs.to_scipy().tocsc()
     for t in range(50):
         d, v = seg.postings(t)
@@ -108,6 +118,15 @@ def test_postings_decode_to_the_input(tmp_path, rng):
         np.testing.assert_array_equal(d, csc.indices[a:b])
         np.testing.assert_array_equal(v, csc.data[a:b])
     assert 0 < index.stats()["bytes_per_posting"] < 8
+    # scoring decodes inside its own loop (term-at-a-time) and through blocks (MaxScore)
+    queries = random_batch(rng, 20, 50, 0.2, prefix="q")
+    assert_same_topk(index, queries, 10)
+    assert_same_topk(index, queries, 10, mode="exhaustive")
+
+
+def test_unknown_codec_is_refused(tmp_path, rng):
+    with pytest.raises(ValueError, match="codec"):
+        build_index(random_batch(rng, 10, 5, 0.5), tmp_path / "idx", codec="zip")
 
 
 def test_quantization_error_is_bounded(tmp_path, rng):

@@ -113,7 +113,8 @@ def add_documents(path: str | os.PathLike, batch: SparseBatch, documents: Any = 
         n_before = len(vocab)
         remapped = batch.remap(vocab, unknown="add")
         remapped.ids = list(batch.ids)
-        name, meta = write_segment_atomic(path, remapped, manifest.get("quantization", "uint8"))
+        name, meta = write_segment_atomic(path, remapped, manifest.get("quantization", "uint8"),
+                                          manifest.get("codec", "byte"))
         segments.append({"name": name, "n_docs": meta["n_docs"], "deletes": None})
         new = dict(manifest, segments=segments)
         if documents is not None:
@@ -212,7 +213,8 @@ def merge(path: str | os.PathLike) -> dict[str, Any]:
         batch = live_vectors(index)
         if len(batch) == 0:
             raise ValueError("cannot merge: the index has no live documents")
-        name, meta = write_segment_atomic(path, batch, manifest.get("quantization", "uint8"))
+        name, meta = write_segment_atomic(path, batch, manifest.get("quantization", "uint8"),
+                                          manifest.get("codec", "byte"))
         new = dict(manifest, segments=[{"name": name, "n_docs": meta["n_docs"], "deletes": None}])
         if manifest.get("docstore"):
             from ..docstore import write_docstore
