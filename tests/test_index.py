@@ -129,6 +129,25 @@ def test_unknown_codec_is_refused(tmp_path, rng):
         build_index(random_batch(rng, 10, 5, 0.5), tmp_path / "idx", codec="zip")
 
 
+def test_query_vocabulary_mapping_follows_a_growing_vocabulary(tmp_path, rng):
+    """The cached query-term table is extended when the query vocabulary grows."""
+    index = build_index(random_batch(rng, 200, 10, 0.5), tmp_path / "idx", quantization="float32")
+    vocab = Vocabulary(["t1", "nope"])
+
+    def query(terms):
+        ids = [vocab.add(t) for t in terms]
+        return SparseBatch(np.array([0, len(ids)]), np.array(ids, np.int32), np.ones(len(ids), np.float32), vocab)
+
+    _, qt, _ = index.prepare_queries(query(["t1", "nope"]))
+    assert qt.tolist() == [index.vocab.id("t1"), -1]
+    _, qt, _ = index.prepare_queries(query(["t7", "t1", "also-unknown"]))  # vocab grew by two terms
+    assert qt.tolist() == [index.vocab.id("t7"), index.vocab.id("t1"), -1]
+    with pytest.raises(KeyError, match="also-unknown"):
+        index.prepare_queries(query(["also-unknown"]), unknown="error")
+    ref = index.search(SparseBatch.from_dicts([{"t7": 1.0, "t1": 1.0}]), 5)
+    np.testing.assert_array_equal(index.search(query(["t7", "t1"]), 5)[1], ref[1])
+
+
 def test_quantization_error_is_bounded(tmp_path, rng):
     docs = random_batch(rng, 500, 30, 0.2)
     index = build_index(docs, tmp_path / "idx")

@@ -823,16 +823,16 @@ def _taat_range(q0, q1, q_indptr, q_terms, q_weights, k, n_docs, deleted, term_b
 
 @njit(cache=True, parallel=True)
 def exhaustive_batch(q_indptr, q_terms, q_weights, k, n_docs, deleted, term_block_ptr, term_post_ptr,
-                     block_last, block_bits, block_word_ptr, words, impacts, out_s, out_d):
+                     block_last, block_bits, block_word_ptr, words, impacts, out_s, out_d, n_runs):
     """Term-at-a-time scoring of every posting into a dense accumulator (no pruning), on all threads.
 
     The reference the pruned search is measured against, and the faster choice for small
     segments; same arithmetic and tie-breaking as :func:`maxscore_batch`. Queries are cut
-    into a few runs per thread, each reusing one accumulator (allocating and zeroing one per
-    query would cost as much as scoring a short query).
+    into ``n_runs`` runs (a few per thread), each reusing one accumulator (allocating and
+    zeroing one per query would cost as much as scoring a short query).
     """
     nq = q_indptr.shape[0] - 1
-    n_runs = min(nq, 4 * nb.get_num_threads())
+    n_runs = max(1, min(nq, n_runs))
     for r in prange(n_runs):
         _taat_range(r * nq // n_runs, (r + 1) * nq // n_runs, q_indptr, q_terms, q_weights, k, n_docs, deleted,
                     term_block_ptr, term_post_ptr, block_last, block_bits, block_word_ptr, words, impacts,
@@ -845,6 +845,11 @@ def exhaustive_serial(q_indptr, q_terms, q_weights, k, n_docs, deleted, term_blo
     """:func:`exhaustive_batch` on the calling thread (no thread-pool dispatch: single queries)."""
     _taat_range(0, q_indptr.shape[0] - 1, q_indptr, q_terms, q_weights, k, n_docs, deleted, term_block_ptr,
                 term_post_ptr, block_last, block_bits, block_word_ptr, words, impacts, out_s, out_d)
+
+
+def n_threads() -> int:
+    """Threads the batch kernels use now."""
+    return nb.get_num_threads()
 
 
 def set_threads(n: int | None) -> None:

@@ -55,6 +55,8 @@ class Index:
         self._doc_ids: list[str] | None = None
         self._doc_index: dict[str, int] | None = None
         self._encoder = None
+        # query vocabulary -> index term ids, cached for the last query vocabulary seen
+        self._lut: tuple[Vocabulary, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ open
     @classmethod
@@ -172,20 +174,36 @@ class Index:
             raise ValueError(f"unknown must be 'drop' or 'error', got {unknown!r}")
         idx = queries.indices.astype(np.int64)
         if not (queries.vocab is self.vocab or queries.vocab.terms is self.vocab.terms):
-            qterms = queries.vocab.terms
-            get = self.vocab.get
-            if len(qterms) <= 4 * max(len(idx), 1):
-                lut = np.fromiter((get(t) for t in qterms), np.int64, len(qterms))
-            else:  # a large query vocabulary (e.g. a tokenizer's): map only the terms used
-                used = np.unique(idx)
-                lut = np.full(len(qterms), -1, np.int64)
-                lut[used] = [get(qterms[t]) for t in used.tolist()]
-            idx = lut[idx]
+            idx = self._term_lut(queries.vocab, idx)[idx]
             if unknown == "error" and (idx < 0).any():
                 bad = queries.vocab.terms[int(queries.indices[np.argmax(idx < 0)])]
                 raise KeyError(f"unknown token {bad!r}: not in the index vocabulary ({self.n_terms} terms); "
                                f"were the queries encoded with the index's encoder?")
         return queries.indptr, idx, queries.values.astype(np.float64)
+
+    def _term_lut(self, vocab: Vocabulary, idx: np.ndarray) -> np.ndarray:
+        """Index term id (``-1``: unknown) of every term of ``vocab`` that ``idx`` uses.
+
+        Filled lazily (``-2``: not looked up yet) and kept for the last vocabulary seen, so a
+        batch sliced into single queries, or a model's fixed vocabulary, is mapped once;
+        vocabularies only grow, so a longer one extends the table. Concurrent callers at
+        worst repeat a look-up with the same result.
+        """
+        cached = self._lut
+        n = len(vocab.terms)
+        if cached is not None and cached[0] is vocab and len(cached[1]) >= n:
+            lut = cached[1]
+        else:
+            lut = np.full(n, -2, np.int64)
+            if cached is not None and cached[0] is vocab:
+                lut[: len(cached[1])] = cached[1]
+            self._lut = (vocab, lut)
+        missing = idx[lut[idx] == -2]
+        if len(missing):
+            terms, get = vocab.terms, self.vocab.get
+            for t in set(missing.tolist()):
+                lut[t] = get(terms[t])
+        return lut
 
     def search(self, queries: SparseBatch, k: int = 10, *, mode: str = "exact",
                threads: int | None = None, unknown: str = "drop",
@@ -220,8 +238,8 @@ class Index:
         per_seg_s, per_seg_d = [], []
         for seg, base, dele in zip(self.segments, self.bases, self.deleted):
             kk = min(k, max(seg.n_docs, 1))
-            out_s = np.zeros((nq, kk), np.float64)
-            out_d = np.full((nq, kk), -1, np.int64)
+            out_s = np.empty((nq, kk), np.float64)  # the kernels write every entry
+            out_d = np.empty((nq, kk), np.int64)
             # A segment spanning at most two windows has nothing for MaxScore to skip: score it
             # term-at-a-time (same exact arithmetic and tie-breaking, less bookkeeping).
             if mode == "exact" and seg.n_docs > self.maxscore_min_docs:
@@ -230,12 +248,17 @@ class Index:
                     seg.term_max, seg.block_last, seg.block_max, seg.block_bits,
                     seg.block_word_ptr, seg.words, seg.impacts, out_s, out_d)
             else:
-                run = kernels.exhaustive_serial if serial else kernels.exhaustive_batch
-                run(q_indptr, terms, weights, kk, seg.n_docs, dele, seg.term_block_ptr, seg.term_post_ptr,
-                    seg.block_last, seg.block_bits, seg.block_word_ptr, seg.words, seg.impacts, out_s, out_d)
+                args = (q_indptr, terms, weights, kk, seg.n_docs, dele, seg.term_block_ptr, seg.term_post_ptr,
+                        seg.block_last, seg.block_bits, seg.block_word_ptr, seg.words, seg.impacts, out_s, out_d)
+                if serial:
+                    kernels.exhaustive_serial(*args)
+                else:  # a few runs of queries per thread: balanced, and one accumulator per run
+                    kernels.exhaustive_batch(*args, 4 * kernels.n_threads())
             out_s *= seg.scale
             per_seg_s.append(out_s)
-            per_seg_d.append(np.where(out_d >= 0, out_d + base, -1))
+            if base:
+                out_d[out_d >= 0] += base
+            per_seg_d.append(out_d)
         return _merge_topk(per_seg_s, per_seg_d, k, dtype)
 
     def search_run(self, queries: SparseBatch, k: int = 1000, **kwargs: Any) -> dict[str, dict[str, float]]:
