@@ -5,6 +5,7 @@ Run ``sparsearch COMMAND --help`` for every option.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -92,6 +93,18 @@ def index_cmd(
         "--encoder-opt", help="Encoder setting as key=value, repeatable (e.g. k1=1.2 b=0.75 top_k=256).")] = None,
     quantization: Annotated[str, typer.Option(help="Impact storage: uint8 (linear 8-bit, default) or float32.")] = "uint8",
     overwrite: Annotated[bool, typer.Option(help="Atomically replace an existing index at --out.")] = False,
+    ray: Annotated[bool, typer.Option(
+        "--ray", help="Encode and index in parallel Ray workers: the corpus is cut into shards of --shard-size "
+                      "documents, each becomes one segment; the index is the same for any --workers. Needs the "
+                      "'distributed' extra.")] = False,
+    ray_address: Annotated[Optional[str], typer.Option(
+        help="Ray to use (implies --ray): 'local' (default: a local instance with --workers CPUs), 'auto' (the "
+             "cluster this machine joined with `ray start`), or ray://HOST:10001. On a cluster --out must be on "
+             "a filesystem every node writes to.")] = None,
+    workers: Annotated[int, typer.Option(help="--ray: worker processes (one CPU each).")] = 2,
+    shard_size: Annotated[int, typer.Option(help="--ray: documents per shard (= per segment); fixes the index "
+                                                 "layout, whatever the number of workers.")] = 10_000,
+    threads_per_worker: Annotated[int, typer.Option(help="--ray: torch / ONNX / numba threads per worker.")] = 1,
 ) -> None:
     """Encode a collection (or read ready vectors) and build a persistent inverted index."""
     from .encoders import get_encoder
@@ -100,8 +113,13 @@ def index_cmd(
     from .vectors import FormatError, SparseBatch, iter_jsonl_chunks
 
     t0 = time.perf_counter()
+    ray = ray or ray_address is not None
     try:
-        if data.is_dir():
+        if ray:
+            idx = _index_with_ray(data, out, encoder, _parse_opts(encoder_opt), quantization=quantization,
+                                  overwrite=overwrite, address=ray_address, workers=workers, shard_size=shard_size,
+                                  threads_per_worker=threads_per_worker)
+        elif data.is_dir():
             ds = load_beir(data, split=_first_split(data))
             enc = get_encoder(encoder, **_parse_opts(encoder_opt))
             texts = ds.doc_texts()
@@ -123,7 +141,28 @@ def index_cmd(
     st = idx.stats()
     typer.echo(f"indexed {st['n_docs']:,} documents, {st['n_terms']:,} terms, {st['n_postings']:,} postings "
                f"in {time.perf_counter() - t0:.1f}s -> {out} ({st['index_bytes'] / 1e6:.1f} MB, "
-               f"{st['bytes_per_posting']:.2f} bytes/posting)")
+               f"{st['bytes_per_posting']:.2f} bytes/posting"
+               + (f", {st['n_segments']} segments" if st["n_segments"] > 1 else "") + ")")
+
+
+def _index_with_ray(data: Path, out: Path, encoder: str, options: dict[str, Any], *, address: Optional[str],
+                    **kw: Any):
+    """``sparsearch index --ray``: a BEIR collection encoded by Ray workers, or ready vectors indexed by them."""
+    from .distributed import build_index_ray
+    from .encoders import get_encoder
+    from .evaluation import load_beir
+    from .vectors import SparseBatch, read_jsonl
+
+    if data.is_dir():
+        ds = load_beir(data, split=_first_split(data))
+        typer.echo(f"encoding {len(ds.corpus):,} documents of {ds.name} with {encoder} on Ray "
+                   f"({kw['workers']} workers, shards of {kw['shard_size']:,}) ...", err=True)
+        return build_index_ray(out, texts=ds.doc_texts(), ids=ds.doc_ids, encoder=get_encoder(encoder, **options),
+                               address=address, documents=ds.corpus, progress=True,
+                               extra={"source": str(data.resolve())}, **kw)
+    vectors = SparseBatch.load_npz(data) if data.suffix == ".npz" else read_jsonl(data)
+    return build_index_ray(out, vectors=vectors, address=address, progress=True,
+                           extra={"source": str(data.resolve())}, **kw)
 
 
 def _first_split(data: Path) -> str:
@@ -135,7 +174,8 @@ def _first_split(data: Path) -> str:
 
 @app.command()
 def search(
-    index: Annotated[Path, typer.Argument(help="Index directory.")],
+    index: Annotated[list[Path], typer.Argument(
+        help="Index directory; several directories are searched as the shards of one index.")],
     query: Annotated[Optional[list[str]], typer.Option("--query", "-q", help="Query text (repeatable).")] = None,
     queries: Annotated[Optional[Path], typer.Option(help="BEIR queries.jsonl, or query vectors (.jsonl/.npz).")] = None,
     k: Annotated[int, typer.Option("-k", help="Results per query.")] = 10,
@@ -148,21 +188,57 @@ def search(
     threads: Annotated[Optional[int], typer.Option(help="Search threads (default: all cores).")] = None,
     strict_vocab: Annotated[bool, typer.Option(help="Fail on query terms the index does not know (instead of "
                                                     "ignoring them): catches vectors from another vocabulary.")] = False,
+    shards: Annotated[Optional[int], typer.Option(
+        help="Search one index as N shards (groups of its segments, e.g. the segments of an `index --ray` "
+             "build), each in its own searcher; the merged top-k equals the unsharded results.")] = None,
+    processes: Annotated[bool, typer.Option(
+        "--processes", help="Shard searchers in child processes (one per shard) instead of this process.")] = False,
+    ray: Annotated[bool, typer.Option("--ray", help="Shard searchers as Ray actors (the 'distributed' extra).")] = False,
+    ray_address: Annotated[Optional[str], typer.Option(
+        help="Ray to use for the shard actors (implies --ray): 'local' (default), 'auto', or ray://HOST:10001.")] = None,
 ) -> None:
-    """Search an index with text queries (encoded as at index time) or ready query vectors."""
-    from .evaluation import write_trec_run
+    """Search an index with text queries (encoded as at index time) or ready query vectors.
+
+    With several index directories, --shards, --processes or --ray the search is sharded: the
+    query batch fans out to one searcher per shard and their top-k lists are merged exactly.
+    """
     from .index import Index, IndexFormatError
 
-    try:
-        idx = Index.open(index)
-        qv = _load_queries(idx, queries, query)
-        if strict_vocab:
-            idx.prepare_queries(qv, unknown="error")
-        scores, docs = _search_fn(idx, mode, query_cut, heap_factor)(qv, k, threads=threads)
-    except KeyError as e:
-        _fail(str(e.args[0]))
-    except (IndexFormatError, ValueError, FileNotFoundError) as e:
-        _fail(str(e))
+    ray = ray or ray_address is not None
+    sharded = len(index) > 1 or shards is not None or processes or ray
+    if sharded and mode not in ("exact", "exhaustive"):
+        _fail(f"sharded search supports --mode exact or exhaustive, not {mode!r}")
+    with contextlib.ExitStack() as stack:
+        try:
+            if sharded:
+                from .distributed import ShardedIndex, ray_session
+
+                if ray:
+                    stack.enter_context(ray_session(ray_address))
+                idx: Any = stack.enter_context(ShardedIndex.open(
+                    index, shards=shards, threads=threads,
+                    backend="ray" if ray else "process" if processes else "inline"))
+            else:
+                idx = Index.open(index[0])
+            qv = _load_queries(idx, queries, query)
+            if sharded:
+                scores, docs = idx.search(qv, k, mode=mode, unknown="error" if strict_vocab else "drop")
+            else:
+                if strict_vocab:
+                    idx.prepare_queries(qv, unknown="error")
+                scores, docs = _search_fn(idx, mode, query_cut, heap_factor)(qv, k, threads=threads)
+        except KeyError as e:
+            _fail(str(e.args[0]))
+        except (IndexFormatError, ValueError, FileNotFoundError, ImportError) as e:
+            _fail(str(e))
+        _print_hits(idx, qv, scores, docs, query, run, explain)
+
+
+def _print_hits(idx, qv, scores: np.ndarray, docs: np.ndarray, query: list[str] | None, run: Optional[Path],
+                explain: bool) -> None:
+    """Print ranked hits (with explanations) or write them as a TREC run."""
+    from .evaluation import write_trec_run
+
     if run is not None:
         write_trec_run(_to_run(idx, qv, scores, docs), run)
         typer.echo(f"wrote {run}")

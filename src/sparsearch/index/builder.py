@@ -229,6 +229,28 @@ def save_encoder_state(path: Path, encoder: Any) -> str:
     return name
 
 
+def new_manifest(path: Path, old: dict[str, Any] | None, segments: list[tuple[str, dict[str, Any]]], *,
+                 quantization: str, codec: str, encoder: Any = None, extra: dict[str, Any] | None = None,
+                 documents: Any = None) -> dict[str, Any]:
+    """The manifest of a freshly built index (to pass to :func:`commit`): its segments
+    ``(name, metadata)`` in doc-number order, settings, the encoder's config and saved state,
+    the document store (written here) and ``extra`` entries."""
+    manifest: dict[str, Any] = {
+        "generation": old["generation"] if old else 0,
+        "segments": [{"name": name, "n_docs": meta["n_docs"], "deletes": None} for name, meta in segments],
+        "quantization": quantization,
+        "codec": codec,
+        "encoder": encoder.config() if encoder is not None else None,
+        "encoder_state": save_encoder_state(path, encoder) if encoder is not None else None,
+        **(extra or {}),
+    }
+    if documents is not None:
+        from ..docstore import write_docstore
+
+        manifest["docstore"] = write_docstore(path, documents)
+    return manifest
+
+
 def build_index(
     batches: SparseBatch | Iterable[SparseBatch],
     path: str | os.PathLike,
@@ -271,19 +293,8 @@ def build_index(
         batch = _collect(batches, progress)
         batch.validate()
         name, meta = write_segment_atomic(path, batch, quantization, codec)
-        manifest: dict[str, Any] = {
-            "generation": old["generation"] if old else 0,
-            "segments": [{"name": name, "n_docs": meta["n_docs"], "deletes": None}],
-            "quantization": quantization,
-            "codec": codec,
-            "encoder": encoder.config() if encoder is not None else None,
-            "encoder_state": save_encoder_state(path, encoder) if encoder is not None else None,
-            **(extra or {}),
-        }
-        if documents is not None:
-            from ..docstore import write_docstore
-
-            manifest["docstore"] = write_docstore(path, documents)
+        manifest = new_manifest(path, old, [(name, meta)], quantization=quantization, codec=codec, encoder=encoder,
+                                extra=extra, documents=documents)
         manifest["build_seconds"] = time.perf_counter() - t0
         commit(path, manifest, batch.vocab)
     return Index.open(path)
