@@ -177,6 +177,8 @@ def test_ray_build_refuses_bad_input(ray_local, tmp_path):
         build_index_ray(tmp_path / "x", texts=["x y", "y z"], ids=["a", "a"], encoder=BM25Encoder())
     with pytest.raises(ValueError, match="either texts"):
         build_index_ray(tmp_path / "x", encoder=BM25Encoder())
+    with pytest.raises(ValueError, match="workers=3 needs 3 CPUs; the Ray cluster has 2"):
+        build_index_ray(tmp_path / "x", texts=["x y"], ids=["a"], encoder=BM25Encoder(), workers=3)
     build_index_ray(tmp_path / "ok", texts=["x y", "y z"], ids=["a", "b"], encoder=BM25Encoder(), workers=1)
     with pytest.raises(FileExistsError, match="already holds an index"):
         build_index_ray(tmp_path / "ok", texts=["x"], ids=["a"], encoder=BM25Encoder(), overwrite=False)

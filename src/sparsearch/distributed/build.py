@@ -291,6 +291,9 @@ def build_index_ray(
     path.mkdir(parents=True, exist_ok=True)
     with write_lock(path), ray_session(address, num_cpus=workers) as ray:
         old = _check_target(path, overwrite)
+        cpus = ray.cluster_resources().get("CPU", 0)
+        if cpus < workers:  # actors beyond the CPUs would never start, and their shards never finish
+            raise ValueError(f"workers={workers} needs {workers} CPUs; the Ray cluster has {cpus:g}")
         Worker = ray.remote(num_cpus=1)(ShardWorker)
         actors = [Worker.options(scheduling_strategy="SPREAD").remote(threads_per_worker) for _ in range(workers)]
         try:
