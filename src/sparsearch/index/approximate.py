@@ -221,15 +221,15 @@ class ApproximateIndex:
         block_doc_ptr = np.append(starts, n).astype(np.int64)
         term_block_ptr = np.searchsorted(starts, list_ptr, side="left").astype(np.int64)
         del term_of, assign, change, starts
-        sizes, cutoff = ka.summary_sizes(block_doc_ptr, block_docs, fwd_ptr, fwd_terms, fwd_vals, doc_scale, V,
-                                 summary_energy, nch)
+        sizes, cutoff, n_at_cut = ka.summary_sizes(block_doc_ptr, block_docs, fwd_ptr, fwd_terms, fwd_vals,
+                                                   doc_scale, V, summary_energy, nch)
         sum_ptr = np.zeros(len(sizes) + 1, np.int64)
         np.cumsum(sizes, out=sum_ptr[1:])
         sum_terms = np.empty(int(sum_ptr[-1]), fwd_terms.dtype)
         sum_vals = np.empty(int(sum_ptr[-1]), np.uint8)
         sum_scale = np.empty(len(sizes), np.float32)
         ka.fill_summaries(block_doc_ptr, block_docs, fwd_ptr, fwd_terms, fwd_vals, doc_scale, V, cutoff,
-                          sum_ptr, sum_terms, sum_vals, sum_scale, nch)
+                          n_at_cut, sum_ptr, sum_terms, sum_vals, sum_scale, nch)
         summaries = _component_major(term_block_ptr, sum_ptr, sum_terms, sum_vals, V, nch)
         del sum_ptr, sum_terms, sum_vals
         arrays = {"fwd_ptr": fwd_ptr, "fwd_terms": fwd_terms, "fwd_vals": fwd_vals, "doc_scale": doc_scale,

@@ -290,15 +290,18 @@ def _summary_scale(mx, touched, nt):
 @njit(cache=True, parallel=True)
 def summary_sizes(block_doc_ptr, block_docs, fwd_ptr, fwd_terms, fwd_vals, doc_scale, n_terms, summary_energy,
                   n_chunks):
-    """Per block: the alpha cutoff (smallest kept 8-bit code) and the number of kept components.
+    """Per block: the alpha cutoff code, how many components at that code to keep, and the
+    number of kept components.
 
     Kept = the largest components whose sum first reaches ``summary_energy`` of the block
-    maximum's L1 mass, decided on the 8-bit codes (a histogram, no sorting): all components
-    sharing the code at which the mass is reached are kept.
+    maximum's L1 mass, as Seismic keeps them, decided on the 8-bit codes with a histogram
+    (no sorting): every component above the cutoff code, and at the cutoff code only as
+    many as the mass still needs (they are equal up to quantization).
     """
     B = block_doc_ptr.shape[0] - 1
     sizes = np.zeros(B, np.int64)
     cutoff = np.zeros(B, np.int64)
+    n_at_cut = np.zeros(B, np.int64)
     for c in prange(n_chunks):
         mx = np.zeros(n_terms, np.float64)
         touched = np.empty(n_terms, np.int64)
@@ -317,25 +320,31 @@ def summary_sizes(block_doc_ptr, block_docs, fwd_ptr, fwd_terms, fwd_vals, doc_s
                 mass[q] += v
                 total += v
                 mx[touched[u]] = 0.0
+            target = summary_energy * total
             acc = 0.0
             n = 0
             q = 255
             while q > 0:
+                if cnt[q] > 0 and acc + mass[q] >= target:
+                    break
                 acc += mass[q]
                 n += cnt[q]
-                if acc >= summary_energy * total:
-                    break
                 q -= 1
-            cutoff[b] = max(q, 0)
-            sizes[b] = n if q > 0 else nt
+            if q > 0:
+                need = min(cnt[q], max(1, np.int64(np.ceil((target - acc) / (mass[q] / cnt[q])))))
+            else:
+                need = cnt[0]
+            cutoff[b] = q
+            n_at_cut[b] = need
+            sizes[b] = n + need
             for u in range(256):
                 cnt[u] = 0
                 mass[u] = 0.0
-    return sizes, cutoff
+    return sizes, cutoff, n_at_cut
 
 
 @njit(cache=True, parallel=True)
-def fill_summaries(block_doc_ptr, block_docs, fwd_ptr, fwd_terms, fwd_vals, doc_scale, n_terms, cutoff,
+def fill_summaries(block_doc_ptr, block_docs, fwd_ptr, fwd_terms, fwd_vals, doc_scale, n_terms, cutoff, n_at_cut,
                    sum_ptr, sum_terms, sum_vals, sum_scale, n_chunks):
     """Write each block's pruned summary, 8-bit quantized with a per-block scale (rounded up,
     so that quantization never lowers a summary below the maxima it stands for)."""
@@ -349,10 +358,15 @@ def fill_summaries(block_doc_ptr, block_docs, fwd_ptr, fwd_terms, fwd_vals, doc_
             scale = np.float64(sum_scale[b])
             o = sum_ptr[b]
             thr = cutoff[b]
+            left_at_cut = n_at_cut[b]
             for u in range(nt):
                 t = touched[u]
                 q = _quantize_up(mx[t], scale)
-                if q >= thr and o < sum_ptr[b + 1]:
+                keep = q > thr
+                if q == thr and left_at_cut > 0:
+                    keep = True
+                    left_at_cut -= 1
+                if keep and o < sum_ptr[b + 1]:
                     sum_terms[o] = t
                     sum_vals[o] = q
                     o += 1
