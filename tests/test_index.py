@@ -148,6 +148,14 @@ def test_query_vocabulary_mapping_follows_a_growing_vocabulary(tmp_path, rng):
     np.testing.assert_array_equal(index.search(query(["t7", "t1"]), 5)[1], ref[1])
 
 
+def test_non_finite_query_weights_are_refused(tmp_path, rng):
+    index = build_index(random_batch(rng, 50, 5, 0.5), tmp_path / "idx")
+    for bad in (np.inf, np.nan):
+        q = SparseBatch(np.array([0, 2]), np.array([0, 1], np.int32), np.array([1.0, bad], np.float32), index.vocab)
+        with pytest.raises(ValueError, match="finite"):
+            index.search(q, 5)
+
+
 def test_quantization_error_is_bounded(tmp_path, rng):
     docs = random_batch(rng, 500, 30, 0.2)
     index = build_index(docs, tmp_path / "idx")

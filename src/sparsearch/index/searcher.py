@@ -9,6 +9,7 @@ query are returned (score > 0).
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -179,7 +180,11 @@ class Index:
                 bad = queries.vocab.terms[int(queries.indices[np.argmax(idx < 0)])]
                 raise KeyError(f"unknown token {bad!r}: not in the index vocabulary ({self.n_terms} terms); "
                                f"were the queries encoded with the index's encoder?")
-        return queries.indptr, idx, queries.values.astype(np.float64)
+        weights = queries.values.astype(np.float64)
+        # the sum of finite float32 values cannot overflow float64: a non-finite sum means a NaN/inf weight
+        if not math.isfinite(float(weights.sum())):
+            raise ValueError("query weights must be finite (a query vector holds NaN or inf)")
+        return queries.indptr, idx, weights
 
     def _term_lut(self, vocab: Vocabulary, idx: np.ndarray) -> np.ndarray:
         """Index term id (``-1``: unknown) of every term of ``vocab`` that ``idx`` uses.

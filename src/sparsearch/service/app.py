@@ -85,7 +85,7 @@ MAX_K = Limits.max_k
 MAX_QUERY_CHARS = Limits.max_query_chars
 MAX_VECTOR_TERMS = Limits.max_vector_terms
 
-Weight = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Weight = Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)]  # bounded: scores stay finite in float32
 Term = Annotated[str, Field(min_length=1, max_length=Limits.max_term_chars)]
 IndexName = Annotated[str, Field(min_length=1, max_length=200)]
 
@@ -103,7 +103,7 @@ class _QueryFields(BaseModel):
                               description="Query text, encoded by each index's encoder.")
     vector: dict[Term, Weight] | None = Field(
         None, max_length=Limits.max_vector_terms,
-        description="A ready query vector {term: weight} (weights finite, >= 0), matched to each index's "
+        description="A ready query vector {term: weight} (weights finite, 0 to 1e9), matched to each index's "
                     "vocabulary by term string. Give exactly one of query and vector.")
 
     @model_validator(mode="after")
