@@ -17,6 +17,8 @@ from numba.extending import intrinsic
 from .kernels import _heap_push, _heap_sorted, decode_postings, snap_inplace
 
 MASK32 = np.int64(0xFFFFFFFF)
+LAZY_PICKS = 8  # blocks selected one at a time before the rest of a list is sorted
+PREFETCH_AHEAD = 4  # documents: enough scoring work to cover a DRAM access
 
 
 @intrinsic
@@ -477,26 +479,37 @@ def _approx_one(q_terms, q_weights, k, query_cut, heap_factor, deleted, qd, visi
                              ent_block, ent_val, sum_scale, ss)
         if nb == 0:
             continue
-        for _ in range(nb):
-            # Most promising block first (Seismic's sorted scan). Selected lazily, one at a
-            # time: the scan stops after a few blocks, so sorting all of them is wasted work.
-            bi = 0
-            bv = ss[0]
-            for i in range(1, nb):
-                if ss[i] < bv:
-                    bv = ss[i]
-                    bi = i
-            ss[bi] = np.inf  # taken
+        border = ss[:0].astype(np.int64)  # block order once sorted (not `order`: query terms')
+        for step in range(nb):
+            # Most promising block first (Seismic's sorted scan). The first LAZY_PICKS are
+            # selected one at a time (often the scan stops there and sorting is wasted work);
+            # a scan that goes on sorts the rest (taken blocks, +inf, sort last).
+            if step < LAZY_PICKS:
+                bi = 0
+                bv = ss[0]
+                for i in range(1, nb):
+                    if ss[i] < bv:
+                        bv = ss[i]
+                        bi = i
+                ss[bi] = np.inf  # taken
+            else:
+                if step == LAZY_PICKS:
+                    border = np.argsort(ss[:nb])
+                bi = border[step - LAZY_PICKS]
+                bv = ss[bi]
             bs = -bv
             # Seismic's rule: skip a block whose summary score is below heap_factor x the k-th score
             if size == k and bs < heap_factor * hs[0]:
                 break
             b = b0 + bi
+            pb = block_doc_ptr[b]
             pe = block_doc_ptr[b + 1]
-            for p in range(block_doc_ptr[b], pe):
+            for p in range(pb, min(pb + PREFETCH_AHEAD, pe)):
+                _prefetch_doc(block_docs[p], fwd_ptr, fwd_terms, fwd_vals)
+            for p in range(pb, pe):
                 d = block_docs[p]
-                if p + 1 < pe:
-                    _prefetch_doc(block_docs[p + 1], fwd_ptr, fwd_terms, fwd_vals)
+                if p + PREFETCH_AHEAD < pe:
+                    _prefetch_doc(block_docs[p + PREFETCH_AHEAD], fwd_ptr, fwd_terms, fwd_vals)
                 if visited[d]:
                     continue
                 visited[d] = True
