@@ -68,3 +68,19 @@ def test_approximate_mode_through_the_cli(tiny_beir, tmp_path):
     assert not list(out.glob("approx-*"))
     r = runner.invoke(app, ["search", str(out), "-q", "x", "--mode", "fuzzy"])
     assert r.exit_code == 2 and "unknown search mode" in r.output
+
+
+def test_tune_picks_a_setting_that_reaches_the_target(tiny_beir, tmp_path):
+    out = tmp_path / "idx"
+    assert runner.invoke(app, ["index", str(tiny_beir), "--out", str(out)]).exit_code == 0
+    queries = str(tiny_beir / "queries.jsonl")
+    r = runner.invoke(app, ["tune", str(out), "--queries", queries, "--target-recall", "1.0", "-k", "3",
+                            "--query-cuts", "1,5", "--heap-factors", "0.5,1.0", "--json", str(tmp_path / "t.json")])
+    assert r.exit_code == 0, r.output
+    t = json.loads((tmp_path / "t.json").read_text())
+    assert len(t["grid"]) == 4 and t["met"] and t["recall"] >= 1.0
+    assert f"--query-cut {t['query_cut']} --heap-factor {t['heap_factor']}" in r.output
+    r = runner.invoke(app, ["tune", str(out), "--queries", queries, "--target-recall", "1.5"])
+    assert r.exit_code == 2 and "--target-recall" in r.output
+    r = runner.invoke(app, ["tune", str(out), "--queries", queries, "--query-cuts", "a,b"])
+    assert r.exit_code == 2 and "comma-separated" in r.output

@@ -352,6 +352,52 @@ def _print_report(r: dict[str, Any]) -> None:
 
 
 @app.command()
+def tune(
+    index: Annotated[Path, typer.Argument(help="Index directory (its approximate index is built if missing).")],
+    queries: Annotated[Path, typer.Option(help="Sample queries: BEIR queries.jsonl, or query vectors (.jsonl/.npz).")],
+    target_recall: Annotated[float, typer.Option(help="Recall@k against exact search to reach, in (0, 1].")] = 0.95,
+    k: Annotated[int, typer.Option("-k", help="Depth of the recall measure.")] = 10,
+    sample: Annotated[int, typer.Option(help="Queries drawn (fixed seed) from --queries for the sweep.")] = 200,
+    query_cuts: Annotated[str, typer.Option(help="Comma-separated query_cut values to try.")] = "3,5,8,10,15,20,30",
+    heap_factors: Annotated[str, typer.Option(help="Comma-separated heap_factor values to try.")] = "0.5,0.6,0.7,0.8,0.9,1.0",
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the whole sweep here.")] = None,
+) -> None:
+    """Pick the fastest approximate setting (query_cut, heap_factor) that reaches a target recall.
+
+    Every setting searches the sample one query at a time on one thread; recall@k is measured
+    against the exact top-k of the same queries. Prints the sweep and the chosen setting, to be
+    passed to `search --mode approximate --query-cut .. --heap-factor ..` (or the service).
+    """
+    from .index import Index, IndexFormatError
+    from .index.approximate import tune as tune_fn
+
+    if not 0 < target_recall <= 1:
+        _fail(f"--target-recall must be in (0, 1], got {target_recall}")
+    try:
+        qcs = tuple(int(x) for x in query_cuts.split(","))
+        hfs = tuple(float(x) for x in heap_factors.split(","))
+    except ValueError:
+        _fail("--query-cuts takes integers and --heap-factors numbers, comma-separated")
+    if min(qcs) < 1 or not min(hfs) > 0:
+        _fail("query cuts must be >= 1 and heap factors > 0")
+    try:
+        idx = Index.open(index)
+        qv = _load_queries(idx, queries, None)
+        r = tune_fn(idx.approximate(), idx, qv, target_recall, k=k, query_cuts=qcs, heap_factors=hfs,
+                    sample=sample)
+    except (IndexFormatError, ValueError, FileNotFoundError, KeyError) as e:
+        _fail(str(e))
+    typer.echo(f"{'query_cut':>9} {'heap_factor':>11} {'recall@' + str(k):>9} {'mean ms':>8}")
+    for g in r["grid"]:
+        typer.echo(f"{g['query_cut']:>9} {g['heap_factor']:>11.2f} {g['recall']:>9.3f} {g['mean_ms']:>8.3f}")
+    verdict = "fastest reaching" if r["met"] else "NOT reached; most accurate for"
+    typer.echo(f"{verdict} recall@{k} >= {target_recall}: --query-cut {r['query_cut']} "
+               f"--heap-factor {r['heap_factor']} (recall {r['recall']:.3f}, {r['mean_ms']:.3f} ms/query)")
+    if json_out is not None:
+        json_out.write_text(json.dumps(r, indent=1))
+
+
+@app.command()
 def stats(index: Annotated[Path, typer.Argument(help="Index directory.")]) -> None:
     """Print an index's manifest figures (documents, terms, postings, bytes, encoder)."""
     from .index import Index, IndexFormatError
