@@ -1,4 +1,4 @@
-"""The ``sparsearch`` command: index, search, evaluate, stats, demo, serve.
+"""The ``sparsearch`` command: index, search, evaluate, stats, demo, serve, export.
 
 Run ``sparsearch COMMAND --help`` for every option.
 """
@@ -439,23 +439,114 @@ def demo(
         _print_report(run_evaluation(idx, ds))
 
 
+MILVUS_URI_HELP = ("Milvus to use: a path ending in .db (Milvus Lite, embedded; created on export) or "
+                   "http(s)://HOST:19530 (a Milvus server or cluster; pass --token).")
+
+
+@app.command()
+def export(
+    index: Annotated[Path, typer.Argument(help="Index directory to export.")],
+    milvus: Annotated[str, typer.Option("--milvus", help=MILVUS_URI_HELP)],
+    collection: Annotated[Optional[str], typer.Option(
+        help="Collection name (default: the index directory name; letters, digits and _).")] = None,
+    token: Annotated[Optional[str], typer.Option(
+        help="Milvus server credentials: user:password or an API key (default: $MILVUS_TOKEN).",
+        envvar="MILVUS_TOKEN")] = None,
+    dense: Annotated[bool, typer.Option(
+        "--dense", help="Also store dense embeddings of the stored texts (title + text) for hybrid search, made "
+                        "with --dense-model; needs the 'dense' extra and an index with a document store.")] = False,
+    dense_model: Annotated[Optional[str], typer.Option(
+        help="--dense: sentence-transformers model (hub id or folder; default: the bundled all-MiniLM-L6-v2).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing collection of that name.")] = False,
+    index_type: Annotated[str, typer.Option(
+        help="Milvus sparse index: SPARSE_INVERTED_INDEX (exact; the only one Milvus Lite builds) or SPARSE_WAND "
+             "(a Milvus server).")] = "SPARSE_INVERTED_INDEX",
+    batch_size: Annotated[int, typer.Option(help="Documents per insert request.")] = 1000,
+) -> None:
+    """Write an index's document vectors (dequantized impacts), ids, texts, vocabulary and encoder
+    into a Milvus collection, to search it there (`sparsearch serve --backend milvus`)."""
+    from .index import Index, IndexFormatError
+    from .milvus import MilvusBackendError, export as export_to_milvus
+
+    t0 = time.perf_counter()
+    try:
+        idx = Index.open(index)
+        emb, dense_config = (_dense_embeddings(idx, dense_model) if dense else (None, None))
+        backend = export_to_milvus(idx, milvus, collection, token=token, dense=emb, dense_encoder=dense_config,
+                                   index_type=index_type, batch_size=batch_size, overwrite=overwrite)
+    except (IndexFormatError, MilvusBackendError, FileNotFoundError, ValueError, ImportError) as e:
+        _fail(str(e))
+    st = backend.stats()
+    skipped = f" ({st['skipped_empty_docs']} without terms skipped)" if st["skipped_empty_docs"] else ""
+    typer.echo(f"exported {st['n_docs']:,} documents{skipped}, {st['n_terms']:,} terms"
+               + (f", dense d={st['dense_dim']}" if st["dense_dim"] else "")
+               + f" to {milvus} collection {backend.collection!r} ({st['index_type']}) "
+               f"in {time.perf_counter() - t0:.1f}s")
+    backend.close()
+
+
+def _dense_embeddings(idx, model: Optional[str]) -> tuple[np.ndarray, dict[str, Any]]:
+    """Dense embeddings (index.n_docs, d) of the stored documents in doc-number order (texts
+    embedded as ``title text``; deleted documents get an empty text) and the model's config."""
+    from .docstore import open_docstore
+    from .encoders.dense import DenseEncoder
+
+    store = open_docstore(idx.path, idx.manifest)
+    if store is None:
+        raise ValueError(f"{idx.path}: --dense embeds the stored texts, and this index has no document store")
+    try:
+        docs = store.get_many(idx.doc_ids)
+    finally:
+        store.close()
+    texts = [(d["title"] + " " + d["text"]).strip() if (d := docs.get(i)) else "" for i in idx.doc_ids]
+    enc = DenseEncoder(model)
+    typer.echo(f"embedding {len(texts):,} documents with {enc.model_id} ...", err=True)
+    return enc.encode_documents(texts, progress=True), enc.config()
+
+
 @app.command()
 def serve(
-    index_dirs: Annotated[list[Path], typer.Argument(help="Index directories to serve (named by directory name); "
-                                                          "several are searched together and fused.")],
+    index_dirs: Annotated[list[str], typer.Argument(
+        help="Index directories to serve (named by directory name); several are searched together and fused. "
+             "With --backend milvus: the Milvus URI (path.db for Milvus Lite, or http(s)://HOST:19530).")],
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    backend: Annotated[str, typer.Option(
+        help="local (index directories) or milvus (collections written by `sparsearch export`, searched by "
+             "Milvus; same HTTP API, exact mode, no explanations).")] = "local",
+    collection: Annotated[Optional[list[str]], typer.Option(
+        help="--backend milvus: collection to serve, repeatable (default: every collection sparsearch exported "
+             "there). A collection with dense vectors is also served as NAME-dense.")] = None,
+    token: Annotated[Optional[str], typer.Option(
+        help="--backend milvus: server credentials, user:password or an API key (default: $MILVUS_TOKEN).",
+        envvar="MILVUS_TOKEN")] = None,
 ) -> None:
     """HTTP search service with a web page: POST /search, /explain; GET /documents/{id}, /healthz, /stats."""
     from .index import IndexFormatError
 
     try:
         from .service import serve as run_service
+        from .service.app import milvus_backends
     except ImportError as e:
         _fail(f"the service needs the 'service' extra (fastapi, uvicorn): {e}")
+    if backend not in ("local", "milvus"):
+        _fail(f"unknown backend {backend!r}; use local or milvus")
     try:
-        run_service(index_dirs, host=host, port=port, log_level=log_level)
+        if backend == "milvus":
+            from .milvus import MilvusBackendError
+
+            if len(index_dirs) != 1:
+                _fail(f"--backend milvus takes one Milvus URI, got {len(index_dirs)} arguments")
+            try:
+                served = milvus_backends(index_dirs[0], collection, token=token)
+            except MilvusBackendError as e:
+                _fail(str(e))
+            run_service([], host=host, port=port, log_level=log_level, backends=served)
+        else:
+            if collection or token:
+                _fail("--collection and --token go with --backend milvus")
+            run_service([Path(p) for p in index_dirs], host=host, port=port, log_level=log_level)
     except (IndexFormatError, FileNotFoundError, ValueError) as e:
         _fail(str(e))
 

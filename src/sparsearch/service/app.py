@@ -12,6 +12,12 @@ Endpoints (OpenAPI at ``/openapi.json``, interactive docs at ``/docs``):
 * ``GET /healthz``, ``GET /stats``.
 * ``GET /``: the search page (``static/index.html``, no build step).
 
+Milvus: collections written by :func:`sparsearch.milvus.export` are served with the same API
+(:func:`milvus_backends`, ``sparsearch serve --backend milvus URI``): query text is encoded with
+the encoder recorded in the collection and Milvus computes the top-k; a collection with dense
+vectors is also served as ``NAME-dense``, so that a request searching both is fused like any two
+indexes. Approximate mode and explanations are refused there with 400.
+
 Robustness: request bodies are bounded (``Limits.max_body_bytes`` -> 413), every field is
 validated by pydantic (-> 422 with the field and the reason), semantic errors (unknown index,
 index without encoder, missing approximate index, unknown document) are 4xx with a message;
@@ -61,7 +67,7 @@ log = logging.getLogger("sparsearch.service")
 
 STATIC = Path(__file__).parent / "static"
 
-__all__ = ["create_app", "serve", "Limits", "ServiceError"]
+__all__ = ["create_app", "serve", "Limits", "ServiceError", "milvus_backends"]
 
 
 @dataclass(frozen=True)
@@ -288,6 +294,63 @@ class ServedIndex:
         with snap.encoder_lock:
             return enc.encode_queries([text], ["q"])
 
+    # -- what the routes ask of a served index (ServedMilvus answers the same for a collection)
+    #: whether /explain and per-hit explanations (term contributions, highlights) are available
+    explains = True
+    kind = "a local index"
+
+    def can_encode_text(self, snap: Snapshot) -> bool:
+        return bool(snap.index.encoder_config)
+
+    def query_vector(self, snap: Snapshot, req: _QueryFields) -> SparseBatch:
+        """The request's query as a vector for this index: the given ``vector``, or the text encoded."""
+        if req.vector is not None:
+            try:
+                return SparseBatch.from_dicts([req.vector], ids=["q"])
+            except (FormatError, ValueError) as e:
+                raise ServiceError(422, f"invalid request: vector: {e}") from None
+        assert req.query is not None
+        return self.encode_query(snap, req.query)
+
+    def is_empty(self, qv: Any) -> bool:
+        return qv.nnz == 0
+
+    def search_run(self, snap: Snapshot, qv: SparseBatch, req: SearchRequest, depth: int) -> dict[str, float]:
+        """Top-``depth`` ``{doc_id: score}`` for one query vector, in the request's mode."""
+        if req.mode == "approximate":
+            ax = self.approximate(snap)
+            scores, docs = ax.search(qv, depth, query_cut=req.approx_query_cut,
+                                     heap_factor=req.approx_heap_factor, threads=1)
+        else:
+            scores, docs = snap.index.search(qv, depth, threads=1)
+        ids = snap.index.doc_ids
+        return {ids[d]: float(s) for d, s in zip(docs[0].tolist(), scores[0].tolist()) if d >= 0}
+
+    def texts(self, snap: Snapshot, doc_ids: Sequence[str]) -> dict[str, dict[str, str]]:
+        """Stored ``{"id", "title", "text"}`` of the documents found (missing ones absent)."""
+        return snap.docstore.get_many(doc_ids) if snap.docstore is not None else {}
+
+    def document(self, snap: Snapshot, doc_id: str) -> "Document | None":
+        """The live document ``doc_id`` (``stored=False`` without a document store), else None."""
+        try:
+            snap.index.docnum(doc_id)
+        except KeyError:
+            return None
+        d = snap.docstore.get(doc_id) if snap.docstore is not None else None
+        if d is not None:
+            return Document(id=doc_id, title=d["title"], text=d["text"], index=self.name, stored=True)
+        return Document(id=doc_id, title=None, text=None, index=self.name, stored=False)
+
+    def health(self, snap: Snapshot) -> dict[str, Any]:
+        return {"generation": snap.generation, "documents": snap.index.n_live_docs}
+
+    def stats(self, snap: Snapshot) -> dict[str, Any]:
+        st = snap.index.stats()
+        st.update(path=str(self.path), generation=snap.generation,
+                  stored_documents=len(snap.docstore) if snap.docstore is not None else 0,
+                  approximate=snap.approx is not None)
+        return st
+
     def approximate(self, snap: Snapshot):
         if snap.approx is None and snap.approx_error is None:
             with snap.lock:
@@ -307,6 +370,137 @@ class ServedIndex:
                                     f"{snap.approx_error}. Build it (sparsearch.index.approximate."
                                     f"ApproximateIndex.build) for the current commit, or use mode 'exact'.")
         return snap.approx
+
+
+# ------------------------------------------------------------------------------------ Milvus
+class ServedMilvus(ServedIndex):
+    """A collection exported by :func:`sparsearch.milvus.export`, served with the local API.
+
+    Query text is encoded with the encoder recorded in the collection; Milvus computes the
+    top-k. Exact search only: ``mode="approximate"`` and explanations are refused with 400
+    (Milvus returns scores, not the per-term contributions they need). An export is a fixed
+    snapshot of an index commit, so nothing is reloaded; after re-exporting into the same
+    collection, restart the service.
+    """
+
+    explains = False
+    kind = "Milvus"
+
+    def __init__(self, name: str, backend: Any) -> None:
+        self.name, self.backend, self.path = name, backend, f"{backend.uri}#{backend.collection}"
+        self.reload_interval_s = float("inf")
+        self._lock = threading.Lock()
+        self._snap = Snapshot(backend, None, 0, ())
+
+    def snapshot(self) -> Snapshot:
+        return self._snap
+
+    def warm(self) -> None:
+        try:
+            if self.can_encode_text(self._snap):
+                self.encoder(self._snap)
+            if self.backend.n_terms:
+                self.backend.search(SparseBatch.from_dicts([{self.backend.vocab.terms[0]: 1.0}]), 1)
+        except Exception as e:  # errors surface on real requests
+            log.warning("index %s: warm-up failed: %s", self.name, e)
+
+    def approximate(self, snap: Snapshot):
+        raise ServiceError(400, f"mode 'approximate' is not available for index {self.name!r}: it is served from "
+                                f"Milvus, which searches exactly (SPARSE_INVERTED_INDEX); use mode 'exact'")
+
+    def _milvus(self, fn, *args: Any, **kwargs: Any):
+        from ..milvus import MilvusBackendError
+
+        try:
+            return fn(*args, **kwargs)
+        except MilvusBackendError as e:
+            raise ServiceError(503, f"index {self.name!r}: {e}") from None
+
+    def search_run(self, snap: Snapshot, qv: Any, req: SearchRequest, depth: int) -> dict[str, float]:
+        if req.mode == "approximate":
+            self.approximate(snap)
+        return self._milvus(self.backend.search_run, qv, depth).get("q", {})
+
+    def texts(self, snap: Snapshot, doc_ids: Sequence[str]) -> dict[str, dict[str, str]]:
+        return self._milvus(self.backend.documents, doc_ids) if self.backend.has_text else {}
+
+    def document(self, snap: Snapshot, doc_id: str) -> "Document | None":
+        d = self._milvus(self.backend.documents, [doc_id]).get(doc_id)
+        if d is None:
+            return None
+        return Document(id=doc_id, title=d.get("title"), text=d.get("text"), index=self.name,
+                        stored=self.backend.has_text)
+
+    def health(self, snap: Snapshot) -> dict[str, Any]:
+        return {"backend": "milvus", "collection": self.backend.collection, "documents": self.backend.n_docs}
+
+    def stats(self, snap: Snapshot) -> dict[str, Any]:
+        return dict(self.backend.stats(), path=self.path, approximate=False)
+
+
+class ServedMilvusDense(ServedMilvus):
+    """The dense vectors of a Milvus collection, served as an index of their own (``NAME-dense``):
+    query text is embedded with the dense model recorded at export; searching it together with
+    ``NAME`` fuses the two like any two indexes (``fusion``, ``weights``)."""
+
+    def __init__(self, name: str, backend: Any) -> None:
+        super().__init__(name, backend)
+        self._dense_lock = threading.Lock()
+
+    def can_encode_text(self, snap: Snapshot) -> bool:
+        return bool((self.backend.meta.get("dense") or {}).get("encoder"))
+
+    def encoder(self, snap: Snapshot):
+        if snap.encoder is None:
+            with self._dense_lock:
+                if snap.encoder is None:
+                    try:
+                        enc = self.backend.load_dense_encoder()
+                    except (ImportError, ValueError, OSError) as e:
+                        raise ServiceError(400, f"index {self.name!r}: cannot load its dense model: {e}") from None
+                    enc.cache = False  # one cache file per query text would grow without bound
+                    snap.encoder = enc
+        return snap.encoder
+
+    def query_vector(self, snap: Snapshot, req: _QueryFields) -> Any:
+        if req.vector is not None:
+            raise ServiceError(400, f"index {self.name!r} holds dense vectors: send a 'query' text, not a 'vector'")
+        enc = self.encoder(snap)
+        with snap.encoder_lock:
+            return enc.encode_queries([req.query])
+
+    def is_empty(self, qv: Any) -> bool:
+        return False
+
+    def warm(self) -> None:
+        try:
+            self.encoder(self._snap)
+        except Exception as e:
+            log.warning("index %s: warm-up failed: %s", self.name, e)
+
+    def search_run(self, snap: Snapshot, qv: Any, req: SearchRequest, depth: int) -> dict[str, float]:
+        if req.mode == "approximate":
+            self.approximate(snap)
+        return self._milvus(self.backend.dense_search_run, qv, depth, ["q"]).get("q", {})
+
+
+def milvus_backends(uri: str, collections: Sequence[str] | None = None, *, token: str | None = None,
+                    dense: bool = True, timeout: float = 10.0) -> list[ServedIndex]:
+    """Served indexes for the collections at ``uri`` (default: every collection sparsearch
+    exported there): ``NAME`` for the sparse vectors and, when the collection holds dense
+    vectors with a recorded model and ``dense`` is true, ``NAME-dense``."""
+    from ..milvus import MilvusBackend, list_exported
+
+    names = list(collections) if collections else list_exported(uri, token, timeout=timeout)
+    if not names:
+        raise ValueError(f"no sparsearch collection at {uri}; export one with: sparsearch export INDEX --milvus {uri}")
+    out: list[ServedIndex] = []
+    for n in names:
+        b = MilvusBackend.open(uri, n, token=token, timeout=timeout)
+        out.append(ServedMilvus(n, b))
+        if dense and (b.meta.get("dense") or {}).get("encoder"):
+            out.append(ServedMilvusDense(f"{n}-dense", b))
+    return out
 
 
 # ---------------------------------------------------------------------------- highlighting
@@ -423,10 +617,13 @@ def _names(paths: Sequence[Path]) -> list[str]:
     return names
 
 
-def create_app(index_dirs: Sequence[str | os.PathLike] | dict[str, str | os.PathLike], *,
-               limits: Limits | None = None, title: str = "sparsearch", warm: bool = True) -> FastAPI:
+def create_app(index_dirs: Sequence[str | os.PathLike] | dict[str, str | os.PathLike] = (), *,
+               limits: Limits | None = None, title: str = "sparsearch", warm: bool = True,
+               backends: Sequence[ServedIndex] = ()) -> FastAPI:
     """A FastAPI app serving ``index_dirs`` (a list, named by directory name, or ``{name: dir}``).
 
+    ``backends``: further served indexes, e.g. Milvus collections (:func:`milvus_backends`);
+    they answer the same API, and are searched and fused alongside local indexes.
     ``warm``: load each index's encoder and run one search up front, so that the first request
     does not pay for loading the compiled kernels and the model.
     """
@@ -436,9 +633,13 @@ def create_app(index_dirs: Sequence[str | os.PathLike] | dict[str, str | os.Path
     else:
         paths = [Path(p) for p in index_dirs]
         pairs = list(zip(_names(paths), paths))
-    if not pairs:
+    if not pairs and not backends:
         raise ValueError("serve at least one index directory")
-    served = {name: ServedIndex(name, path, limits.reload_interval_s) for name, path in pairs}
+    served: dict[str, ServedIndex] = {name: ServedIndex(name, path, limits.reload_interval_s) for name, path in pairs}
+    for b in backends:
+        if b.name in served:
+            raise ValueError(f"two served indexes are named {b.name!r}")
+        served[b.name] = b
     if warm:
         for h in served.values():
             h.warm()
@@ -564,15 +765,6 @@ def create_app(index_dirs: Sequence[str | os.PathLike] | dict[str, str | os.Path
         if k is not None and k > limits.max_k:
             raise ServiceError(422, f"invalid request: k: at most {limits.max_k}")
 
-    def query_vector(h: ServedIndex, snap: Snapshot, req: _QueryFields) -> SparseBatch:
-        if req.vector is not None:
-            try:
-                return SparseBatch.from_dicts([req.vector], ids=["q"])
-            except (FormatError, ValueError) as e:
-                raise ServiceError(422, f"invalid request: vector: {e}") from None
-        assert req.query is not None
-        return h.encode_query(snap, req.query)
-
     def contributions(h: ServedIndex, snap: Snapshot, qv: SparseBatch, docnum: int, top: int | None):
         enc = snap.encoder
         out = []
@@ -598,8 +790,7 @@ def create_app(index_dirs: Sequence[str | os.PathLike] | dict[str, str | os.Path
         """Liveness: the served indexes and their current commit."""
         out = {}
         for n, h in served.items():
-            s = h.snapshot()
-            out[n] = {"generation": s.generation, "documents": s.index.n_live_docs}
+            out[n] = h.health(h.snapshot())
         return {"status": "ok", "indexes": out}
 
     @app.get("/stats")
@@ -607,12 +798,7 @@ def create_app(index_dirs: Sequence[str | os.PathLike] | dict[str, str | os.Path
         """Index sizes, encoders, commits, and the service's request counters and search latency."""
         idx = {}
         for n, h in served.items():
-            s = h.snapshot()
-            st = s.index.stats()
-            st.update(path=str(h.path), generation=s.generation,
-                      stored_documents=len(s.docstore) if s.docstore is not None else 0,
-                      approximate=s.approx is not None)
-            idx[n] = st
+            idx[n] = h.stats(h.snapshot())
         lat = np.asarray(list(latencies)) * 1e3
         with count_lock:
             c = dict(counters)
@@ -628,13 +814,9 @@ def create_app(index_dirs: Sequence[str | os.PathLike] | dict[str, str | os.Path
                  index: Annotated[str | None, Query(max_length=200)] = None) -> Document:
         """A stored document (live in the index), from the first served index holding it."""
         for n in pick([index] if index is not None else None):
-            snap = served[n].snapshot()
-            if live_docnum(snap, doc_id) is None:
-                continue
-            d = snap.docstore.get(doc_id) if snap.docstore is not None else None
+            d = served[n].document(served[n].snapshot(), doc_id)
             if d is not None:
-                return Document(id=doc_id, title=d["title"], text=d["text"], index=n, stored=True)
-            return Document(id=doc_id, title=None, text=None, index=n, stored=False)
+                return d
         raise ServiceError(404, f"unknown document id {doc_id!r}")
 
     @app.post("/explain", response_model=ExplainResponse)
@@ -651,8 +833,11 @@ def create_app(index_dirs: Sequence[str | os.PathLike] | dict[str, str | os.Path
         else:
             name = pick([req.index])[0]
         h = served[name]
+        if not h.explains:
+            raise ServiceError(400, f"index {name!r} is served from {h.kind}, which cannot explain scores; "
+                                    f"explain against the local index directory")
         snap = h.snapshot()
-        qv = query_vector(h, snap, req)
+        qv = h.query_vector(snap, req)
         dn = live_docnum(snap, req.doc_id)
         if dn is None:
             raise ServiceError(404, f"unknown document id {req.doc_id!r} in index {name!r}")
@@ -687,31 +872,30 @@ def create_app(index_dirs: Sequence[str | os.PathLike] | dict[str, str | os.Path
         warnings: list[str] = []
         if req.indexes is None and req.query is not None:
             # searching "all": leave out indexes that cannot encode text (vector-only), and say so
-            skip = [n for n in names if not served[n].snapshot().index.encoder_config]
+            skip = [n for n in names if not served[n].can_encode_text(served[n].snapshot())]
             if len(skip) == len(names):
                 raise ServiceError(400, "no served index has an encoder to encode query text; send a 'vector'")
             names = [n for n in names if n not in skip]
             warnings += [f"index {n!r} has no encoder and was not searched (send a 'vector' for it)" for n in skip]
+        no_explain = [n for n in names if not served[n].explains]
+        if no_explain and req.explain:
+            if "explain" in req.model_fields_set:
+                raise ServiceError(400, f"explain is not available for {', '.join(map(repr, no_explain))} (served "
+                                        f"from {served[no_explain[0]].kind}); set 'explain' to false")
+            warnings += [f"index {n!r}: no explanations (served from {served[n].kind})" for n in no_explain]
         depth = req.k if len(names) == 1 else min(max(req.k, limits.fusion_depth), limits.max_k)
         runs: dict[str, dict[str, float]] = {}
         ctx: dict[str, tuple[ServedIndex, Snapshot, SparseBatch]] = {}
         for n in names:
             h = served[n]
             snap = h.snapshot()
-            qv = query_vector(h, snap, req)
+            qv = h.query_vector(snap, req)
             ctx[n] = (h, snap, qv)
-            if qv.nnz == 0:
+            if h.is_empty(qv):
                 warnings.append(f"index {n!r}: the query has no indexable terms")
                 runs[n] = {}
                 continue
-            if req.mode == "approximate":
-                ax = h.approximate(snap)
-                scores, docs = ax.search(qv, depth, query_cut=req.approx_query_cut,
-                                         heap_factor=req.approx_heap_factor, threads=1)
-            else:
-                scores, docs = snap.index.search(qv, depth, threads=1)
-            ids = snap.index.doc_ids
-            runs[n] = {ids[d]: float(s) for d, s in zip(docs[0].tolist(), scores[0].tolist()) if d >= 0}
+            runs[n] = h.search_run(snap, qv, req, depth)
         per_rank = {n: {d: r for r, (d, _) in enumerate(sorted(run.items(), key=lambda x: (-x[1], x[0])), 1)}
                     for n, run in runs.items()}
         if len(names) == 1:
@@ -733,10 +917,9 @@ def create_app(index_dirs: Sequence[str | os.PathLike] | dict[str, str | os.Path
         if top:
             docs_text: dict[str, dict[str, str]] = {}
             for n in names:
-                store = ctx[n][1].docstore
                 missing = [d for d, _ in top if d not in docs_text]
-                if store is not None and missing:
-                    docs_text.update(store.get_many(missing))
+                if missing:
+                    docs_text.update(ctx[n][0].texts(ctx[n][1], missing))
             for rank, (d, s) in enumerate(top, 1):
                 hit = Hit(rank=rank, id=d, score=float(s),
                           scores={n: HitScore(score=runs[n][d], rank=per_rank[n][d]) for n in names if d in runs[n]})
@@ -745,7 +928,7 @@ def create_app(index_dirs: Sequence[str | os.PathLike] | dict[str, str | os.Path
                 if req.explain and rank <= limits.explain_hits:
                     for n in names:
                         h, snap, qv = ctx[n]
-                        if d in runs[n]:
+                        if d in runs[n] and h.explains:
                             dn = live_docnum(snap, d)
                             if dn is not None:
                                 expl[n] = contributions(h, snap, qv, dn, limits.explain_terms)
@@ -779,10 +962,10 @@ def create_app(index_dirs: Sequence[str | os.PathLike] | dict[str, str | os.Path
 
 
 def serve(index_dirs: Sequence[str | os.PathLike], host: str = "127.0.0.1", port: int = 8000, *,
-          limits: Limits | None = None, log_level: str = "info") -> None:
-    """Run the service with uvicorn (blocking)."""
+          limits: Limits | None = None, log_level: str = "info", backends: Sequence[ServedIndex] = ()) -> None:
+    """Run the service with uvicorn (blocking); ``backends`` as for :func:`create_app`."""
     import uvicorn
 
-    app = create_app(index_dirs, limits=limits)
+    app = create_app(index_dirs, limits=limits, backends=backends)
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
 

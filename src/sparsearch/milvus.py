@@ -1,0 +1,757 @@
+"""Milvus backend: export an index's vectors into a Milvus collection and search them there.
+
+One code path for the embedded and the clustered Milvus; the URI picks which:
+
+* a path ending in ``.db`` (e.g. ``milvus.db``): **Milvus Lite**, embedded. pymilvus starts a
+  local Milvus Lite process (the ``milvus-lite`` package) that keeps its data in that directory.
+* ``http(s)://HOST:19530`` (or ``tcp://``, ``unix:``): a **Milvus server or cluster**, with
+  ``token`` = ``"user:password"`` or an API key (Zilliz Cloud).
+
+What is exported (:func:`export`) into a collection ``NAME``:
+
+* one row per live document: ``pk`` INT64 (the document's number in the exported index commit,
+  so results compare directly with :meth:`sparsearch.index.Index.search`), ``doc_id`` VARCHAR
+  (the external id), ``sparse`` SPARSE_FLOAT_VECTOR (the index's dequantized impacts, keyed by
+  index term id: exactly the vectors the local index scores, never re-encoded), ``title`` and
+  ``text`` VARCHAR when the index has a document store (cut to ``max_text_bytes`` UTF-8 bytes at
+  a character boundary), and ``dense`` FLOAT_VECTOR when dense vectors are given (for
+  :meth:`MilvusBackend.hybrid_search`). Documents with no term are not exported: Milvus refuses
+  empty sparse vectors, and the local index can never return them either.
+* a sidecar collection ``NAME__sparsearch`` with the vocabulary (term id -> term string), the
+  encoder config and saved state recorded in the index manifest (so that query text is encoded
+  exactly as at index time), the dense encoder's config and the export's provenance, as one
+  compressed JSON document cut into VARCHAR chunks. Why a sidecar collection rather than the
+  collection's description or properties: it uses only create/insert/query, which Milvus Lite
+  and every Milvus server support alike, and it has no size limit that a large vocabulary could
+  hit (a description is a short string; properties live in the cluster's metadata store and
+  are meant for settings, and a word vocabulary of millions of terms is tens of MB). It is
+  written last: a collection without it is an unfinished export and :meth:`MilvusBackend.open`
+  says so.
+
+Search is by inner product (``metric_type="IP"``). With ``SPARSE_INVERTED_INDEX`` and
+``drop_ratio_search=0`` Milvus scores every posting of the query terms, so its top-k equals the
+local exact top-k up to float32 rounding and the order of tied scores. Milvus Lite accepts only
+``SPARSE_INVERTED_INDEX`` for sparse vectors (it refuses ``SPARSE_WAND``; :func:`export` reports
+that as :class:`MilvusBackendError`); a Milvus server also accepts ``SPARSE_WAND``.
+
+>>> backend = export(Index.open("idx"), "milvus.db", "scifact")          # doctest: +SKIP
+>>> backend = MilvusBackend.open("milvus.db", "scifact")                 # doctest: +SKIP
+>>> scores, docnums = backend.search(backend.load_encoder().encode_queries(["vitamin d"]), k=10)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import logging
+import re
+import tempfile
+import time
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .vectors import SparseBatch, Vocabulary
+
+__all__ = ["MilvusBackend", "MilvusBackendError", "CollectionNotFoundError", "CollectionExistsError", "export",
+           "list_exported", "uri_kind", "collection_name", "recall_with_ties", "META_SUFFIX", "SPARSE_INDEX_TYPES"]
+
+FORMAT = "sparsearch-milvus"
+VERSION = 1
+#: the sidecar collection holding vocabulary and encoder is named ``collection + META_SUFFIX``
+META_SUFFIX = "__sparsearch"
+#: sparse index types of Milvus; Milvus Lite builds only the first
+SPARSE_INDEX_TYPES = ("SPARSE_INVERTED_INDEX", "SPARSE_WAND")
+MAX_VARCHAR = 65535            # Milvus' largest VARCHAR max_length (bytes)
+MAX_TOPK = 16384               # Milvus' largest search limit
+_CHUNK = 60000                 # characters of metadata per sidecar row (ASCII, < MAX_VARCHAR)
+_SEARCH_BATCH = 1000           # queries per search request
+_SPARSE_PARAMS = {"metric_type": "IP", "params": {"drop_ratio_search": 0.0}}  # keep every query term
+_DENSE_PARAMS = {"metric_type": "IP", "params": {}}
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
+
+
+class MilvusBackendError(RuntimeError):
+    """A Milvus operation failed; the message names the URI or collection and the cause."""
+
+
+class CollectionNotFoundError(MilvusBackendError):
+    """The collection (or the Milvus Lite database) does not exist."""
+
+
+class CollectionExistsError(MilvusBackendError):
+    """Export target exists and ``overwrite`` was not given."""
+
+
+# ---------------------------------------------------------------------------------- connection
+def uri_kind(uri: str) -> str:
+    """``"lite"`` for a path ending in ``.db`` (embedded Milvus Lite), ``"server"`` for
+    ``http(s)://``, ``tcp://`` or ``unix:`` URIs; anything else raises :class:`MilvusBackendError`."""
+    if uri.startswith(("http://", "https://", "tcp://", "unix:")):
+        return "server"
+    if uri.endswith(".db"):
+        return "lite"
+    raise MilvusBackendError(f"unsupported Milvus URI {uri!r}: use a path ending in .db (Milvus Lite, embedded) "
+                             f"or http(s)://HOST:19530 (a Milvus server or cluster, with a token)")
+
+
+def collection_name(name: str) -> str:
+    """A valid Milvus collection name from any string (e.g. an index directory name): characters
+    other than letters, digits and ``_`` become ``_``, a leading digit gets a ``_`` prefix."""
+    out = re.sub(r"[^A-Za-z0-9_]", "_", name)[:200] or "sparsearch"
+    return "_" + out if out[0].isdigit() else out
+
+
+def _check_name(name: str) -> None:
+    if not _NAME.match(name) or name.endswith(META_SUFFIX):
+        raise MilvusBackendError(f"invalid collection name {name!r}: letters, digits and '_' only, starting with a "
+                                 f"letter or '_', at most 255 characters, not ending in {META_SUFFIX!r}")
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """pymilvus logs every failed call with a traceback; the failures we turn into our own
+    errors (refused index types, unreachable servers) are reported once, by the exception.
+    Milvus Lite's in-process gRPC server also logs a traceback for a call it does not implement
+    (``AllocTimestamp``, which pymilvus tries while creating a collection, then does without)."""
+    logs = [logging.getLogger(n) for n in ("pymilvus.decorators", "grpc._server")]
+    old = [log.level for log in logs]
+    for log in logs:
+        log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for log, level in zip(logs, old):
+            log.setLevel(level)
+
+
+def _milvus():
+    try:
+        import pymilvus
+    except ImportError as e:
+        raise MilvusBackendError(f"the Milvus backend needs pymilvus and milvus-lite "
+                                 f"(pip install 'sparsearch[milvus]'): {e}") from None
+    return pymilvus
+
+
+def _message(e: Exception) -> str:
+    return str(getattr(e, "message", None) or e)
+
+
+def connect(uri: str, token: str | None = None, *, timeout: float = 10.0, create: bool = False):
+    """A ``pymilvus.MilvusClient`` for ``uri``.
+
+    For Milvus Lite, ``create=False`` refuses a database path that does not exist (nothing was
+    exported there); ``create=True`` makes its parent directories. A server that does not answer
+    within ``timeout`` seconds raises :class:`MilvusBackendError`.
+    """
+    pymilvus = _milvus()
+    kind = uri_kind(uri)
+    target = uri
+    if kind == "lite":
+        path = Path(uri).expanduser().resolve()
+        if create:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        elif not path.exists():
+            raise CollectionNotFoundError(f"no Milvus Lite database at {path} (export an index there first: "
+                                          f"sparsearch export INDEX --milvus {uri})")
+        target = str(path)
+    try:
+        with _quiet():
+            return pymilvus.MilvusClient(uri=target, token=token or "", timeout=timeout)
+    except Exception as e:  # MilvusException, ConnectionConfigException, grpc errors
+        raise MilvusBackendError(f"cannot connect to Milvus at {uri}: {_message(e)}") from None
+
+
+def list_exported(uri: str, token: str | None = None, *, timeout: float = 10.0) -> list[str]:
+    """Names of the collections at ``uri`` that sparsearch exported (those with a sidecar)."""
+    client = connect(uri, token, timeout=timeout)
+    try:
+        names = set(client.list_collections())
+    finally:
+        client.close()
+    return sorted(n[: -len(META_SUFFIX)] for n in names if n.endswith(META_SUFFIX) and n[: -len(META_SUFFIX)] in names)
+
+
+# ------------------------------------------------------------------------------- metadata I/O
+def _pack(meta: dict[str, Any]) -> list[str]:
+    """Header + chunks: the JSON document zlib-compressed and base64-encoded (ASCII)."""
+    blob = base64.b64encode(zlib.compress(json.dumps(meta).encode("utf-8"), 6)).decode("ascii")
+    chunks = [blob[i:i + _CHUNK] for i in range(0, len(blob), _CHUNK)] or [""]
+    header = json.dumps({"format": FORMAT, "version": VERSION, "n_chunks": len(chunks),
+                         "sha256": hashlib.sha256(blob.encode("ascii")).hexdigest()})
+    return [header] + chunks
+
+
+def _unpack(rows: Sequence[str], where: str) -> dict[str, Any]:
+    try:
+        header = json.loads(rows[0])
+    except (IndexError, json.JSONDecodeError):
+        raise MilvusBackendError(f"{where}: sparsearch metadata is missing or unreadable; re-export") from None
+    if header.get("format") != FORMAT:
+        raise MilvusBackendError(f"{where}: not a sparsearch export (format {header.get('format')!r})")
+    if header.get("version") != VERSION:
+        raise MilvusBackendError(f"{where}: export format version {header.get('version')} is not supported "
+                                 f"(this sparsearch reads version {VERSION}); re-export the index")
+    blob = "".join(rows[1:])
+    if len(rows) - 1 != header["n_chunks"] or hashlib.sha256(blob.encode("ascii")).hexdigest() != header["sha256"]:
+        raise MilvusBackendError(f"{where}: sparsearch metadata is incomplete or corrupt "
+                                 f"({len(rows) - 1} of {header['n_chunks']} chunks); re-export with overwrite")
+    return json.loads(zlib.decompress(base64.b64decode(blob)).decode("utf-8"))
+
+
+def _write_meta(client, name: str, meta: dict[str, Any]) -> None:
+    from pymilvus import DataType
+
+    schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("chunk", DataType.INT64, is_primary=True)
+    schema.add_field("data", DataType.VARCHAR, max_length=MAX_VARCHAR)
+    # Milvus requires a vector field in every collection; this one is never searched
+    schema.add_field("unused", DataType.FLOAT_VECTOR, dim=2)
+    params = client.prepare_index_params()
+    params.add_index(field_name="unused", index_type="FLAT", metric_type="L2", params={})
+    with _quiet():
+        client.create_collection(name, schema=schema, index_params=params)
+    rows = [{"chunk": i, "data": c, "unused": [0.0, 0.0]} for i, c in enumerate(_pack(meta))]
+    for a in range(0, len(rows), 200):
+        client.insert(name, rows[a:a + 200])
+    client.flush(name)
+    client.load_collection(name)
+
+
+def _read_meta(client, name: str, where: str) -> dict[str, Any]:
+    client.load_collection(name)
+    rows: dict[int, str] = {}
+    start = 0
+    while True:  # pages of 200 chunks (12 MB), far below Milvus' message and query limits
+        got = client.query(name, filter=f"chunk >= {start} and chunk < {start + 200}",
+                           output_fields=["chunk", "data"], limit=200)
+        rows.update((int(r["chunk"]), r["data"]) for r in got)
+        if len(got) < 200:
+            break
+        start += 200
+    return _unpack([rows[i] for i in sorted(rows)], where)
+
+
+def _encoder_files(index) -> dict[str, str]:
+    """The index's saved encoder state as ``{relative path: base64 bytes}``."""
+    state = index.manifest.get("encoder_state")
+    if not state:
+        return {}
+    root = Path(index.path) / state
+    return {str(f.relative_to(root)): base64.b64encode(f.read_bytes()).decode("ascii")
+            for f in sorted(root.rglob("*")) if f.is_file()}
+
+
+def _clip(text: str, max_bytes: int) -> str:
+    """``text`` cut to at most ``max_bytes`` UTF-8 bytes, never inside a character."""
+    raw = text.encode("utf-8")
+    return text if len(raw) <= max_bytes else raw[:max_bytes].decode("utf-8", "ignore")
+
+
+# ----------------------------------------------------------------------------------- export
+def export(index: Any, uri: str, collection: str | None = None, *, token: str | None = None,
+           dense: np.ndarray | None = None, dense_encoder: Mapping[str, Any] | None = None,
+           index_type: str = "SPARSE_INVERTED_INDEX", index_params: Mapping[str, Any] | None = None,
+           batch_size: int = 1000, overwrite: bool = False, max_text_bytes: int = MAX_VARCHAR,
+           progress: bool = True, timeout: float = 10.0) -> "MilvusBackend":
+    """Write the live documents of ``index`` into the Milvus collection ``collection`` at ``uri``.
+
+    Args:
+        index: an opened :class:`~sparsearch.index.Index` or an index directory.
+        uri: ``path.db`` (Milvus Lite, created if missing) or ``http(s)://HOST:19530``.
+        collection: collection name (default: the index directory's name, made valid).
+        token: credentials of a Milvus server (``"user:password"`` or an API key).
+        dense: optional dense document vectors, float32 (index.n_docs, d), row ``i`` for doc
+            number ``i`` (the order of ``index.doc_ids``; rows of deleted documents are ignored),
+            stored as FLOAT_VECTOR for hybrid search. Inner product is the dense metric:
+            L2-normalise them for cosine.
+        dense_encoder: config of the model that made ``dense``
+            (:meth:`sparsearch.encoders.dense.DenseEncoder.config`), stored so that query text
+            can be embedded the same way (the service needs it for dense search).
+        index_type: Milvus sparse index, ``SPARSE_INVERTED_INDEX`` (exact with
+            ``drop_ratio_search=0``; the only one Milvus Lite builds) or ``SPARSE_WAND``.
+        index_params: extra build parameters of the sparse index (e.g.
+            ``{"inverted_index_algo": "DAAT_MAXSCORE"}``).
+        batch_size: rows per insert request.
+        overwrite: drop an existing collection of that name first; without it an existing
+            collection raises :class:`CollectionExistsError`.
+        max_text_bytes: stored title and text are cut to this many UTF-8 bytes (<= 65535).
+        progress: show a tqdm progress bar over the inserted documents.
+        timeout: seconds to wait for a Milvus server to answer the connection.
+
+    Returns the opened :class:`MilvusBackend`. Raises :class:`MilvusBackendError` when Milvus
+    refuses the index type (the partial collection is dropped) or cannot be reached.
+    """
+    from tqdm.auto import tqdm
+
+    from .docstore import open_docstore
+    from .index import Index
+    from .index.updates import live_vectors
+
+    if not isinstance(index, Index):
+        index = Index.open(index)
+    collection = collection or collection_name(Path(index.path).resolve().name)
+    _check_name(collection)
+    if index_type not in SPARSE_INDEX_TYPES:
+        raise MilvusBackendError(f"unknown sparse index type {index_type!r}; use one of {SPARSE_INDEX_TYPES}")
+    if not 1 <= max_text_bytes <= MAX_VARCHAR:
+        raise ValueError(f"max_text_bytes must be in [1, {MAX_VARCHAR}], got {max_text_bytes}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if dense is not None:
+        dense = np.ascontiguousarray(dense, dtype=np.float32)
+        if dense.ndim != 2 or dense.shape[0] != index.n_docs or not 2 <= dense.shape[1] <= 32768:
+            raise ValueError(f"dense vectors must have shape (index.n_docs={index.n_docs}, d) with 2 <= d <= 32768, "
+                             f"got {dense.shape}")
+        if not np.isfinite(dense).all():
+            raise ValueError("dense vectors must be finite")
+    t0 = time.perf_counter()
+    batch = live_vectors(index)
+    docnums = np.fromiter((index.docnum(i) for i in batch.ids), np.int64, len(batch))
+    store = open_docstore(index.path, index.manifest)
+    id_bytes = max((len(i.encode("utf-8")) for i in batch.ids), default=1)
+    if id_bytes > MAX_VARCHAR:
+        raise ValueError(f"a document id is {id_bytes} bytes long; Milvus stores at most {MAX_VARCHAR}")
+
+    client = connect(uri, token, timeout=timeout, create=True)
+    meta_name = collection + META_SUFFIX
+    try:
+        found = [n for n in (collection, meta_name) if client.has_collection(n)]
+        if found and not overwrite:
+            raise CollectionExistsError(f"collection {collection!r} already exists at {uri} (use overwrite=True / "
+                                        f"--overwrite to replace it)")
+        for n in found:
+            client.drop_collection(n)
+        _create_collection(client, uri, collection, index_type, dict(index_params or {}), id_bytes,
+                           store is not None, max_text_bytes, None if dense is None else dense.shape[1])
+        skipped = 0
+        lens = np.diff(batch.indptr)
+        with tqdm(total=len(batch), unit="doc", desc=f"export {collection}", disable=not progress) as bar:
+            for a in range(0, len(batch), batch_size):
+                b = min(a + batch_size, len(batch))
+                texts = store.get_many(batch.ids[a:b]) if store is not None else {}
+                rows = []
+                for r in range(a, b):
+                    if lens[r] == 0:
+                        skipped += 1
+                        continue
+                    lo, hi = batch.indptr[r], batch.indptr[r + 1]
+                    row: dict[str, Any] = {"pk": int(docnums[r]), "doc_id": batch.ids[r],
+                                           "sparse": dict(zip(batch.indices[lo:hi].tolist(),
+                                                              batch.values[lo:hi].tolist()))}
+                    if store is not None:
+                        doc = texts.get(batch.ids[r]) or {"title": "", "text": ""}
+                        row["title"] = _clip(doc["title"], max_text_bytes)
+                        row["text"] = _clip(doc["text"], max_text_bytes)
+                    if dense is not None:
+                        row["dense"] = dense[docnums[r]].tolist()
+                    rows.append(row)
+                if rows:
+                    client.insert(collection, rows)
+                bar.update(b - a)
+        client.flush(collection)
+        client.load_collection(collection)
+        meta = {
+            "collection": collection, "n_docs": len(batch) - skipped, "skipped_empty_docs": skipped,
+            "vocab": batch.vocab.terms, "encoder": index.encoder_config, "encoder_state": _encoder_files(index),
+            "quantization": index.manifest.get("quantization"), "index_type": index_type,
+            "index_params": dict(index_params or {}), "has_text": store is not None, "max_text_bytes": max_text_bytes,
+            "dense": None if dense is None else {"dim": int(dense.shape[1]),
+                                                 "encoder": dict(dense_encoder) if dense_encoder else None},
+            "source": {"path": str(Path(index.path).resolve()), "generation": index.manifest.get("generation"),
+                       "n_live_docs": index.n_live_docs},
+            "exported_at": time.time(), "export_seconds": time.perf_counter() - t0,
+        }
+        _write_meta(client, meta_name, meta)
+    except MilvusBackendError:
+        client.close()
+        raise
+    except Exception as e:
+        client.close()
+        if type(e).__module__.startswith(("pymilvus", "grpc")):
+            raise MilvusBackendError(f"export of {collection!r} to {uri} failed: {_message(e)}") from None
+        raise
+    finally:
+        if store is not None:
+            store.close()
+    return MilvusBackend(client, uri, collection, meta)
+
+
+def _create_collection(client, uri: str, name: str, index_type: str, index_params: dict[str, Any], id_bytes: int,
+                       text: bool, text_bytes: int, dense_dim: int | None) -> None:
+    """The document collection with its indexes (created empty, so that a refused index type
+    fails before any data is sent); a refusal drops it and raises :class:`MilvusBackendError`."""
+    from pymilvus import DataType
+
+    schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("pk", DataType.INT64, is_primary=True)
+    schema.add_field("doc_id", DataType.VARCHAR, max_length=max(1, id_bytes))
+    schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
+    if text:
+        schema.add_field("title", DataType.VARCHAR, max_length=text_bytes)
+        schema.add_field("text", DataType.VARCHAR, max_length=text_bytes)
+    if dense_dim is not None:
+        schema.add_field("dense", DataType.FLOAT_VECTOR, dim=dense_dim)
+    params = client.prepare_index_params()
+    params.add_index(field_name="sparse", index_type=index_type, metric_type="IP", params=index_params)
+    if dense_dim is not None:
+        params.add_index(field_name="dense", index_type="FLAT", metric_type="IP", params={})
+    try:
+        with _quiet():
+            client.create_collection(name, schema=schema, index_params=params)
+    except Exception as e:
+        with _quiet(), contextlib.suppress(Exception):
+            client.drop_collection(name)
+        lite = " (Milvus Lite builds only SPARSE_INVERTED_INDEX; SPARSE_WAND needs a Milvus server)" \
+            if uri_kind(uri) == "lite" else ""
+        raise MilvusBackendError(f"Milvus at {uri} refused sparse index type {index_type!r} with params "
+                                 f"{index_params}{lite}: {_message(e)}") from None
+
+
+# ---------------------------------------------------------------------------------- backend
+class MilvusBackend:
+    """A collection exported by :func:`export`, searched like a local :class:`~sparsearch.index.Index`.
+
+    Doc numbers (``pk``) are those of the exported index commit; :meth:`search` returns them in
+    FAISS-style arrays, :meth:`search_run` returns external ids. Thread-safe for searching (the
+    pymilvus client is).
+    """
+
+    def __init__(self, client: Any, uri: str, collection: str, meta: dict[str, Any]) -> None:
+        self.client, self.uri, self.collection, self.meta = client, uri, collection, meta
+        self.vocab = Vocabulary(meta["vocab"])
+        self._encoder = None
+        self._dense_encoder = None
+
+    export = staticmethod(export)
+
+    @classmethod
+    def open(cls, uri: str, collection: str, *, token: str | None = None, timeout: float = 10.0) -> "MilvusBackend":
+        """Connect to an exported collection; :class:`CollectionNotFoundError` names the ones there."""
+        _check_name(collection)
+        client = connect(uri, token, timeout=timeout)
+        try:
+            if not client.has_collection(collection):
+                names = set(client.list_collections())
+                have = sorted(n[: -len(META_SUFFIX)] for n in names if n.endswith(META_SUFFIX))
+                raise CollectionNotFoundError(
+                    f"no collection {collection!r} at {uri} (sparsearch collections there: "
+                    f"{', '.join(have) or 'none'}); export one with: sparsearch export INDEX --milvus {uri} "
+                    f"--collection {collection}")
+            meta_name = collection + META_SUFFIX
+            if not client.has_collection(meta_name):
+                raise MilvusBackendError(f"collection {collection!r} at {uri} has no sparsearch metadata "
+                                         f"({meta_name!r}): not exported by sparsearch, or its export did not "
+                                         f"finish; export again with --overwrite")
+            meta = _read_meta(client, meta_name, f"{uri} {collection!r}")
+            client.load_collection(collection)
+        except MilvusBackendError:
+            client.close()
+            raise
+        except Exception as e:
+            client.close()
+            raise MilvusBackendError(f"cannot open collection {collection!r} at {uri}: {_message(e)}") from None
+        return cls(client, uri, collection, meta)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> "MilvusBackend":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"MilvusBackend({self.uri!r}, {self.collection!r}, docs={self.n_docs}, terms={len(self.vocab)})"
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def n_docs(self) -> int:
+        """Documents in the collection (the exported live documents that have a term)."""
+        return int(self.meta["n_docs"])
+
+    n_live_docs = n_docs
+
+    @property
+    def n_terms(self) -> int:
+        return len(self.vocab)
+
+    @property
+    def encoder_config(self) -> dict[str, Any] | None:
+        return self.meta.get("encoder")
+
+    @property
+    def has_dense(self) -> bool:
+        return self.meta.get("dense") is not None
+
+    @property
+    def has_text(self) -> bool:
+        return bool(self.meta.get("has_text"))
+
+    def stats(self) -> dict[str, Any]:
+        """Sizes and settings of the export (no disk figures: Milvus owns the storage)."""
+        m = self.meta
+        return {"backend": "milvus", "uri": self.uri, "collection": self.collection, "n_docs": self.n_docs,
+                "n_live_docs": self.n_docs, "n_terms": self.n_terms, "index_type": m["index_type"],
+                "index_params": m.get("index_params"), "quantization": m.get("quantization"),
+                "dense_dim": m["dense"]["dim"] if m.get("dense") else None, "encoder": self.encoder_config,
+                "source": m.get("source"), "skipped_empty_docs": m.get("skipped_empty_docs", 0)}
+
+    def load_encoder(self):
+        """The encoder the exported index was built with, rebuilt from its stored config and state."""
+        if self._encoder is None:
+            from .encoders import load_encoder
+
+            if not self.encoder_config:
+                raise ValueError(f"collection {self.collection!r}: the exported index has no encoder; "
+                                 f"pass query vectors instead of text")
+            files = self.meta.get("encoder_state") or {}
+            with tempfile.TemporaryDirectory(prefix="sparsearch-milvus-") as tmp:
+                for rel, data in files.items():
+                    p = Path(tmp, rel)
+                    p.parent.mkdir(parents=True, exist_ok=True)
+                    p.write_bytes(base64.b64decode(data))
+                self._encoder = load_encoder(self.encoder_config, Path(tmp) if files else None)
+        return self._encoder
+
+    def load_dense_encoder(self):
+        """The dense model recorded at export (:class:`~sparsearch.encoders.dense.DenseEncoder`)."""
+        if self._dense_encoder is None:
+            dense = self.meta.get("dense")
+            if not dense or not dense.get("encoder"):
+                raise ValueError(f"collection {self.collection!r} has "
+                                 + ("no dense vectors" if not dense else "no recorded dense model")
+                                 + "; embed queries yourself and call hybrid_search with them")
+            from .encoders.dense import DenseEncoder
+
+            self._dense_encoder = DenseEncoder.from_config(dense["encoder"])
+        return self._dense_encoder
+
+    # ------------------------------------------------------------------------ search
+    def prepare_queries(self, queries: SparseBatch, unknown: str = "drop") -> list[dict[int, float]]:
+        """Query vectors as Milvus sparse rows ``{term id: weight}`` over the stored vocabulary.
+
+        Terms are matched by string. A term the collection's vocabulary lacks is dropped
+        (it matches no document), or with ``unknown="error"`` raises ``KeyError`` naming it:
+        use that for vectors from a fixed model vocabulary, where an unknown token means the
+        queries were encoded for another index.
+        """
+        if unknown not in ("drop", "error"):
+            raise ValueError(f"unknown must be 'drop' or 'error', got {unknown!r}")
+        weights = queries.values.astype(np.float64)
+        if not np.isfinite(weights.sum()):
+            raise ValueError("query weights must be finite (a query vector holds NaN or inf)")
+        terms, get = queries.vocab.terms, self.vocab.get
+        used = np.unique(queries.indices)
+        lut = dict(zip(used.tolist(), (get(terms[t]) for t in used.tolist())))
+        if unknown == "error":
+            bad = next((t for t, i in lut.items() if i < 0), None)
+            if bad is not None:
+                raise KeyError(f"unknown token {terms[bad]!r}: not in the vocabulary of collection "
+                               f"{self.collection!r} ({self.n_terms} terms); were the queries encoded with "
+                               f"the exported index's encoder?")
+        out = []
+        for q in range(len(queries)):
+            lo, hi = queries.indptr[q], queries.indptr[q + 1]
+            row = {}
+            for t, w in zip(queries.indices[lo:hi].tolist(), weights[lo:hi].tolist()):
+                tid = lut[t]
+                if tid >= 0 and w > 0:
+                    row[tid] = w
+            out.append(row)
+        return out
+
+    def _call(self, what: str, fn, *args: Any, **kwargs: Any):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:
+            if type(e).__module__.startswith(("pymilvus", "grpc")):
+                raise MilvusBackendError(f"Milvus {what} on collection {self.collection!r} at {self.uri} failed: "
+                                         f"{_message(e)}") from None
+            raise
+
+    def _sparse_hits(self, rows: list[dict[int, float]], k: int, fields: list[str]) -> list[list[tuple]]:
+        hits: list[list[tuple]] = [[] for _ in rows]
+        todo = [i for i, r in enumerate(rows) if r]  # a query without a known term matches nothing
+        for a in range(0, len(todo), _SEARCH_BATCH):
+            part = todo[a:a + _SEARCH_BATCH]
+            res = self._call("search", self.client.search, self.collection, data=[rows[i] for i in part],
+                             anns_field="sparse", limit=k, search_params=_SPARSE_PARAMS, output_fields=fields)
+            for i, r in zip(part, res):
+                hits[i] = _sorted_hits(r, fields)
+        return hits
+
+    def _dense_hits(self, dense_queries: np.ndarray, k: int, fields: list[str]) -> list[list[tuple]]:
+        emb = self._check_dense(dense_queries)
+        hits: list[list[tuple]] = []
+        for a in range(0, len(emb), _SEARCH_BATCH):
+            res = self._call("dense search", self.client.search, self.collection, data=emb[a:a + _SEARCH_BATCH].tolist(),
+                             anns_field="dense", limit=k, search_params=_DENSE_PARAMS, output_fields=fields)
+            hits.extend(_sorted_hits(r, fields) for r in res)
+        return hits
+
+    def _check_dense(self, dense_queries: np.ndarray) -> np.ndarray:
+        if not self.has_dense:
+            raise ValueError(f"collection {self.collection!r} has no dense vectors (export with dense=... / --dense)")
+        emb = np.asarray(dense_queries, dtype=np.float32)
+        dim = self.meta["dense"]["dim"]
+        if emb.ndim != 2 or emb.shape[1] != dim:
+            raise ValueError(f"dense queries must have shape (nq, {dim}), got {emb.shape}")
+        if not np.isfinite(emb).all():
+            raise ValueError("dense queries must be finite")
+        return emb
+
+    def search(self, queries: SparseBatch, k: int = 10, *, unknown: str = "drop") -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` documents per query by inner product, computed by Milvus.
+
+        Args:
+            queries: (nq, V') sparse query vectors, matched to the stored vocabulary by term.
+            k: results per query, 1 to 16384.
+            unknown: ``"drop"`` or ``"error"`` for query terms the vocabulary lacks.
+
+        Returns:
+            ``scores`` float32 (nq, k), descending (ties: ascending doc number) and ``docnums``
+            int64 (nq, k): doc numbers of the exported index commit, ``-1`` padding.
+        """
+        _check_k(k)
+        return _arrays(self._sparse_hits(self.prepare_queries(queries, unknown), k, []), k)
+
+    def search_run(self, queries: SparseBatch, k: int = 1000, *, unknown: str = "drop") -> dict[str, dict[str, float]]:
+        """:meth:`search` as a run ``{query_id: {doc_id: score}}`` (query ids from ``queries.ids``)."""
+        _check_k(k)
+        return _run(self._sparse_hits(self.prepare_queries(queries, unknown), k, ["doc_id"]), queries.ids)
+
+    def dense_search_run(self, dense_queries: np.ndarray, k: int = 10,
+                         query_ids: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
+        """Top-``k`` by inner product of the (nq, d) float32 ``dense_queries`` with the dense
+        document vectors, as a run ``{query_id: {doc_id: score}}``."""
+        _check_k(k)
+        return _run(self._dense_hits(dense_queries, k, ["doc_id"]), query_ids)
+
+    def _hybrid_hits(self, queries: SparseBatch, dense_queries: np.ndarray, k: int, ranker: str, rrf_k: int,
+                     weights: Sequence[float], depth: int | None, unknown: str, fields: list[str]):
+        from pymilvus import AnnSearchRequest, RRFRanker, WeightedRanker
+
+        _check_k(k)
+        rows = self.prepare_queries(queries, unknown)
+        emb = self._check_dense(dense_queries)
+        if len(emb) != len(rows):
+            raise ValueError(f"{len(rows)} sparse and {len(emb)} dense queries")
+        depth = max(k, 100) if depth is None else depth
+        _check_k(depth)
+        if ranker == "rrf":
+            if not 1 <= int(rrf_k) < 16384:
+                raise ValueError(f"rrf_k must be in [1, 16384), got {rrf_k}")
+            rank = RRFRanker(int(rrf_k))
+        elif ranker == "weighted":
+            if len(weights) != 2 or min(weights) < 0 or not any(weights):
+                raise ValueError(f"weights must be two non-negative numbers (sparse, dense), got {list(weights)}")
+            rank = WeightedRanker(float(weights[0]), float(weights[1]))
+        else:
+            raise ValueError(f"unknown ranker {ranker!r}; use 'rrf' or 'weighted'")
+        hits: list[list[tuple]] = []
+        for a in range(0, len(rows), _SEARCH_BATCH):
+            b = min(a + _SEARCH_BATCH, len(rows))
+            reqs = [AnnSearchRequest(data=rows[a:b], anns_field="sparse", param=_SPARSE_PARAMS, limit=depth),
+                    AnnSearchRequest(data=emb[a:b].tolist(), anns_field="dense", param=_DENSE_PARAMS, limit=depth)]
+            res = self._call("hybrid search", self.client.hybrid_search, self.collection, reqs, rank, limit=k,
+                             output_fields=fields)
+            hits.extend(_sorted_hits(r, fields) for r in res)
+        return hits
+
+    def hybrid_search(self, queries: SparseBatch, dense_queries: np.ndarray, k: int = 10, *, ranker: str = "rrf",
+                      rrf_k: int = 60, weights: Sequence[float] = (0.5, 0.5), depth: int | None = None,
+                      unknown: str = "drop") -> tuple[np.ndarray, np.ndarray]:
+        """Sparse + dense search fused by Milvus (one ``hybrid_search`` request per 1,000 queries).
+
+        Args:
+            queries: (nq, V') sparse query vectors (as for :meth:`search`).
+            dense_queries: float32 (nq, d) query embeddings from the model of the dense
+                document vectors (see :meth:`load_dense_encoder`).
+            k: fused results per query.
+            ranker: ``"rrf"`` (pymilvus ``RRFRanker``: ``sum 1 / (rrf_k + rank)``) or
+                ``"weighted"`` (``WeightedRanker``: ``weights[0] * norm(sparse score) +
+                weights[1] * norm(dense score)``, Milvus' arctan normalisation).
+            depth: candidates taken from each side before fusing (default ``max(k, 100)``).
+
+        Returns ``(scores, docnums)`` float32 / int64 (nq, k) as :meth:`search`, fused scores.
+        """
+        return _arrays(self._hybrid_hits(queries, dense_queries, k, ranker, rrf_k, weights, depth, unknown, []), k)
+
+    def hybrid_search_run(self, queries: SparseBatch, dense_queries: np.ndarray, k: int = 10,
+                          **kwargs: Any) -> dict[str, dict[str, float]]:
+        """:meth:`hybrid_search` as a run ``{query_id: {doc_id: fused score}}``."""
+        kw = {"ranker": "rrf", "rrf_k": 60, "weights": (0.5, 0.5), "depth": None, "unknown": "drop", **kwargs}
+        return _run(self._hybrid_hits(queries, dense_queries, k, fields=["doc_id"], **kw), queries.ids)
+
+    def documents(self, doc_ids: Sequence[str]) -> dict[str, dict[str, str | None]]:
+        """``{"id", "title", "text"}`` of the given ids that are in the collection (missing ones
+        absent). Texts as cut at export; ``None`` when the exported index had no document store."""
+        out: dict[str, dict[str, str | None]] = {}
+        ids = [str(i) for i in doc_ids]
+        fields = ["doc_id", "title", "text"] if self.has_text else ["doc_id"]
+        for a in range(0, len(ids), 500):
+            part = ids[a:a + 500]
+            # a JSON list of strings is a valid Milvus string-list literal (quotes and backslashes escaped)
+            expr = "doc_id in " + json.dumps(part, ensure_ascii=False)
+            rows = self._call("query", self.client.query, self.collection, filter=expr, output_fields=fields,
+                              limit=len(part))
+            out.update((r["doc_id"], {"id": r["doc_id"], "title": r.get("title"), "text": r.get("text")})
+                       for r in rows)
+        return out
+
+
+def _check_k(k: int) -> None:
+    if not 1 <= k <= MAX_TOPK:
+        raise ValueError(f"k must be in [1, {MAX_TOPK}] (Milvus' largest search limit), got {k}")
+
+
+def _sorted_hits(result: Sequence[Any], fields: list[str]) -> list[tuple]:
+    """``(score, pk, doc_id or None)`` by descending score, ties by ascending pk (the local order)."""
+    out = [(float(h["distance"]), int(h["pk"]), h["entity"].get("doc_id") if fields else None) for h in result]
+    out.sort(key=lambda x: (-x[0], x[1]))
+    return out
+
+
+def _arrays(hits: list[list[tuple]], k: int) -> tuple[np.ndarray, np.ndarray]:
+    scores = np.zeros((len(hits), k), np.float32)
+    docs = np.full((len(hits), k), -1, np.int64)
+    for i, row in enumerate(hits):
+        for j, (s, pk, _) in enumerate(row[:k]):
+            scores[i, j], docs[i, j] = s, pk
+    return scores, docs
+
+
+def _run(hits: list[list[tuple]], qids: Sequence[str] | None) -> dict[str, dict[str, float]]:
+    qids = list(qids) if qids is not None else [str(i) for i in range(len(hits))]
+    return {q: {d: s for s, _, d in row} for q, row in zip(qids, hits)}
+
+
+def recall_with_ties(found: np.ndarray, exact_scores: np.ndarray, exact_docs: np.ndarray, k: int = 10,
+                     rtol: float = 1e-5) -> tuple[float, float]:
+    """Recall@k of ``found`` (nq, >=k doc numbers, -1 padded) against an exact search.
+
+    ``exact_scores`` / ``exact_docs`` (nq, K) must come from an exact search with ``K > k`` so
+    that documents tied with the k-th score are visible. Returns ``(strict, tie_aware)``:
+    ``strict`` = mean |found ∩ exact top-k| / |exact top-k|; ``tie_aware`` also counts a found
+    document whose exact score equals the k-th score (within ``rtol``), since any of the tied
+    documents is a correct k-th result. Queries with no exact hit are skipped.
+    """
+    strict, ties = [], []
+    for f, s, d in zip(found[:, :k], exact_scores, exact_docs):
+        f = f[f >= 0]
+        top = d[:k][d[:k] >= 0]
+        if not len(top):
+            continue
+        kth = s[len(top) - 1]
+        ok = set(top.tolist()) | set(d[(d >= 0) & (s >= kth * (1 - rtol))].tolist())
+        strict.append(len(np.intersect1d(f, top)) / len(top))
+        ties.append(sum(1 for x in f.tolist() if x in ok) / len(top))
+    return (float(np.mean(strict)) if strict else 1.0, float(np.mean(ties)) if ties else 1.0)
