@@ -5,6 +5,9 @@ mismatch)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -189,6 +192,20 @@ def test_errors_name_the_problem(index, backend, db, tmp_path):
     with pytest.raises(MilvusBackendError, match="no sparsearch metadata"):
         MilvusBackend.open(db, "plain")
     assert collection_name("scifact-bm25") == "scifact_bm25" and collection_name("1x") == "_1x"
+
+
+def test_database_held_by_another_process(index, tmp_path):
+    held = str(tmp_path / "held.db")
+    code = "import sys; from pymilvus import MilvusClient; MilvusClient(sys.argv[1]); print('ready', flush=True); " \
+           "sys.stdin.read()"
+    holder = subprocess.Popen([sys.executable, "-c", code, held], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        with pytest.raises(MilvusBackendError, match="one process at a time.*another one"):
+            export(index, held, "syn", progress=False)
+    finally:
+        holder.communicate("", timeout=30)
 
 
 def test_overwrite_replaces_the_collection(index, db):

@@ -118,8 +118,9 @@ def _quiet() -> Iterator[None]:
     """pymilvus logs every failed call with a traceback; the failures we turn into our own
     errors (refused index types, unreachable servers) are reported once, by the exception.
     Milvus Lite's in-process gRPC server also logs a traceback for a call it does not implement
-    (``AllocTimestamp``, which pymilvus tries while creating a collection, then does without)."""
-    logs = [logging.getLogger(n) for n in ("pymilvus.decorators", "grpc._server")]
+    (``AllocTimestamp``, which pymilvus tries while creating a collection, then does without),
+    and Milvus Lite logs why it could not open a database before pymilvus reports that it failed."""
+    logs = [logging.getLogger(n) for n in ("pymilvus.decorators", "grpc._server", "milvus_lite.server_manager")]
     old = [log.level for log in logs]
     for log in logs:
         log.setLevel(logging.CRITICAL)
@@ -165,7 +166,11 @@ def connect(uri: str, token: str | None = None, *, timeout: float = 10.0, create
         with _quiet():
             return pymilvus.MilvusClient(uri=target, token=token or "", timeout=timeout)
     except Exception as e:  # MilvusException, ConnectionConfigException, grpc errors
-        raise MilvusBackendError(f"cannot connect to Milvus at {uri}: {_message(e)}") from None
+        hint = ""
+        if kind == "lite":  # the usual cause; Milvus Lite logs the real one and pymilvus says "failed"
+            hint = (". A Milvus Lite database is used by one process at a time, until that process exits: "
+                    "is another one (e.g. `sparsearch serve`) using it?")
+        raise MilvusBackendError(f"cannot connect to Milvus at {uri}: {_message(e)}{hint}") from None
 
 
 def list_exported(uri: str, token: str | None = None, *, timeout: float = 10.0) -> list[str]:
