@@ -474,7 +474,7 @@ class ServedMilvusDense(ServedMilvus):
 
     def warm(self) -> None:
         try:
-            self.encoder(self._snap)
+            self.encoder(self._snap).encode_queries(["warm up"])  # the model loads on first use
         except Exception as e:
             log.warning("index %s: warm-up failed: %s", self.name, e)
 
