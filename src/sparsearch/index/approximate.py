@@ -34,7 +34,8 @@ Query time
 
 Storage (all arrays; ``memory_bytes()`` is their total): the forward index (CSR of every
 document: ``uint16`` term ids when the vocabulary allows, the index's 8-bit impacts, one
-scale per document), the blocked lists (``uint32`` doc ids), and the summaries
+scale per document), the blocked lists (``uint32`` doc ids, and next to each a ``uint64``
+locator of the document's forward vector: offset and length, as Seismic packs them), and the summaries
 grouped per list by component as in Seismic's quantized summaries: ``uint16`` component
 ids, block numbers as ``uint8`` (or ``uint16`` if a list has more than 256 blocks), ``uint8``
 values, one float scale per block). The forward index is a
@@ -75,10 +76,10 @@ from .segment import IndexFormatError, _crc32, fsync_dir, load_npy, write_segmen
 __all__ = ["ApproximateIndex", "ApproxParams", "recall_at_k", "tune", "search_approximate", "POINTER"]
 
 APPROX_FORMAT = "sparsearch-approximate"
-APPROX_VERSION = 1
+APPROX_VERSION = 2  # 2: forward locators next to the blocked postings
 POINTER = "approximate.json"
 ARRAYS = ("fwd_ptr", "fwd_terms", "fwd_vals", "doc_scale", "term_block_ptr", "block_doc_ptr", "block_docs",
-          "lcomp_ptr", "comp_terms", "comp_start", "lent_ptr", "ent_block", "ent_val", "sum_scale")
+          "block_fwd", "lcomp_ptr", "comp_terms", "comp_start", "lent_ptr", "ent_block", "ent_val", "sum_scale")
 SUMMARY_ARRAYS = ("lcomp_ptr", "comp_terms", "comp_start", "lent_ptr", "ent_block", "ent_val", "sum_scale")
 
 
@@ -179,6 +180,11 @@ class ApproximateIndex:
         self.path = path
         for name in ARRAYS:
             setattr(self, name, arrays[name])
+        self._n_docs = len(self.fwd_ptr) - 1
+        # the arrays every search passes to the kernels, in their argument order
+        self._common = (self.term_block_ptr, self.block_doc_ptr, self.block_docs, self.block_fwd, self.lcomp_ptr,
+                        self.comp_terms, self.comp_start, self.lent_ptr, self.ent_block, self.ent_val, self.sum_scale,
+                        self.fwd_ptr, self.fwd_terms, self.fwd_vals, self.doc_scale)
         self._lock = threading.Lock()
         self._scratch: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._deleted = self._deleted_mask()
@@ -232,8 +238,12 @@ class ApproximateIndex:
                           n_at_cut, sum_ptr, sum_terms, sum_vals, sum_scale, nch)
         summaries = _component_major(term_block_ptr, sum_ptr, sum_terms, sum_vals, V, nch)
         del sum_ptr, sum_terms, sum_vals
+        if n and int(np.diff(fwd_ptr).max()) >= 1 << ka.LOC_BITS:
+            raise ValueError(f"a document has more than {(1 << ka.LOC_BITS) - 1} non-zero entries")
+        block_fwd = ka.forward_locators(block_docs, fwd_ptr)
         arrays = {"fwd_ptr": fwd_ptr, "fwd_terms": fwd_terms, "fwd_vals": fwd_vals, "doc_scale": doc_scale,
                   "term_block_ptr": term_block_ptr, "block_doc_ptr": block_doc_ptr, "block_docs": block_docs,
+                  "block_fwd": block_fwd,
                   **summaries, "sum_scale": sum_scale}
         meta = {"params": params.__dict__, "index": _index_identity(index), "n_docs": index.n_docs,
                 "n_terms": V, "n_blocks": len(sizes), "n_list_postings": n,
@@ -311,7 +321,7 @@ class ApproximateIndex:
     # ------------------------------------------------------------------ sizes
     @property
     def n_docs(self) -> int:
-        return len(self.fwd_ptr) - 1
+        return self._n_docs
 
     def memory_bytes(self) -> int:
         """Bytes of all arrays (forward index + blocked lists + summaries)."""
@@ -322,7 +332,7 @@ class ApproximateIndex:
 
     def stats(self) -> dict[str, Any]:
         fwd = sum(getattr(self, n).nbytes for n in ("fwd_ptr", "fwd_terms", "fwd_vals", "doc_scale"))
-        inv = sum(getattr(self, n).nbytes for n in ("term_block_ptr", "block_doc_ptr", "block_docs"))
+        inv = sum(getattr(self, n).nbytes for n in ("term_block_ptr", "block_doc_ptr", "block_docs", "block_fwd"))
         summ = sum(getattr(self, n).nbytes for n in SUMMARY_ARRAYS)
         nb_ = len(self.block_doc_ptr) - 1
         return {"n_docs": self.n_docs, "n_blocks": nb_, "n_list_postings": int(self.block_doc_ptr[-1]),
@@ -365,12 +375,11 @@ class ApproximateIndex:
                         ) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`search` for queries already mapped to index term ids (``Index.prepare_queries``)."""
         nq = len(q_indptr) - 1
-        kk = min(k, max(self.n_docs, 1))
+        kk = min(k, max(self._n_docs, 1))
         out_s = np.zeros((nq, kk), np.float64)
-        out_d = np.full((nq, kk), -1, np.int64)
-        common = (self.term_block_ptr, self.block_doc_ptr, self.block_docs, self.lcomp_ptr, self.comp_terms,
-                  self.comp_start, self.lent_ptr, self.ent_block, self.ent_val, self.sum_scale, self.fwd_ptr,
-                  self.fwd_terms, self.fwd_vals, self.doc_scale, out_s, out_d)
+        out_d = np.empty((nq, kk), np.int64)
+        out_d.fill(-1)  # (np.full costs a few microseconds more: this path serves single queries)
+        common = (*self._common, out_s, out_d)
         if nq == 1 or threads == 1:
             if self._lock.acquire(blocking=False):
                 try:

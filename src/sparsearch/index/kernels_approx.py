@@ -40,12 +40,33 @@ def _prefetch(typingctx, arr, idx):
     return sig, codegen
 
 
+LOC_BITS = 24  # a forward locator is (offset << LOC_BITS) | length: lengths below 2**24 entries
+LOC_MASK = np.uint64((1 << LOC_BITS) - 1)
+
+
+@njit(cache=True)
+def forward_locators(block_docs, fwd_ptr):
+    """``(fwd_ptr[d] << LOC_BITS) | (fwd_ptr[d + 1] - fwd_ptr[d])`` for every blocked posting
+    ``d`` (uint64): where the document's forward vector is, read with the posting itself.
+
+    Seismic stores its postings this way too: scoring then needs no dependent, random load of
+    ``fwd_ptr[d]`` before the vector can be fetched, so the prefetch of documents ahead is not
+    held up by a cache miss of its own.
+    """
+    out = np.empty(block_docs.shape[0], np.uint64)
+    for p in range(block_docs.shape[0]):
+        d = np.int64(block_docs[p])
+        a = fwd_ptr[d]
+        out[p] = (np.uint64(a) << np.uint64(LOC_BITS)) | np.uint64(fwd_ptr[d + 1] - a)
+    return out
+
+
 @njit(cache=True, inline="always")
-def _prefetch_doc(n, fwd_ptr, fwd_terms, fwd_vals):
-    """Bring document ``n``'s forward vector towards the cache while another one is scored
+def _prefetch_doc(loc, fwd_terms, fwd_vals):
+    """Bring the forward vector at locator ``loc`` towards the cache while another one is scored
     (Seismic does the same): the forward index is read at random, so this hides DRAM latency."""
-    a = fwd_ptr[n]
-    m = fwd_ptr[n + 1] - a
+    a = np.int64(loc >> np.uint64(LOC_BITS))
+    m = np.int64(loc & LOC_MASK)
     for o in range(0, m, 32):  # 64-byte lines: 32 uint16 term ids
         _prefetch(fwd_terms, a + o)
     for o in range(0, m, 64):
@@ -413,7 +434,7 @@ def _summary_scores(t, qs_terms, qs_w, term_block_ptr, lcomp_ptr, comp_terms, co
 
 
 @njit(cache=True, fastmath=True)
-def _forward_dot(d, qd, fwd_ptr, fwd_terms, fwd_vals):
+def _forward_dot(loc, qd, fwd_terms, fwd_vals):
     """<q, doc d> over the forward index (dense query gather).
 
     Written over slices starting at 0 (no negative-index wraparound to check) and compiled
@@ -423,8 +444,8 @@ def _forward_dot(d, qd, fwd_ptr, fwd_terms, fwd_vals):
     every partial sum, far below 2**53 units; the score equals exact search's bit for bit
     (float32 impacts may differ in the last bits).
     """
-    a = fwd_ptr[d]
-    b = fwd_ptr[d + 1]
+    a = np.int64(loc >> np.uint64(LOC_BITS))
+    b = a + np.int64(loc & LOC_MASK)
     terms = fwd_terms[a:b]
     vals = fwd_vals[a:b]
     s = 0.0
@@ -435,7 +456,7 @@ def _forward_dot(d, qd, fwd_ptr, fwd_terms, fwd_vals):
 
 @njit(cache=True, inline="always")
 def _approx_one(q_terms, q_weights, k, query_cut, heap_factor, deleted, qd, visited, seen, term_block_ptr,
-                block_doc_ptr, block_docs, lcomp_ptr, comp_terms, comp_start, lent_ptr, ent_block, ent_val,
+                block_doc_ptr, block_docs, block_fwd, lcomp_ptr, comp_terms, comp_start, lent_ptr, ent_block, ent_val,
                 sum_scale, fwd_ptr, fwd_terms, fwd_vals, doc_scale, out_s, out_d):
     """Seismic query processing for one query; ``qd``/``visited`` are zeroed scratch, left zeroed."""
     V = term_block_ptr.shape[0] - 1
@@ -505,17 +526,17 @@ def _approx_one(q_terms, q_weights, k, query_cut, heap_factor, deleted, qd, visi
             pb = block_doc_ptr[b]
             pe = block_doc_ptr[b + 1]
             for p in range(pb, min(pb + PREFETCH_AHEAD, pe)):
-                _prefetch_doc(block_docs[p], fwd_ptr, fwd_terms, fwd_vals)
+                _prefetch_doc(block_fwd[p], fwd_terms, fwd_vals)
             for p in range(pb, pe):
                 d = block_docs[p]
                 if p + PREFETCH_AHEAD < pe:
-                    _prefetch_doc(block_docs[p + PREFETCH_AHEAD], fwd_ptr, fwd_terms, fwd_vals)
+                    _prefetch_doc(block_fwd[p + PREFETCH_AHEAD], fwd_terms, fwd_vals)
                 if visited[d]:
                     continue
                 visited[d] = True
                 seen[n_seen] = d
                 n_seen += 1
-                s = _forward_dot(d, qd, fwd_ptr, fwd_terms, fwd_vals) * doc_scale[d]
+                s = _forward_dot(block_fwd[p], qd, fwd_terms, fwd_vals) * doc_scale[d]
                 if s > 0 and not (has_deleted and deleted[d]):
                     if size < k or s > hs[0] or (s == hs[0] and d < hd[0]):
                         size = _heap_push(hs, hd, size, k, s, d)
@@ -529,7 +550,7 @@ def _approx_one(q_terms, q_weights, k, query_cut, heap_factor, deleted, qd, visi
 
 @njit(cache=True)
 def approx_serial(q_indptr, q_terms, q_weights, k, query_cut, heap_factor, deleted, qd, visited, seen,
-                  term_block_ptr, block_doc_ptr, block_docs, lcomp_ptr, comp_terms, comp_start, lent_ptr, ent_block,
+                  term_block_ptr, block_doc_ptr, block_docs, block_fwd, lcomp_ptr, comp_terms, comp_start, lent_ptr, ent_block,
                   ent_val, sum_scale, fwd_ptr, fwd_terms, fwd_vals, doc_scale, out_s, out_d):
     """:func:`approx_batch` on the calling thread, with caller-owned zeroed scratch
     (``qd`` float64 (V,), ``visited`` bool (n_docs,), ``seen`` int64 (n_docs,)), left zeroed.
@@ -539,14 +560,14 @@ def approx_serial(q_indptr, q_terms, q_weights, k, query_cut, heap_factor, delet
         a = q_indptr[qi]
         b = q_indptr[qi + 1]
         scored += _approx_one(q_terms[a:b], q_weights[a:b], k, query_cut, heap_factor, deleted, qd, visited, seen,
-                    term_block_ptr, block_doc_ptr, block_docs, lcomp_ptr, comp_terms, comp_start, lent_ptr,
+                    term_block_ptr, block_doc_ptr, block_docs, block_fwd, lcomp_ptr, comp_terms, comp_start, lent_ptr,
                     ent_block, ent_val, sum_scale, fwd_ptr, fwd_terms, fwd_vals, doc_scale, out_s[qi], out_d[qi])
     return scored
 
 
 @njit(cache=True, parallel=True)
 def approx_batch(q_indptr, q_terms, q_weights, k, query_cut, heap_factor, deleted, n_docs, term_block_ptr,
-                 block_doc_ptr, block_docs, lcomp_ptr, comp_terms, comp_start, lent_ptr, ent_block, ent_val,
+                 block_doc_ptr, block_docs, block_fwd, lcomp_ptr, comp_terms, comp_start, lent_ptr, ent_block, ent_val,
                  sum_scale, fwd_ptr, fwd_terms, fwd_vals, doc_scale, out_s, out_d, n_chunks):
     """Approximate top-k for a batch of CSR queries; queries interleaved over ``n_chunks`` workers."""
     V = term_block_ptr.shape[0] - 1
@@ -559,7 +580,7 @@ def approx_batch(q_indptr, q_terms, q_weights, k, query_cut, heap_factor, delete
             a = q_indptr[qi]
             b = q_indptr[qi + 1]
             _approx_one(q_terms[a:b], q_weights[a:b], k, query_cut, heap_factor, deleted, qd, visited, seen,
-                        term_block_ptr, block_doc_ptr, block_docs, lcomp_ptr, comp_terms, comp_start, lent_ptr,
+                        term_block_ptr, block_doc_ptr, block_docs, block_fwd, lcomp_ptr, comp_terms, comp_start, lent_ptr,
                         ent_block, ent_val, sum_scale, fwd_ptr, fwd_terms, fwd_vals, doc_scale, out_s[qi],
                         out_d[qi])
 
