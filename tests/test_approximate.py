@@ -52,6 +52,28 @@ def test_non_pruning_settings_are_exact(corpus):
     np.testing.assert_array_equal(d1, ed)
 
 
+def test_non_pruning_settings_are_exact_over_segments_with_their_own_scales(tmp_path):
+    """Two segments quantized on different grids: the kernels take per-document scales."""
+    from sparsearch.index.updates import add_documents
+
+    docs = zipf_batch(600, 500, 30, seed=5)
+    heavy = zipf_batch(400, 500, 30, seed=6, prefix="e")
+    heavy.values *= 3.0  # a larger maximum: the second segment gets a coarser 8-bit grid
+    build_index(docs, tmp_path / "idx")
+    add_documents(tmp_path / "idx", heavy)
+    index = Index.open(tmp_path / "idx")
+    assert len(index.segments) == 2 and index.segments[0].scale != index.segments[1].scale
+    queries = zipf_batch(40, 500, 12, seed=7, prefix="q")
+    es, ed = index.search(queries, 10)
+    ax = ApproximateIndex.build(index, centroid_fraction=0.05, save=False, **NO_PRUNING)
+    assert len(ax._common[-1]) == index.n_docs  # per-document scales reach the kernels
+    s, d = ax.search(queries, 10, query_cut=1000, heap_factor=1.0, threads=1)
+    np.testing.assert_array_equal(d, ed)
+    np.testing.assert_array_equal(s, es)
+    one = ApproximateIndex.build(Index.open(build_index(docs, tmp_path / "one").path), save=False, **NO_PRUNING)
+    assert len(one._common[-1]) == 1  # one grid: a single scale, no per-document load
+
+
 def test_recall_degrades_gracefully(corpus):
     index, queries = corpus
     _, ed = index.search(queries, 10)

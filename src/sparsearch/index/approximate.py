@@ -184,7 +184,7 @@ class ApproximateIndex:
         # the arrays every search passes to the kernels, in their argument order
         self._common = (self.term_block_ptr, self.block_doc_ptr, self.block_docs, self.block_fwd, self.lcomp_ptr,
                         self.comp_terms, self.comp_start, self.lent_ptr, self.ent_block, self.ent_val, self.sum_scale,
-                        self.fwd_ptr, self.fwd_terms, self.fwd_vals, self.doc_scale)
+                        self.fwd_ptr, self.fwd_terms, self.fwd_vals, self._scale_arg(self.doc_scale))
         self._lock = threading.Lock()
         self._scratch: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._deleted = self._deleted_mask()
@@ -317,6 +317,14 @@ class ApproximateIndex:
             except IndexFormatError:
                 pass
         return cls.build(index, **build_kw)
+
+    @staticmethod
+    def _scale_arg(doc_scale: np.ndarray) -> np.ndarray:
+        """The document scales as the kernels take them: one entry when all documents share it
+        (one segment, or segments quantized on one grid), saving a random load per scored document."""
+        if len(doc_scale) > 1 and np.all(doc_scale == doc_scale[0]):
+            return np.ascontiguousarray(doc_scale[:1])
+        return doc_scale
 
     # ------------------------------------------------------------------ sizes
     @property

@@ -487,6 +487,7 @@ def _approx_one(q_terms, q_weights, k, query_cut, heap_factor, deleted, qd, visi
     size = 0
     n_seen = 0
     has_deleted = deleted.shape[0] > 0
+    per_doc = doc_scale.shape[0] > 1  # one entry: every document has that scale (one quantization grid)
     cut = min(query_cut, qs_terms.shape[0])
     max_nb = 0
     for oi in range(cut):
@@ -536,7 +537,7 @@ def _approx_one(q_terms, q_weights, k, query_cut, heap_factor, deleted, qd, visi
                 visited[d] = True
                 seen[n_seen] = d
                 n_seen += 1
-                s = _forward_dot(block_fwd[p], qd, fwd_terms, fwd_vals) * doc_scale[d]
+                s = _forward_dot(block_fwd[p], qd, fwd_terms, fwd_vals) * (doc_scale[d] if per_doc else doc_scale[0])
                 if s > 0 and not (has_deleted and deleted[d]):
                     if size < k or s > hs[0] or (s == hs[0] and d < hd[0]):
                         size = _heap_push(hs, hd, size, k, s, d)
