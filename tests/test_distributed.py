@@ -114,7 +114,7 @@ def test_bm25_statistics_merge_equals_fit_on_the_whole_corpus(corpus):
 
 
 def test_inference_free_splade_statistics_merge():
-    pytest.importorskip("transformers")
+    pytest.importorskip("transformers", reason="SPLADE needs torch and transformers (the 'splade' extra)")
     from sparsearch.encoders.splade import SpladeDocEncoder, bundled_splade_path
 
     try:

@@ -220,7 +220,7 @@ def test_overwrite_replaces_the_collection(index, db):
 
 # ------------------------------------------------------------------------ CLI and service
 def test_cli_export_and_serve_round_trip(tiny_beir, tmp_path, monkeypatch, torch_one_thread):
-    pytest.importorskip("fastapi")
+    pytest.importorskip("fastapi", reason="serve needs FastAPI (the 'service' extra)")
     from fastapi.testclient import TestClient
 
     from sparsearch.service import create_app

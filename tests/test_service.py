@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-pytest.importorskip("fastapi")
-pytest.importorskip("httpx")
+pytest.importorskip("fastapi", reason="the service needs FastAPI (the 'service' extra)")
+pytest.importorskip("httpx", reason="FastAPI's test client needs httpx (the 'test' extra)")
 
 from fastapi.testclient import TestClient  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
@@ -149,7 +149,8 @@ def test_vector_queries_and_index_without_encoder(client, dirs):
 def test_approximate_mode(client, dirs, tmp_path):
     r = client.post("/search", json={"query": "wolves", "mode": "approximate", "indexes": ["bm25"]})
     assert r.status_code == 400 and "approximate" in r.json()["error"]
-    approx = pytest.importorskip("sparsearch.index.approximate")
+    from sparsearch.index import approximate as approx
+
     path = tmp_path / "a"
     shutil.copytree(dirs / "bm25", path)
     approx.ApproximateIndex.build(Index.open(path)).save()
@@ -461,8 +462,10 @@ def test_fuzz_from_openapi_spec(client, path, schema):
 
 def test_bm25_and_splade_served_and_fused(dirs, tmp_path):
     """A learned sparse (SPLADE-tiny, bundled) index next to BM25: wordpiece explanations, fusion."""
-    pytest.importorskip("torch")
-    splade = pytest.importorskip("sparsearch.encoders.splade")
+    pytest.importorskip("torch", reason="SPLADE needs torch and transformers (the 'splade' extra)")
+    pytest.importorskip("transformers", reason="SPLADE needs torch and transformers (the 'splade' extra)")
+    from sparsearch.encoders import splade
+
     try:
         splade.bundled_splade_path()
     except ImportError as e:

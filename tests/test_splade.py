@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+torch = pytest.importorskip("torch", reason="SPLADE needs torch and transformers (the 'splade' extra)")
+transformers = pytest.importorskip("transformers", reason="SPLADE needs torch and transformers (the 'splade' extra)")
 
 from sparsearch.encoders import get_encoder, load_encoder  # noqa: E402
 from sparsearch.encoders.splade import (  # noqa: E402

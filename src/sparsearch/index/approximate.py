@@ -184,7 +184,7 @@ class ApproximateIndex:
         # the arrays every search passes to the kernels, in their argument order
         self._common = (self.term_block_ptr, self.block_doc_ptr, self.block_docs, self.block_fwd, self.lcomp_ptr,
                         self.comp_terms, self.comp_start, self.lent_ptr, self.ent_block, self.ent_val, self.sum_scale,
-                        self.fwd_ptr, self.fwd_terms, self.fwd_vals, self._scale_arg(self.doc_scale))
+                        self.fwd_terms, self.fwd_vals, self._scale_arg(self.doc_scale))
         self._lock = threading.Lock()
         self._scratch: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._deleted = self._deleted_mask()

@@ -457,7 +457,7 @@ def _forward_dot(loc, qd, fwd_terms, fwd_vals):
 @njit(cache=True, inline="always")
 def _approx_one(q_terms, q_weights, k, query_cut, heap_factor, deleted, qd, visited, seen, term_block_ptr,
                 block_doc_ptr, block_docs, block_fwd, lcomp_ptr, comp_terms, comp_start, lent_ptr, ent_block, ent_val,
-                sum_scale, fwd_ptr, fwd_terms, fwd_vals, doc_scale, out_s, out_d):
+                sum_scale, fwd_terms, fwd_vals, doc_scale, out_s, out_d):
     """Seismic query processing for one query; ``qd``/``visited`` are zeroed scratch, left zeroed."""
     V = term_block_ptr.shape[0] - 1
     nq = q_terms.shape[0]
@@ -552,7 +552,7 @@ def _approx_one(q_terms, q_weights, k, query_cut, heap_factor, deleted, qd, visi
 @njit(cache=True)
 def approx_serial(q_indptr, q_terms, q_weights, k, query_cut, heap_factor, deleted, qd, visited, seen,
                   term_block_ptr, block_doc_ptr, block_docs, block_fwd, lcomp_ptr, comp_terms, comp_start, lent_ptr, ent_block,
-                  ent_val, sum_scale, fwd_ptr, fwd_terms, fwd_vals, doc_scale, out_s, out_d):
+                  ent_val, sum_scale, fwd_terms, fwd_vals, doc_scale, out_s, out_d):
     """:func:`approx_batch` on the calling thread, with caller-owned zeroed scratch
     (``qd`` float64 (V,), ``visited`` bool (n_docs,), ``seen`` int64 (n_docs,)), left zeroed.
     Returns the number of documents scored (all queries)."""
@@ -562,14 +562,14 @@ def approx_serial(q_indptr, q_terms, q_weights, k, query_cut, heap_factor, delet
         b = q_indptr[qi + 1]
         scored += _approx_one(q_terms[a:b], q_weights[a:b], k, query_cut, heap_factor, deleted, qd, visited, seen,
                     term_block_ptr, block_doc_ptr, block_docs, block_fwd, lcomp_ptr, comp_terms, comp_start, lent_ptr,
-                    ent_block, ent_val, sum_scale, fwd_ptr, fwd_terms, fwd_vals, doc_scale, out_s[qi], out_d[qi])
+                    ent_block, ent_val, sum_scale, fwd_terms, fwd_vals, doc_scale, out_s[qi], out_d[qi])
     return scored
 
 
 @njit(cache=True, parallel=True)
 def approx_batch(q_indptr, q_terms, q_weights, k, query_cut, heap_factor, deleted, n_docs, term_block_ptr,
                  block_doc_ptr, block_docs, block_fwd, lcomp_ptr, comp_terms, comp_start, lent_ptr, ent_block, ent_val,
-                 sum_scale, fwd_ptr, fwd_terms, fwd_vals, doc_scale, out_s, out_d, n_chunks):
+                 sum_scale, fwd_terms, fwd_vals, doc_scale, out_s, out_d, n_chunks):
     """Approximate top-k for a batch of CSR queries; queries interleaved over ``n_chunks`` workers."""
     V = term_block_ptr.shape[0] - 1
     nq = q_indptr.shape[0] - 1
@@ -582,7 +582,7 @@ def approx_batch(q_indptr, q_terms, q_weights, k, query_cut, heap_factor, delete
             b = q_indptr[qi + 1]
             _approx_one(q_terms[a:b], q_weights[a:b], k, query_cut, heap_factor, deleted, qd, visited, seen,
                         term_block_ptr, block_doc_ptr, block_docs, block_fwd, lcomp_ptr, comp_terms, comp_start, lent_ptr,
-                        ent_block, ent_val, sum_scale, fwd_ptr, fwd_terms, fwd_vals, doc_scale, out_s[qi],
+                        ent_block, ent_val, sum_scale, fwd_terms, fwd_vals, doc_scale, out_s[qi],
                         out_d[qi])
 
 
