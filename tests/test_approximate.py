@@ -180,3 +180,66 @@ def test_non_pruning_settings_exact_property(tmp_path_factory, n_docs, n_terms, 
                                 **NO_PRUNING)
     _, d = ax.search(queries, k, query_cut=10**6, heap_factor=1.0)
     assert recall_at_k(d, ed, k) == 1.0
+
+
+def reference_seismic(ax: ApproximateIndex, terms: np.ndarray, weights: np.ndarray, k: int, query_cut: int,
+                      heap_factor: float) -> tuple[list[int], int]:
+    """Seismic's query algorithm in plain Python over the index's arrays (the kernel's specification):
+    visit the lists of the ``query_cut`` largest query weights; in each, scan blocks by decreasing
+    summary score and stop at the first below ``heap_factor`` x the k-th score; score each new
+    document of a scanned block exactly. Returns (top-k doc numbers, documents scored)."""
+    from sparsearch.index.kernels import snap_inplace
+
+    w = weights.astype(np.float64)
+    snap_inplace(w)
+    qd: dict[int, float] = {}
+    for t, x in zip(terms.tolist(), w.tolist()):
+        if t >= 0 and x > 0:
+            qd[t] = qd.get(t, 0.0) + x
+    scale = ax._common[-1]
+    top: list[tuple[float, int]] = []  # (score, -doc): the k best so far
+    seen: set[int] = set()
+    for t in sorted(qd, key=lambda u: (-qd[u], u))[:query_cut]:
+        b0, nb = int(ax.term_block_ptr[t]), int(ax.term_block_ptr[t + 1] - ax.term_block_ptr[t])
+        ss = np.zeros(nb)
+        c0, c1 = int(ax.lcomp_ptr[t]), int(ax.lcomp_ptr[t + 1])
+        e0, ne = int(ax.lent_ptr[t]), int(ax.lent_ptr[t + 1] - ax.lent_ptr[t])
+        for c in range(c0, c1):  # components ascending, as the kernel adds them
+            u = int(ax.comp_terms[c])
+            if u in qd:
+                a = e0 + int(ax.comp_start[c])
+                b = e0 + (int(ax.comp_start[c + 1]) if c + 1 < c1 else ne)
+                for e in range(a, b):
+                    ss[ax.ent_block[e]] += qd[u] * float(ax.ent_val[e])
+        ss = ss * ax.sum_scale[b0:b0 + nb].astype(np.float64)
+        for bi in sorted(range(nb), key=lambda i: (-ss[i], i)):
+            if len(top) == k and ss[bi] < heap_factor * top[0][0]:
+                break
+            for p in range(ax.block_doc_ptr[b0 + bi], ax.block_doc_ptr[b0 + bi + 1]):
+                d = int(ax.block_docs[p])
+                if d in seen:
+                    continue
+                seen.add(d)
+                a, b = ax.fwd_ptr[d], ax.fwd_ptr[d + 1]
+                s = sum(qd.get(int(u), 0.0) * float(v) for u, v in zip(ax.fwd_terms[a:b], ax.fwd_vals[a:b]))
+                s *= float(scale[d] if len(scale) > 1 else scale[0])
+                if s > 0:
+                    top = sorted(top + [(s, -d)])[-k:]
+    return [-d for _, d in sorted(top, reverse=True)], len(seen)
+
+
+@pytest.mark.parametrize("query_cut,heap_factor", [(2, 1.0), (4, 0.8), (8, 0.6)])
+def test_pruned_search_follows_seismic_algorithm(corpus, query_cut, heap_factor):
+    """At pruning settings the kernel scans exactly the blocks of the reference algorithm
+    (same documents scored, same top-k): its lazy block selection and block look-ahead
+    prefetching change the speed, not the result."""
+    index, queries = corpus
+    ax = ApproximateIndex.build(index, n_postings=300, centroid_fraction=0.1, summary_energy=0.4, save=False)
+    q_indptr, terms, weights = index.prepare_queries(queries[:40])
+    for i in range(40):
+        a, b = q_indptr[i], q_indptr[i + 1]
+        _, d = ax.search_prepared(np.array([0, b - a]), terms[a:b], weights[a:b], 10, query_cut=query_cut,
+                                  heap_factor=heap_factor, threads=1)
+        ref, n_scored = reference_seismic(ax, terms[a:b], weights[a:b], 10, query_cut, heap_factor)
+        assert d[0][:len(ref)].tolist() == ref and (d[0][len(ref):] == -1).all()
+        assert ax.last_scored == n_scored
