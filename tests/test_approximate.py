@@ -231,8 +231,8 @@ def reference_seismic(ax: ApproximateIndex, terms: np.ndarray, weights: np.ndarr
 @pytest.mark.parametrize("query_cut,heap_factor", [(2, 1.0), (4, 0.8), (8, 0.6)])
 def test_pruned_search_follows_seismic_algorithm(corpus, query_cut, heap_factor):
     """At pruning settings the kernel scans exactly the blocks of the reference algorithm
-    (same documents scored, same top-k): its lazy block selection and block look-ahead
-    prefetching change the speed, not the result."""
+    (same documents scored, same top-k): its lazy block selection and document prefetching
+    change the speed, not the result."""
     index, queries = corpus
     ax = ApproximateIndex.build(index, n_postings=300, centroid_fraction=0.1, summary_energy=0.4, save=False)
     q_indptr, terms, weights = index.prepare_queries(queries[:40])

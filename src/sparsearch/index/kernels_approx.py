@@ -19,7 +19,6 @@ from .kernels import _heap_push, _heap_sorted, decode_postings, snap_inplace
 MASK32 = np.int64(0xFFFFFFFF)
 LAZY_PICKS = 8  # blocks selected one at a time before the rest of a list is sorted
 PREFETCH_AHEAD = 4  # documents: enough scoring work to cover a DRAM access
-BLOCK_AHEAD = 8  # documents of the next block prefetched while the current block is scored
 
 
 @intrinsic
@@ -503,63 +502,45 @@ def _approx_one(q_terms, q_weights, k, query_cut, heap_factor, deleted, qd, visi
         if nb == 0:
             continue
         border = ss[:0].astype(np.int64)  # block order once sorted (not `order`: query terms')
-        # One block of look-ahead (Seismic does the same): the next block to scan is chosen and
-        # its first documents are prefetched before the current one is scored, so the DRAM
-        # misses of a new block (its locators, then its documents) overlap with scoring work.
-        cur = np.int64(-1)
-        cur_bs = 0.0
-        for step in range(nb + 1):
-            nxt = np.int64(-1)
-            nxt_bs = 0.0
-            if step < nb:
-                # Most promising block first (Seismic's sorted scan). The first LAZY_PICKS are
-                # selected one at a time (often the scan stops there and sorting is wasted work);
-                # a scan that goes on sorts the rest (taken blocks, +inf, sort last).
-                if step < LAZY_PICKS:
-                    bi = 0
-                    bv = ss[0]
-                    for i in range(1, nb):
-                        if ss[i] < bv:
-                            bv = ss[i]
-                            bi = i
-                    ss[bi] = np.inf  # taken
-                else:
-                    if step == LAZY_PICKS:
-                        border = np.argsort(ss[:nb])
-                    bi = border[step - LAZY_PICKS]
-                    bv = ss[bi]
-                nxt_bs = -bv
-                # Seismic's rule: skip a block whose summary score is below heap_factor x the
-                # k-th score (blocks come by decreasing summary score: the scan stops there)
-                if not (size == k and nxt_bs < heap_factor * hs[0]):
-                    nxt = b0 + bi
-                    pb = block_doc_ptr[nxt]
-                    for p in range(pb, min(pb + BLOCK_AHEAD, block_doc_ptr[nxt + 1])):
-                        _prefetch_doc(block_fwd[p], fwd_terms, fwd_vals)
-            # the current block was admitted before the previous one was scored: the same rule
-            # again with the heap as it is now, so that exactly the blocks of the plain scan are scored
-            if cur >= 0 and not (size == k and cur_bs < heap_factor * hs[0]):
-                pb = block_doc_ptr[cur]
-                pe = block_doc_ptr[cur + 1]
-                for p in range(pb, pe):
-                    d = block_docs[p]
-                    if p + PREFETCH_AHEAD < pe and p + PREFETCH_AHEAD >= pb + BLOCK_AHEAD:
-                        _prefetch_doc(block_fwd[p + PREFETCH_AHEAD], fwd_terms, fwd_vals)
-                    if visited[d]:
-                        continue
-                    visited[d] = True
-                    seen[n_seen] = d
-                    n_seen += 1
-                    s = _forward_dot(block_fwd[p], qd, fwd_terms, fwd_vals) * (doc_scale[d] if per_doc else doc_scale[0])
-                    if s > 0 and not (has_deleted and deleted[d]):
-                        if size < k or s > hs[0] or (s == hs[0] and d < hd[0]):
-                            size = _heap_push(hs, hd, size, k, s, d)
-            elif cur >= 0:
+        for step in range(nb):
+            # Most promising block first (Seismic's sorted scan). The first LAZY_PICKS are
+            # selected one at a time (often the scan stops there and sorting is wasted work);
+            # a scan that goes on sorts the rest (taken blocks, +inf, sort last).
+            if step < LAZY_PICKS:
+                bi = 0
+                bv = ss[0]
+                for i in range(1, nb):
+                    if ss[i] < bv:
+                        bv = ss[i]
+                        bi = i
+                ss[bi] = np.inf  # taken
+            else:
+                if step == LAZY_PICKS:
+                    border = np.argsort(ss[:nb])
+                bi = border[step - LAZY_PICKS]
+                bv = ss[bi]
+            bs = -bv
+            # Seismic's rule: skip a block whose summary score is below heap_factor x the k-th score
+            if size == k and bs < heap_factor * hs[0]:
                 break
-            if nxt < 0:
-                break
-            cur = nxt
-            cur_bs = nxt_bs
+            b = b0 + bi
+            pb = block_doc_ptr[b]
+            pe = block_doc_ptr[b + 1]
+            for p in range(pb, min(pb + PREFETCH_AHEAD, pe)):
+                _prefetch_doc(block_fwd[p], fwd_terms, fwd_vals)
+            for p in range(pb, pe):
+                d = block_docs[p]
+                if p + PREFETCH_AHEAD < pe:
+                    _prefetch_doc(block_fwd[p + PREFETCH_AHEAD], fwd_terms, fwd_vals)
+                if visited[d]:
+                    continue
+                visited[d] = True
+                seen[n_seen] = d
+                n_seen += 1
+                s = _forward_dot(block_fwd[p], qd, fwd_terms, fwd_vals) * (doc_scale[d] if per_doc else doc_scale[0])
+                if s > 0 and not (has_deleted and deleted[d]):
+                    if size < k or s > hs[0] or (s == hs[0] and d < hd[0]):
+                        size = _heap_push(hs, hd, size, k, s, d)
     for i in range(n_seen):
         visited[seen[i]] = False
     for j in range(qs_terms.shape[0]):
