@@ -196,7 +196,6 @@ def reference_seismic(ax: ApproximateIndex, terms: np.ndarray, weights: np.ndarr
     for t, x in zip(terms.tolist(), w.tolist()):
         if t >= 0 and x > 0:
             qd[t] = qd.get(t, 0.0) + x
-    scale = ax._common[-1]
     top: list[tuple[float, int]] = []  # (score, -doc): the k best so far
     seen: set[int] = set()
     for t in sorted(qd, key=lambda u: (-qd[u], u))[:query_cut]:
@@ -222,7 +221,7 @@ def reference_seismic(ax: ApproximateIndex, terms: np.ndarray, weights: np.ndarr
                 seen.add(d)
                 a, b = ax.fwd_ptr[d], ax.fwd_ptr[d + 1]
                 s = sum(qd.get(int(u), 0.0) * float(v) for u, v in zip(ax.fwd_terms[a:b], ax.fwd_vals[a:b]))
-                s *= float(scale[d] if len(scale) > 1 else scale[0])
+                s *= float(ax.doc_scale[d])
                 if s > 0:
                     top = sorted(top + [(s, -d)])[-k:]
     return [-d for _, d in sorted(top, reverse=True)], len(seen)
