@@ -3,7 +3,10 @@
 One run, same document vectors, same queries, same machine. For each system and setting:
 recall@10 against sparsearch's exact top-10 (rank-safe), mean and p99 latency of one query
 at a time on one thread, mean latency per query of the whole batch on all threads, build time
-and index memory. Writes a markdown table and a recall-latency plot to ``benchmarks/results/``.
+and index memory. Single-thread latency is the median of ``--passes`` passes over the queries
+in which every system and setting is timed in turn (the two Seismic implementations side by
+side at each setting, the order reversed on every other pass): on a shared machine, timing one
+system after the other lets a slow minute decide a 10% comparison. Writes a markdown table and a recall-latency plot to ``benchmarks/results/``.
 
 Vector sets:
 
@@ -33,7 +36,9 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
@@ -159,13 +164,52 @@ class CaptureStdout:
         self.text = self.tmp.read().decode(errors="replace")
 
 
+@dataclass
+class Job:
+    """One system at one setting: ``one(i)`` searches query ``i`` on the calling thread and returns
+    the system's own ids; ``docnums`` maps a list of those to doc numbers (n, k)."""
+
+    system: str
+    setting: str
+    one: Callable[[int], Any]
+    docnums: Callable[[list], np.ndarray]
+    batch: Callable[[], Any] | None
+    build_s: float | None
+    mem: int | None
+    note: str = ""
+
+
+def interleaved_passes(jobs: list[Job], nq: int, passes: int) -> tuple[list[list[np.ndarray]], list[list]]:
+    """Time every job ``passes`` times over all queries, the jobs interleaved and their order
+    reversed on every other pass (ABBA), so that a slow phase of the shared machine (another
+    process, a frequency change, a cache flush) falls on all systems alike instead of on the one
+    that happened to run then. Returns per job its per-pass latencies and its first pass' results."""
+    lats: list[list[np.ndarray]] = [[] for _ in jobs]
+    results: list[list] = [[] for _ in jobs]
+    for p in range(passes):
+        order = range(len(jobs)) if p % 2 == 0 else range(len(jobs) - 1, -1, -1)
+        for j in order:
+            lat, res = timed_loop(jobs[j].one, nq)
+            lats[j].append(lat)
+            if p == 0:
+                results[j] = res
+        print(f"pass {p + 1}/{passes} done", flush=True)
+    return lats, results
+
+
 def run_set(label, docs, qs, args, work: Path):
+    """Build every system, then time them all in interleaved passes (see :func:`interleaved_passes`).
+
+    Every index is timed as it is served: sparsearch approximate and pyseismic-lsr are built,
+    saved, and loaded back into memory (``ApproximateIndex.open(mmap=False)``,
+    ``SeismicIndex.load``), so that neither runs on the allocations its build left behind.
+    """
     import numba
 
-    rows = []
     nq = len(qs)
     print(f"\n=== {label}: {len(docs)} docs ({docs.nnz / len(docs):.0f} nnz), {nq} queries "
           f"({qs.nnz / nq:.0f} nnz)", flush=True)
+    jobs: list[Job] = []
     # ---- sparsearch exact
     t = time.perf_counter()
     index = build_index(docs, work / "sparsearch", overwrite=True)
@@ -173,18 +217,9 @@ def run_set(label, docs, qs, args, work: Path):
     qs = qs.remap(index.vocab)
     qrows = [qs[i:i + 1] for i in range(nq)]
     es, exact = index.search(qs, K)  # also compiles
-    mem_exact = index.stats()["index_bytes"]
-    numba.set_num_threads(1)
-    lat, _ = timed_loop(lambda i: index.search(qrows[i], K, threads=1), nq)
-    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
-    t = time.perf_counter()
-    index.search(qs, K)
-    bt = time.perf_counter() - t
-    rows.append(row_result("sparsearch exact", "block-max MaxScore", 1.0, lat, bt, nq, build_exact, mem_exact,
-                           len(docs)))
-    print(rows[-1], flush=True)
-    ids = index.doc_ids
-    lookup = {d: i for i, d in enumerate(ids)}
+    ident = (lambda res: np.array(res))
+    jobs.append(Job("sparsearch exact", "block-max MaxScore", lambda i: index.search(qrows[i], K, threads=1)[1][0],
+                    ident, lambda: index.search(qs, K), build_exact, index.stats()["index_bytes"]))
     dq, X = dequantized(index, docs)
     n_terms = len(index.vocab)
 
@@ -194,28 +229,28 @@ def run_set(label, docs, qs, args, work: Path):
     t = time.perf_counter()
     ax = ApproximateIndex.build(index, **bp, save=False)
     build_ax = time.perf_counter() - t
+    ax.save()
+    del ax
+    gc.collect()
+    ax = ApproximateIndex.open(index, mmap=False, verify=False)
     q_indptr, q_terms, q_weights = index.prepare_queries(qs)
     ax.search_prepared(q_indptr, q_terms, q_weights, K, query_cut=5, heap_factor=0.9)  # compile
     ax.search_prepared(q_indptr[:2], q_terms, q_weights, K, query_cut=5, heap_factor=0.9, threads=1)
     print("approx", ax.stats(), flush=True)
+    ours: dict[tuple, Job] = {}
     for qc in args.query_cuts:
         for hf in args.heap_factors:
             def one(i, qc=qc, hf=hf):
                 a, b = q_indptr[i], q_indptr[i + 1]
                 return ax.search_prepared(np.array([0, b - a]), q_terms[a:b], q_weights[a:b], K, query_cut=qc,
                                           heap_factor=hf, threads=1)[1][0]
-            lat, res = timed_loop(one, nq)
-            t = time.perf_counter()
-            ax.search_prepared(q_indptr, q_terms, q_weights, K, query_cut=qc, heap_factor=hf)
-            bt = time.perf_counter() - t
-            rows.append(row_result("sparsearch approx", f"query_cut={qc} heap_factor={hf}",
-                                   recall_at_k(np.array(res), exact), lat, bt, nq, build_ax, ax.memory_bytes(),
-                                   len(docs)))
-    print(f"sparsearch approx: {len(args.query_cuts) * len(args.heap_factors)} settings", flush=True)
-    del ax
-    gc.collect()
+            ours[qc, hf] = Job("sparsearch approx", f"query_cut={qc} heap_factor={hf}", one, ident,
+                               lambda qc=qc, hf=hf: ax.search_prepared(q_indptr, q_terms, q_weights, K, query_cut=qc,
+                                                                       heap_factor=hf),
+                               build_ax, ax.memory_bytes())
 
     # ---- pyseismic-lsr
+    theirs: dict[tuple, Job] = {}
     if "seismic" in args.peers:
         import seismic
 
@@ -231,6 +266,12 @@ def run_set(label, docs, qs, args, work: Path):
             sidx.print_space_usage_byte()
         mem_s = _parse_seismic_space(cap.text)
         print("seismic space:", cap.text.strip().replace("\n", " | ")[:400], flush=True)
+        with CaptureStdout():
+            sidx.save(str(work / "seismic"))
+        del sidx
+        gc.collect()
+        with CaptureStdout():
+            sidx = seismic.SeismicIndex.load(str(work / "seismic") + ".index.seismic")
         qcomp = [np.array([str(x) for x in qs.indices[qs.indptr[i]:qs.indptr[i + 1]]], dtype=sstr)
                  for i in range(nq)]
         qval = [qs.values[qs.indptr[i]:qs.indptr[i + 1]].astype(np.float32) for i in range(nq)]
@@ -238,17 +279,16 @@ def run_set(label, docs, qs, args, work: Path):
         slook = {str(i): i for i in range(len(dq))}
         for qc in args.query_cuts:
             for hf in args.heap_factors:
-                lat, res = timed_loop(lambda i, qc=qc, hf=hf: [r[2] for r in sidx.search(
-                    qids[i], qcomp[i], qval[i], K, qc, hf)], nq)
-                t = time.perf_counter()
-                sidx.batch_search(qids, qcomp, qval, K, qc, hf, num_threads=0)
-                bt = time.perf_counter() - t
-                rows.append(row_result("pyseismic-lsr", f"query_cut={qc} heap_factor={hf}",
-                                       recall_at_k(to_docnums(res, slook), exact), lat, bt, nq, build_s, mem_s,
-                                       len(docs)))
-        print("seismic done", flush=True)
-        del sidx
-        gc.collect()
+                theirs[qc, hf] = Job(
+                    "pyseismic-lsr", f"query_cut={qc} heap_factor={hf}",
+                    lambda i, qc=qc, hf=hf: [r[2] for r in sidx.search(qids[i], qcomp[i], qval[i], K, qc, hf)],
+                    lambda res: to_docnums(res, slook),
+                    lambda qc=qc, hf=hf: sidx.batch_search(qids, qcomp, qval, K, qc, hf, num_threads=0),
+                    build_s, mem_s)
+    for key in ours:  # the same setting of both systems side by side in every pass
+        jobs.append(ours[key])
+        if key in theirs:
+            jobs.append(theirs[key])
 
     # ---- BMP
     if "bmp" in args.peers:
@@ -271,15 +311,31 @@ def run_set(label, docs, qs, args, work: Path):
                        qs.values[qs.indptr[i]:qs.indptr[i + 1]].astype(float).tolist())) for i in range(nq)]
         blook = {str(i): i for i in range(len(dq))}
         for alpha, beta in args.bmp_settings:
-            lat, res = timed_loop(lambda i, a=alpha, b=beta: searcher.search(qd[i], k=K, alpha=a, beta=b)[0], nq)
             name = "bmp exact" if alpha == 1.0 and beta == 1.0 else "bmp approx"
-            rows.append(row_result(name, f"alpha={alpha} beta={beta} bsize={args.bmp_bsize}",
-                                   recall_at_k(to_docnums(res, blook), exact), lat, None, nq, build_b, mem_b,
-                                   len(docs), "single-threaded API"))
-        print("bmp done", flush=True)
-        del searcher
+            jobs.append(Job(name, f"alpha={alpha} beta={beta} bsize={args.bmp_bsize}",
+                            lambda i, a=alpha, b=beta: searcher.search(qd[i], k=K, alpha=a, beta=b)[0],
+                            lambda res: to_docnums(res, blook), None, build_b, mem_b, "single-threaded API"))
 
-    # ---- Milvus Lite
+    # ---- timing: single thread, interleaved passes; then all threads, one batch per job
+    numba.set_num_threads(1)
+    lats, results = interleaved_passes(jobs, nq, args.passes)
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    rows = []
+    for job, lat, res in zip(jobs, lats, results):
+        bt = None
+        if job.batch is not None:
+            t = time.perf_counter()
+            job.batch()
+            bt = time.perf_counter() - t
+        means = [x.mean() for x in lat]
+        mid = int(np.argsort(means)[len(means) // 2])  # the median pass
+        row = row_result(job.system, job.setting, recall_at_k(job.docnums(res), exact), lat[mid], bt, nq,
+                         job.build_s, job.mem, len(docs), job.note)
+        row["pass_means_ms"] = [float(m * 1e3) for m in means]
+        rows.append(row)
+        print(row, flush=True)
+
+    # ---- Milvus Lite (a server process and 27 ms a query: one pass over fewer queries)
     if "milvus" in args.peers:
         rows += run_milvus(dq, X, qs, exact, work, args, len(docs))
     return rows
@@ -358,8 +414,10 @@ def pareto_latency(rows, system, target):
 def report(all_rows: dict[str, list[dict]], args) -> str:
     out = [f"# Approximate retrieval: sparsearch vs peers\n",
            f"Machine: {os.cpu_count()} cores; k={K}; recall@{K} against sparsearch exact top-{K}. "
-           f"Latency: one query at a time on one thread (mean, p99); 'all threads' = batch wall time / "
-           f"queries. Build parameters (sparsearch approx and pyseismic-lsr alike): n_postings="
+           f"Latency: one query at a time on one thread (mean, p99), the median of {args.passes} timed passes "
+           f"over the queries, every system and setting interleaved in each pass (order reversed on every other "
+           f"pass); 'all threads' = batch wall time / queries. Indexes are timed as served: saved, then loaded "
+           f"back into memory. Build parameters (sparsearch approx and pyseismic-lsr alike): n_postings="
            f"{args.n_postings}, centroid_fraction={args.centroid_fraction}, summary_energy={args.summary_energy}.\n"]
     for label, rows in all_rows.items():
         out.append(f"\n## {label}\n")
@@ -440,6 +498,8 @@ def main() -> None:
     ap.add_argument("--heap-factors", type=float, nargs="+", default=[0.6, 0.7, 0.8, 0.9, 1.0])
     ap.add_argument("--bmp-bsize", type=int, default=32)
     ap.add_argument("--milvus-queries", type=int, default=200)
+    ap.add_argument("--passes", type=int, default=3,
+                    help="timed passes over the queries per system and setting, interleaved (median reported)")
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--tag", default="")
     args = ap.parse_args()
