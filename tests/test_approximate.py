@@ -201,16 +201,12 @@ def reference_seismic(ax: ApproximateIndex, terms: np.ndarray, weights: np.ndarr
     for t in sorted(qd, key=lambda u: (-qd[u], u))[:query_cut]:
         b0, nb = int(ax.term_block_ptr[t]), int(ax.term_block_ptr[t + 1] - ax.term_block_ptr[t])
         ss = np.zeros(nb)
-        c0, c1 = int(ax.lcomp_ptr[t]), int(ax.lcomp_ptr[t + 1])
-        e0, ne = int(ax.lent_ptr[t]), int(ax.lent_ptr[t + 1] - ax.lent_ptr[t])
-        for c in range(c0, c1):  # components ascending, as the kernel adds them
-            u = int(ax.comp_terms[c])
-            if u in qd:
-                a = e0 + int(ax.comp_start[c])
-                b = e0 + (int(ax.comp_start[c + 1]) if c + 1 < c1 else ne)
-                for e in range(a, b):
-                    ss[ax.ent_block[e]] += qd[u] * float(ax.ent_val[e])
-        ss = ss * ax.sum_scale[b0:b0 + nb].astype(np.float64)
+        s_terms, s_codes, s_scales = ax.list_summaries(t)  # block-major, not the kernel's component-major view
+        for bi in range(nb):  # components ascending, as the kernel adds them
+            for u, code in zip(s_terms[bi].tolist(), s_codes[bi].tolist()):
+                if u in qd:
+                    ss[bi] += qd[u] * float(code)
+        ss = ss * s_scales.astype(np.float64)
         for bi in sorted(range(nb), key=lambda i: (-ss[i], i)):
             if len(top) == k and ss[bi] < heap_factor * top[0][0]:
                 break
@@ -225,6 +221,58 @@ def reference_seismic(ax: ApproximateIndex, terms: np.ndarray, weights: np.ndarr
                 if s > 0:
                     top = sorted(top + [(s, -d)])[-k:]
     return [-d for _, d in sorted(top, reverse=True)], len(seen)
+
+
+@pytest.mark.parametrize("group_blocks,group_entries", [(7, 300), (3, 40)])
+def test_summary_groups_are_a_storage_detail(corpus, monkeypatch, group_blocks, group_entries):
+    """Lists of more than GROUP_BLOCKS blocks (or GROUP_ENTRIES summary entries) are split into
+    summary groups; the split changes neither a summary nor a search result. (3, 40): single
+    blocks exceed the entry limit, so offsets need 32 bits."""
+    from sparsearch.index import approximate as apx
+
+    index, queries = corpus
+    kw = dict(n_postings=600, centroid_fraction=0.5, summary_energy=0.6, min_cluster_size=1, save=False)
+    whole = ApproximateIndex.build(index, **kw)
+    assert np.diff(whole.term_block_ptr).max() > apx.GROUP_BLOCKS  # the default splits some lists too
+    monkeypatch.setattr(apx, "GROUP_BLOCKS", group_blocks)
+    monkeypatch.setattr(apx, "GROUP_ENTRIES", group_entries)
+    split = ApproximateIndex.build(index, **kw)
+    n_blocks, n_entries = np.diff(split.group_block_ptr), np.diff(split.group_ent_ptr)
+    assert len(n_blocks) > 2 * len(whole.group_block_ptr)
+    assert n_blocks.max() <= group_blocks and ((n_entries <= group_entries) | (n_blocks == 1)).all()
+    assert split.comp_start.dtype == (np.uint32 if n_entries.max() > group_entries else np.uint16)
+    assert whole.ent_block.dtype == split.ent_block.dtype == np.uint8
+    for t in range(0, index.n_terms, 37):
+        a, b = whole.list_summaries(t), split.list_summaries(t)
+        for x, y in zip(a[0] + a[1], b[0] + b[1]):
+            np.testing.assert_array_equal(x, y)
+    for qc, hf in [(3, 0.8), (1000, 1.0)]:
+        s1, d1 = whole.search(queries, 10, query_cut=qc, heap_factor=hf, threads=1)
+        s2, d2 = split.search(queries, 10, query_cut=qc, heap_factor=hf, threads=1)
+        np.testing.assert_array_equal(d1, d2)
+        np.testing.assert_array_equal(s1, s2)
+
+
+def test_dense_and_sparse_directories_agree(corpus, monkeypatch):
+    """A summary group's directory is a bitmap over the vocabulary (O(1) lookups) where that is
+    smaller than its sorted component ids; both give the same summaries and results."""
+    from sparsearch.index import approximate as apx
+
+    index, queries = corpus
+    kw = dict(n_postings=600, centroid_fraction=0.2, summary_energy=0.5, save=False)
+    mixed = ApproximateIndex.build(index, **kw)
+    dense = np.diff(mixed.group_word_ptr) > 0
+    assert dense.any() and (~dense).any()
+    assert len(mixed.comp_terms) == np.diff(mixed.group_comp_ptr)[~dense].sum()
+    monkeypatch.setattr(apx, "DENSE_DIRECTORIES", False)
+    sparse = ApproximateIndex.build(index, **kw)
+    assert len(sparse.dir_words) == 0 and mixed.memory_bytes() < sparse.memory_bytes()
+    for t in range(0, index.n_terms, 23):
+        for x, y in zip(mixed.list_summaries(t)[0], sparse.list_summaries(t)[0]):
+            np.testing.assert_array_equal(x, y)
+    for qc, hf in [(4, 0.7), (1000, 1.0)]:
+        np.testing.assert_array_equal(mixed.search(queries, 10, query_cut=qc, heap_factor=hf)[1],
+                                      sparse.search(queries, 10, query_cut=qc, heap_factor=hf)[1])
 
 
 @pytest.mark.parametrize("query_cut,heap_factor", [(2, 1.0), (4, 0.8), (8, 0.6)])

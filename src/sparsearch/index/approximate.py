@@ -36,9 +36,9 @@ Storage (all arrays; ``memory_bytes()`` is their total): the forward index (CSR 
 document: ``uint16`` term ids when the vocabulary allows, the index's 8-bit impacts, one
 scale per document), the blocked lists (``uint32`` doc ids, and next to each a ``uint64``
 locator of the document's forward vector: offset and length, as Seismic packs them), and the summaries
-grouped per list by component as in Seismic's quantized summaries: ``uint16`` component
-ids, block numbers as ``uint8`` (or ``uint16`` if a list has more than 256 blocks), ``uint8``
-values, one float scale per block). The forward index is a
+grouped by component as in Seismic's quantized summaries, per run of at most 256 blocks of a
+list (a *summary group*): ``uint8`` block numbers and values, ``uint16`` entry offsets, a
+directory of ``uint16`` component ids or a vocabulary bitmap, one float scale per block). The forward index is a
 copy of the postings in document order: the approximate index is self-contained and
 needs nothing of the exact segments at query time.
 
@@ -76,11 +76,13 @@ from .segment import IndexFormatError, _crc32, fsync_dir, load_npy, write_segmen
 __all__ = ["ApproximateIndex", "ApproxParams", "recall_at_k", "tune", "search_approximate", "POINTER"]
 
 APPROX_FORMAT = "sparsearch-approximate"
-APPROX_VERSION = 2  # 2: forward locators next to the blocked postings
+APPROX_VERSION = 3  # 2: forward locators next to the blocked postings; 3: summary groups
 POINTER = "approximate.json"
+SUMMARY_ARRAYS = ("term_group_ptr", "group_block_ptr", "group_comp_ptr", "group_term_ptr", "group_word_ptr",
+                  "comp_terms", "dir_words", "dir_rank", "comp_start", "group_ent_ptr", "ent_block", "ent_val",
+                  "sum_scale")
 ARRAYS = ("fwd_ptr", "fwd_terms", "fwd_vals", "doc_scale", "term_block_ptr", "block_doc_ptr", "block_docs",
-          "block_fwd", "lcomp_ptr", "comp_terms", "comp_start", "lent_ptr", "ent_block", "ent_val", "sum_scale")
-SUMMARY_ARRAYS = ("lcomp_ptr", "comp_terms", "comp_start", "lent_ptr", "ent_block", "ent_val", "sum_scale")
+          "block_fwd", *SUMMARY_ARRAYS)
 
 
 @dataclass(frozen=True)
@@ -139,33 +141,62 @@ def _forward_from_index(index) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     return (np.concatenate(ptrs), cat(terms, term_dtype), cat(vals, np.uint8), cat(scales, np.float64))
 
 
+GROUP_BLOCKS = 256  # blocks per summary group: a block's number within its group fits a byte
+GROUP_ENTRIES = (1 << 16) - 1  # summary entries per group: an entry offset fits 16 bits
+DENSE_DIRECTORIES = True  # a group's directory may be a vocabulary bitmap where that is smaller
+
+
 def _component_major(term_block_ptr: np.ndarray, sum_ptr: np.ndarray, sum_terms: np.ndarray, sum_vals: np.ndarray,
                      V: int, nch: int) -> dict[str, np.ndarray]:
-    """Summaries of each list regrouped by component (as Seismic's quantized summaries are).
+    """Summaries regrouped by component, as Seismic's quantized summaries are, per *summary group*.
 
-    For list ``t``: its components are ``comp_terms[lcomp_ptr[t]:lcomp_ptr[t+1]]`` (ascending);
-    component ``c`` owns the entries ``lent_ptr[t] + comp_start[c]`` up to the next component's
-    start (or the list's end): ``ent_block`` (block number within the list, uint16) and
-    ``ent_val`` (8-bit value; times ``sum_scale`` of the block). Scoring all the blocks of a
-    list then costs one lookup per query term plus the matching entries only.
+    A list's blocks are split into runs of consecutive blocks (groups: at most ``GROUP_BLOCKS``
+    blocks and ``GROUP_ENTRIES`` entries; most lists are one group). List ``t`` owns the groups
+    ``term_group_ptr[t]:term_group_ptr[t+1]``; group ``g`` holds the blocks
+    ``group_block_ptr[g]:group_block_ptr[g+1]``, its components are
+    ``comp_terms[group_comp_ptr[g]:group_comp_ptr[g+1]]`` (ascending), and component ``c`` owns
+    the entries from ``group_ent_ptr[g] + comp_start[c]`` up to the next component's start (or
+    the group's end): ``ent_block`` (the block's number within the group, uint8) and ``ent_val``
+    (8-bit value; times ``sum_scale`` of the block). A group's directory (component -> ordinal) is
+    whichever is smaller: its sorted component ids (``comp_terms[group_term_ptr[g]:...]``,
+    binary-searched) or, as Seismic's dense offsets, a bitmap over the vocabulary
+    (``dir_words[group_word_ptr[g]:...]``) with the rank of every 64-bit word (``dir_rank``),
+    looked up in O(1). Scoring all the blocks of a list then costs
+    one lookup per query term and group, plus the matching entries only. The groups keep both
+    per-entry block numbers and per-component offsets narrow (1 and 2 bytes instead of 2 and 4
+    for whole lists of hundreds of blocks).
     """
-    if len(term_block_ptr) > 1 and np.diff(term_block_ptr).max() > 1 << 16:
-        raise ValueError("a posting list has more than 65536 blocks; lower centroid_fraction or n_postings")
-    ncomp = ka.component_major_sizes(term_block_ptr, sum_ptr, sum_terms, V, nch)
-    lcomp_ptr = np.zeros(V + 1, np.int64)
-    np.cumsum(ncomp, out=lcomp_ptr[1:])
-    comp_terms = np.empty(int(lcomp_ptr[-1]), sum_terms.dtype)
-    # narrowest widths that fit: block numbers within a list, entry offsets within a list
-    max_blocks = int(np.diff(term_block_ptr).max()) if len(term_block_ptr) > 1 else 0
-    per_list = np.diff(sum_ptr[term_block_ptr])
-    max_entries = int(per_list.max()) if len(per_list) else 0
-    comp_start = np.empty(int(lcomp_ptr[-1]), np.uint16 if max_entries < 1 << 16 else np.uint32)
-    ent_block = np.empty(len(sum_terms), np.uint8 if max_blocks <= 1 << 8 else np.uint16)
+    group_block_ptr = ka.summary_groups(term_block_ptr, sum_ptr, GROUP_BLOCKS, GROUP_ENTRIES)
+    term_group_ptr = np.searchsorted(group_block_ptr[:-1], term_block_ptr, side="left").astype(np.int64)
+    ncomp = ka.component_major_sizes(group_block_ptr, sum_ptr, sum_terms, V, nch)
+    group_comp_ptr = np.zeros(len(group_block_ptr), np.int64)
+    np.cumsum(ncomp, out=group_comp_ptr[1:])
+    group_ent_ptr = sum_ptr[group_block_ptr].astype(np.int64)
+    per_group = np.diff(group_ent_ptr)
+    wide = len(per_group) and int(per_group.max()) > GROUP_ENTRIES  # one block alone: a vocabulary > 65535
+    comp_terms = np.empty(int(group_comp_ptr[-1]), sum_terms.dtype)
+    comp_start = np.empty(int(group_comp_ptr[-1]), np.uint32 if wide else np.uint16)
+    ent_block = np.empty(len(sum_terms), np.uint8)
     ent_val = np.empty(len(sum_terms), np.uint8)
-    ka.component_major_fill(term_block_ptr, sum_ptr, sum_terms, sum_vals, V, lcomp_ptr, comp_terms, comp_start,
+    ka.component_major_fill(group_block_ptr, sum_ptr, sum_terms, sum_vals, V, group_comp_ptr, comp_terms, comp_start,
                             ent_block, ent_val, nch)
-    lent_ptr = sum_ptr[term_block_ptr].astype(np.int64)
-    return {"lcomp_ptr": lcomp_ptr, "comp_terms": comp_terms, "comp_start": comp_start, "lent_ptr": lent_ptr,
+    # directory per group: sorted component ids, or a vocabulary bitmap + per-word ranks where smaller
+    n_words = (V + 63) // 64
+    rank_dtype = np.uint16 if V < 1 << 16 else np.uint32
+    dense = ncomp * comp_terms.itemsize > n_words * (8 + np.dtype(rank_dtype).itemsize)
+    if not DENSE_DIRECTORIES:
+        dense[:] = False
+    group_word_ptr = np.zeros(len(group_block_ptr), np.int64)
+    np.cumsum(np.where(dense, n_words, 0), out=group_word_ptr[1:])
+    dir_words = np.empty(int(group_word_ptr[-1]), np.uint64)
+    dir_rank = np.empty(int(group_word_ptr[-1]), rank_dtype)
+    ka.dense_directories(group_comp_ptr, comp_terms, group_word_ptr, dir_words, dir_rank, nch)
+    group_term_ptr = np.zeros(len(group_block_ptr), np.int64)
+    np.cumsum(np.where(dense, 0, ncomp), out=group_term_ptr[1:])
+    comp_terms = comp_terms[np.repeat(~dense, ncomp)]  # ids kept for the sparse groups only
+    return {"term_group_ptr": term_group_ptr, "group_block_ptr": group_block_ptr, "group_comp_ptr": group_comp_ptr,
+            "group_term_ptr": group_term_ptr, "group_word_ptr": group_word_ptr, "comp_terms": comp_terms,
+            "dir_words": dir_words, "dir_rank": dir_rank, "comp_start": comp_start, "group_ent_ptr": group_ent_ptr,
             "ent_block": ent_block, "ent_val": ent_val}
 
 
@@ -182,9 +213,9 @@ class ApproximateIndex:
             setattr(self, name, arrays[name])
         self._n_docs = len(self.fwd_ptr) - 1
         # the arrays every search passes to the kernels, in their argument order
-        self._common = (self.term_block_ptr, self.block_doc_ptr, self.block_docs, self.block_fwd, self.lcomp_ptr,
-                        self.comp_terms, self.comp_start, self.lent_ptr, self.ent_block, self.ent_val, self.sum_scale,
-                        self.fwd_terms, self.fwd_vals, self._scale_arg(self.doc_scale))
+        self._common = (self.term_block_ptr, self.block_doc_ptr, self.block_docs, self.block_fwd,
+                        tuple(getattr(self, n) for n in SUMMARY_ARRAYS), self.fwd_terms, self.fwd_vals,
+                        self._scale_arg(self.doc_scale))
         self._lock = threading.Lock()
         self._scratch: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._deleted = self._deleted_mask()
@@ -349,6 +380,38 @@ class ApproximateIndex:
                 "forward_bytes": int(fwd), "lists_bytes": int(inv), "summary_bytes": int(summ),
                 "memory_bytes": self.memory_bytes(), "bytes_per_doc": self.bytes_per_doc(),
                 "params": self.params.__dict__, "build_seconds": self.meta.get("build_seconds")}
+
+    def list_summaries(self, t: int) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+        """The summaries of the blocks of list ``t``, block-major (read back from the groups).
+
+        Returns ``(terms, codes, scales)``: per block (in list order) its component ids, ascending,
+        and their 8-bit codes (uint8), and the blocks' scales (float32 (n_blocks,)); a summary
+        value is ``code * scale``.
+        """
+        b0, b1 = int(self.term_block_ptr[t]), int(self.term_block_ptr[t + 1])
+        terms: list[list[int]] = [[] for _ in range(b1 - b0)]
+        codes: list[list[int]] = [[] for _ in range(b1 - b0)]
+        for g in range(int(self.term_group_ptr[t]), int(self.term_group_ptr[t + 1])):
+            off = int(self.group_block_ptr[g]) - b0
+            c0, c1 = int(self.group_comp_ptr[g]), int(self.group_comp_ptr[g + 1])
+            e0, e1 = int(self.group_ent_ptr[g]), int(self.group_ent_ptr[g + 1])
+            w0, w1 = int(self.group_word_ptr[g]), int(self.group_word_ptr[g + 1])
+            if w1 > w0:  # dense directory: the set bits of the bitmap, ascending
+                bits = np.unpackbits(np.asarray(self.dir_words[w0:w1]).astype("<u8").view(np.uint8), bitorder="little")
+                ids = np.flatnonzero(bits)
+            else:
+                ids = np.asarray(self.comp_terms[int(self.group_term_ptr[g]):int(self.group_term_ptr[g + 1])])
+            if len(ids) != c1 - c0:
+                raise IndexFormatError(f"list {t}, summary group {g}: the directory names {len(ids)} components, "
+                                       f"the offsets {c1 - c0} (corrupt index)")
+            for c in range(c0, c1):
+                a = e0 + int(self.comp_start[c])
+                b = e0 + int(self.comp_start[c + 1]) if c + 1 < c1 else e1
+                for e in range(a, b):
+                    terms[off + int(self.ent_block[e])].append(int(ids[c - c0]))
+                    codes[off + int(self.ent_block[e])].append(int(self.ent_val[e]))
+        return ([np.array(x, np.int64) for x in terms], [np.array(x, np.uint8) for x in codes],
+                np.asarray(self.sum_scale[b0:b1]))
 
     # ----------------------------------------------------------------- search
     def _deleted_mask(self) -> np.ndarray:

@@ -40,6 +40,21 @@ def _prefetch(typingctx, arr, idx):
     return sig, codegen
 
 
+@intrinsic
+def _popcount(typingctx, x):
+    """Number of set bits of a uint64 (LLVM ``llvm.ctpop.i64``: one POPCNT instruction)."""
+    if x != types.uint64:
+        return None
+    sig = types.uint64(x)
+
+    def codegen(context, builder, signature, args):
+        fnty = ir.FunctionType(ir.IntType(64), [ir.IntType(64)])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.ctpop.i64")
+        return builder.call(fn, [args[0]])
+
+    return sig, codegen
+
+
 LOC_BITS = 24  # a forward locator is (offset << LOC_BITS) | length: lengths below 2**24 entries
 LOC_MASK = np.uint64((1 << LOC_BITS) - 1)
 
@@ -398,36 +413,61 @@ def fill_summaries(block_doc_ptr, block_docs, fwd_ptr, fwd_terms, fwd_vals, doc_
 
 # -------------------------------------------------------------------- search
 @njit(cache=True, inline="always")
-def _summary_scores(t, qs_terms, qs_w, term_block_ptr, lcomp_ptr, comp_terms, comp_start, lent_ptr, ent_block,
-                    ent_val, sum_scale, ss):
-    """``ss[i] = -<q, summary of block i of list t>`` via the list's component-major summaries."""
+def _summary_scores(t, qs_terms, qs_w, term_block_ptr, summaries, ss):
+    """``ss[i] = -<q, summary of block i of list t>`` via the list's component-major summary groups.
+
+    A group's directory maps a component to its ordinal in the group: a bitmap over the
+    vocabulary with a rank per 64-bit word (dense groups: O(1) a query term), or the sorted
+    component ids (sparse groups: binary search, the window shrinking as query terms ascend).
+    ``summaries`` is the tuple of the summary arrays (``approximate.SUMMARY_ARRAYS``, in that
+    order): one argument, since CPython passes calls of more than 30 arguments as ``*args``,
+    which numba cannot inline.
+    """
+    (term_group_ptr, group_block_ptr, group_comp_ptr, group_term_ptr, group_word_ptr, comp_terms, dir_words,
+     dir_rank, comp_start, group_ent_ptr, ent_block, ent_val, sum_scale) = summaries
     b0 = term_block_ptr[t]
     nb = term_block_ptr[t + 1] - b0
     for i in range(nb):
         ss[i] = 0.0
-    c0 = lcomp_ptr[t]
-    c1 = lcomp_ptr[t + 1]
-    e0 = lent_ptr[t]
-    ne = lent_ptr[t + 1] - e0
-    lo = c0
-    for j in range(qs_terms.shape[0]):  # query terms ascending: the search window only shrinks
-        u = qs_terms[j]
-        hi = c1
-        while lo < hi:
-            mid = (lo + hi) >> 1
-            if np.int64(comp_terms[mid]) < u:
-                lo = mid + 1
+    one = np.uint64(1)
+    for g in range(term_group_ptr[t], term_group_ptr[t + 1]):
+        off = group_block_ptr[g] - b0
+        c0 = group_comp_ptr[g]
+        c1 = group_comp_ptr[g + 1]
+        e0 = group_ent_ptr[g]
+        ne = group_ent_ptr[g + 1] - e0
+        w0 = group_word_ptr[g]
+        dense = group_word_ptr[g + 1] > w0
+        t0 = group_term_ptr[g]
+        t1 = group_term_ptr[g + 1]
+        lo = t0
+        for j in range(qs_terms.shape[0]):
+            u = qs_terms[j]
+            if dense:
+                wi = w0 + (u >> 6)
+                word = dir_words[wi]
+                bit = np.uint64(u & 63)
+                if (word >> bit) & one == 0:
+                    continue
+                c = c0 + np.int64(dir_rank[wi]) + np.int64(_popcount(word & ((one << bit) - one)))
             else:
-                hi = mid
-        if lo >= c1:
-            break
-        if np.int64(comp_terms[lo]) != u:
-            continue
-        a = e0 + np.int64(comp_start[lo])
-        b = e0 + (np.int64(comp_start[lo + 1]) if lo + 1 < c1 else ne)
-        w = qs_w[j]
-        for e in range(a, b):
-            ss[ent_block[e]] += w * np.float64(ent_val[e])
+                hi = t1
+                while lo < hi:
+                    mid = (lo + hi) >> 1
+                    if np.int64(comp_terms[mid]) < u:
+                        lo = mid + 1
+                    else:
+                        hi = mid
+                if lo >= t1:
+                    break
+                if np.int64(comp_terms[lo]) != u:
+                    continue
+                c = c0 + (lo - t0)
+            a = e0 + np.int64(comp_start[c])
+            b = e0 + (np.int64(comp_start[c + 1]) if c + 1 < c1 else ne)
+            w = qs_w[j]
+            for e in range(a, b):
+                ss[off + np.int64(ent_block[e])] += w * np.float64(ent_val[e])
     for i in range(nb):
         ss[i] = -ss[i] * np.float64(sum_scale[b0 + i])
     return nb
@@ -456,8 +496,7 @@ def _forward_dot(loc, qd, fwd_terms, fwd_vals):
 
 @njit(cache=True, inline="always")
 def _approx_one(q_terms, q_weights, k, query_cut, heap_factor, deleted, qd, visited, seen, term_block_ptr,
-                block_doc_ptr, block_docs, block_fwd, lcomp_ptr, comp_terms, comp_start, lent_ptr, ent_block, ent_val,
-                sum_scale, fwd_terms, fwd_vals, doc_scale, out_s, out_d):
+                block_doc_ptr, block_docs, block_fwd, summaries, fwd_terms, fwd_vals, doc_scale, out_s, out_d):
     """Seismic query processing for one query; ``qd``/``visited`` are zeroed scratch, left zeroed."""
     V = term_block_ptr.shape[0] - 1
     nq = q_terms.shape[0]
@@ -497,8 +536,7 @@ def _approx_one(q_terms, q_weights, k, query_cut, heap_factor, deleted, qd, visi
     for oi in range(cut):
         t = qs_terms[order[oi]]
         b0 = term_block_ptr[t]
-        nb = _summary_scores(t, qs_terms, qs_w, term_block_ptr, lcomp_ptr, comp_terms, comp_start, lent_ptr,
-                             ent_block, ent_val, sum_scale, ss)
+        nb = _summary_scores(t, qs_terms, qs_w, term_block_ptr, summaries, ss)
         if nb == 0:
             continue
         border = ss[:0].astype(np.int64)  # block order once sorted (not `order`: query terms')
@@ -551,8 +589,8 @@ def _approx_one(q_terms, q_weights, k, query_cut, heap_factor, deleted, qd, visi
 
 @njit(cache=True)
 def approx_serial(q_indptr, q_terms, q_weights, k, query_cut, heap_factor, deleted, qd, visited, seen,
-                  term_block_ptr, block_doc_ptr, block_docs, block_fwd, lcomp_ptr, comp_terms, comp_start, lent_ptr, ent_block,
-                  ent_val, sum_scale, fwd_terms, fwd_vals, doc_scale, out_s, out_d):
+                  term_block_ptr, block_doc_ptr, block_docs, block_fwd, summaries, fwd_terms, fwd_vals, doc_scale,
+                  out_s, out_d):
     """:func:`approx_batch` on the calling thread, with caller-owned zeroed scratch
     (``qd`` float64 (V,), ``visited`` bool (n_docs,), ``seen`` int64 (n_docs,)), left zeroed.
     Returns the number of documents scored (all queries)."""
@@ -561,15 +599,15 @@ def approx_serial(q_indptr, q_terms, q_weights, k, query_cut, heap_factor, delet
         a = q_indptr[qi]
         b = q_indptr[qi + 1]
         scored += _approx_one(q_terms[a:b], q_weights[a:b], k, query_cut, heap_factor, deleted, qd, visited, seen,
-                    term_block_ptr, block_doc_ptr, block_docs, block_fwd, lcomp_ptr, comp_terms, comp_start, lent_ptr,
-                    ent_block, ent_val, sum_scale, fwd_terms, fwd_vals, doc_scale, out_s[qi], out_d[qi])
+                              term_block_ptr, block_doc_ptr, block_docs, block_fwd, summaries, fwd_terms, fwd_vals,
+                              doc_scale, out_s[qi], out_d[qi])
     return scored
 
 
 @njit(cache=True, parallel=True)
 def approx_batch(q_indptr, q_terms, q_weights, k, query_cut, heap_factor, deleted, n_docs, term_block_ptr,
-                 block_doc_ptr, block_docs, block_fwd, lcomp_ptr, comp_terms, comp_start, lent_ptr, ent_block, ent_val,
-                 sum_scale, fwd_terms, fwd_vals, doc_scale, out_s, out_d, n_chunks):
+                 block_doc_ptr, block_docs, block_fwd, summaries, fwd_terms, fwd_vals, doc_scale, out_s, out_d,
+                 n_chunks):
     """Approximate top-k for a batch of CSR queries; queries interleaved over ``n_chunks`` workers."""
     V = term_block_ptr.shape[0] - 1
     nq = q_indptr.shape[0] - 1
@@ -581,15 +619,38 @@ def approx_batch(q_indptr, q_terms, q_weights, k, query_cut, heap_factor, delete
             a = q_indptr[qi]
             b = q_indptr[qi + 1]
             _approx_one(q_terms[a:b], q_weights[a:b], k, query_cut, heap_factor, deleted, qd, visited, seen,
-                        term_block_ptr, block_doc_ptr, block_docs, block_fwd, lcomp_ptr, comp_terms, comp_start, lent_ptr,
-                        ent_block, ent_val, sum_scale, fwd_terms, fwd_vals, doc_scale, out_s[qi],
-                        out_d[qi])
+                        term_block_ptr, block_doc_ptr, block_docs, block_fwd, summaries, fwd_terms, fwd_vals,
+                        doc_scale, out_s[qi], out_d[qi])
 
 
 # ------------------------------------------------- component-major summaries
+@njit(cache=True)
+def summary_groups(term_block_ptr, sum_ptr, max_blocks, max_entries):
+    """Split every list's blocks into runs of consecutive blocks, the *summary groups*: at most
+    ``max_blocks`` blocks and (unless one block alone has more) ``max_entries`` summary entries each,
+    so that a block number within its group fits a byte and an entry offset 16 bits.
+    Returns ``group_block_ptr`` int64 (G+1,): group ``g`` holds blocks ``[ptr[g], ptr[g+1])``."""
+    V = term_block_ptr.shape[0] - 1
+    out = np.empty(term_block_ptr[V] + 1, np.int64)
+    G = 0
+    for t in range(V):
+        b = term_block_ptr[t]
+        end = term_block_ptr[t + 1]
+        while b < end:
+            out[G] = b
+            G += 1
+            e = b + 1
+            while e < end and e - b < max_blocks and sum_ptr[e + 1] - sum_ptr[b] <= max_entries:
+                e += 1
+            b = e
+    out[G] = term_block_ptr[V]
+    return out[:G + 1].copy()
+
+
 @njit(cache=True, parallel=True)
 def component_major_sizes(term_block_ptr, sum_ptr, sum_terms, n_terms, n_chunks):
-    """Number of distinct summary components of every list."""
+    """Number of distinct summary components of every run of blocks (``term_block_ptr``: a list's
+    blocks, or a summary group's)."""
     V = term_block_ptr.shape[0] - 1
     ncomp = np.zeros(V, np.int64)
     for c in prange(n_chunks):
@@ -610,9 +671,10 @@ def component_major_sizes(term_block_ptr, sum_ptr, sum_terms, n_terms, n_chunks)
 
 
 @njit(cache=True, parallel=True)
-def component_major_fill(term_block_ptr, sum_ptr, sum_terms, sum_vals, n_terms, lcomp_ptr, comp_terms, comp_start,
+def component_major_fill(term_block_ptr, sum_ptr, sum_terms, sum_vals, n_terms, comp_ptr, comp_terms, comp_start,
                          ent_block, ent_val, n_chunks):
-    """Regroup each list's summaries by component (ascending), blocks ascending inside a component."""
+    """Regroup the summaries of each run of blocks (a summary group) by component (ascending), blocks
+    ascending inside a component; ``ent_block`` is the block's number within its run."""
     V = term_block_ptr.shape[0] - 1
     for c in prange(n_chunks):
         cnt = np.zeros(n_terms, np.int64)
@@ -630,7 +692,7 @@ def component_major_fill(term_block_ptr, sum_ptr, sum_terms, sum_vals, n_terms, 
                 cnt[u] += 1
             terms = np.sort(touched[:n])
             o = 0
-            c0 = lcomp_ptr[t]
+            c0 = comp_ptr[t]
             for i in range(n):  # cnt becomes the next write position (relative to the list)
                 u = terms[i]
                 comp_terms[c0 + i] = u
@@ -647,3 +709,24 @@ def component_major_fill(term_block_ptr, sum_ptr, sum_terms, sum_vals, n_terms, 
                     cnt[u] += 1
             for i in range(n):
                 cnt[terms[i]] = 0
+
+
+@njit(cache=True, parallel=True)
+def dense_directories(group_comp_ptr, comp_terms, group_word_ptr, dir_words, dir_rank, n_chunks):
+    """Bitmap (one bit per vocabulary term) and per-word rank of every dense group's components."""
+    G = group_comp_ptr.shape[0] - 1
+    for c in prange(n_chunks):
+        for g in range(c, G, n_chunks):
+            w0 = group_word_ptr[g]
+            w1 = group_word_ptr[g + 1]
+            if w1 == w0:
+                continue
+            for w in range(w0, w1):
+                dir_words[w] = 0
+            for i in range(group_comp_ptr[g], group_comp_ptr[g + 1]):
+                u = np.int64(comp_terms[i])
+                dir_words[w0 + (u >> 6)] |= np.uint64(1) << np.uint64(u & 63)
+            r = 0
+            for w in range(w0, w1):
+                dir_rank[w] = r
+                r += np.int64(_popcount(dir_words[w]))
