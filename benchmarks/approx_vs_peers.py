@@ -6,11 +6,7 @@ at a time on one thread, mean latency per query of the whole batch on all thread
 and index memory. Single-thread latency is the median of ``--passes`` passes over the queries
 in which every system and setting is timed in turn (the two Seismic implementations side by
 side at each setting, the order reversed on every other pass): on a shared machine, timing one
-system after the other lets a slow minute decide a 10% comparison.
-
-sparsearch runs in three modes: exact (block-max MaxScore), the Seismic-style approximate
-index (``query_cut`` x ``heap_factor``), and block-max MaxScore with threshold
-overestimation (``Index.search(alpha=...)``, ``--alphas``; the optional second mode). Writes a markdown table and a recall-latency plot to ``benchmarks/results/``.
+system after the other lets a slow minute decide a 10% comparison. Writes a markdown table and a recall-latency plot to ``benchmarks/results/``.
 
 Vector sets:
 
@@ -224,10 +220,6 @@ def run_set(label, docs, qs, args, work: Path):
     ident = (lambda res: np.array(res))
     jobs.append(Job("sparsearch exact", "block-max MaxScore", lambda i: index.search(qrows[i], K, threads=1)[1][0],
                     ident, lambda: index.search(qs, K), build_exact, index.stats()["index_bytes"]))
-    for alpha in args.alphas:  # the optional second mode: block-max MaxScore with threshold overestimation
-        jobs.append(Job("sparsearch maxscore-alpha", f"alpha={alpha}",
-                        lambda i, a=alpha: index.search(qrows[i], K, threads=1, alpha=a)[1][0], ident,
-                        lambda a=alpha: index.search(qs, K, alpha=a), build_exact, index.stats()["index_bytes"]))
     dq, X = dequantized(index, docs)
     n_terms = len(index.vocab)
 
@@ -445,19 +437,6 @@ def report(all_rows: dict[str, list[dict]], args) -> str:
             ratio = f"{a['mean_ms'] / s['mean_ms']:.2f}x" if a and s else "n/a"
             out.append(f"| {tgt:.2f} | {a['mean_ms']:.3f} ({a['setting']}) |" if a else f"| {tgt:.2f} | not reached |")
             out[-1] += (f" {s['mean_ms']:.3f} ({s['setting']}) | {ratio} |" if s else f" not reached | {ratio} |")
-        ours_any = ("sparsearch approx", "sparsearch maxscore-alpha", "sparsearch exact")
-        if any(r["system"] == "sparsearch maxscore-alpha" for r in rows):
-            out.append("\n**Fastest sparsearch mode at a recall target (Seismic-style approx, MaxScore with alpha, "
-                       "or exact) vs pyseismic-lsr:**\n")
-            out.append("| recall >= | sparsearch ms (mode, setting) | pyseismic-lsr ms | ratio |")
-            out.append("|---|---|---|---|")
-            for tgt in (0.90, 0.95, 0.99):
-                ok = [r for r in rows if r["system"] in ours_any and r["recall"] >= tgt - 1e-9]
-                a = min(ok, key=lambda r: r["mean_ms"]) if ok else None
-                s = pareto_latency(rows, "pyseismic-lsr", tgt)
-                ratio = f"{a['mean_ms'] / s['mean_ms']:.2f}x" if a and s else "n/a"
-                out.append(f"| {tgt:.2f} | " + (f"{a['mean_ms']:.3f} ({a['system']}, {a['setting']})" if a else "n/a")
-                           + " | " + (f"{s['mean_ms']:.3f}" if s else "not reached") + f" | {ratio} |")
         mem_a = next((r["mem_mb"] for r in rows if r["system"] == "sparsearch approx"), None)
         mem_s = next((r["mem_mb"] for r in rows if r["system"] == "pyseismic-lsr"), None)
         if mem_a and mem_s and not np.isnan(mem_s):
@@ -478,8 +457,7 @@ def plot(all_rows, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(all_rows), figsize=(7 * len(all_rows), 5), squeeze=False)
-    styles = {"sparsearch approx": ("C0", "o"), "sparsearch maxscore-alpha": ("C4", "v"),
-              "pyseismic-lsr": ("C1", "s"), "bmp approx": ("C2", "^"),
+    styles = {"sparsearch approx": ("C0", "o"), "pyseismic-lsr": ("C1", "s"), "bmp approx": ("C2", "^"),
               "bmp exact": ("C2", "*"), "sparsearch exact": ("C0", "*"), "milvus-lite": ("C3", "D")}
     for ax, (label, rows) in zip(axes[0], all_rows.items()):
         for system, (c, m) in styles.items():
@@ -487,7 +465,7 @@ def plot(all_rows, path: Path) -> None:
             if not pts:
                 continue
             pts.sort()
-            if system in ("sparsearch approx", "sparsearch maxscore-alpha", "pyseismic-lsr", "bmp approx"):
+            if system in ("sparsearch approx", "pyseismic-lsr", "bmp approx"):
                 front, best = [], np.inf  # Pareto front: fastest at each recall or higher
                 for rc, ms in sorted(pts, key=lambda p: -p[0]):
                     if ms < best:
@@ -518,8 +496,6 @@ def main() -> None:
     ap.add_argument("--summary-energy", type=float, default=0.4)
     ap.add_argument("--query-cuts", type=int, nargs="+", default=[3, 5, 8, 12, 20])
     ap.add_argument("--heap-factors", type=float, nargs="+", default=[0.6, 0.7, 0.8, 0.9, 1.0])
-    ap.add_argument("--alphas", type=float, nargs="*", default=[0.9, 0.8, 0.7, 0.6, 0.5],
-                    help="sparsearch block-max MaxScore with threshold overestimation (search(alpha=...))")
     ap.add_argument("--bmp-bsize", type=int, default=32)
     ap.add_argument("--milvus-queries", type=int, default=200)
     ap.add_argument("--passes", type=int, default=3,

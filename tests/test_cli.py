@@ -68,14 +68,6 @@ def test_approximate_mode_through_the_cli(tiny_beir, tmp_path):
     assert not list(out.glob("approx-*"))
     r = runner.invoke(app, ["search", str(out), "-q", "x", "--mode", "fuzzy"])
     assert r.exit_code == 2 and "unknown search mode" in r.output
-    r = runner.invoke(app, ["search", str(out), "-q", "programming compiler", "-k", "2", "--alpha", "0.8"])
-    assert r.exit_code == 0 and "1. d6" in r.output, r.output
-    r = runner.invoke(app, ["evaluate", str(out), str(tiny_beir), "--alpha", "0.9", "--json", str(tmp_path / "a.json")])
-    assert r.exit_code == 0 and json.loads((tmp_path / "a.json").read_text())["quality"]["nDCG@10"] > 0.8, r.output
-    r = runner.invoke(app, ["search", str(out), "-q", "x", "--mode", "approximate", "--alpha", "0.8"])
-    assert r.exit_code == 2 and "--alpha applies to --mode exact" in r.output
-    r = runner.invoke(app, ["search", str(out), "-q", "x", "--alpha", "1.5"])
-    assert r.exit_code == 2 and "alpha must be in (0, 1]" in r.output
 
 
 def test_tune_picks_a_setting_that_reaches_the_target(tiny_beir, tmp_path):

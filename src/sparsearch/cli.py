@@ -64,17 +64,15 @@ MODE_HELP = ("exact (block-max MaxScore, rank-safe), exhaustive (score every pos
              "(Seismic-style; built next to the index on first use)")
 
 
-def _search_fn(idx, mode: str, query_cut: int = 10, heap_factor: float = 0.9, alpha: float = 1.0):
+def _search_fn(idx, mode: str, query_cut: int = 10, heap_factor: float = 0.9):
     """``fn(queries, k, threads=None) -> (scores, docnums)`` for the chosen mode."""
-    if alpha != 1.0 and mode != "exact":
-        raise ValueError(f"--alpha applies to --mode exact (block-max MaxScore), not {mode!r}")
     if mode == "approximate":
         ax = idx.approximate()
         return lambda q, k, threads=None: ax.search(q, k, query_cut=query_cut, heap_factor=heap_factor,
                                                     threads=threads)
     if mode not in ("exact", "exhaustive"):
         raise ValueError(f"unknown search mode {mode!r}; use exact, exhaustive or approximate")
-    return lambda q, k, threads=None: idx.search(q, k, mode=mode, threads=threads, alpha=alpha)
+    return lambda q, k, threads=None: idx.search(q, k, mode=mode, threads=threads)
 
 
 def _to_run(idx, queries, scores, docs) -> dict[str, dict[str, float]]:
@@ -185,8 +183,6 @@ def search(
     query_cut: Annotated[int, typer.Option(help="approximate: keep the query's largest N terms.")] = 10,
     heap_factor: Annotated[float, typer.Option(help="approximate: skip blocks whose summary score is below "
                                                     "heap_factor x the current k-th score.")] = 0.9,
-    alpha: Annotated[float, typer.Option(help="exact: below 1, prune against (k-th score) / alpha, faster and "
-                                              "approximate; documents above that bound are always found.")] = 1.0,
     run: Annotated[Optional[Path], typer.Option(help="Write a TREC run file here instead of printing.")] = None,
     explain: Annotated[bool, typer.Option(help="Show each hit's top contributing terms.")] = False,
     threads: Annotated[Optional[int], typer.Option(help="Search threads (default: all cores).")] = None,
@@ -212,8 +208,6 @@ def search(
     sharded = len(index) > 1 or shards is not None or processes or ray
     if sharded and mode not in ("exact", "exhaustive"):
         _fail(f"sharded search supports --mode exact or exhaustive, not {mode!r}")
-    if sharded and alpha != 1.0:
-        _fail("--alpha is for a single index (sharded search is exact)")
     with contextlib.ExitStack() as stack:
         try:
             if sharded:
@@ -232,7 +226,7 @@ def search(
             else:
                 if strict_vocab:
                     idx.prepare_queries(qv, unknown="error")
-                scores, docs = _search_fn(idx, mode, query_cut, heap_factor, alpha)(qv, k, threads=threads)
+                scores, docs = _search_fn(idx, mode, query_cut, heap_factor)(qv, k, threads=threads)
         except KeyError as e:
             _fail(str(e.args[0]))
         except (IndexFormatError, ValueError, FileNotFoundError, ImportError) as e:
@@ -271,7 +265,6 @@ def evaluate(
     mode: Annotated[str, typer.Option(help=MODE_HELP)] = "exact",
     query_cut: Annotated[int, typer.Option(help="approximate: keep the query's largest N terms.")] = 10,
     heap_factor: Annotated[float, typer.Option(help="approximate: block skipping factor (see search --help).")] = 0.9,
-    alpha: Annotated[float, typer.Option(help="exact: threshold overestimation factor (see search --help).")] = 1.0,
     metrics: Annotated[str, typer.Option(help="Comma-separated ir-measures names.")] = "nDCG@10,R@100,R@1000,RR@10",
     run: Annotated[Optional[Path], typer.Option(help="Also write the TREC run file here.")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write all figures as JSON here.")] = None,
@@ -287,7 +280,7 @@ def evaluate(
         _fail(str(e))
     try:
         report = run_evaluation(idx, ds, k=k, mode=mode, metrics=metrics.split(","), run_path=run,
-                                query_cut=query_cut, heap_factor=heap_factor, alpha=alpha)
+                                query_cut=query_cut, heap_factor=heap_factor)
     except ValueError as e:
         _fail(str(e))
     _print_report(report)
@@ -296,12 +289,11 @@ def evaluate(
 
 
 def run_evaluation(idx, ds, *, k: int = 1000, mode: str = "exact", metrics: list[str] | None = None,
-                   run_path: Path | None = None, query_cut: int = 10, heap_factor: float = 0.9,
-                   alpha: float = 1.0) -> dict[str, Any]:
+                   run_path: Path | None = None, query_cut: int = 10, heap_factor: float = 0.9) -> dict[str, Any]:
     """Encode the split's queries, search, score the run and time the search."""
     from .evaluation import DEFAULT_METRICS, LatencyStats, evaluate as evaluate_run, write_trec_run
 
-    search = _search_fn(idx, mode, query_cut, heap_factor, alpha)
+    search = _search_fn(idx, mode, query_cut, heap_factor)
     enc = idx.load_encoder()
     enc.encode_queries(ds.query_texts()[:2])  # load tokenizers/models outside the timing
     t = time.perf_counter()

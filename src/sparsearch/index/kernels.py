@@ -416,7 +416,7 @@ def _accumulate_window(i, t, w, w0, w1, nt, track, blk, blk_end, pos, dec, buf, 
 
 
 @njit(cache=True)
-def _maxscore_one(q_terms, q_weights, k, alpha, deleted, term_block_ptr, term_post_ptr, term_max, block_last,
+def _maxscore_one(q_terms, q_weights, k, deleted, term_block_ptr, term_post_ptr, term_max, block_last,
                   block_max, block_bits, block_word_ptr, words, impacts, out_s, out_d):
     """Exact top-k of one query over one segment: windowed block-max MaxScore.
 
@@ -431,12 +431,6 @@ def _maxscore_one(q_terms, q_weights, k, alpha, deleted, term_block_ptr, term_po
     block maxima plus the non-essential bounds cannot beat ``theta`` is skipped undecoded.
     Documents are finalised in increasing doc order, so a tie with ``theta`` always loses
     (ties rank by ascending doc id) and every pruning test can use ``<=``.
-
-    ``alpha`` in (0, 1]: every pruning test compares against ``theta / alpha`` instead of
-    ``theta`` (threshold overestimation, the ``alpha`` of BMP and of approximate MaxScore/WAND):
-    1 is exact; below 1 documents are skipped that might have entered the top-k, but never one
-    scoring above ``(exact k-th score) / alpha`` (its bounds exceed every threshold used).
-    Admission to the heap still compares true scores with ``theta``.
     """
     m0 = q_terms.shape[0]
     has_deleted = deleted.shape[0] > 0
@@ -490,7 +484,6 @@ def _maxscore_one(q_terms, q_weights, k, alpha, deleted, term_block_ptr, term_po
     acc = np.zeros(WINDOW, np.float64)
     touched = np.empty(WINDOW, np.int64)
     theta = -1.0
-    thr = -1.0  # theta / alpha: the threshold the pruning tests use
     p = 0  # terms [0, p) are non-essential
     w0 = np.int64(0)
     while w0 < end_doc and p < m:
@@ -524,7 +517,7 @@ def _maxscore_one(q_terms, q_weights, k, alpha, deleted, term_block_ptr, term_po
                         break
                     b += 1
                 ub += qw[i] * bm
-            if ub <= thr:
+            if ub <= theta:
                 for i in range(p, m):
                     b = blk[i]
                     while b < blk_end[i] and np.int64(block_last[b]) < w1:
@@ -592,11 +585,11 @@ def _maxscore_one(q_terms, q_weights, k, alpha, deleted, term_block_ptr, term_po
                 continue
             acc[jj] = 0.0
             d = w0 + jj
-            if s + rest_all <= thr:
+            if s + rest_all <= theta:
                 continue
             alive = True
             for i in range(pw - 1, -1, -1):
-                if s + cum[i] <= thr:
+                if s + cum[i] <= theta:
                     alive = False
                     break
                 t = terms[i]
@@ -607,7 +600,7 @@ def _maxscore_one(q_terms, q_weights, k, alpha, deleted, term_block_ptr, term_po
                 if b >= blk_end[i]:
                     continue
                 rest = cum[i - 1] if i > 0 else 0.0
-                if s + qw[i] * np.float64(block_max[b]) + rest <= thr:
+                if s + qw[i] * np.float64(block_max[b]) + rest <= theta:
                     alive = False
                     break
                 tb = term_block_ptr[t]
@@ -627,27 +620,26 @@ def _maxscore_one(q_terms, q_weights, k, alpha, deleted, term_block_ptr, term_po
                 size = _heap_push(hs, hd, size, k, s, d)
                 if size == k:
                     theta = hs[0]
-                    thr = theta / alpha
-                    while p < m and cum[p] <= thr:
+                    while p < m and cum[p] <= theta:
                         p += 1
         w0 = w1
     _heap_sorted(hs, hd, size, out_s, out_d)
 
 
 @njit(cache=True)
-def maxscore_serial(q_indptr, q_terms, q_weights, k, alpha, deleted, term_block_ptr, term_post_ptr, term_max,
-                    block_last, block_max, block_bits, block_word_ptr, words, impacts, out_s, out_d):
+def maxscore_serial(q_indptr, q_terms, q_weights, k, deleted, term_block_ptr, term_post_ptr, term_max, block_last,
+                    block_max, block_bits, block_word_ptr, words, impacts, out_s, out_d):
     """:func:`maxscore_batch` on the calling thread (no thread-pool dispatch: single queries)."""
     for qi in range(q_indptr.shape[0] - 1):
         a = q_indptr[qi]
         b = q_indptr[qi + 1]
-        _maxscore_one(q_terms[a:b], q_weights[a:b], k, alpha, deleted, term_block_ptr, term_post_ptr, term_max,
+        _maxscore_one(q_terms[a:b], q_weights[a:b], k, deleted, term_block_ptr, term_post_ptr, term_max,
                       block_last, block_max, block_bits, block_word_ptr, words, impacts, out_s[qi], out_d[qi])
 
 
 @njit(cache=True, parallel=True)
-def maxscore_batch(q_indptr, q_terms, q_weights, k, alpha, deleted, term_block_ptr, term_post_ptr, term_max,
-                   block_last, block_max, block_bits, block_word_ptr, words, impacts, out_s, out_d):
+def maxscore_batch(q_indptr, q_terms, q_weights, k, deleted, term_block_ptr, term_post_ptr, term_max, block_last,
+                   block_max, block_bits, block_word_ptr, words, impacts, out_s, out_d):
     """Top-k for a batch of queries (CSR), one query per thread; fills ``out_s``/``out_d`` (nq, k).
 
     Query weights are raw (they are snapped here); term ids < 0 or unknown to the segment
@@ -657,7 +649,7 @@ def maxscore_batch(q_indptr, q_terms, q_weights, k, alpha, deleted, term_block_p
     for qi in prange(nq):
         a = q_indptr[qi]
         b = q_indptr[qi + 1]
-        _maxscore_one(q_terms[a:b], q_weights[a:b], k, alpha, deleted, term_block_ptr, term_post_ptr, term_max,
+        _maxscore_one(q_terms[a:b], q_weights[a:b], k, deleted, term_block_ptr, term_post_ptr, term_max,
                       block_last, block_max, block_bits, block_word_ptr, words, impacts, out_s[qi], out_d[qi])
 
 

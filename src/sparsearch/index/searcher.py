@@ -212,7 +212,7 @@ class Index:
 
     def search(self, queries: SparseBatch, k: int = 10, *, mode: str = "exact",
                threads: int | None = None, unknown: str = "drop",
-               dtype: type = np.float32, alpha: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+               dtype: type = np.float32) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` documents per query by dot product.
 
         Args:
@@ -226,11 +226,6 @@ class Index:
             dtype: of the returned scores. ``np.float64`` gives the exact scores the ranking
                 compares (float32 may round two of them to one value): merge results of
                 several indexes or shards exactly with them.
-            alpha: in (0, 1]; below 1, block-max MaxScore prunes against ``theta / alpha``
-                (threshold overestimation, BMP's ``alpha``): faster and approximate. Documents
-                scoring above ``(exact k-th score) / alpha`` are always found, and every returned
-                score is the document's exact score. ``mode="exact"`` only; segments small
-                enough to be scored term-at-a-time stay exact.
 
         Returns:
             ``scores`` (nq, k) descending (ties: ascending doc number) and
@@ -240,10 +235,6 @@ class Index:
             raise ValueError(f"k must be >= 1, got {k}")
         if mode not in SEARCH_MODES:
             raise ValueError(f"unknown search mode {mode!r}; use one of {SEARCH_MODES}")
-        if not 0 < alpha <= 1:
-            raise ValueError(f"alpha must be in (0, 1], got {alpha}")
-        if alpha != 1.0 and mode != "exact":
-            raise ValueError(f"alpha applies to mode='exact' (block-max MaxScore), not {mode!r}")
         q_indptr, terms, weights = self.prepare_queries(queries, unknown)
         nq = len(q_indptr) - 1
         serial = nq == 1 or threads == 1
@@ -258,7 +249,7 @@ class Index:
             # term-at-a-time (same exact arithmetic and tie-breaking, less bookkeeping).
             if mode == "exact" and seg.n_docs > self.maxscore_min_docs:
                 run = kernels.maxscore_serial if serial else kernels.maxscore_batch
-                run(q_indptr, terms, weights, kk, float(alpha), dele, seg.term_block_ptr, seg.term_post_ptr,
+                run(q_indptr, terms, weights, kk, dele, seg.term_block_ptr, seg.term_post_ptr,
                     seg.term_max, seg.block_last, seg.block_max, seg.block_bits,
                     seg.block_word_ptr, seg.words, seg.impacts, out_s, out_d)
             else:
