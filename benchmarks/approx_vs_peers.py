@@ -437,6 +437,18 @@ def report(all_rows: dict[str, list[dict]], args) -> str:
             ratio = f"{a['mean_ms'] / s['mean_ms']:.2f}x" if a and s else "n/a"
             out.append(f"| {tgt:.2f} | {a['mean_ms']:.3f} ({a['setting']}) |" if a else f"| {tgt:.2f} | not reached |")
             out[-1] += (f" {s['mean_ms']:.3f} ({s['setting']}) | {ratio} |" if s else f" not reached | {ratio} |")
+        out.append("\n**Fastest sparsearch search at a recall target (Seismic-style approximate or exact) vs "
+                   "pyseismic-lsr:**\n")
+        out.append("| recall >= | sparsearch ms (mode, setting) | pyseismic-lsr ms | ratio |")
+        out.append("|---|---|---|---|")
+        for tgt in (0.90, 0.95, 0.99):
+            ok = [r for r in rows if r["system"] in ("sparsearch approx", "sparsearch exact")
+                  and r["recall"] >= tgt - 1e-9]
+            a = min(ok, key=lambda r: r["mean_ms"]) if ok else None
+            s = pareto_latency(rows, "pyseismic-lsr", tgt)
+            ratio = f"{a['mean_ms'] / s['mean_ms']:.2f}x" if a and s else "n/a"
+            out.append(f"| {tgt:.2f} | " + (f"{a['mean_ms']:.3f} ({a['system']}, {a['setting']})" if a else "n/a")
+                       + " | " + (f"{s['mean_ms']:.3f}" if s else "not reached") + f" | {ratio} |")
         mem_a = next((r["mem_mb"] for r in rows if r["system"] == "sparsearch approx"), None)
         mem_s = next((r["mem_mb"] for r in rows if r["system"] == "pyseismic-lsr"), None)
         if mem_a and mem_s and not np.isnan(mem_s):
