@@ -153,16 +153,16 @@ def _component_major(term_block_ptr: np.ndarray, sum_ptr: np.ndarray, sum_terms:
     A list's blocks are split into runs of consecutive blocks (groups: at most ``GROUP_BLOCKS``
     blocks and ``GROUP_ENTRIES`` entries; most lists are one group). List ``t`` owns the groups
     ``term_group_ptr[t]:term_group_ptr[t+1]``; group ``g`` holds the blocks
-    ``group_block_ptr[g]:group_block_ptr[g+1]``, its components are
-    ``comp_terms[group_comp_ptr[g]:group_comp_ptr[g+1]]`` (ascending), and component ``c`` owns
+    ``group_block_ptr[g]:group_block_ptr[g+1]`` and the components
+    ``c = group_comp_ptr[g] ... group_comp_ptr[g+1] - 1`` (ascending ids); component ``c`` owns
     the entries from ``group_ent_ptr[g] + comp_start[c]`` up to the next component's start (or
     the group's end): ``ent_block`` (the block's number within the group, uint8) and ``ent_val``
-    (8-bit value; times ``sum_scale`` of the block). A group's directory (component -> ordinal) is
-    whichever is smaller: its sorted component ids (``comp_terms[group_term_ptr[g]:...]``,
-    binary-searched) or, as Seismic's dense offsets, a bitmap over the vocabulary
-    (``dir_words[group_word_ptr[g]:...]``) with the rank of every 64-bit word (``dir_rank``),
-    looked up in O(1). Scoring all the blocks of a list then costs
-    one lookup per query term and group, plus the matching entries only. The groups keep both
+    (8-bit value; times ``sum_scale`` of the block). A group's directory (component id ->
+    ``c``) is whichever is smaller: its sorted component ids
+    (``comp_terms[group_term_ptr[g]:group_term_ptr[g+1]]``, binary-searched) or, as Seismic's
+    dense offsets, a bitmap over the vocabulary (``dir_words[group_word_ptr[g]:...]``) with the
+    rank of every 64-bit word (``dir_rank``), looked up in O(1). Scoring all the blocks of a list
+    then costs one lookup per query term and group, plus the matching entries only. The groups keep both
     per-entry block numbers and per-component offsets narrow (1 and 2 bytes instead of 2 and 4
     for whole lists of hundreds of blocks).
     """
