@@ -138,14 +138,6 @@ def to_docnums(lists, lookup, k=K):
     return out
 
 
-def rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 class CaptureStdout:
     """Capture what native code prints on fd 1 (pyseismic-lsr's space report)."""
 
@@ -216,7 +208,7 @@ def run_set(label, docs, qs, args, work: Path):
     build_exact = time.perf_counter() - t
     qs = qs.remap(index.vocab)
     qrows = [qs[i:i + 1] for i in range(nq)]
-    es, exact = index.search(qs, K)  # also compiles
+    _, exact = index.search(qs, K)  # also compiles
     ident = (lambda res: np.array(res))
     jobs.append(Job("sparsearch exact", "block-max MaxScore", lambda i: index.search(qrows[i], K, threads=1)[1][0],
                     ident, lambda: index.search(qs, K), build_exact, index.stats()["index_bytes"]))
@@ -406,8 +398,10 @@ def run_milvus(dq, X, qs, exact, work, args, n_docs):
 
 
 # ------------------------------------------------------------------ reporting
-def pareto_latency(rows, system, target):
-    ok = [r for r in rows if r["system"] == system and r["recall"] >= target - 1e-9]
+def pareto_latency(rows, systems: str | tuple[str, ...], target):
+    """The fastest row of ``systems`` (one name or several) reaching recall ``target``, or None."""
+    systems = (systems,) if isinstance(systems, str) else systems
+    ok = [r for r in rows if r["system"] in systems and r["recall"] >= target - 1e-9]
     return min(ok, key=lambda r: r["mean_ms"]) if ok else None
 
 
@@ -442,9 +436,7 @@ def report(all_rows: dict[str, list[dict]], args) -> str:
         out.append("| recall >= | sparsearch ms (mode, setting) | pyseismic-lsr ms | ratio |")
         out.append("|---|---|---|---|")
         for tgt in (0.90, 0.95, 0.99):
-            ok = [r for r in rows if r["system"] in ("sparsearch approx", "sparsearch exact")
-                  and r["recall"] >= tgt - 1e-9]
-            a = min(ok, key=lambda r: r["mean_ms"]) if ok else None
+            a = pareto_latency(rows, ("sparsearch approx", "sparsearch exact"), tgt)
             s = pareto_latency(rows, "pyseismic-lsr", tgt)
             ratio = f"{a['mean_ms'] / s['mean_ms']:.2f}x" if a and s else "n/a"
             out.append(f"| {tgt:.2f} | " + (f"{a['mean_ms']:.3f} ({a['system']}, {a['setting']})" if a else "n/a")

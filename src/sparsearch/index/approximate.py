@@ -173,7 +173,7 @@ def _component_major(term_block_ptr: np.ndarray, sum_ptr: np.ndarray, sum_terms:
     np.cumsum(ncomp, out=group_comp_ptr[1:])
     group_ent_ptr = sum_ptr[group_block_ptr].astype(np.int64)
     per_group = np.diff(group_ent_ptr)
-    wide = len(per_group) and int(per_group.max()) > GROUP_ENTRIES  # one block alone: a vocabulary > 65535
+    wide = len(per_group) > 0 and int(per_group.max()) > GROUP_ENTRIES  # one block alone: a vocabulary > 65535
     comp_terms = np.empty(int(group_comp_ptr[-1]), sum_terms.dtype)
     comp_start = np.empty(int(group_comp_ptr[-1]), np.uint32 if wide else np.uint16)
     ent_block = np.empty(len(sum_terms), np.uint8)

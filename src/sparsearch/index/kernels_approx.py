@@ -648,17 +648,16 @@ def summary_groups(term_block_ptr, sum_ptr, max_blocks, max_entries):
 
 
 @njit(cache=True, parallel=True)
-def component_major_sizes(term_block_ptr, sum_ptr, sum_terms, n_terms, n_chunks):
-    """Number of distinct summary components of every run of blocks (``term_block_ptr``: a list's
-    blocks, or a summary group's)."""
-    V = term_block_ptr.shape[0] - 1
-    ncomp = np.zeros(V, np.int64)
+def component_major_sizes(group_block_ptr, sum_ptr, sum_terms, n_terms, n_chunks):
+    """Number of distinct summary components of every summary group (``group_block_ptr``)."""
+    G = group_block_ptr.shape[0] - 1
+    ncomp = np.zeros(G, np.int64)
     for c in prange(n_chunks):
         seen = np.zeros(n_terms, np.bool_)
         touched = np.empty(n_terms, np.int64)
-        for t in range(c, V, n_chunks):
+        for g in range(c, G, n_chunks):
             n = 0
-            for e in range(sum_ptr[term_block_ptr[t]], sum_ptr[term_block_ptr[t + 1]]):
+            for e in range(sum_ptr[group_block_ptr[g]], sum_ptr[group_block_ptr[g + 1]]):
                 u = sum_terms[e]
                 if not seen[u]:
                     seen[u] = True
@@ -666,23 +665,23 @@ def component_major_sizes(term_block_ptr, sum_ptr, sum_terms, n_terms, n_chunks)
                     n += 1
             for i in range(n):
                 seen[touched[i]] = False
-            ncomp[t] = n
+            ncomp[g] = n
     return ncomp
 
 
 @njit(cache=True, parallel=True)
-def component_major_fill(term_block_ptr, sum_ptr, sum_terms, sum_vals, n_terms, comp_ptr, comp_terms, comp_start,
+def component_major_fill(group_block_ptr, sum_ptr, sum_terms, sum_vals, n_terms, comp_ptr, comp_terms, comp_start,
                          ent_block, ent_val, n_chunks):
-    """Regroup the summaries of each run of blocks (a summary group) by component (ascending), blocks
-    ascending inside a component; ``ent_block`` is the block's number within its run."""
-    V = term_block_ptr.shape[0] - 1
+    """Regroup the summaries of each summary group by component (ascending), blocks ascending inside
+    a component; ``ent_block`` is the block's number within its group."""
+    G = group_block_ptr.shape[0] - 1
     for c in prange(n_chunks):
         cnt = np.zeros(n_terms, np.int64)
         touched = np.empty(n_terms, np.int64)
-        for t in range(c, V, n_chunks):
-            b0 = term_block_ptr[t]
+        for g in range(c, G, n_chunks):
+            b0 = group_block_ptr[g]
             e0 = sum_ptr[b0]
-            e1 = sum_ptr[term_block_ptr[t + 1]]
+            e1 = sum_ptr[group_block_ptr[g + 1]]
             n = 0
             for e in range(e0, e1):
                 u = sum_terms[e]
@@ -692,15 +691,15 @@ def component_major_fill(term_block_ptr, sum_ptr, sum_terms, sum_vals, n_terms, 
                 cnt[u] += 1
             terms = np.sort(touched[:n])
             o = 0
-            c0 = comp_ptr[t]
-            for i in range(n):  # cnt becomes the next write position (relative to the list)
+            c0 = comp_ptr[g]
+            for i in range(n):  # cnt becomes the next write position (relative to the group)
                 u = terms[i]
                 comp_terms[c0 + i] = u
                 comp_start[c0 + i] = o
                 k = cnt[u]
                 cnt[u] = o
                 o += k
-            for b in range(b0, term_block_ptr[t + 1]):
+            for b in range(b0, group_block_ptr[g + 1]):
                 for e in range(sum_ptr[b], sum_ptr[b + 1]):
                     u = sum_terms[e]
                     pos = e0 + cnt[u]
