@@ -119,6 +119,14 @@ def test_persistence_round_trip_and_staleness(tmp_path):
     assert not first_dir.exists() and ax3.path.exists()
     assert json.loads((tmp_path / "idx" / "approximate.json").read_text())["dir"] == ax3.path.name
     assert ApproximateIndex.open_or_build(index, n_postings=50, centroid_fraction=0.2).path == ax3.path
+    # an index saved before kmeans_iterations was a parameter was clustered in Seismic's one pass
+    meta_f = ax3.path / "segment.json"
+    meta = json.loads(meta_f.read_text())
+    del meta["params"]["kmeans_iterations"]
+    meta_f.write_text(json.dumps(meta))
+    assert ApproximateIndex.open(index).params.kmeans_iterations == 0
+    assert ApproximateIndex.open_or_build(index, n_postings=50, centroid_fraction=0.2).path != ax3.path
+    ax3 = ApproximateIndex.open(index)
     # a torn temporary directory is ignored
     (tmp_path / "idx" / ".approx-tmp-dead").mkdir()
     ApproximateIndex.open(index)
@@ -149,6 +157,52 @@ def test_tune_meets_target_on_sample(corpus):
     assert len(best["grid"]) == 12
 
 
+def topical_batch(n_topics: int, per_topic: int, seed: int) -> tuple[SparseBatch, np.ndarray]:
+    """Documents with planted topics: 8 of their topic's 30 terms and 3 of 40 shared terms
+    (term 0, in every document, gives one list over all topics). Returns (docs, topic per doc)."""
+    rng = np.random.default_rng(seed)
+    n_shared, width = 40, 30
+    rows, topic = [], []
+    for z in range(n_topics):
+        own = n_shared + z * width + np.arange(width)
+        for _ in range(per_topic):
+            t = np.unique(np.concatenate([[0], rng.choice(own, 8, replace=False),
+                                          rng.choice(np.arange(1, n_shared), 3, replace=False)]))
+            rows.append((t, rng.uniform(0.2, 1.0, len(t)).astype(np.float32)))
+            topic.append(z)
+    indptr = np.concatenate([[0], np.cumsum([len(t) for t, _ in rows])])
+    docs = SparseBatch(indptr, np.concatenate([t for t, _ in rows]).astype(np.int32),
+                       np.concatenate([v for _, v in rows]), Vocabulary.from_size(n_shared + n_topics * width),
+                       [f"d{i}" for i in range(len(rows))])
+    return docs, np.array(topic)
+
+
+def block_purity(ax: ApproximateIndex, t: int, topic: np.ndarray) -> float:
+    """Fraction of the postings of list ``t`` whose block's most common topic is their own."""
+    hit = tot = 0
+    for b in range(int(ax.term_block_ptr[t]), int(ax.term_block_ptr[t + 1])):
+        z = topic[np.asarray(ax.block_docs[ax.block_doc_ptr[b]:ax.block_doc_ptr[b + 1]], np.int64)]
+        hit += np.bincount(z).max()
+        tot += len(z)
+    return hit / tot
+
+
+def test_kmeans_iterations_make_purer_blocks(tmp_path):
+    """Lloyd steps after Seismic's one random-centroid pass recover planted topics better; the
+    blocks still partition every list; 0 iterations is the one pass."""
+    docs, topic = topical_batch(12, 40, seed=5)
+    index = build_index(docs, tmp_path / "idx")
+    kw = dict(n_postings=10**6, centroid_fraction=0.05, summary_energy=0.4, min_cluster_size=1, save=False)
+    purity = {}
+    for it in (0, 1, 3):
+        ax = ApproximateIndex.build(index, kmeans_iterations=it, **kw)
+        lst = np.asarray(ax.block_docs[ax.block_doc_ptr[ax.term_block_ptr[0]]:ax.block_doc_ptr[ax.term_block_ptr[1]]])
+        assert sorted(lst.tolist()) == list(range(len(docs)))  # term 0's list: every document, once
+        purity[it] = block_purity(ax, 0, topic)
+    assert purity[1] > purity[0] + 0.05, purity
+    assert purity[3] >= purity[1], purity
+
+
 def test_memory_and_validation(corpus):
     index, queries = corpus
     ax = ApproximateIndex.build(index, n_postings=200, save=False)
@@ -162,6 +216,8 @@ def test_memory_and_validation(corpus):
         ax.search(queries, 10, heap_factor=0.0)
     with pytest.raises(ValueError):
         ApproximateIndex.build(index, centroid_fraction=0.0, save=False)
+    with pytest.raises(ValueError, match="kmeans_iterations"):
+        ApproximateIndex.build(index, kmeans_iterations=-1, save=False)
     # more results asked than documents exist: padded with -1
     small = build_index(zipf_batch(5, 50, 10, seed=9), index.path.parent / "small")
     s, d = ApproximateIndex.build(small, save=False).search(zipf_batch(3, 50, 10, seed=8, prefix="q"), 10)

@@ -16,6 +16,11 @@ Build time
         every pruned list is partitioned into ``ceil(beta * len)`` blocks by a shallow,
         random-centroid clustering (one assignment pass, documents compared by their
         ``doc_cut`` largest components).
+    ``kmeans_iterations``
+        Lloyd steps of spherical k-means after that pass (each centroid: the normalised sum of
+        its members' sketches, cut to ``doc_cut`` components; every document reassigned).
+        0 is Seismic's clustering; 1 (the default) makes tighter blocks, so fewer documents
+        are scored for the same recall (13% fewer at recall 0.95 on SciFact SPLADE-tiny).
     ``summary_energy`` (alpha)
         each block gets a *summary*: the component-wise maximum of its documents, pruned to
         the largest components that hold an ``alpha`` fraction of its L1 mass, 8-bit
@@ -97,6 +102,7 @@ class ApproxParams:
     doc_cut: int = 15
     pruning: str = "global"
     seed: int = 0
+    kmeans_iterations: int = 1
 
     def check(self) -> "ApproxParams":
         if self.n_postings < 1:
@@ -109,6 +115,8 @@ class ApproxParams:
             raise ValueError(f"pruning must be 'global' or 'fixed', got {self.pruning!r}")
         if self.doc_cut < 1 or self.min_cluster_size < 1 or self.max_fraction <= 0:
             raise ValueError("doc_cut and min_cluster_size must be >= 1 and max_fraction > 0")
+        if self.kmeans_iterations < 0:
+            raise ValueError(f"kmeans_iterations must be >= 0, got {self.kmeans_iterations}")
         return self
 
 
@@ -225,10 +233,11 @@ class ApproximateIndex:
     @classmethod
     def build(cls, index, *, n_postings: int = 3500, centroid_fraction: float = 0.1, summary_energy: float = 0.4,
               min_cluster_size: int = 2, max_fraction: float = 1.5, doc_cut: int = 15, pruning: str = "global",
-              seed: int = 0, save: bool = True, threads: int | None = None) -> "ApproximateIndex":
+              seed: int = 0, kmeans_iterations: int = 1, save: bool = True,
+              threads: int | None = None) -> "ApproximateIndex":
         """Build from ``index`` (an :class:`Index`); with ``save`` persist it next to the index."""
         params = ApproxParams(n_postings, centroid_fraction, summary_energy, min_cluster_size, max_fraction,
-                              doc_cut, pruning, seed).check()
+                              doc_cut, pruning, seed, kmeans_iterations).check()
         t0 = time.perf_counter()
         nch = _n_chunks(threads)
         V = index.n_terms
@@ -242,7 +251,7 @@ class ApproximateIndex:
         del post_ptr, post_docs, post_vals
         sk_ptr, sk_terms, sk_vals = ka.doc_sketches(fwd_ptr, fwd_terms, fwd_vals, doc_scale, doc_cut)
         assign = ka.cluster_lists(list_ptr, list_docs, sk_ptr, sk_terms, sk_vals, V, centroid_fraction,
-                                  min_cluster_size, seed, nch)
+                                  min_cluster_size, kmeans_iterations, doc_cut, seed, nch)
         del sk_ptr, sk_terms, sk_vals
         # blocks: postings of a list grouped by cluster, docs ascending inside a block
         term_of = np.repeat(np.arange(V, dtype=np.int64), np.diff(list_ptr))
@@ -333,7 +342,8 @@ class ApproximateIndex:
                 raise IndexFormatError(f"{f}: checksum mismatch (the file is corrupt)")
             arrays[name] = load_npy(f, mmap).view(np.ndarray)
         meta = {k: v for k, v in meta.items() if k not in ("files", "format", "version", "kind", "approx_version")}
-        return cls(index, ApproxParams(**meta["params"]), arrays, meta, d)
+        # indexes saved before kmeans_iterations existed were clustered in Seismic's one pass
+        return cls(index, ApproxParams(**{"kmeans_iterations": 0, **meta["params"]}), arrays, meta, d)
 
     @classmethod
     def open_or_build(cls, index, **build_kw: Any) -> "ApproximateIndex":

@@ -196,21 +196,129 @@ def doc_sketches(fwd_ptr, fwd_terms, fwd_vals, doc_scale, doc_cut):
     return ptr, st, sv
 
 
+@njit(cache=True, inline="always")
+def _assign_pass(list_docs, sk_ptr, sk_terms, sk_vals, cent_ptr, cent_t, cent_v, nc, head, assign, second, sizes,
+                 keep_unmatched):
+    """Assign every doc of a list (``list_docs``; cluster ids into ``assign``) to the centroid
+    with the largest inner product with its sketch; record the runner-up in ``second`` and
+    count ``sizes``.
+
+    The centroids (``cent_*``, CSR over ``nc`` rows) are indexed by term through ``head`` (all
+    -1 on entry and on return). A doc sharing no term with any centroid goes to centroid 0,
+    or, with ``keep_unmatched``, stays where it is.
+    """
+    e = cent_ptr[nc]
+    nxt = np.empty(e, np.int64)
+    ent_c = np.empty(e, np.int64)
+    for ci in range(nc):
+        for q in range(cent_ptr[ci], cent_ptr[ci + 1]):
+            tt = cent_t[q]
+            nxt[q] = head[tt]
+            ent_c[q] = ci
+            head[tt] = q
+    score = np.zeros(nc, np.float64)
+    touched = np.empty(nc, np.int64)
+    for ci in range(nc):
+        sizes[ci] = 0
+    for p in range(list_docs.shape[0]):
+        d = list_docs[p]
+        nt = 0
+        for j in range(sk_ptr[d], sk_ptr[d + 1]):
+            q = head[sk_terms[j]]
+            w = sk_vals[j]
+            while q >= 0:
+                ci = ent_c[q]
+                if score[ci] == 0.0:
+                    touched[nt] = ci
+                    nt += 1
+                score[ci] += w * cent_v[q]
+                q = nxt[q]
+        best = np.int64(assign[p]) if keep_unmatched and nt == 0 else 0
+        bs = -1.0
+        sec = 0
+        ss = -1.0
+        for u in range(nt):
+            ci = touched[u]
+            s = score[ci]
+            if s > bs or (s == bs and ci < best):
+                sec, ss = best, bs
+                best, bs = ci, s
+            elif s > ss or (s == ss and ci < sec):
+                sec, ss = ci, s
+            score[ci] = 0.0
+        assign[p] = best
+        second[p] = sec
+        sizes[best] += 1
+    for q in range(e):
+        head[cent_t[q]] = -1
+
+
+@njit(cache=True, inline="always")
+def _mean_centroids(list_docs, sk_ptr, sk_terms, sk_vals, assign, sizes, nc, width, acc, cent_ptr, cent_t, cent_v):
+    """Spherical k-means centroids: per cluster, the sum of its members' sketches cut to its
+    ``width`` largest components and scaled to unit L2 norm (written into ``cent_*``)."""
+    start = np.zeros(nc + 1, np.int64)
+    for ci in range(nc):
+        start[ci + 1] = start[ci] + sizes[ci]
+    fill = start[:nc].copy()
+    n = list_docs.shape[0]
+    members = np.empty(n, np.int64)
+    tot = 0
+    for p in range(n):
+        d = list_docs[p]
+        ci = assign[p]
+        members[fill[ci]] = d
+        fill[ci] += 1
+        tot += sk_ptr[d + 1] - sk_ptr[d]
+    touched = np.empty(tot, np.int64)
+    e = 0
+    for ci in range(nc):
+        nt = 0
+        for m in range(start[ci], start[ci + 1]):
+            d = members[m]
+            for j in range(sk_ptr[d], sk_ptr[d + 1]):
+                tt = sk_terms[j]
+                if acc[tt] == 0.0:
+                    touched[nt] = tt
+                    nt += 1
+                acc[tt] += sk_vals[j]
+        vals = np.empty(nt, np.float64)
+        for u in range(nt):
+            vals[u] = -acc[touched[u]]
+            acc[touched[u]] = 0.0
+        o = np.argsort(vals, kind="mergesort")
+        m = min(width, nt)
+        nrm = 0.0
+        for u in range(m):
+            nrm += vals[o[u]] * vals[o[u]]
+        nrm = np.sqrt(nrm) if nrm > 0 else 1.0
+        for u in range(m):
+            cent_t[e] = touched[o[u]]
+            cent_v[e] = -vals[o[u]] / nrm
+            e += 1
+        cent_ptr[ci + 1] = e
+
+
 @njit(cache=True, parallel=True)
 def cluster_lists(list_ptr, list_docs, sk_ptr, sk_terms, sk_vals, n_terms, centroid_fraction, min_cluster_size,
-                  seed, n_chunks):
-    """Shallow random-centroid clustering of every pruned posting list (Seismic's blocking).
+                  kmeans_iterations, width, seed, n_chunks):
+    """Shallow k-means clustering of every pruned posting list (Seismic's blocking, refined).
 
     For a list of ``n`` docs, ``ceil(centroid_fraction * n)`` docs drawn at random become
-    centroids; every doc joins the centroid with the largest inner product between their
-    ``doc_cut`` sketches (one assignment pass, no iterations: the "shallow k-means" of the
-    paper). Clusters smaller than ``min_cluster_size`` are dissolved into the best other
-    centroid. Returns the cluster id of every posting (int32, aligned with ``list_docs``).
+    centroids and every doc joins the centroid with the largest inner product between their
+    ``doc_cut`` sketches: the one assignment pass of Seismic's "shallow k-means". Then
+    ``kmeans_iterations`` Lloyd steps of spherical k-means: every centroid becomes the sum of
+    its members' sketches, cut to its ``width`` largest components and scaled to unit norm,
+    and every doc is reassigned (tighter blocks make tighter summaries: fewer blocks scanned
+    for the same recall). Clusters smaller than ``min_cluster_size`` are then dissolved into
+    their members' runner-up centroid. Returns the cluster id of every posting (int32,
+    aligned with ``list_docs``; ids need not be consecutive).
     """
     V = list_ptr.shape[0] - 1
     assign = np.zeros(list_docs.shape[0], np.int32)
     for c in prange(n_chunks):
         head = np.full(n_terms, -1, np.int64)
+        acc = np.zeros(n_terms, np.float64)
         for t in range(c, V, n_chunks):
             a = list_ptr[t]
             n = list_ptr[t + 1] - a
@@ -226,69 +334,37 @@ def cluster_lists(list_ptr, list_docs, sk_ptr, sk_terms, sk_vals, n_terms, centr
                 x = _xorshift(x)
                 j = i + x % (n - i)
                 perm[i], perm[j] = perm[j], perm[i]
-            # mini inverted index of the centroid sketches: head[term] -> linked entries
-            tot = 0
+            # the initial centroids: the sketches of the drawn docs
+            cent_ptr = np.zeros(nc + 1, np.int64)
             for i in range(nc):
                 d = list_docs[a + perm[i]]
-                tot += sk_ptr[d + 1] - sk_ptr[d]
-            nxt = np.empty(tot, np.int64)
-            ent_c = np.empty(tot, np.int64)
-            ent_v = np.empty(tot, np.float64)
-            e = 0
+                cent_ptr[i + 1] = cent_ptr[i] + sk_ptr[d + 1] - sk_ptr[d]
+            cap = max(cent_ptr[nc], nc * width)
+            cent_t = np.empty(cap, np.int64)
+            cent_v = np.empty(cap, np.float64)
             for i in range(nc):
                 d = list_docs[a + perm[i]]
                 for j in range(sk_ptr[d], sk_ptr[d + 1]):
-                    tt = sk_terms[j]
-                    nxt[e] = head[tt]
-                    ent_c[e] = i
-                    ent_v[e] = sk_vals[j]
-                    head[tt] = e
-                    e += 1
-            score = np.zeros(nc, np.float64)
-            touched = np.empty(nc, np.int64)
+                    cent_t[cent_ptr[i] + j - sk_ptr[d]] = sk_terms[j]
+                    cent_v[cent_ptr[i] + j - sk_ptr[d]] = sk_vals[j]
             sizes = np.zeros(nc, np.int64)
             second = np.zeros(n, np.int64)
-            for p in range(n):
-                d = list_docs[a + p]
-                nt = 0
-                for j in range(sk_ptr[d], sk_ptr[d + 1]):
-                    q = head[sk_terms[j]]
-                    w = sk_vals[j]
-                    while q >= 0:
-                        ci = ent_c[q]
-                        if score[ci] == 0.0:
-                            touched[nt] = ci
-                            nt += 1
-                        score[ci] += w * ent_v[q]
-                        q = nxt[q]
-                best = 0
-                bs = -1.0
-                sec = 0
-                ss = -1.0
-                for u in range(nt):
-                    ci = touched[u]
-                    s = score[ci]
-                    if s > bs or (s == bs and ci < best):
-                        sec, ss = best, bs
-                        best, bs = ci, s
-                    elif s > ss or (s == ss and ci < sec):
-                        sec, ss = ci, s
-                    score[ci] = 0.0
-                assign[a + p] = best
-                second[p] = sec
-                sizes[best] += 1
+            seg = assign[a:a + n]
+            docs = list_docs[a:a + n]
+            for it in range(kmeans_iterations + 1):
+                if it > 0:
+                    _mean_centroids(docs, sk_ptr, sk_terms, sk_vals, seg, sizes, nc, width, acc, cent_ptr, cent_t,
+                                    cent_v)
+                _assign_pass(docs, sk_ptr, sk_terms, sk_vals, cent_ptr, cent_t, cent_v, nc, head, seg, second, sizes,
+                             it > 0)
             # dissolve clusters below min_cluster_size into each member's runner-up
             if min_cluster_size > 1:
                 for p in range(n):
-                    ci = assign[a + p]
+                    ci = seg[p]
                     if sizes[ci] < min_cluster_size and sizes[second[p]] >= min_cluster_size:
                         sizes[ci] -= 1
                         sizes[second[p]] += 1
-                        assign[a + p] = second[p]
-            for i in range(nc):  # reset the mini index
-                d = list_docs[a + perm[i]]
-                for j in range(sk_ptr[d], sk_ptr[d + 1]):
-                    head[sk_terms[j]] = -1
+                        seg[p] = second[p]
     return assign
 
 
