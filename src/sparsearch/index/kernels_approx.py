@@ -344,9 +344,8 @@ def cluster_lists(list_ptr, list_docs, sk_ptr, sk_terms, sk_vals, n_terms, centr
             cent_v = np.empty(cap, np.float64)
             for i in range(nc):
                 d = list_docs[a + perm[i]]
-                for j in range(sk_ptr[d], sk_ptr[d + 1]):
-                    cent_t[cent_ptr[i] + j - sk_ptr[d]] = sk_terms[j]
-                    cent_v[cent_ptr[i] + j - sk_ptr[d]] = sk_vals[j]
+                cent_t[cent_ptr[i]:cent_ptr[i + 1]] = sk_terms[sk_ptr[d]:sk_ptr[d + 1]]
+                cent_v[cent_ptr[i]:cent_ptr[i + 1]] = sk_vals[sk_ptr[d]:sk_ptr[d + 1]]
             sizes = np.zeros(nc, np.int64)
             second = np.zeros(n, np.int64)
             seg = assign[a:a + n]
