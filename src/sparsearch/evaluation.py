@@ -4,7 +4,12 @@
   text is ``title + " " + text`` as BEIR's dense and sparse baselines use it.
 * :func:`evaluate`: nDCG@10, R@100, R@1000, MRR@10 (``RR@10``) through ``ir-measures``.
 * :func:`write_trec_run` / :func:`read_trec_run`: the 6-column TREC run format.
-* :class:`LatencyStats`: per-query latency percentiles and throughput.
+* :class:`LatencyStats`: per-query latency percentiles and throughput; :func:`time_queries`
+  measures single-query latency of any search function the same way everywhere.
+* :func:`to_run`: ``(scores, docnums)`` of any searcher -> a run; :func:`recall_at_k` (strict
+  or tie-aware) and :func:`same_topk` (tie-aware comparison of two result sets).
+* :func:`run_evaluation`: encode a split's queries, search, score and time (CLI ``evaluate``,
+  ``demo``).
 
 A *run* is ``{query_id: {doc_id: score}}`` and *qrels* are ``{query_id: {doc_id: grade}}``.
 """
@@ -13,17 +18,20 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from .searching import SearchParams
 from .vectors import FormatError
 
 __all__ = [
     "BeirDataset", "load_beir", "load_qrels", "evaluate", "per_query", "write_trec_run", "read_trec_run",
-    "LatencyStats", "DEFAULT_METRICS",
+    "LatencyStats", "DEFAULT_METRICS", "to_run", "recall_at_k", "same_topk", "time_queries", "run_evaluation",
 ]
 
 Run = dict[str, dict[str, float]]
@@ -227,3 +235,135 @@ class LatencyStats:
         pct = np.percentile(lat_ms, [50, 95, 99]) if len(lat_ms) else [float("nan")] * 3
         return {"queries": float(len(lat_ms)), "mean_ms": float(lat_ms.mean()) if len(lat_ms) else float("nan"),
                 "p50_ms": float(pct[0]), "p95_ms": float(pct[1]), "p99_ms": float(pct[2]), "qps": self.qps}
+
+
+# ------------------------------------------------------------------------ search results
+def to_run(scores: np.ndarray, docnums: np.ndarray, doc_ids: Sequence[str],
+           query_ids: Sequence[str] | None = None) -> Run:
+    """``(scores, docnums)`` of a searcher (``-1`` = no hit) as ``{query_id: {doc_id: score}}``.
+
+    ``query_ids`` default to ``"0", "1", ...``; ``doc_ids[d]`` names doc number ``d``.
+    """
+    qids = list(query_ids) if query_ids is not None else [str(i) for i in range(len(docnums))]
+    if len(qids) != len(docnums):
+        raise ValueError(f"{len(qids)} query ids for {len(docnums)} result rows")
+    run: Run = {}
+    for qid, srow, drow in zip(qids, np.asarray(scores).tolist(), np.asarray(docnums).tolist()):
+        run[qid] = {doc_ids[d]: float(s) for d, s in zip(drow, srow) if d >= 0}
+    return run
+
+
+def recall_at_k(found: np.ndarray, exact_docs: np.ndarray, k: int = 10, *, exact_scores: np.ndarray | None = None,
+                rtol: float = 1e-5) -> float:
+    """Mean over queries of |found top-k ∩ exact top-k| / |exact top-k| (doc numbers, ``-1`` padded;
+    queries with no exact hit are skipped; 1.0 when none has one).
+
+    With ``exact_scores`` (and ``exact_docs`` deeper than ``k``), recall is *tie-aware*: a found
+    document whose exact score equals the k-th exact score (within ``rtol``) also counts, since
+    any of the tied documents is a correct k-th result.
+    """
+    vals = []
+    for i, (f, e) in enumerate(zip(np.asarray(found)[:, :k], np.asarray(exact_docs))):
+        f, top = f[f >= 0], e[:k][e[:k] >= 0]
+        if not len(top):
+            continue
+        ok = top
+        if exact_scores is not None:
+            s = np.asarray(exact_scores[i])
+            kth = s[len(top) - 1]
+            ok = np.union1d(top, e[(e >= 0) & (s >= kth * (1 - rtol))])
+        vals.append(np.isin(f, ok).sum() / len(top))
+    return float(np.mean(vals)) if vals else 1.0
+
+
+def same_topk(ref: tuple[np.ndarray, np.ndarray], got: tuple[np.ndarray, np.ndarray], *, rtol: float = 1e-5,
+              atol: float = 1e-6) -> tuple[bool, str]:
+    """Tie-aware comparison of two ``(scores, docnums)`` results of the same queries (FAISS-style).
+
+    Equal when, per query, the scores agree rank by rank (within ``rtol``/``atol``) and the
+    documents scoring strictly above the last (k-th) score are the same set: documents tied at
+    the k-th score may differ, since either is a correct answer. Returns ``(equal, reason)``,
+    the reason naming the first query that differs.
+    """
+    rs, rd = (np.asarray(a) for a in ref)
+    gs, gd = (np.asarray(a) for a in got)
+    if rd.shape[0] != gd.shape[0]:
+        return False, f"{rd.shape[0]} vs {gd.shape[0]} queries"
+    for q in range(rd.shape[0]):
+        rv, gv = rd[q] >= 0, gd[q] >= 0
+        if rv.sum() != gv.sum():
+            return False, f"query {q}: {rv.sum()} vs {gv.sum()} hits"
+        a, b = rs[q][rv].astype(np.float64), gs[q][gv].astype(np.float64)
+        if not np.allclose(a, b, rtol=rtol, atol=atol):
+            j = int(np.argmax(~np.isclose(a, b, rtol=rtol, atol=atol)))
+            return False, f"query {q}, rank {j + 1}: score {a[j]!r} vs {b[j]!r}"
+        if len(a):
+            last = a[-1]
+            above_r = rd[q][rv][a > last + atol + rtol * abs(last)]
+            above_g = gd[q][gv][b > last + atol + rtol * abs(last)]
+            if set(above_r.tolist()) != set(above_g.tolist()):
+                return False, f"query {q}: different documents above the k-th score"
+    return True, ""
+
+
+def time_queries(search: Callable[[int], Any], n: int, *, warmup: int = 2) -> np.ndarray:
+    """Latency in seconds of ``search(i)`` for ``i in range(n)``, one call at a time, after
+    ``warmup`` untimed calls (compilation, caches). Every benchmark and report times this way."""
+    for i in range(min(warmup, n)):
+        search(i)
+    lat = np.empty(n)
+    for i in range(n):
+        t = time.perf_counter()
+        search(i)
+        lat[i] = time.perf_counter() - t
+    return lat
+
+
+def run_evaluation(searcher: Any, ds: BeirDataset, *, k: int = 1000, params: SearchParams | None = None,
+                   metrics: Sequence[str] | None = None, run_path: str | os.PathLike | None = None
+                   ) -> dict[str, Any]:
+    """Encode the split's queries with the searcher's encoder, search, score the run and time it.
+
+    ``searcher``: an :class:`~sparsearch.index.Index` (or any searcher with ``load_encoder``,
+    ``stats`` and ``manifest``). Returns quality (both empty-query conventions), single-query
+    latency at k=10 on one thread, batch QPS, query-encoding time and index sizes.
+    """
+    from dataclasses import replace
+
+    metrics = list(metrics or DEFAULT_METRICS)
+    enc = searcher.load_encoder()
+    enc.encode_queries(ds.query_texts()[:2])  # load tokenizers/models outside the timing
+    t = time.perf_counter()
+    qv = enc.encode_queries(ds.query_texts(), ds.query_ids)
+    t_enc = time.perf_counter() - t
+    one = replace(params, threads=1) if params is not None else None
+    if one is None:
+        from .searching import ExactParams
+
+        one = ExactParams(threads=1)
+    searcher.search(qv[:2], 10, params)  # compile / warm caches outside the timings
+    t = time.perf_counter()
+    run = to_run(*searcher.search(qv, k, params), searcher.doc_ids, qv.ids)
+    t_batch = time.perf_counter() - t
+    quality = evaluate(run, ds.qrels, metrics)
+    strict = evaluate(run, ds.qrels, metrics, empty_queries="zero")
+    lat10 = LatencyStats.measure(time_queries(lambda i: searcher.search(qv[i:i + 1], 10, one), len(qv)))
+    t = time.perf_counter()
+    searcher.search(qv, 10, params)
+    batch10 = time.perf_counter() - t
+    if run_path:
+        write_trec_run(run, run_path)
+    st = searcher.stats()
+    manifest = getattr(searcher, "manifest", {}) or {}
+    return {
+        "collection": ds.name, "split": ds.split, "queries": len(qv),
+        "mode": (params.kind if params is not None else "exact"), "k": k,
+        "encoder": st.get("encoder"), "quality": quality, "quality_empty_as_zero": strict,
+        "queries_without_results": sum(1 for q in ds.qrels if not run.get(q)),
+        "latency_k10_single_thread": lat10.summary(),
+        "qps_k10_batch_all_threads": len(qv) / batch10,
+        f"qps_k{k}_batch_all_threads": len(qv) / t_batch,
+        "query_encoding_ms_per_query": 1e3 * t_enc / max(len(qv), 1),
+        "build_seconds": manifest.get("build_seconds"), "encode_seconds": manifest.get("encode_seconds"),
+        "index": {k2: v for k2, v in st.items() if k2 != "encoder"},
+    }

@@ -56,6 +56,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import BackendError, ConflictError, NotFoundError
 from .vectors import SparseBatch, Vocabulary
 
 __all__ = ["MilvusBackend", "MilvusBackendError", "CollectionNotFoundError", "CollectionExistsError", "export",
@@ -76,15 +77,15 @@ _DENSE_PARAMS = {"metric_type": "IP", "params": {}}
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 
 
-class MilvusBackendError(RuntimeError):
+class MilvusBackendError(BackendError):
     """A Milvus operation failed; the message names the URI or collection and the cause."""
 
 
-class CollectionNotFoundError(MilvusBackendError):
+class CollectionNotFoundError(MilvusBackendError, NotFoundError):
     """The collection (or the Milvus Lite database) does not exist."""
 
 
-class CollectionExistsError(MilvusBackendError):
+class CollectionExistsError(MilvusBackendError, ConflictError):
     """Export target exists and ``overwrite`` was not given."""
 
 

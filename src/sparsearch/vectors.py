@@ -30,10 +30,12 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from .errors import InvalidInputError
+
 __all__ = ["FormatError", "Vocabulary", "SparseBatch", "read_jsonl", "iter_jsonl_chunks"]
 
 
-class FormatError(ValueError):
+class FormatError(InvalidInputError):
     """Input that does not follow a documented format (names file, line and problem)."""
 
 

@@ -20,7 +20,7 @@ import pytest
 CHROMIUM = os.environ.get("SPARSEARCH_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-ARTIFACTS = Path(os.environ.get("SPARSEARCH_ARTIFACTS", Path(__file__).resolve().parents[1] / "artifacts"))
+ARTIFACTS = Path(os.environ.get("SPARSEARCH_ARTIFACTS", Path(__file__).resolve().parents[2] / "artifacts"))
 
 DOCS = {
     "d1": ("Cats", "Cats are small domesticated carnivorous mammals that hunt mice."),
@@ -136,6 +136,6 @@ def test_search_page_end_to_end(server, browser):
 
 
 def test_browser_install_script_exists():
-    script = Path(__file__).resolve().parents[1] / "scripts" / "install-browser.sh"
+    script = Path(__file__).resolve().parents[2] / "scripts" / "install-browser.sh"
     assert script.exists() and os.access(script, os.X_OK)
     assert shutil.which("bash")

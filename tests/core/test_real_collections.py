@@ -6,7 +6,7 @@ from sparsearch.encoders.bm25 import BM25Encoder
 from sparsearch.evaluation import evaluate, load_beir
 from sparsearch.index import build_index
 
-from .conftest import beir_path
+from tests.conftest import beir_path
 
 
 @pytest.mark.slow

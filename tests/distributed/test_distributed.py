@@ -16,7 +16,7 @@ from sparsearch.index import Index, build_index
 from sparsearch.index.segment import ARRAYS
 from sparsearch.vectors import SparseBatch, Vocabulary
 
-from .conftest import write_beir
+from tests.conftest import write_beir
 
 runner = CliRunner()
 

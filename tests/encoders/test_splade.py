@@ -17,7 +17,7 @@ from sparsearch.encoders.splade import (  # noqa: E402
 )
 from sparsearch.vectors import SparseBatch, Vocabulary  # noqa: E402
 
-from .conftest import beir_path  # noqa: E402
+from tests.conftest import beir_path  # noqa: E402
 
 try:
     BUNDLED = bundled_splade_path()

@@ -1,0 +1,257 @@
+"""The storage layer: everything that touches an index directory's files goes through here.
+
+Modelled on tantivy's ``Directory``: one place for
+
+* **atomic writes** (:meth:`Directory.atomic_write`, :meth:`Directory.publish`): data goes to a
+  temporary name, is fsynced, renamed over the final name, and the directory entry is fsynced,
+  so a crash at any point leaves either the old file or the new one, never a torn one;
+* **the writer lock** (:meth:`Directory.lock`): one writer per index; readers never block;
+* **checksummed arrays** (:func:`write_arrays` / :func:`read_arrays`): ``.npy`` files described
+  by a JSON header with dtype, shape, size and CRC32, verified on open;
+* **the registry of managed files** (:data:`MANAGED_PREFIXES`): which names in an index
+  directory belong to sparsearch (and may be garbage-collected once no commit names them),
+  which are permanent, and which mean "this directory is not ours".
+
+Nothing above this module opens a file for writing or calls ``os.replace``/``fsync`` itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import threading
+import uuid
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConflictError, CorruptIndexError, InvalidInputError
+
+__all__ = ["Directory", "MANAGED_PREFIXES", "PERMANENT_NAMES", "crc32_file", "fsync_dir", "load_npy",
+           "write_arrays", "read_arrays", "read_versioned_json", "is_managed"]
+
+#: Names a commit owns: removed by garbage collection once the current manifest names none of
+#: them (segments, vocabularies, encoder states, deletion bitmaps, document stores, the
+#: approximate index and its pointer, and torn temporaries of any of these).
+MANAGED_PREFIXES: tuple[str, ...] = ("seg-", "vocab-", "encoder-", "deletes-", "docs-", "approx-",
+                                     "approximate.json", ".tmp-", ".manifest.json")
+#: Names that are never garbage-collected.
+PERMANENT_NAMES: frozenset[str] = frozenset({"manifest.json", ".lock", "settings.json"})
+
+_NPY_LOCK = threading.Lock()
+
+
+def is_managed(name: str) -> bool:
+    """Whether ``name`` (an entry of an index directory) is a file sparsearch writes there."""
+    return name in PERMANENT_NAMES or name.startswith(MANAGED_PREFIXES)
+
+
+def crc32_file(path: Path) -> int:
+    """CRC32 of a file's bytes, read in 4 MiB chunks."""
+    crc = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            crc = zlib.crc32(chunk, crc)
+    return crc
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or file creation inside ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(path: Path) -> None:
+    """fsync every file below ``path`` and every directory (their entries), deepest first."""
+    for f in sorted(path.rglob("*"), key=lambda p: -len(p.parts)):
+        if f.is_file():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        elif f.is_dir():
+            fsync_dir(f)
+    fsync_dir(path)
+
+
+def load_npy(path: Path, mmap: bool = False) -> np.ndarray:
+    """``np.load`` of one ``.npy`` file (never a pickle), serialised across threads.
+
+    numpy parses the header with ``ast.literal_eval``, and concurrent calls from several
+    threads trip a CPython 3.11 bug ("AST constructor recursion depth mismatch"); with
+    mmap the call only reads the header, so the lock costs nothing.
+    """
+    with _NPY_LOCK:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+
+
+def read_versioned_json(directory: Path, name: str, fmt: str, version: int, what: str) -> dict[str, Any]:
+    """Load ``directory/name`` and check its ``format`` tag and ``version`` (clear errors otherwise)."""
+    path = Path(directory) / name
+    if not path.exists():
+        raise CorruptIndexError(f"{directory}: {name} is missing (not a sparsearch {what}, or a torn write)")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CorruptIndexError(f"{path}: corrupt {what} metadata ({getattr(e, 'msg', e)})") from None
+    if not isinstance(doc, dict) or doc.get("format") != fmt:
+        found = doc.get("format") if isinstance(doc, dict) else None
+        raise CorruptIndexError(f"{directory}: not a sparsearch {what} (format {found!r})")
+    if doc.get("version") != version:
+        raise CorruptIndexError(f"{directory}: {what} format version {doc.get('version')} is not supported "
+                                f"(this sparsearch reads version {version}); rebuild the index")
+    return doc
+
+
+def _write_file(path: Path, write: Callable[[Any], None], mode: str) -> None:
+    """Create ``path`` with ``write(fileobj)`` and fsync it (no rename: for files inside a
+    directory that is itself published atomically)."""
+    kw = {"encoding": "utf-8"} if "b" not in mode else {}
+    with open(path, mode, **kw) as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_arrays(directory: Path, arrays: dict[str, np.ndarray], header: dict[str, Any],
+                 header_name: str = "segment.json") -> None:
+    """Write ``arrays`` as ``.npy`` files plus a JSON header recording each file's dtype, shape,
+    byte size and CRC32 (under ``"files"``), all fsynced, into a new ``directory``.
+
+    Call it on a temporary directory that :meth:`Directory.publish` then renames into place.
+    """
+    directory.mkdir(parents=True, exist_ok=False)
+    files: dict[str, Any] = {}
+    for name, arr in arrays.items():
+        path = directory / f"{name}.npy"
+        _write_file(path, lambda f, a=arr: np.save(f, np.ascontiguousarray(a), allow_pickle=False), "wb")
+        files[name] = {"dtype": str(arr.dtype), "shape": list(arr.shape), "bytes": path.stat().st_size,
+                       "crc32": crc32_file(path)}
+    _write_file(directory / header_name, lambda f: json.dump({**header, "files": files}, f, indent=1), "w")
+    fsync_dir(directory)
+
+
+def read_arrays(directory: Path, header: dict[str, Any], names: tuple[str, ...], *, mmap: bool = True,
+                verify: bool = True) -> dict[str, np.ndarray]:
+    """Load the arrays ``names`` that ``header["files"]`` describes, checking presence, size,
+    dtype, shape and (with ``verify``) CRC32; raises :class:`CorruptIndexError` naming the file."""
+    files = header.get("files")
+    if not isinstance(files, dict):
+        raise CorruptIndexError(f"{directory}: metadata lists no array files")
+    out: dict[str, np.ndarray] = {}
+    for name in names:
+        info, f = files.get(name), directory / f"{name}.npy"
+        if info is None or not f.exists():
+            raise CorruptIndexError(f"{directory}: array file {name}.npy is missing")
+        if f.stat().st_size != info["bytes"]:
+            raise CorruptIndexError(f"{f}: size {f.stat().st_size} != {info['bytes']} recorded (truncated or corrupt)")
+        if verify and crc32_file(f) != info["crc32"]:
+            raise CorruptIndexError(f"{f}: checksum mismatch (the file is corrupt)")
+        try:
+            arr = load_npy(f, mmap)
+        except ValueError as e:
+            raise CorruptIndexError(f"{f}: unreadable array ({e})") from None
+        if str(arr.dtype) != info["dtype"] or list(arr.shape) != info["shape"]:
+            raise CorruptIndexError(f"{f}: dtype/shape {arr.dtype}{arr.shape} differ from the metadata")
+        # a plain ndarray view of the mapping: numba dispatches memmap subclasses ~4x slower
+        out[name] = arr.view(np.ndarray)
+    return out
+
+
+class Directory:
+    """An index directory seen through the storage layer.
+
+    All writes are atomic (temporary name, fsync, rename, fsync of the directory); a reader
+    that opened a file before it was replaced keeps reading the old bytes.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    def exists(self, name: str) -> bool:
+        return (self.path / name).exists()
+
+    # ------------------------------------------------------------- atomic writes
+    def _tmp_name(self, name: str) -> Path:
+        return self.path / f".tmp-{uuid.uuid4().hex[:12]}-{name}"
+
+    def atomic_write(self, name: str, write: Callable[[Any], None], *, binary: bool = False,
+                     durable: bool = True) -> Path:
+        """Create or replace the file ``name`` with what ``write(fileobj)`` writes, atomically."""
+        final, tmp = self.path / name, self._tmp_name(name)
+        try:
+            _write_file(tmp, write, "wb" if binary else "w")
+            os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        if durable:
+            fsync_dir(self.path)
+        return final
+
+    def write_json(self, name: str, obj: Any, *, durable: bool = True) -> Path:
+        """Atomically write ``obj`` as JSON to ``name``."""
+        return self.atomic_write(name, lambda f: json.dump(obj, f), durable=durable)
+
+    def write_npy(self, name: str, arr: np.ndarray) -> Path:
+        """Atomically write one array as ``.npy`` to ``name`` (never pickled)."""
+        return self.atomic_write(name, lambda f: np.save(f, np.ascontiguousarray(arr), allow_pickle=False),
+                                 binary=True)
+
+    def publish(self, name: str, fill: Callable[[Path], Any]) -> Any:
+        """Create the directory ``name`` atomically: ``fill(tmp_dir)`` writes its contents under a
+        temporary name; every file is fsynced and the directory renamed into place.
+
+        ``fill`` may create ``tmp_dir`` itself (it does not exist yet); returns what ``fill`` returns.
+        """
+        final, tmp = self.path / name, self._tmp_name(name)
+        if final.exists():
+            raise ConflictError(f"{final} already exists")
+        try:
+            out = fill(tmp)
+            if not tmp.is_dir():
+                raise InvalidInputError(f"publishing {name}: nothing was written")
+            _fsync_tree(tmp)
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        fsync_dir(self.path)
+        return out
+
+    # ----------------------------------------------------------------- removal
+    def remove(self, name: str) -> None:
+        """Remove a file or directory of the index (no error if it is already gone)."""
+        p = self.path / name
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+
+    def entries(self) -> list[str]:
+        return sorted(e.name for e in self.path.iterdir()) if self.path.is_dir() else []
+
+    # -------------------------------------------------------------------- lock
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Exclusive writer lock on the index directory (creating it if needed); readers never block."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / ".lock", "w") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def __repr__(self) -> str:
+        return f"Directory({str(self.path)!r})"

@@ -1,0 +1,145 @@
+"""The one search protocol every searcher implements, and its typed parameter objects.
+
+Follows FAISS: ``search(queries, k, params=None) -> (scores, docnums)`` where ``scores`` is
+float (nq, k), descending, and ``docnums`` int64 (nq, k) positions in ``searcher.doc_ids``
+(``-1`` pads rows with fewer than ``k`` hits); ``params`` is the parameter object of the
+searcher's kind (``None``: its defaults, or the settings saved next to the index by
+``sparsearch tune --save``). ``search_run`` gives the same hits as ``{query_id: {doc_id: score}}``.
+
+Implemented by :class:`~sparsearch.index.Index` (exact, and approximate through its saved
+approximate index), :class:`~sparsearch.index.approximate.ApproximateIndex`,
+:class:`~sparsearch.distributed.ShardedIndex`, :class:`~sparsearch.milvus.MilvusBackend` and
+:class:`~sparsearch.encoders.dense.FlatIndex` (dense inner product).
+
+Parameter objects are small frozen dataclasses, tagged by ``kind``; a searcher refuses the
+kinds it does not support with :class:`~sparsearch.errors.UnsupportedError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any, ClassVar, Literal, Protocol, Union, runtime_checkable
+
+import numpy as np
+
+from .errors import InvalidInputError, UnsupportedError
+
+__all__ = ["ExactParams", "ApproxParams", "SearchParams", "Searcher", "params_from_dict", "check_k",
+           "MAX_K", "SEARCH_KINDS"]
+
+#: hard bound on k anywhere (the service bounds it lower); k is also clamped to the documents held
+MAX_K = 100_000
+
+Unknown = Literal["drop", "error"]
+
+
+@dataclass(frozen=True)
+class ExactParams:
+    """Exact top-k (rank-safe).
+
+    Attributes:
+        exhaustive: score every posting (the reference) instead of block-max MaxScore; same results.
+        threads: worker threads for a batch (``None``: all cores; 1 query always runs on the caller).
+        unknown: ``"drop"`` query terms the index lacks, or ``"error"`` on the first one (catches
+            query vectors from another vocabulary).
+    """
+
+    kind: ClassVar[str] = "exact"
+    exhaustive: bool = False
+    threads: int | None = None
+    unknown: Unknown = "drop"
+
+    def check(self) -> "ExactParams":
+        _check_common(self)
+        return self
+
+
+@dataclass(frozen=True)
+class ApproxParams:
+    """Approximate top-k over the Seismic-style approximate index (knobs named as in Seismic).
+
+    Attributes:
+        query_cut: visit the posting lists of the ``query_cut`` heaviest query terms (>= 1).
+        heap_factor: in (0, 1]; skip a block whose summary score is below ``heap_factor`` times the
+            current k-th score (below 1 scans more blocks, compensating for pruned summaries).
+        threads: as :class:`ExactParams`.
+        unknown: as :class:`ExactParams`.
+    """
+
+    kind: ClassVar[str] = "approximate"
+    query_cut: int = 10
+    heap_factor: float = 0.9
+    threads: int | None = None
+    unknown: Unknown = "drop"
+
+    def check(self) -> "ApproxParams":
+        _check_common(self)
+        if not isinstance(self.query_cut, int) or self.query_cut < 1:
+            raise InvalidInputError(f"query_cut must be an integer >= 1, got {self.query_cut!r}")
+        if not 0 < float(self.heap_factor) <= 1:
+            raise InvalidInputError(f"heap_factor must be in (0, 1], got {self.heap_factor!r}")
+        return self
+
+
+SearchParams = Union[ExactParams, ApproxParams]
+SEARCH_KINDS: dict[str, type] = {"exact": ExactParams, "approximate": ApproxParams}
+
+
+def _check_common(p: Any) -> None:
+    if p.threads is not None and (not isinstance(p.threads, int) or p.threads < 1):
+        raise InvalidInputError(f"threads must be an integer >= 1, got {p.threads!r}")
+    if p.unknown not in ("drop", "error"):
+        raise InvalidInputError(f"unknown must be 'drop' or 'error', got {p.unknown!r}")
+
+
+def params_from_dict(d: dict[str, Any]) -> SearchParams:
+    """Rebuild parameters from ``{"kind": ..., field: value}`` (a settings file, a request);
+    unknown kinds and fields are refused with one line."""
+    kind = d.get("kind", "exact")
+    cls = SEARCH_KINDS.get(kind)
+    if cls is None:
+        raise InvalidInputError(f"unknown search kind {kind!r}; use one of {', '.join(SEARCH_KINDS)}")
+    names = {f.name for f in fields(cls)}
+    extra = set(d) - names - {"kind"}
+    if extra:
+        raise InvalidInputError(f"{kind} search has no parameter {sorted(extra)[0]!r}; "
+                                f"it takes {', '.join(sorted(names))}")
+    return cls(**{k: v for k, v in d.items() if k != "kind"}).check()
+
+
+def params_to_dict(p: SearchParams) -> dict[str, Any]:
+    """``{"kind": ..., field: value}``: the inverse of :func:`params_from_dict`."""
+    return {"kind": p.kind, **asdict(p)}
+
+
+def check_k(k: Any, n_docs: int) -> int:
+    """``k`` validated (an integer >= 1, at most :data:`MAX_K`) and clamped to ``max(n_docs, 1)``:
+    no search allocates more result slots than there are documents."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise InvalidInputError(f"k must be a positive integer, got {k!r}")
+    if k > MAX_K:
+        raise InvalidInputError(f"k must be at most {MAX_K:,}, got {k:,}")
+    return int(min(int(k), max(int(n_docs), 1)))
+
+
+def require(params: Any, supported: Sequence[type], who: str) -> None:
+    """Refuse parameter objects of kinds ``who`` does not implement."""
+    if not isinstance(params, tuple(supported)):
+        kinds = ", ".join(c.kind for c in supported)
+        got = getattr(params, "kind", type(params).__name__)
+        raise UnsupportedError(f"{who} supports {kinds} search, not {got}")
+
+
+@runtime_checkable
+class Searcher(Protocol):
+    """What every searcher offers (see the module docstring for the conventions)."""
+
+    @property
+    def doc_ids(self) -> Sequence[str]: ...
+
+    def search(self, queries: Any, k: int = 10, params: SearchParams | None = None
+               ) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def search_run(self, queries: Any, k: int = 1000, params: SearchParams | None = None
+                   ) -> dict[str, dict[str, float]]: ...
