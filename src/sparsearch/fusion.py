@@ -10,6 +10,8 @@ A *run* is ``{query_id: {doc_id: score}}``.
   number of runs with weights summing to 1) over the union of retrieved documents; a document
   missing from a run gets that run's lowest normalised score for the query (0 for min-max),
   i.e. it is treated as ranked at the bottom of that run.
+* :func:`fuse`: the same fusions for the results of ONE query (``{doc_id: score}`` per searcher),
+  as the search service fuses the indexes it serves.
 * :func:`tune_interpolation` / :func:`tune_rrf`: grid search of the weight (or RRF ``k``) on
   *dev* qrels. The tuning functions only ever see the qrels passed to them; evaluate the
   chosen setting on test afterwards with :func:`interpolate` / :func:`rrf`.
@@ -23,16 +25,21 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["normalize_run", "rrf", "interpolate", "convex", "tune_interpolation", "tune_rrf", "TuneResult",
-           "restrict"]
+from .errors import InvalidInputError
+from .evaluation import evaluate
+
+__all__ = ["normalize_run", "rrf", "interpolate", "convex", "fuse", "ranked", "tune_interpolation", "tune_rrf",
+           "TuneResult", "restrict"]
 
 Run = dict[str, dict[str, float]]
 NORMS = ("minmax", "zscore", "none")
+METHODS = ("rrf", "minmax", "zscore")
 
 
-def _ranked(docs: Mapping[str, float]) -> list[tuple[str, float]]:
-    """Documents by descending score, ties by ascending doc id."""
+def ranked(docs: Mapping[str, float]) -> list[tuple[str, float]]:
+    """``(doc_id, score)`` by descending score, ties by ascending doc id (the order every fusion ranks by)."""
     return sorted(docs.items(), key=lambda x: (-x[1], x[0]))
+
 
 
 def normalize_run(run: Mapping[str, Mapping[str, float]], method: str = "minmax") -> Run:
@@ -43,75 +50,103 @@ def normalize_run(run: Mapping[str, Mapping[str, float]], method: str = "minmax"
     ``none``: scores unchanged.
     """
     if method not in NORMS:
-        raise ValueError(f"unknown normalisation {method!r}; use one of {NORMS}")
-    out: Run = {}
-    for q, docs in run.items():
-        if not docs or method == "none":
-            out[q] = {d: float(s) for d, s in docs.items()}
-            continue
-        v = np.fromiter(docs.values(), dtype=np.float64, count=len(docs))
-        if method == "minmax":
-            lo, hi = v.min(), v.max()
-            nv = (v - lo) / (hi - lo) if hi > lo else np.ones_like(v)
-        else:
-            mu, sd = v.mean(), v.std()
-            nv = (v - mu) / sd if sd > 0 else np.zeros_like(v)
-        out[q] = dict(zip(docs.keys(), nv.tolist()))
-    return out
+        raise InvalidInputError(f"unknown normalisation {method!r}; use one of {NORMS}")
+    return {q: _normalize(docs, method) for q, docs in run.items()}
+
+
+def _normalize(docs: Mapping[str, float], method: str) -> dict[str, float]:
+    """One query's ``{doc_id: score}`` normalised (see :func:`normalize_run`)."""
+    if not docs or method == "none":
+        return {d: float(s) for d, s in docs.items()}
+    v = np.fromiter(docs.values(), dtype=np.float64, count=len(docs))
+    if method == "minmax":
+        lo, hi = v.min(), v.max()
+        nv = (v - lo) / (hi - lo) if hi > lo else np.ones_like(v)
+    else:
+        mu, sd = v.mean(), v.std()
+        nv = (v - mu) / sd if sd > 0 else np.zeros_like(v)
+    return dict(zip(docs.keys(), nv.tolist()))
 
 
 def restrict(run: Mapping[str, Mapping[str, float]], depth: int | None) -> Run:
     """Keep each query's top ``depth`` documents (all when ``None``)."""
     if depth is None:
         return {q: dict(d) for q, d in run.items()}
-    return {q: dict(_ranked(d)[:depth]) for q, d in run.items()}
+    return {q: dict(ranked(d)[:depth]) for q, d in run.items()}
 
 
 def rrf(runs: Sequence[Mapping[str, Mapping[str, float]]], k: float = 60.0, weights: Sequence[float] | None = None,
         depth: int | None = None) -> Run:
     """Reciprocal rank fusion of ``runs`` (see module docstring); ``depth`` cuts each run first."""
     if not runs:
-        raise ValueError("rrf needs at least one run")
+        raise InvalidInputError("rrf needs at least one run")
     weights = [1.0] * len(runs) if weights is None else list(weights)
     if len(weights) != len(runs):
-        raise ValueError(f"{len(weights)} weights for {len(runs)} runs")
+        raise InvalidInputError(f"{len(weights)} weights for {len(runs)} runs")
     out: Run = {}
     for run, w in zip(runs, weights):
         for q, docs in run.items():
-            acc = out.setdefault(q, {})
-            ranked = _ranked(docs)[:depth] if depth is not None else _ranked(docs)
-            for r, (d, _) in enumerate(ranked, 1):
-                acc[d] = acc.get(d, 0.0) + w / (k + r)
+            _rrf_add(out.setdefault(q, {}), docs, w, k, depth)
     return out
+
+
+def _rrf_add(acc: dict[str, float], docs: Mapping[str, float], w: float, k: float, depth: int | None) -> None:
+    """Add one run's ``w / (k + rank)`` for one query to ``acc``."""
+    for r, (d, _) in enumerate(ranked(docs)[:depth] if depth is not None else ranked(docs), 1):
+        acc[d] = acc.get(d, 0.0) + w / (k + r)
 
 
 def convex(runs: Sequence[Mapping[str, Mapping[str, float]]], weights: Sequence[float], norm: str = "minmax",
            depth: int | None = None) -> Run:
     """``sum_i w_i * norm(run_i)`` over the union of documents (missing: the run's minimum)."""
     if len(weights) != len(runs) or not runs:
-        raise ValueError(f"{len(weights)} weights for {len(runs)} runs")
+        raise InvalidInputError(f"{len(weights)} weights for {len(runs)} runs")
     normed = [normalize_run(restrict(r, depth), norm) for r in runs]
     queries: dict[str, None] = {}
     for r in normed:
         queries.update(dict.fromkeys(r))
-    out: Run = {}
-    for q in queries:
-        per = [r.get(q, {}) for r in normed]
-        floor = [min(p.values()) if p else 0.0 for p in per]
-        if norm == "minmax":
-            floor = [0.0] * len(per)
-        docs: dict[str, None] = {}
-        for p in per:
-            docs.update(dict.fromkeys(p))
-        out[q] = {d: float(sum(w * p.get(d, f) for w, p, f in zip(weights, per, floor))) for d in docs}
-    return out
+    return {q: _weighted_sum([r.get(q, {}) for r in normed], weights, norm) for q in queries}
+
+
+def _weighted_sum(per: Sequence[Mapping[str, float]], weights: Sequence[float], norm: str) -> dict[str, float]:
+    """One query's normalised results summed with ``weights`` (a missing document: the run's minimum)."""
+    floor = [min(p.values()) if p else 0.0 for p in per]
+    if norm == "minmax":
+        floor = [0.0] * len(per)
+    docs: dict[str, None] = {}
+    for p in per:
+        docs.update(dict.fromkeys(p))
+    return {d: float(sum(w * p.get(d, f) for w, p, f in zip(weights, per, floor))) for d in docs}
+
+
+def fuse(results: Sequence[Mapping[str, float]], method: str = "rrf", weights: Sequence[float] | None = None, *,
+         rrf_k: float = 60.0) -> dict[str, float]:
+    """Fuse ONE query's results of several searchers (``{doc_id: score}`` each), as :func:`rrf`
+    (``method="rrf"``, constant ``rrf_k``) or :func:`convex` after ``"minmax"`` / ``"zscore"``
+    normalisation with ``weights`` scaled to sum to 1 (default: equal weights)."""
+    if not results:
+        raise InvalidInputError("fuse needs at least one result")
+    weights = [1.0] * len(results) if weights is None else [float(w) for w in weights]
+    if len(weights) != len(results):
+        raise InvalidInputError(f"{len(weights)} weights for {len(results)} results")
+    if method == "rrf":
+        acc: dict[str, float] = {}
+        for docs, w in zip(results, weights):
+            _rrf_add(acc, docs, w, rrf_k, None)
+        return acc
+    if method not in METHODS:
+        raise InvalidInputError(f"unknown fusion {method!r}; use one of {METHODS}")
+    total = sum(weights)
+    if total <= 0:
+        raise InvalidInputError("fusion weights sum to 0")
+    return _weighted_sum([_normalize(d, method) for d in results], [w / total for w in weights], method)
 
 
 def interpolate(run_a: Mapping[str, Mapping[str, float]], run_b: Mapping[str, Mapping[str, float]],
                 alpha: float, norm: str = "minmax", depth: int | None = None) -> Run:
     """``alpha * norm(run_a) + (1 - alpha) * norm(run_b)`` per query (``0 <= alpha <= 1``)."""
     if not 0.0 <= alpha <= 1.0 or math.isnan(alpha):
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        raise InvalidInputError(f"alpha must be in [0, 1], got {alpha}")
     return convex([run_a, run_b], [alpha, 1.0 - alpha], norm, depth)
 
 
@@ -128,11 +163,11 @@ class TuneResult:
 
 def _dev_view(runs, dev_qrels):
     if not dev_qrels:
-        raise ValueError("tuning needs non-empty dev qrels")
+        raise InvalidInputError("tuning needs non-empty dev qrels")
     qs = set(dev_qrels)
     views = [{q: d for q, d in r.items() if q in qs} for r in runs]
     if not any(views):
-        raise ValueError("the runs contain none of the dev queries: run the dev (or train) queries to tune on")
+        raise InvalidInputError("the runs contain none of the dev queries: run the dev (or train) queries to tune on")
     return views
 
 
@@ -150,7 +185,6 @@ def tune_interpolation(run_a: Mapping[str, Mapping[str, float]], run_b: Mapping[
 
     Pass runs of the dev (or train) queries and their qrels; never the test qrels.
     """
-    from .evaluation import evaluate
 
     a, b = _dev_view([run_a, run_b], dev_qrels)
     alphas = np.round(np.linspace(0, 1, 21), 4).tolist() if alphas is None else list(alphas)
@@ -163,7 +197,6 @@ def tune_rrf(runs: Sequence[Mapping[str, Mapping[str, float]]], dev_qrels: Mappi
              ks: Sequence[float] = (1, 5, 10, 20, 40, 60, 100), weights: Sequence[float] | None = None,
              metric: str = "nDCG@10", depth: int | None = None) -> TuneResult:
     """Grid-search the RRF constant ``k`` on ``dev_qrels``."""
-    from .evaluation import evaluate
 
     views = _dev_view(runs, dev_qrels)
     table = {float(k): float(evaluate(rrf(views, k, weights, depth), dict(dev_qrels), (metric,))[metric]) for k in ks}

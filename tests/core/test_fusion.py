@@ -6,6 +6,9 @@ import math
 
 import pytest
 
+import numpy as np
+
+from sparsearch import fusion
 from sparsearch.fusion import convex, interpolate, normalize_run, rrf, tune_interpolation, tune_rrf
 
 A = {"q1": {"d1": 3.0, "d2": 2.0, "d3": 1.0}}
@@ -94,3 +97,16 @@ def test_tuning_uses_only_the_dev_qrels():
         tune_interpolation({"other": {"x": 1.0}}, {"other": {"y": 1.0}}, dev)
     with pytest.raises(ValueError, match="non-empty"):
         tune_interpolation(ra, rb, {})
+
+
+def test_fuse_one_query_equals_the_run_fusions():
+    rng = np.random.default_rng(7)
+    results = [{f"d{j}": float(rng.random()) for j in rng.choice(30, 12, replace=False)} for _ in range(3)]
+    w = [1.0, 2.0, 0.5]
+    runs = [{"q": r} for r in results]
+    assert fusion.fuse(results, "rrf", w, rrf_k=20) == fusion.rrf(runs, k=20, weights=w)["q"]
+    for norm in ("minmax", "zscore"):
+        assert fusion.fuse(results, norm, w) == fusion.convex(runs, [x / sum(w) for x in w], norm=norm)["q"]
+    with pytest.raises(ValueError, match="unknown fusion"):
+        fusion.fuse(results, "max")
+    assert fusion.ranked({"b": 1.0, "a": 1.0, "c": 2.0}) == [("c", 2.0), ("a", 1.0), ("b", 1.0)]
