@@ -1,6 +1,9 @@
-"""The ``sparsearch`` command: index, search, evaluate, stats, demo, serve, export.
+"""The ``sparsearch`` command: index, build-approx, search, evaluate, tune, stats, demo, serve, export.
 
-Run ``sparsearch COMMAND --help`` for every option.
+Run ``sparsearch COMMAND --help`` for every option. Commands raise
+:class:`~sparsearch.errors.SparsearchError` for anything the user can fix; :func:`main` (the
+console script) prints it as one ``error:`` line and exits with status 2. Commands import what
+they need when they run, so that ``sparsearch --help`` starts fast.
 """
 
 from __future__ import annotations
@@ -16,15 +19,12 @@ from typing import Annotated, Any, Optional
 import numpy as np
 import typer
 
+from .errors import InvalidInputError, MissingExtraError, MissingFileError, SparsearchError
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Sparse retrieval: encode, index, search and evaluate (BM25, SPLADE, CSR).")
 
 DEFAULT_DATA = Path(os.environ.get("SPARSEARCH_DATA", "../shared/data")) / "scifact"
-
-
-def _fail(msg: str) -> None:
-    typer.secho(f"error: {msg}", fg="red", err=True)
-    raise typer.Exit(2)
 
 
 def _parse_opts(opts: list[str] | None) -> dict[str, Any]:
@@ -32,7 +32,7 @@ def _parse_opts(opts: list[str] | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for o in opts or []:
         if "=" not in o:
-            _fail(f"--encoder-opt expects key=value, got {o!r}")
+            raise InvalidInputError(f"--encoder-opt expects key=value, got {o!r}")
         k, v = o.split("=", 1)
         try:
             out[k] = json.loads(v)
@@ -44,42 +44,55 @@ def _parse_opts(opts: list[str] | None) -> dict[str, Any]:
 def _load_queries(index, queries: Optional[Path], query: list[str] | None):
     """Query vectors from --query texts, a BEIR queries.jsonl, or a sparse vector file."""
     from .evaluation import _read_jsonl_objects
-    from .vectors import SparseBatch
+    from .vectors import FormatError, SparseBatch
 
     if query:
         return index.load_encoder().encode_queries(query, [str(i) for i in range(len(query))])
     if queries is None:
-        _fail("give --query TEXT (repeatable) or --queries FILE")
+        raise InvalidInputError("give --query TEXT (repeatable) or --queries FILE")
+    if not queries.is_file():
+        raise MissingFileError(f"no query file {queries}")
     if queries.suffix == ".npz":
         return SparseBatch.load_npz(queries)
     with open(queries, encoding="utf-8") as f:
-        first = next((json.loads(line) for line in f if line.strip()), {})
-    if "vector" in first or "content" in first:
+        line = next((line for line in f if line.strip()), "{}")
+    try:
+        first = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise FormatError(f"{queries}: malformed JSON ({e.msg} at column {e.colno})") from None
+    if isinstance(first, dict) and ("vector" in first or "content" in first):
         return SparseBatch.read_jsonl(queries)
     objs = [o for _, o in _read_jsonl_objects(queries)]
     return index.load_encoder().encode_queries([o.get("text", "") for o in objs], [str(o["_id"]) for o in objs])
 
 
 MODE_HELP = ("exact (block-max MaxScore, rank-safe), exhaustive (score every posting), or approximate "
-             "(Seismic-style; built next to the index on first use)")
+             "(Seismic-style; needs the approximate index: `sparsearch build-approx INDEX` or `index --approximate`)")
+QUERY_CUT_HELP = ("approximate: visit the posting lists of the query's N largest terms (default: the setting saved by "
+                  "`tune --save`, else 10).")
+HEAP_FACTOR_HELP = ("approximate: skip blocks whose summary score is below heap_factor x the current k-th score "
+                    "(default: the setting saved by `tune --save`, else 0.9).")
 
 
-def _search_fn(idx, mode: str, query_cut: int = 10, heap_factor: float = 0.9):
-    """``fn(queries, k, threads=None) -> (scores, docnums)`` for the chosen mode."""
-    if mode == "approximate":
-        ax = idx.approximate()
-        return lambda q, k, threads=None: ax.search(q, k, query_cut=query_cut, heap_factor=heap_factor,
-                                                    threads=threads)
-    if mode not in ("exact", "exhaustive"):
-        raise ValueError(f"unknown search mode {mode!r}; use exact, exhaustive or approximate")
-    return lambda q, k, threads=None: idx.search(q, k, mode=mode, threads=threads)
+def _search_params(mode: str, index: Path, *, threads: Optional[int] = None, strict_vocab: bool = False,
+                   query_cut: Optional[int] = None, heap_factor: Optional[float] = None):
+    """The parameter object of ``--mode``; approximate knobs not given come from ``tune --save``."""
+    from .index.approximate import load_settings
+    from .searching import params_for_mode
+
+    saved = load_settings(index) if mode == "approximate" else None
+    return params_for_mode(mode, threads=threads, unknown="error" if strict_vocab else "drop",
+                           query_cut=query_cut, heap_factor=heap_factor, saved=saved)
 
 
-def _to_run(idx, queries, scores, docs) -> dict[str, dict[str, float]]:
-    qids = queries.ids if queries.ids is not None else [str(i) for i in range(len(queries))]
-    ids = idx.doc_ids
-    return {qid: {ids[d]: float(s) for d, s in zip(docs[qi].tolist(), scores[qi].tolist()) if d >= 0}
-            for qi, qid in enumerate(qids)}
+def _open_searcher(index: Path, mode: str):
+    """``(exact Index, searcher)``: the index itself, or its approximate index for --mode approximate
+    (opened, never built: a missing one raises NotFoundError naming `sparsearch build-approx`)."""
+    from .index import Index
+    from .index.approximate import ApproximateIndex
+
+    idx = Index.open(index)
+    return idx, (ApproximateIndex.open(idx) if mode == "approximate" else idx)
 
 
 @app.command("index")
@@ -93,6 +106,9 @@ def index_cmd(
         "--encoder-opt", help="Encoder setting as key=value, repeatable (e.g. k1=1.2 b=0.75 top_k=256).")] = None,
     quantization: Annotated[str, typer.Option(help="Impact storage: uint8 (linear 8-bit, default) or float32.")] = "uint8",
     overwrite: Annotated[bool, typer.Option(help="Atomically replace an existing index at --out.")] = False,
+    approximate: Annotated[bool, typer.Option(
+        "--approximate", help="Also build the approximate index (default settings; `sparsearch build-approx` "
+                              "takes the build knobs) for `search --mode approximate`.")] = False,
     ray: Annotated[bool, typer.Option(
         "--ray", help="Encode and index in parallel Ray workers: the corpus is cut into shards of --shard-size "
                       "documents, each becomes one segment; the index is the same for any --workers. Needs the "
@@ -110,39 +126,37 @@ def index_cmd(
     from .encoders import get_encoder
     from .evaluation import load_beir
     from .index import build_index
-    from .vectors import FormatError, SparseBatch, iter_jsonl_chunks
+    from .vectors import SparseBatch, iter_jsonl_chunks
 
     t0 = time.perf_counter()
     ray = ray or ray_address is not None
-    try:
-        if ray:
-            idx = _index_with_ray(data, out, encoder, _parse_opts(encoder_opt), quantization=quantization,
-                                  overwrite=overwrite, address=ray_address, workers=workers, shard_size=shard_size,
-                                  threads_per_worker=threads_per_worker)
-        elif data.is_dir():
-            ds = load_beir(data, split=_first_split(data))
-            enc = get_encoder(encoder, **_parse_opts(encoder_opt))
-            texts = ds.doc_texts()
-            typer.echo(f"encoding {len(texts):,} documents of {ds.name} with {encoder} ...", err=True)
-            enc.fit(texts)
-            batch = enc.encode_documents(texts, ds.doc_ids)
-            t_enc = time.perf_counter() - t0
-            idx = build_index(batch, out, quantization=quantization, encoder=enc, overwrite=overwrite,
-                              extra={"source": str(data.resolve()), "encode_seconds": t_enc}, documents=ds.corpus)
-        else:
-            if data.suffix == ".npz":
-                batches: Any = SparseBatch.load_npz(data)
-            else:
-                batches = iter_jsonl_chunks(data)
-            idx = build_index(batches, out, quantization=quantization, overwrite=overwrite, progress=True,
-                              extra={"source": str(data.resolve())})
-    except (FormatError, FileNotFoundError, FileExistsError, ValueError, ImportError) as e:
-        _fail(str(e))
+    if not data.exists():
+        raise MissingFileError(f"no collection or vector file at {data}")
+    if ray:
+        idx = _index_with_ray(data, out, encoder, _parse_opts(encoder_opt), quantization=quantization,
+                              overwrite=overwrite, address=ray_address, workers=workers, shard_size=shard_size,
+                              threads_per_worker=threads_per_worker)
+    elif data.is_dir():
+        ds = load_beir(data, split=_first_split(data))
+        enc = get_encoder(encoder, **_parse_opts(encoder_opt))
+        texts = ds.doc_texts()
+        typer.echo(f"encoding {len(texts):,} documents of {ds.name} with {encoder} ...", err=True)
+        enc.fit(texts)
+        batch = enc.encode_documents(texts, ds.doc_ids)
+        t_enc = time.perf_counter() - t0
+        idx = build_index(batch, out, quantization=quantization, encoder=enc, overwrite=overwrite,
+                          extra={"source": str(data.resolve()), "encode_seconds": t_enc}, documents=ds.corpus)
+    else:
+        batches: Any = SparseBatch.load_npz(data) if data.suffix == ".npz" else iter_jsonl_chunks(data)
+        idx = build_index(batches, out, quantization=quantization, overwrite=overwrite, progress=True,
+                          extra={"source": str(data.resolve())})
     st = idx.stats()
     typer.echo(f"indexed {st['n_docs']:,} documents, {st['n_terms']:,} terms, {st['n_postings']:,} postings "
                f"in {time.perf_counter() - t0:.1f}s -> {out} ({st['index_bytes'] / 1e6:.1f} MB, "
                f"{st['bytes_per_posting']:.2f} bytes/posting"
                + (f", {st['n_segments']} segments" if st["n_segments"] > 1 else "") + ")")
+    if approximate:
+        _build_approximate(idx)
 
 
 def _index_with_ray(data: Path, out: Path, encoder: str, options: dict[str, Any], *, address: Optional[str],
@@ -169,7 +183,58 @@ def _first_split(data: Path) -> str:
     for split in ("test", "dev", "train"):
         if (data / "qrels" / f"{split}.tsv").exists():
             return split
-    raise FileNotFoundError(f"{data}/qrels has no test/dev/train.tsv")
+    raise MissingFileError(f"{data}/qrels has no test/dev/train.tsv")
+
+
+def _build_approximate(idx, params=None, threads: Optional[int] = None) -> None:
+    """Build and save the approximate index of ``idx`` (``params``: ApproxBuildParams, default settings)."""
+    from .index.approximate import ApproximateIndex
+
+    t0 = time.perf_counter()
+    typer.echo(f"building the approximate index of {idx.path} ...", err=True)
+    ax = ApproximateIndex.build(idx, params, save=True, threads=threads)
+    typer.echo(f"built the approximate index of {ax.n_docs:,} documents in {time.perf_counter() - t0:.1f}s "
+               f"({ax.memory_bytes() / 1e6:.1f} MB)")
+
+
+@app.command("build-approx")
+def build_approx(
+    index: Annotated[Path, typer.Argument(help="Index directory; the approximate index is saved inside it.")],
+    n_postings: Annotated[int, typer.Option(
+        help="Static pruning (lambda): postings kept per list (on average with --pruning global).")] = 3500,
+    pruning: Annotated[str, typer.Option(
+        help="global: one collection-wide threshold keeps about --n-postings per list, none above "
+             "--max-fraction x that (Seismic's default); fixed: every list keeps its top --n-postings.")] = "global",
+    max_fraction: Annotated[float, typer.Option(help="--pruning global: longest list, in units of --n-postings.")] = 1.5,
+    centroid_fraction: Annotated[float, typer.Option(
+        help="Blocks per pruned list (beta), as a fraction of its length.")] = 0.1,
+    summary_energy: Annotated[float, typer.Option(
+        help="Fraction (alpha) of a block summary's L1 mass kept, in (0, 1].")] = 0.4,
+    kmeans_iterations: Annotated[int, typer.Option(
+        help="Spherical k-means steps after the random-centroid pass (0: Seismic's clustering).")] = 1,
+    min_cluster_size: Annotated[int, typer.Option(help="Smaller clusters are dissolved into their neighbours.")] = 2,
+    doc_cut: Annotated[int, typer.Option(help="Components of a document compared when clustering.")] = 15,
+    seed: Annotated[int, typer.Option(help="Seed of the clustering.")] = 0,
+    threads: Annotated[Optional[int], typer.Option(help="Build threads (default: all cores).")] = None,
+) -> None:
+    """Build (or rebuild) the Seismic-style approximate index of an index, for `search --mode approximate`.
+
+    Search never builds it: this command (or `sparsearch index ... --approximate`) is the one that
+    writes it; a later commit to the index (an update) makes it stale, and it must be rebuilt.
+    """
+    from .index import Index
+    from .index.approximate import ApproxBuildParams, FixedPruning, GlobalPruning
+
+    if pruning == "global":
+        prune: Any = GlobalPruning(n_postings=n_postings, max_fraction=max_fraction)
+    elif pruning == "fixed":
+        prune = FixedPruning(n_postings=n_postings)
+    else:
+        raise InvalidInputError(f"unknown pruning {pruning!r}; use global or fixed")
+    params = ApproxBuildParams(pruning=prune, centroid_fraction=centroid_fraction, summary_energy=summary_energy,
+                               min_cluster_size=min_cluster_size, doc_cut=doc_cut, seed=seed,
+                               kmeans_iterations=kmeans_iterations)
+    _build_approximate(Index.open(index), params, threads)
 
 
 @app.command()
@@ -180,9 +245,8 @@ def search(
     queries: Annotated[Optional[Path], typer.Option(help="BEIR queries.jsonl, or query vectors (.jsonl/.npz).")] = None,
     k: Annotated[int, typer.Option("-k", help="Results per query.")] = 10,
     mode: Annotated[str, typer.Option(help=MODE_HELP)] = "exact",
-    query_cut: Annotated[int, typer.Option(help="approximate: keep the query's largest N terms.")] = 10,
-    heap_factor: Annotated[float, typer.Option(help="approximate: skip blocks whose summary score is below "
-                                                    "heap_factor x the current k-th score.")] = 0.9,
+    query_cut: Annotated[Optional[int], typer.Option(help=QUERY_CUT_HELP)] = None,
+    heap_factor: Annotated[Optional[float], typer.Option(help=HEAP_FACTOR_HELP)] = None,
     run: Annotated[Optional[Path], typer.Option(help="Write a TREC run file here instead of printing.")] = None,
     explain: Annotated[bool, typer.Option(help="Show each hit's top contributing terms.")] = False,
     threads: Annotated[Optional[int], typer.Option(help="Search threads (default: all cores).")] = None,
@@ -200,47 +264,36 @@ def search(
     """Search an index with text queries (encoded as at index time) or ready query vectors.
 
     With several index directories, --shards, --processes or --ray the search is sharded: the
-    query batch fans out to one searcher per shard and their top-k lists are merged exactly.
+    query batch fans out to one searcher per shard and their top-k lists are merged exactly
+    (exact and exhaustive modes). Search only reads: it never writes to the index directory.
     """
-    from .index import Index, IndexFormatError
-
     ray = ray or ray_address is not None
     sharded = len(index) > 1 or shards is not None or processes or ray
-    if sharded and mode not in ("exact", "exhaustive"):
-        _fail(f"sharded search supports --mode exact or exhaustive, not {mode!r}")
+    params = _search_params(mode, index[0], threads=threads, strict_vocab=strict_vocab, query_cut=query_cut,
+                            heap_factor=heap_factor)
     with contextlib.ExitStack() as stack:
-        try:
-            if sharded:
-                from .distributed import ShardedIndex, ray_session
+        if sharded:
+            from .distributed import ShardedIndex, ray_session
 
-                if ray:
-                    stack.enter_context(ray_session(ray_address))
-                idx: Any = stack.enter_context(ShardedIndex.open(
-                    index, shards=shards, threads=threads,
-                    backend="ray" if ray else "process" if processes else "inline"))
-            else:
-                idx = Index.open(index[0])
-            qv = _load_queries(idx, queries, query)
-            if sharded:
-                scores, docs = idx.search(qv, k, mode=mode, unknown="error" if strict_vocab else "drop")
-            else:
-                if strict_vocab:
-                    idx.prepare_queries(qv, unknown="error")
-                scores, docs = _search_fn(idx, mode, query_cut, heap_factor)(qv, k, threads=threads)
-        except KeyError as e:
-            _fail(str(e.args[0]))
-        except (IndexFormatError, ValueError, FileNotFoundError, ImportError) as e:
-            _fail(str(e))
+            if ray:
+                stack.enter_context(ray_session(ray_address))
+            idx: Any = stack.enter_context(ShardedIndex.open(
+                index, shards=shards, backend="ray" if ray else "process" if processes else "inline"))
+            searcher = idx
+        else:
+            idx, searcher = _open_searcher(index[0], mode)
+        qv = _load_queries(idx, queries, query)
+        scores, docs = searcher.search(qv, k, params)
         _print_hits(idx, qv, scores, docs, query, run, explain)
 
 
 def _print_hits(idx, qv, scores: np.ndarray, docs: np.ndarray, query: list[str] | None, run: Optional[Path],
                 explain: bool) -> None:
     """Print ranked hits (with explanations) or write them as a TREC run."""
-    from .evaluation import write_trec_run
+    from .evaluation import to_run, write_trec_run
 
     if run is not None:
-        write_trec_run(_to_run(idx, qv, scores, docs), run)
+        write_trec_run(to_run(scores, docs, idx.doc_ids, qv.ids), run)
         typer.echo(f"wrote {run}")
         return
     qids = qv.ids or [str(i) for i in range(len(qv))]
@@ -263,72 +316,22 @@ def evaluate(
     split: Annotated[str, typer.Option(help="qrels split to evaluate on.")] = "test",
     k: Annotated[int, typer.Option("-k", help="Depth of the run (R@1000 needs 1000).")] = 1000,
     mode: Annotated[str, typer.Option(help=MODE_HELP)] = "exact",
-    query_cut: Annotated[int, typer.Option(help="approximate: keep the query's largest N terms.")] = 10,
-    heap_factor: Annotated[float, typer.Option(help="approximate: block skipping factor (see search --help).")] = 0.9,
+    query_cut: Annotated[Optional[int], typer.Option(help=QUERY_CUT_HELP)] = None,
+    heap_factor: Annotated[Optional[float], typer.Option(help=HEAP_FACTOR_HELP)] = None,
     metrics: Annotated[str, typer.Option(help="Comma-separated ir-measures names.")] = "nDCG@10,R@100,R@1000,RR@10",
     run: Annotated[Optional[Path], typer.Option(help="Also write the TREC run file here.")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write all figures as JSON here.")] = None,
 ) -> None:
     """Effectiveness (nDCG@10, R@100, R@1000, MRR@10) and efficiency (latency, QPS, size) of an index."""
-    from .evaluation import load_beir
-    from .index import Index, IndexFormatError
+    from .evaluation import load_beir, run_evaluation
 
-    try:
-        idx = Index.open(index)
-        ds = load_beir(data, split)
-    except (IndexFormatError, FileNotFoundError, ValueError) as e:
-        _fail(str(e))
-    try:
-        report = run_evaluation(idx, ds, k=k, mode=mode, metrics=metrics.split(","), run_path=run,
-                                query_cut=query_cut, heap_factor=heap_factor)
-    except ValueError as e:
-        _fail(str(e))
+    params = _search_params(mode, index, query_cut=query_cut, heap_factor=heap_factor)
+    _, searcher = _open_searcher(index, mode)
+    ds = load_beir(data, split)
+    report = run_evaluation(searcher, ds, k=k, params=params, metrics=metrics.split(","), run_path=run)
     _print_report(report)
     if json_out:
         json_out.write_text(json.dumps(report, indent=1))
-
-
-def run_evaluation(idx, ds, *, k: int = 1000, mode: str = "exact", metrics: list[str] | None = None,
-                   run_path: Path | None = None, query_cut: int = 10, heap_factor: float = 0.9) -> dict[str, Any]:
-    """Encode the split's queries, search, score the run and time the search."""
-    from .evaluation import DEFAULT_METRICS, LatencyStats, evaluate as evaluate_run, write_trec_run
-
-    search = _search_fn(idx, mode, query_cut, heap_factor)
-    enc = idx.load_encoder()
-    enc.encode_queries(ds.query_texts()[:2])  # load tokenizers/models outside the timing
-    t = time.perf_counter()
-    qv = enc.encode_queries(ds.query_texts(), ds.query_ids)
-    t_enc = time.perf_counter() - t
-    search(qv[:2], 10)  # compile / warm caches outside the timings
-    search(qv[:1], 10, threads=1)
-    t = time.perf_counter()
-    run = _to_run(idx, qv, *search(qv, k))
-    t_batch = time.perf_counter() - t
-    quality = evaluate_run(run, ds.qrels, metrics or DEFAULT_METRICS)
-    strict = evaluate_run(run, ds.qrels, metrics or DEFAULT_METRICS, empty_queries="zero")
-    lat = np.empty(len(qv))
-    for i in range(len(qv)):
-        t = time.perf_counter()
-        search(qv[i:i + 1], 10, threads=1)
-        lat[i] = time.perf_counter() - t
-    lat10 = LatencyStats.measure(lat)
-    t = time.perf_counter()
-    search(qv, 10)
-    batch10 = time.perf_counter() - t
-    if run_path:
-        write_trec_run(run, run_path)
-    st = idx.stats()
-    return {
-        "collection": ds.name, "split": ds.split, "queries": len(qv), "mode": mode, "k": k,
-        "encoder": idx.encoder_config, "quality": quality, "quality_empty_as_zero": strict,
-        "queries_without_results": sum(1 for q in ds.qrels if not run.get(q)),
-        "latency_k10_single_thread": lat10.summary(),
-        "qps_k10_batch_all_threads": len(qv) / batch10,
-        "qps_k{}_batch_all_threads".format(k): len(qv) / t_batch,
-        "query_encoding_ms_per_query": 1e3 * t_enc / max(len(qv), 1),
-        "build_seconds": idx.manifest.get("build_seconds"), "encode_seconds": idx.manifest.get("encode_seconds"),
-        "index": {k2: v for k2, v in st.items() if k2 != "encoder"},
-    }
 
 
 def _print_report(r: dict[str, Any]) -> None:
@@ -353,46 +356,50 @@ def _print_report(r: dict[str, Any]) -> None:
 
 @app.command()
 def tune(
-    index: Annotated[Path, typer.Argument(help="Index directory (its approximate index is built if missing).")],
+    index: Annotated[Path, typer.Argument(help="Index directory with an approximate index (`sparsearch build-approx`).")],
     queries: Annotated[Path, typer.Option(help="Sample queries: BEIR queries.jsonl, or query vectors (.jsonl/.npz).")],
     target_recall: Annotated[float, typer.Option(help="Recall@k against exact search to reach, in (0, 1].")] = 0.95,
     k: Annotated[int, typer.Option("-k", help="Depth of the recall measure.")] = 10,
     sample: Annotated[int, typer.Option(help="Queries drawn (fixed seed) from --queries for the sweep.")] = 200,
     query_cuts: Annotated[str, typer.Option(help="Comma-separated query_cut values to try.")] = "3,5,8,10,15,20,30",
     heap_factors: Annotated[str, typer.Option(help="Comma-separated heap_factor values to try.")] = "0.5,0.6,0.7,0.8,0.9,1.0",
+    save: Annotated[bool, typer.Option(
+        "--save", help="Save the chosen setting next to the index (settings.json): `search`/`evaluate --mode "
+                       "approximate` and the service then use it when --query-cut/--heap-factor are not given.")] = False,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the whole sweep here.")] = None,
 ) -> None:
     """Pick the fastest approximate setting (query_cut, heap_factor) that reaches a target recall.
 
     Every setting searches the sample one query at a time on one thread; recall@k is measured
-    against the exact top-k of the same queries. Prints the sweep and the chosen setting, to be
-    passed to `search --mode approximate --query-cut .. --heap-factor ..` (or the service).
+    against the exact top-k of the same queries. Prints the sweep and the chosen setting; --save
+    makes it the index's default for approximate search.
     """
-    from .index import Index, IndexFormatError
-    from .index.approximate import tune as tune_fn
+    from .index import Index
+    from .index.approximate import ApproximateIndex, save_settings, tune as tune_fn
+    from .searching import ApproxParams
 
     if not 0 < target_recall <= 1:
-        _fail(f"--target-recall must be in (0, 1], got {target_recall}")
+        raise InvalidInputError(f"--target-recall must be in (0, 1], got {target_recall}")
     try:
         qcs = tuple(int(x) for x in query_cuts.split(","))
         hfs = tuple(float(x) for x in heap_factors.split(","))
     except ValueError:
-        _fail("--query-cuts takes integers and --heap-factors numbers, comma-separated")
+        raise InvalidInputError("--query-cuts takes integers and --heap-factors numbers, comma-separated") from None
     if min(qcs) < 1 or not min(hfs) > 0:
-        _fail("query cuts must be >= 1 and heap factors > 0")
-    try:
-        idx = Index.open(index)
-        qv = _load_queries(idx, queries, None)
-        r = tune_fn(idx.approximate(), idx, qv, target_recall, k=k, query_cuts=qcs, heap_factors=hfs,
-                    sample=sample)
-    except (IndexFormatError, ValueError, FileNotFoundError, KeyError) as e:
-        _fail(str(e))
+        raise InvalidInputError("query cuts must be >= 1 and heap factors > 0")
+    idx = Index.open(index)
+    ax = ApproximateIndex.open(idx)
+    qv = _load_queries(idx, queries, None)
+    r = tune_fn(ax, qv, target_recall, k=k, query_cuts=qcs, heap_factors=hfs, sample=sample)
     typer.echo(f"{'query_cut':>9} {'heap_factor':>11} {'recall@' + str(k):>9} {'mean ms':>8}")
     for g in r["grid"]:
         typer.echo(f"{g['query_cut']:>9} {g['heap_factor']:>11.2f} {g['recall']:>9.3f} {g['mean_ms']:>8.3f}")
     verdict = "fastest reaching" if r["met"] else "NOT reached; most accurate for"
     typer.echo(f"{verdict} recall@{k} >= {target_recall}: --query-cut {r['query_cut']} "
                f"--heap-factor {r['heap_factor']} (recall {r['recall']:.3f}, {r['mean_ms']:.3f} ms/query)")
+    if save:
+        save_settings(index, ApproxParams(query_cut=int(r["query_cut"]), heap_factor=float(r["heap_factor"])), r)
+        typer.echo(f"saved as the default approximate setting of {index}")
     if json_out is not None:
         json_out.write_text(json.dumps(r, indent=1))
 
@@ -400,12 +407,9 @@ def tune(
 @app.command()
 def stats(index: Annotated[Path, typer.Argument(help="Index directory.")]) -> None:
     """Print an index's manifest figures (documents, terms, postings, bytes, encoder)."""
-    from .index import Index, IndexFormatError
+    from .index import Index
 
-    try:
-        typer.echo(json.dumps(Index.open(index).stats(), indent=1))
-    except IndexFormatError as e:
-        _fail(str(e))
+    typer.echo(json.dumps(Index.open(index).stats(), indent=1))
 
 
 @app.command()
@@ -416,18 +420,18 @@ def demo(
 ) -> None:
     """The main job: index a BEIR collection, search its test queries, print quality and speed."""
     from .encoders import get_encoder
-    from .evaluation import load_beir
+    from .evaluation import load_beir, run_evaluation
     from .index import build_index
 
     if not (data / "corpus.jsonl").exists():
-        _fail(f"no BEIR collection at {data} (expected corpus.jsonl); pass --data PATH")
+        raise MissingFileError(f"no BEIR collection at {data} (expected corpus.jsonl); pass --data PATH")
     ds = load_beir(data, "test")
     texts = ds.doc_texts()
     for spec in encoder:
         t0 = time.perf_counter()
         try:
             enc = get_encoder(spec)
-        except (ImportError, ValueError) as e:
+        except MissingExtraError as e:  # the demo runs what the install allows
             typer.secho(f"skipping encoder {spec!r}: {e}", fg="yellow", err=True)
             continue
         enc.fit(texts)
@@ -465,17 +469,14 @@ def export(
 ) -> None:
     """Write an index's document vectors (dequantized impacts), ids, texts, vocabulary and encoder
     into a Milvus collection, to search it there (`sparsearch serve --backend milvus`)."""
-    from .index import Index, IndexFormatError
-    from .milvus import MilvusBackendError, export as export_to_milvus
+    from .index import Index
+    from .milvus import export as export_to_milvus
 
     t0 = time.perf_counter()
-    try:
-        idx = Index.open(index)
-        emb, dense_config = (_dense_embeddings(idx, dense_model) if dense else (None, None))
-        backend = export_to_milvus(idx, milvus, collection, token=token, dense=emb, dense_encoder=dense_config,
-                                   index_type=index_type, batch_size=batch_size, overwrite=overwrite)
-    except (IndexFormatError, MilvusBackendError, FileNotFoundError, ValueError, ImportError) as e:
-        _fail(str(e))
+    idx = Index.open(index)
+    emb, dense_config = (_dense_embeddings(idx, dense_model) if dense else (None, None))
+    backend = export_to_milvus(idx, milvus, collection, token=token, dense=emb, dense_encoder=dense_config,
+                               index_type=index_type, batch_size=batch_size, overwrite=overwrite)
     st = backend.stats()
     skipped = f" ({st['skipped_empty_docs']} without terms skipped)" if st["skipped_empty_docs"] else ""
     typer.echo(f"exported {st['n_docs']:,} documents{skipped}, {st['n_terms']:,} terms"
@@ -493,7 +494,7 @@ def _dense_embeddings(idx, model: Optional[str]) -> tuple[np.ndarray, dict[str, 
 
     store = open_docstore(idx.path, idx.manifest)
     if store is None:
-        raise ValueError(f"{idx.path}: --dense embeds the stored texts, and this index has no document store")
+        raise InvalidInputError(f"{idx.path}: --dense embeds the stored texts, and this index has no document store")
     try:
         docs = store.get_many(idx.doc_ids)
     finally:
@@ -523,37 +524,34 @@ def serve(
         envvar="MILVUS_TOKEN")] = None,
 ) -> None:
     """HTTP search service with a web page: POST /search, /explain; GET /documents/{id}, /healthz, /stats."""
-    from .index import IndexFormatError
-
-    try:
-        from .service import serve as run_service
-        from .service.app import milvus_backends
-    except ImportError as e:
-        _fail(f"the service needs the 'service' extra (fastapi, uvicorn): {e}")
     if backend not in ("local", "milvus"):
-        _fail(f"unknown backend {backend!r}; use local or milvus")
+        raise InvalidInputError(f"unknown backend {backend!r}; use local or milvus")
+    if backend == "milvus" and len(index_dirs) != 1:
+        raise InvalidInputError(f"--backend milvus takes one Milvus URI, got {len(index_dirs)} arguments")
+    if backend == "local" and (collection or token):
+        raise InvalidInputError("--collection and --token go with --backend milvus")
     try:
-        if backend == "milvus":
-            from .milvus import MilvusBackendError
-
-            if len(index_dirs) != 1:
-                _fail(f"--backend milvus takes one Milvus URI, got {len(index_dirs)} arguments")
-            try:
-                served = milvus_backends(index_dirs[0], collection, token=token)
-            except MilvusBackendError as e:
-                _fail(str(e))
-            run_service([], host=host, port=port, log_level=log_level, backends=served)
-        else:
-            if collection or token:
-                _fail("--collection and --token go with --backend milvus")
-            run_service([Path(p) for p in index_dirs], host=host, port=port, log_level=log_level)
-    except (IndexFormatError, FileNotFoundError, ValueError) as e:
-        _fail(str(e))
+        from .service import milvus_backends, serve as run_service
+    except ImportError as e:
+        raise MissingExtraError(f"the service needs the 'service' extra (fastapi, uvicorn): {e}") from None
+    if backend == "milvus":
+        run_service([], host=host, port=port, log_level=log_level,
+                    backends=milvus_backends(index_dirs[0], collection, token=token))
+    else:
+        run_service([Path(p) for p in index_dirs], host=host, port=port, log_level=log_level)
 
 
-def main() -> None:  # pragma: no cover - console entry point
+def main(argv: Optional[list[str]] = None) -> None:
+    """The console entry point (``sparsearch``): runs the command line ``argv`` (default:
+    ``sys.argv[1:]``) and exits. A :class:`~sparsearch.errors.SparsearchError` (bad input, a
+    missing or corrupt index, a missing extra) prints ``error: <message>`` on one line and
+    exits with status 2; anything else is a bug and keeps its traceback."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    sys.exit(app())
+    try:
+        app(args=argv, prog_name="sparsearch")
+    except SparsearchError as e:
+        typer.secho(f"error: {' '.join(str(e).split())}", fg="red", err=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -55,12 +55,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
-from .errors import BackendError, ConflictError, NotFoundError
+from .docstore import open_docstore
+from .encoders import load_encoder, pack_state, unpack_state
+from .encoders.dense import DenseEncoder
+from .errors import BackendError, ConflictError, InvalidInputError, MissingExtraError, NotFoundError
+from .evaluation import to_run
+from .index import Index
+from .index.updates import live_vectors
+from .searching import ExactParams, check_k, require
 from .vectors import SparseBatch, Vocabulary
 
 __all__ = ["MilvusBackend", "MilvusBackendError", "CollectionNotFoundError", "CollectionExistsError", "export",
-           "list_exported", "uri_kind", "collection_name", "recall_with_ties", "META_SUFFIX", "SPARSE_INDEX_TYPES"]
+           "list_exported", "uri_kind", "collection_name", "META_SUFFIX", "SPARSE_INDEX_TYPES"]
 
 FORMAT = "sparsearch-milvus"
 VERSION = 1
@@ -136,7 +144,7 @@ def _milvus():
     try:
         import pymilvus
     except ImportError as e:
-        raise MilvusBackendError(f"the Milvus backend needs pymilvus and milvus-lite "
+        raise MissingExtraError(f"the Milvus backend needs pymilvus and milvus-lite "
                                  f"(pip install 'sparsearch[milvus]'): {e}") from None
     return pymilvus
 
@@ -245,13 +253,10 @@ def _read_meta(client, name: str, where: str) -> dict[str, Any]:
 
 
 def _encoder_files(index) -> dict[str, str]:
-    """The index's saved encoder state as ``{relative path: base64 bytes}``."""
+    """The index's saved encoder state as ``{relative path: base64 bytes}`` (JSON-safe)."""
     state = index.manifest.get("encoder_state")
-    if not state:
-        return {}
-    root = Path(index.path) / state
-    return {str(f.relative_to(root)): base64.b64encode(f.read_bytes()).decode("ascii")
-            for f in sorted(root.rglob("*")) if f.is_file()}
+    files = pack_state(Path(index.path) / state) if state else {}
+    return {rel: base64.b64encode(data).decode("ascii") for rel, data in files.items()}
 
 
 def _clip(text: str, max_bytes: int) -> str:
@@ -294,12 +299,6 @@ def export(index: Any, uri: str, collection: str | None = None, *, token: str | 
     Returns the opened :class:`MilvusBackend`. Raises :class:`MilvusBackendError` when Milvus
     refuses the index type (the partial collection is dropped) or cannot be reached.
     """
-    from tqdm.auto import tqdm
-
-    from .docstore import open_docstore
-    from .index import Index
-    from .index.updates import live_vectors
-
     if not isinstance(index, Index):
         index = Index.open(index)
     collection = collection or collection_name(Path(index.path).resolve().name)
@@ -307,23 +306,23 @@ def export(index: Any, uri: str, collection: str | None = None, *, token: str | 
     if index_type not in SPARSE_INDEX_TYPES:
         raise MilvusBackendError(f"unknown sparse index type {index_type!r}; use one of {SPARSE_INDEX_TYPES}")
     if not 1 <= max_text_bytes <= MAX_VARCHAR:
-        raise ValueError(f"max_text_bytes must be in [1, {MAX_VARCHAR}], got {max_text_bytes}")
+        raise InvalidInputError(f"max_text_bytes must be in [1, {MAX_VARCHAR}], got {max_text_bytes}")
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise InvalidInputError(f"batch_size must be >= 1, got {batch_size}")
     if dense is not None:
         dense = np.ascontiguousarray(dense, dtype=np.float32)
         if dense.ndim != 2 or dense.shape[0] != index.n_docs or not 2 <= dense.shape[1] <= 32768:
-            raise ValueError(f"dense vectors must have shape (index.n_docs={index.n_docs}, d) with 2 <= d <= 32768, "
+            raise InvalidInputError(f"dense vectors must have shape (index.n_docs={index.n_docs}, d) with 2 <= d <= 32768, "
                              f"got {dense.shape}")
         if not np.isfinite(dense).all():
-            raise ValueError("dense vectors must be finite")
+            raise InvalidInputError("dense vectors must be finite")
     t0 = time.perf_counter()
     batch = live_vectors(index)
     docnums = np.fromiter((index.docnum(i) for i in batch.ids), np.int64, len(batch))
     store = open_docstore(index.path, index.manifest)
     id_bytes = max((len(i.encode("utf-8")) for i in batch.ids), default=1)
     if id_bytes > MAX_VARCHAR:
-        raise ValueError(f"a document id is {id_bytes} bytes long; Milvus stores at most {MAX_VARCHAR}")
+        raise InvalidInputError(f"a document id is {id_bytes} bytes long; Milvus stores at most {MAX_VARCHAR}")
 
     client = connect(uri, token, timeout=timeout, create=True)
     meta_name = collection + META_SUFFIX
@@ -422,11 +421,12 @@ def _create_collection(client, uri: str, name: str, index_type: str, index_param
 
 # ---------------------------------------------------------------------------------- backend
 class MilvusBackend:
-    """A collection exported by :func:`export`, searched like a local :class:`~sparsearch.index.Index`.
+    """A collection exported by :func:`export`, searched like a local :class:`~sparsearch.index.Index`
+    (a :class:`~sparsearch.searching.Searcher` for exact search only: Milvus scores every posting).
 
     Doc numbers (``pk``) are those of the exported index commit; :meth:`search` returns them in
-    FAISS-style arrays, :meth:`search_run` returns external ids. Thread-safe for searching (the
-    pymilvus client is).
+    FAISS-style arrays, :meth:`search_run` returns external ids (as Milvus returns them with the
+    hits: the backend holds no id table). Thread-safe for searching (the pymilvus client is).
     """
 
     def __init__(self, client: Any, uri: str, collection: str, meta: dict[str, Any]) -> None:
@@ -513,18 +513,12 @@ class MilvusBackend:
     def load_encoder(self):
         """The encoder the exported index was built with, rebuilt from its stored config and state."""
         if self._encoder is None:
-            from .encoders import load_encoder
-
             if not self.encoder_config:
-                raise ValueError(f"collection {self.collection!r}: the exported index has no encoder; "
-                                 f"pass query vectors instead of text")
-            files = self.meta.get("encoder_state") or {}
+                raise InvalidInputError(f"collection {self.collection!r}: the exported index has no encoder; "
+                                        f"pass query vectors instead of text")
+            files = {rel: base64.b64decode(data) for rel, data in (self.meta.get("encoder_state") or {}).items()}
             with tempfile.TemporaryDirectory(prefix="sparsearch-milvus-") as tmp:
-                for rel, data in files.items():
-                    p = Path(tmp, rel)
-                    p.parent.mkdir(parents=True, exist_ok=True)
-                    p.write_bytes(base64.b64decode(data))
-                self._encoder = load_encoder(self.encoder_config, Path(tmp) if files else None)
+                self._encoder = load_encoder(self.encoder_config, unpack_state(files, tmp))
         return self._encoder
 
     def load_dense_encoder(self):
@@ -532,11 +526,9 @@ class MilvusBackend:
         if self._dense_encoder is None:
             dense = self.meta.get("dense")
             if not dense or not dense.get("encoder"):
-                raise ValueError(f"collection {self.collection!r} has "
+                raise InvalidInputError(f"collection {self.collection!r} has "
                                  + ("no dense vectors" if not dense else "no recorded dense model")
                                  + "; embed queries yourself and call hybrid_search with them")
-            from .encoders.dense import DenseEncoder
-
             self._dense_encoder = DenseEncoder.from_config(dense["encoder"])
         return self._dense_encoder
 
@@ -545,22 +537,22 @@ class MilvusBackend:
         """Query vectors as Milvus sparse rows ``{term id: weight}`` over the stored vocabulary.
 
         Terms are matched by string. A term the collection's vocabulary lacks is dropped
-        (it matches no document), or with ``unknown="error"`` raises ``KeyError`` naming it:
-        use that for vectors from a fixed model vocabulary, where an unknown token means the
-        queries were encoded for another index.
+        (it matches no document), or with ``unknown="error"`` raises
+        :class:`~sparsearch.errors.InvalidInputError` naming it: use that for vectors from a fixed
+        model vocabulary, where an unknown token means the queries were encoded for another index.
         """
         if unknown not in ("drop", "error"):
-            raise ValueError(f"unknown must be 'drop' or 'error', got {unknown!r}")
+            raise InvalidInputError(f"unknown must be 'drop' or 'error', got {unknown!r}")
         weights = queries.values.astype(np.float64)
         if not np.isfinite(weights.sum()):
-            raise ValueError("query weights must be finite (a query vector holds NaN or inf)")
+            raise InvalidInputError("query weights must be finite (a query vector holds NaN or inf)")
         terms, get = queries.vocab.terms, self.vocab.get
         used = np.unique(queries.indices)
         lut = dict(zip(used.tolist(), (get(terms[t]) for t in used.tolist())))
         if unknown == "error":
             bad = next((t for t, i in lut.items() if i < 0), None)
             if bad is not None:
-                raise KeyError(f"unknown token {terms[bad]!r}: not in the vocabulary of collection "
+                raise InvalidInputError(f"unknown token {terms[bad]!r}: not in the vocabulary of collection "
                                f"{self.collection!r} ({self.n_terms} terms); were the queries encoded with "
                                f"the exported index's encoder?")
         out = []
@@ -605,63 +597,73 @@ class MilvusBackend:
 
     def _check_dense(self, dense_queries: np.ndarray) -> np.ndarray:
         if not self.has_dense:
-            raise ValueError(f"collection {self.collection!r} has no dense vectors (export with dense=... / --dense)")
+            raise InvalidInputError(f"collection {self.collection!r} has no dense vectors (export with dense=... / --dense)")
         emb = np.asarray(dense_queries, dtype=np.float32)
         dim = self.meta["dense"]["dim"]
         if emb.ndim != 2 or emb.shape[1] != dim:
-            raise ValueError(f"dense queries must have shape (nq, {dim}), got {emb.shape}")
+            raise InvalidInputError(f"dense queries must have shape (nq, {dim}), got {emb.shape}")
         if not np.isfinite(emb).all():
-            raise ValueError("dense queries must be finite")
+            raise InvalidInputError("dense queries must be finite")
         return emb
 
-    def search(self, queries: SparseBatch, k: int = 10, *, unknown: str = "drop") -> tuple[np.ndarray, np.ndarray]:
+    def _exact(self, params: ExactParams | None, k: int) -> tuple[ExactParams, int]:
+        """``params`` checked (exact only: Milvus has no approximate mode here) and ``k`` clamped."""
+        params = ExactParams() if params is None else params
+        require(params, [ExactParams], "the Milvus backend")
+        return params.check(), _check_k(k, self.n_docs)
+
+    def search(self, queries: SparseBatch, k: int = 10,
+               params: ExactParams | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` documents per query by inner product, computed by Milvus.
 
         Args:
             queries: (nq, V') sparse query vectors, matched to the stored vocabulary by term.
-            k: results per query, 1 to 16384.
-            unknown: ``"drop"`` or ``"error"`` for query terms the vocabulary lacks.
+            k: results per query, 1 to 16384; the result width is ``min(k, n_docs)``.
+            params: :class:`~sparsearch.searching.ExactParams`; ``unknown`` is honoured, ``threads``
+                and ``exhaustive`` do not apply (Milvus scores every posting of the query terms).
 
         Returns:
-            ``scores`` float32 (nq, k), descending (ties: ascending doc number) and ``docnums``
-            int64 (nq, k): doc numbers of the exported index commit, ``-1`` padding.
+            ``scores`` float32 (nq, k'), descending (ties: ascending doc number) and ``docnums``
+            int64 (nq, k'): doc numbers of the exported index commit, ``-1`` padding.
         """
-        _check_k(k)
-        return _arrays(self._sparse_hits(self.prepare_queries(queries, unknown), k, []), k)
+        params, k = self._exact(params, k)
+        return _arrays(self._sparse_hits(self.prepare_queries(queries, params.unknown), k, []), k)
 
-    def search_run(self, queries: SparseBatch, k: int = 1000, *, unknown: str = "drop") -> dict[str, dict[str, float]]:
+    def search_run(self, queries: SparseBatch, k: int = 1000,
+                   params: ExactParams | None = None) -> dict[str, dict[str, float]]:
         """:meth:`search` as a run ``{query_id: {doc_id: score}}`` (query ids from ``queries.ids``)."""
-        _check_k(k)
-        return _run(self._sparse_hits(self.prepare_queries(queries, unknown), k, ["doc_id"]), queries.ids)
+        params, k = self._exact(params, k)
+        return _run(self._sparse_hits(self.prepare_queries(queries, params.unknown), k, ["doc_id"]), k,
+                    queries.ids)
 
     def dense_search_run(self, dense_queries: np.ndarray, k: int = 10,
                          query_ids: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
         """Top-``k`` by inner product of the (nq, d) float32 ``dense_queries`` with the dense
         document vectors, as a run ``{query_id: {doc_id: score}}``."""
-        _check_k(k)
-        return _run(self._dense_hits(dense_queries, k, ["doc_id"]), query_ids)
+        k = _check_k(k, self.n_docs)
+        return _run(self._dense_hits(dense_queries, k, ["doc_id"]), k, query_ids)
 
     def _hybrid_hits(self, queries: SparseBatch, dense_queries: np.ndarray, k: int, ranker: str, rrf_k: int,
                      weights: Sequence[float], depth: int | None, unknown: str, fields: list[str]):
         from pymilvus import AnnSearchRequest, RRFRanker, WeightedRanker
 
-        _check_k(k)
         rows = self.prepare_queries(queries, unknown)
         emb = self._check_dense(dense_queries)
         if len(emb) != len(rows):
-            raise ValueError(f"{len(rows)} sparse and {len(emb)} dense queries")
+            raise InvalidInputError(f"{len(rows)} sparse and {len(emb)} dense queries")
         depth = max(k, 100) if depth is None else depth
-        _check_k(depth)
+        _check_k(depth, self.n_docs)
         if ranker == "rrf":
             if not 1 <= int(rrf_k) < 16384:
-                raise ValueError(f"rrf_k must be in [1, 16384), got {rrf_k}")
+                raise InvalidInputError(f"rrf_k must be in [1, 16384), got {rrf_k}")
             rank = RRFRanker(int(rrf_k))
         elif ranker == "weighted":
             if len(weights) != 2 or min(weights) < 0 or not any(weights):
-                raise ValueError(f"weights must be two non-negative numbers (sparse, dense), got {list(weights)}")
+                raise InvalidInputError(f"weights must be two non-negative numbers (sparse, dense), "
+                                        f"got {list(weights)}")
             rank = WeightedRanker(float(weights[0]), float(weights[1]))
         else:
-            raise ValueError(f"unknown ranker {ranker!r}; use 'rrf' or 'weighted'")
+            raise InvalidInputError(f"unknown ranker {ranker!r}; use 'rrf' or 'weighted'")
         hits: list[list[tuple]] = []
         for a in range(0, len(rows), _SEARCH_BATCH):
             b = min(a + _SEARCH_BATCH, len(rows))
@@ -687,15 +689,17 @@ class MilvusBackend:
                 weights[1] * norm(dense score)``, Milvus' arctan normalisation).
             depth: candidates taken from each side before fusing (default ``max(k, 100)``).
 
-        Returns ``(scores, docnums)`` float32 / int64 (nq, k) as :meth:`search`, fused scores.
+        Returns ``(scores, docnums)`` float32 / int64 (nq, k') as :meth:`search`, fused scores.
         """
+        k = _check_k(k, self.n_docs)
         return _arrays(self._hybrid_hits(queries, dense_queries, k, ranker, rrf_k, weights, depth, unknown, []), k)
 
     def hybrid_search_run(self, queries: SparseBatch, dense_queries: np.ndarray, k: int = 10,
                           **kwargs: Any) -> dict[str, dict[str, float]]:
         """:meth:`hybrid_search` as a run ``{query_id: {doc_id: fused score}}``."""
         kw = {"ranker": "rrf", "rrf_k": 60, "weights": (0.5, 0.5), "depth": None, "unknown": "drop", **kwargs}
-        return _run(self._hybrid_hits(queries, dense_queries, k, fields=["doc_id"], **kw), queries.ids)
+        k = _check_k(k, self.n_docs)
+        return _run(self._hybrid_hits(queries, dense_queries, k, fields=["doc_id"], **kw), k, queries.ids)
 
     def documents(self, doc_ids: Sequence[str]) -> dict[str, dict[str, str | None]]:
         """``{"id", "title", "text"}`` of the given ids that are in the collection (missing ones
@@ -714,9 +718,11 @@ class MilvusBackend:
         return out
 
 
-def _check_k(k: int) -> None:
-    if not 1 <= k <= MAX_TOPK:
-        raise ValueError(f"k must be in [1, {MAX_TOPK}] (Milvus' largest search limit), got {k}")
+def _check_k(k: int, n_docs: int) -> int:
+    """:func:`~sparsearch.searching.check_k`, and at most Milvus' largest search limit."""
+    if isinstance(k, (int, np.integer)) and not isinstance(k, bool) and k > MAX_TOPK:
+        raise InvalidInputError(f"k must be at most {MAX_TOPK} (Milvus' largest search limit), got {k}")
+    return check_k(k, n_docs)
 
 
 def _sorted_hits(result: Sequence[Any], fields: list[str]) -> list[tuple]:
@@ -735,29 +741,7 @@ def _arrays(hits: list[list[tuple]], k: int) -> tuple[np.ndarray, np.ndarray]:
     return scores, docs
 
 
-def _run(hits: list[list[tuple]], qids: Sequence[str] | None) -> dict[str, dict[str, float]]:
-    qids = list(qids) if qids is not None else [str(i) for i in range(len(hits))]
-    return {q: {d: s for s, _, d in row} for q, row in zip(qids, hits)}
-
-
-def recall_with_ties(found: np.ndarray, exact_scores: np.ndarray, exact_docs: np.ndarray, k: int = 10,
-                     rtol: float = 1e-5) -> tuple[float, float]:
-    """Recall@k of ``found`` (nq, >=k doc numbers, -1 padded) against an exact search.
-
-    ``exact_scores`` / ``exact_docs`` (nq, K) must come from an exact search with ``K > k`` so
-    that documents tied with the k-th score are visible. Returns ``(strict, tie_aware)``:
-    ``strict`` = mean |found ∩ exact top-k| / |exact top-k|; ``tie_aware`` also counts a found
-    document whose exact score equals the k-th score (within ``rtol``), since any of the tied
-    documents is a correct k-th result. Queries with no exact hit are skipped.
-    """
-    strict, ties = [], []
-    for f, s, d in zip(found[:, :k], exact_scores, exact_docs):
-        f = f[f >= 0]
-        top = d[:k][d[:k] >= 0]
-        if not len(top):
-            continue
-        kth = s[len(top) - 1]
-        ok = set(top.tolist()) | set(d[(d >= 0) & (s >= kth * (1 - rtol))].tolist())
-        strict.append(len(np.intersect1d(f, top)) / len(top))
-        ties.append(sum(1 for x in f.tolist() if x in ok) / len(top))
-    return (float(np.mean(strict)) if strict else 1.0, float(np.mean(ties)) if ties else 1.0)
+def _run(hits: list[list[tuple]], k: int, qids: Sequence[str] | None) -> dict[str, dict[str, float]]:
+    """Hits (with their ``doc_id``) as a run: the pk -> id table is the one Milvus returned."""
+    ids = {pk: doc_id for row in hits for _, pk, doc_id in row}
+    return to_run(*_arrays(hits, k), ids, qids)  # type: ignore[arg-type]

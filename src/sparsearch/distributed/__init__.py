@@ -13,8 +13,8 @@ build or Ray searchers are asked for.
 """
 
 from ._ray import ray_session, require_ray
-from .build import DEFAULT_SHARD_SIZE, ShardWorker, build_index_ray, pack_encoder_state, plan_shards
+from .build import DEFAULT_SHARD_SIZE, ShardWorker, build_index_ray, plan_shards
 from .sharded import BACKENDS, ShardedIndex, ShardSearcher, group_segments
 
-__all__ = ["ray_session", "require_ray", "build_index_ray", "plan_shards", "pack_encoder_state", "ShardWorker",
+__all__ = ["ray_session", "require_ray", "build_index_ray", "plan_shards", "ShardWorker",
            "DEFAULT_SHARD_SIZE", "ShardedIndex", "ShardSearcher", "group_segments", "BACKENDS"]

@@ -7,6 +7,8 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
+from ..errors import MissingExtraError
+
 __all__ = ["require_ray", "ray_session", "LOCAL_ADDRESSES"]
 
 #: addresses that mean "start a local Ray instance on this machine"
@@ -14,11 +16,12 @@ LOCAL_ADDRESSES = (None, "", "local")
 
 
 def require_ray() -> Any:
-    """The ``ray`` module, or ``ImportError`` naming the extra that installs it."""
+    """The ``ray`` module, or :class:`~sparsearch.errors.MissingExtraError` (an ``ImportError``)
+    naming the extra that installs it."""
     try:
         import ray
     except ImportError as e:
-        raise ImportError("Ray is not installed: distributed indexing and Ray shard searchers need the "
+        raise MissingExtraError("Ray is not installed: distributed indexing and Ray shard searchers need the "
                           "'distributed' extra (pip install 'sparsearch[distributed]')") from e
     return ray
 

@@ -38,10 +38,17 @@ from typing import Any
 
 import numpy as np
 
+from ..encoders import load_encoder, pack_state, unpack_state
+from ..encoders.base import SparseEncoder
+from ..errors import BackendError, InvalidInputError
+from ..index.builder import check_documents, check_settings, new_manifest, publish_segment, quantize
+from ..index.manifest import check_target, commit
+from ..index.searcher import Index
+from ..index.storage import Directory
 from ..vectors import SparseBatch, Vocabulary
 from ._ray import ray_session
 
-__all__ = ["plan_shards", "ShardWorker", "build_index_ray", "pack_encoder_state", "DEFAULT_SHARD_SIZE"]
+__all__ = ["plan_shards", "ShardWorker", "build_index_ray", "DEFAULT_SHARD_SIZE"]
 
 DEFAULT_SHARD_SIZE = 10_000
 
@@ -53,7 +60,7 @@ def plan_shards(n_docs: int, shard_size: int) -> list[tuple[int, int]]:
     """``[start, stop)`` of each shard: runs of ``shard_size`` consecutive documents (the last may be
     shorter). A function of the corpus size and ``shard_size`` only, never of the worker count."""
     if shard_size < 1:
-        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+        raise InvalidInputError(f"shard_size must be >= 1, got {shard_size}")
     return [(a, min(a + shard_size, n_docs)) for a in range(0, n_docs, shard_size)]
 
 
@@ -64,13 +71,6 @@ def _digest(terms: Sequence[str]) -> str:
         h.update(t.encode("utf-8"))
         h.update(b"\x00")
     return f"{len(terms)}:{h.hexdigest()}"
-
-
-def pack_encoder_state(encoder: Any) -> dict[str, bytes]:
-    """``encoder.save_state`` as ``{relative path: bytes}``, to ship to workers on any machine."""
-    with tempfile.TemporaryDirectory(prefix="sparsearch-enc-") as d:
-        encoder.save_state(Path(d))
-        return {str(p.relative_to(d)): p.read_bytes() for p in sorted(Path(d).rglob("*")) if p.is_file()}
 
 
 def _limit_threads(n: int) -> None:
@@ -100,16 +100,12 @@ class ShardWorker:
         _limit_threads(self.threads)
 
     def load_encoder(self, config: dict[str, Any], state: dict[str, bytes]) -> None:
-        """Rebuild the encoder from ``config()`` and :func:`pack_encoder_state` output (empty: unfitted)."""
-        from ..encoders import load_encoder
-
+        """Rebuild the encoder from ``config()`` and :func:`~sparsearch.encoders.pack_state` output
+        (empty: unfitted)."""
         directory = None
         if state:
             self._state_dir = tempfile.TemporaryDirectory(prefix="sparsearch-enc-")
-            directory = Path(self._state_dir.name)
-            for rel, data in state.items():
-                (directory / rel).parent.mkdir(parents=True, exist_ok=True)
-                (directory / rel).write_bytes(data)
+            directory = unpack_state(state, self._state_dir.name)
         enc = load_encoder(config, directory)
         if hasattr(enc, "threads"):
             enc.threads = self.threads
@@ -152,21 +148,12 @@ class ShardWorker:
         vocabulary when the shard's is not a prefix of it (its term ids are then remapped).
         Returns the segment's name and metadata.
         """
-        from ..index.builder import build_segment, new_segment_name
-        from ..index.segment import fsync_dir
-
         _limit_threads(self.threads)
         indptr, indices, values, ids = vectors
         batch = SparseBatch(indptr, indices, values, self._vocab(*vocab), ids)
         if target is not None:
             batch = batch.remap(self._vocab(*target), unknown="error")
-        path = Path(directory)
-        name = new_segment_name()
-        tmp = path / f".tmp-{name}"
-        meta = build_segment(batch, tmp, quantization=quantization, scale=scale, codec=codec)
-        os.replace(tmp, path / name)
-        fsync_dir(path)
-        return name, meta
+        return publish_segment(directory, batch, quantization=quantization, codec=codec, scale=scale)
 
 
 def _dispatch(ray: Any, actors: list[Any], calls: list[tuple[str, tuple, int]], *, pin: list[int] | None = None,
@@ -256,44 +243,34 @@ def build_index_ray(
         quantization, codec, overwrite, documents, extra: as for ``build_index``.
         progress: a progress bar per stage (statistics, encoding, segments).
     """
-    from ..index.builder import CODECS, QUANTIZATIONS, _check_target, commit, new_manifest, quantize, write_lock
-    from ..index.searcher import Index
-
-    if quantization not in QUANTIZATIONS:
-        raise ValueError(f"unknown quantization {quantization!r}; use one of {QUANTIZATIONS}")
-    if codec not in CODECS:
-        raise ValueError(f"unknown codec {codec!r}; use one of {CODECS}")
+    check_settings(quantization, codec)
     if (texts is None) == (vectors is None):
-        raise ValueError("give either texts (with an encoder) or vectors")
+        raise InvalidInputError("give either texts (with an encoder) or vectors")
     if texts is not None:
         if encoder is None:
-            raise ValueError("encoding texts needs an encoder")
+            raise InvalidInputError("encoding texts needs an encoder")
         texts = list(texts)
         ids = [str(i) for i in ids] if ids is not None else [str(i) for i in range(len(texts))]
         if len(ids) != len(texts):
-            raise ValueError(f"{len(ids)} ids for {len(texts)} texts")
+            raise InvalidInputError(f"{len(ids)} ids for {len(texts)} texts")
     else:
         assert vectors is not None
         vectors.validate()
         ids = list(vectors.ids) if vectors.ids is not None else [str(i) for i in range(len(vectors))]
     if not ids:
-        raise ValueError("no documents to index")
-    if len(set(ids)) != len(ids):
-        seen: set[str] = set()
-        dup = next(i for i in ids if i in seen or seen.add(i))  # type: ignore[func-returns-value]
-        raise ValueError(f"duplicate document id {dup!r}")
+        raise InvalidInputError("no documents to index")
+    check_documents(ids)
     if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
+        raise InvalidInputError(f"workers must be >= 1, got {workers}")
     bounds = plan_shards(len(ids), shard_size)
     path = Path(path)
     t0 = time.perf_counter()
     seconds: dict[str, float] = {}
-    path.mkdir(parents=True, exist_ok=True)
-    with write_lock(path), ray_session(address, num_cpus=workers) as ray:
-        old = _check_target(path, overwrite)
+    with Directory(path).lock(), ray_session(address, num_cpus=workers) as ray:
+        old = check_target(path, overwrite)
         cpus = ray.cluster_resources().get("CPU", 0)
         if cpus < workers:  # actors beyond the CPUs would never start, and their shards never finish
-            raise ValueError(f"workers={workers} needs {workers} CPUs; the Ray cluster has {cpus:g}")
+            raise InvalidInputError(f"workers={workers} needs {workers} CPUs; the Ray cluster has {cpus:g}")
         Worker = ray.remote(num_cpus=1)(ShardWorker)
         actors = [Worker.options(scheduling_strategy="SPREAD").remote(threads_per_worker) for _ in range(workers)]
         try:
@@ -303,7 +280,7 @@ def build_index_ray(
                 _fit(ray, actors, encoder, texts, shards, progress)
                 seconds["statistics"] = time.perf_counter() - t
                 t = time.perf_counter()
-                state = pack_encoder_state(encoder)
+                state = pack_state(encoder)
                 ray.get([a.load_encoder.remote(encoder.config(), state) for a in actors])
                 refs, summaries, where = _dispatch(ray, actors, [("encode", (s,), 2) for s in shards],
                                                    desc="encode", progress=progress)
@@ -337,7 +314,7 @@ def build_index_ray(
         t = time.perf_counter()
         for name, _ in built:
             if not (path / name / "segment.json").exists():
-                raise RuntimeError(f"segment {name} written by a Ray worker is not visible in {path}: on a "
+                raise BackendError(f"segment {name} written by a Ray worker is not visible in {path}: on a "
                                    f"multi-machine cluster the index directory must be on a shared filesystem")
         manifest = new_manifest(path, old, built, quantization=quantization, codec=codec, encoder=encoder,
                                 extra=extra, documents=documents)
@@ -352,8 +329,6 @@ def build_index_ray(
 def _fit(ray: Any, actors: list[Any], encoder: Any, texts: list[str], shards: list[Any], progress: bool) -> None:
     """Fit ``encoder`` on the whole corpus: merged per-shard statistics when its fit allows it,
     else on the driver; encoders that learn nothing are left as they are."""
-    from ..encoders.base import SparseEncoder
-
     if type(encoder).fit is SparseEncoder.fit:
         return
     if not encoder.mergeable_fit():

@@ -18,19 +18,24 @@ import multiprocessing as mp
 import threading
 import traceback
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..index.builder import read_manifest
+from ..encoders import load_encoder_of
+from ..errors import BackendError, InvalidInputError
+from ..evaluation import to_run
+from ..index.manifest import read_manifest
 from ..index.searcher import Contribution, Index, _merge_topk
+from ..searching import ExactParams, check_k, require
 from ..vectors import SparseBatch, Vocabulary
+from ._ray import require_ray
 
 __all__ = ["ShardSearcher", "ShardedIndex", "group_segments", "BACKENDS"]
 
 BACKENDS = ("inline", "process", "ray")
-SHARD_MODES = ("exact", "exhaustive")
 
 
 class ShardSearcher:
@@ -43,9 +48,12 @@ class ShardSearcher:
     def n_docs(self) -> int:
         return self.index.n_docs
 
-    def search(self, queries: SparseBatch, k: int, mode: str, unknown: str) -> tuple[np.ndarray, np.ndarray]:
-        """Shard top-k: float64 scores (nq, k') and shard-local doc numbers (nq, k'), ``-1`` padded."""
-        return self.index.search(queries, k, mode=mode, threads=self.threads, unknown=unknown, dtype=np.float64)
+    def search(self, queries: SparseBatch, k: int, params: ExactParams) -> tuple[np.ndarray, np.ndarray]:
+        """Shard top-k: float64 scores (nq, k') and shard-local doc numbers (nq, k'), ``-1`` padded;
+        ``params.threads`` (if set) overrides the searcher's own thread count."""
+        if params.threads is None and self.threads is not None:
+            params = replace(params, threads=self.threads)
+        return self.index.search(queries, k, params, dtype=np.float64)
 
     def doc_ids(self) -> list[str]:
         return self.index.doc_ids
@@ -60,7 +68,7 @@ def group_segments(n_docs: Sequence[int], n_groups: int) -> list[list[int]]:
     ``(g + 1) / n_groups`` of all documents, and every group keeps at least one segment."""
     n = len(n_docs)
     if not 1 <= n_groups <= n:
-        raise ValueError(f"cannot split {n} segments into {n_groups} shards (rebuild with a smaller shard size "
+        raise InvalidInputError(f"cannot split {n} segments into {n_groups} shards (rebuild with a smaller shard size "
                          f"for more segments)")
     total = float(sum(n_docs))
     cum = np.cumsum(n_docs)
@@ -143,7 +151,7 @@ class _ProcessHandle:
         try:
             status, value = self.conn.recv()
         except EOFError:
-            raise RuntimeError(f"shard searcher process {self.proc.pid} exited (code {self.proc.exitcode})") from None
+            raise BackendError(f"shard searcher process {self.proc.pid} exited (code {self.proc.exitcode})") from None
         if status == "error":
             raise value
         return value
@@ -167,8 +175,6 @@ class _RayHandle:
     """A shard searcher as a Ray actor (spread over the cluster's nodes)."""
 
     def __init__(self, path: str, segments: list[int] | None, threads: int | None, cpus: float | None) -> None:
-        from ._ray import require_ray
-
         self.ray = require_ray()
         options: dict[str, Any] = {"scheduling_strategy": "SPREAD"}
         if cpus is not None:
@@ -194,7 +200,8 @@ class _RayHandle:
 
 # --------------------------------------------------------------------------- coordinator
 class ShardedIndex:
-    """Search several shards as one index (same API shape as :class:`~sparsearch.index.Index`).
+    """Search several shards as one index: a :class:`~sparsearch.searching.Searcher` for exact
+    search (:class:`~sparsearch.searching.ExactParams`), results equal to one index's.
 
     Global doc numbers run over the shards in order (shard ``i`` starts at ``bases[i]``), so
     with the segment groups of one index they are that index's doc numbers. Not safe to use from
@@ -208,19 +215,20 @@ class ShardedIndex:
         Args:
             backend: ``"inline"`` (this process), ``"process"`` (a child process per shard) or
                 ``"ray"`` (an actor per shard; Ray must be initialised, see ``ray_session``).
-            threads: search threads inside each searcher (``None``: all cores of its machine).
+            threads: search threads inside each searcher (``None``: all cores of its machine);
+                ``ExactParams.threads`` of a search overrides it.
             cpus_per_shard: Ray CPUs reserved per actor (``None``: Ray's actor default, which
                 reserves none while running, so more shards than cores still start).
         """
         if backend not in BACKENDS:
-            raise ValueError(f"unknown backend {backend!r}; use one of {BACKENDS}")
+            raise InvalidInputError(f"unknown backend {backend!r}; use one of {BACKENDS}")
         if not shards:
-            raise ValueError("no shards to search")
+            raise InvalidInputError("no shards to search")
         self.paths = [Path(p) for p, _ in shards]
         self.manifests = [read_manifest(p) for p in self.paths]
         configs = {repr(m.get("encoder")) for m in self.manifests}
         if len(configs) > 1:
-            raise ValueError("the shards were built with different encoders; their scores are not comparable")
+            raise InvalidInputError("the shards were built with different encoders; their scores are not comparable")
         self.backend = backend
         self._handles: list[Any] = []
         self._lock = threading.Lock()
@@ -249,7 +257,7 @@ class ShardedIndex:
         if shards is None or (len(paths) > 1 and shards == len(paths)):
             return cls([(p, None) for p in paths], **kwargs)
         if len(paths) != 1:
-            raise ValueError(f"--shards splits one index; got {len(paths)} index directories (each is a shard)")
+            raise InvalidInputError(f"--shards splits one index; got {len(paths)} index directories (each is a shard)")
         sizes = [int(s["n_docs"]) for s in read_manifest(paths[0])["segments"]]
         return cls([(paths[0], g) for g in group_segments(sizes, shards)], **kwargs)
 
@@ -286,40 +294,41 @@ class ShardedIndex:
     def load_encoder(self):
         """The encoder of the (first) shard, to encode queries as the documents were."""
         if self._encoder is None:
-            from ..encoders import load_encoder
-
-            if not self.encoder_config:
-                raise ValueError(f"{self.paths[0]}: index has no encoder; pass query vectors instead of text")
-            state = self.manifest.get("encoder_state")
-            self._encoder = load_encoder(self.encoder_config, self.paths[0] / state if state else None)
+            self._encoder = load_encoder_of(self.paths[0], self.manifest)
         return self._encoder
 
     # ---------------------------------------------------------------- queries
-    def search(self, queries: SparseBatch, k: int = 10, *, mode: str = "exact",
-               unknown: str = "drop") -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` over all shards: ``scores`` float32 (nq, k) and global ``docnums`` int64 (nq, k),
-        as :meth:`Index.search <sparsearch.index.Index.search>` returns them."""
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
-        if mode not in SHARD_MODES:
-            raise ValueError(f"sharded search supports modes {SHARD_MODES}, not {mode!r}")
-        parts = self._fan_out("search", _compact(queries), k, mode, unknown)
+    def search(self, queries: SparseBatch, k: int = 10,
+               params: ExactParams | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` over all shards, as :meth:`Index.search <sparsearch.index.Index.search>` returns it.
+
+        Args:
+            queries: (nq, V') query vectors, matched to each shard's vocabulary by term.
+            k: results per query; the result width is ``min(k, n_docs)``.
+            params: :class:`~sparsearch.searching.ExactParams` (``None``: defaults); other kinds
+                raise :class:`~sparsearch.errors.UnsupportedError`.
+
+        Returns:
+            ``scores`` float32 (nq, k') descending and global ``docnums`` int64 (nq, k'), ``-1`` padded.
+        """
+        params = ExactParams() if params is None else params
+        require(params, [ExactParams], "sharded search")
+        params.check()
+        k = check_k(k, self.n_docs)
+        parts = self._fan_out("search", _compact(queries), k, params)
         scores = [s for s, _ in parts]
         docs = [np.where(d >= 0, d + base, -1) for (_, d), base in zip(parts, self.bases[:-1])]
         return _merge_topk(scores, docs, k)
 
-    def search_run(self, queries: SparseBatch, k: int = 1000, **kwargs: Any) -> dict[str, dict[str, float]]:
-        """Search and return a run ``{query_id: {doc_id: score}}``."""
-        scores, docs = self.search(queries, k, **kwargs)
-        qids = queries.ids if queries.ids is not None else [str(i) for i in range(len(queries))]
-        ids = self.doc_ids
-        return {qid: {ids[d]: float(s) for d, s in zip(docs[qi].tolist(), scores[qi].tolist()) if d >= 0}
-                for qi, qid in enumerate(qids)}
+    def search_run(self, queries: SparseBatch, k: int = 1000,
+                   params: ExactParams | None = None) -> dict[str, dict[str, float]]:
+        """:meth:`search` as a run ``{query_id: {doc_id: score}}`` (query ids from ``queries.ids``)."""
+        return to_run(*self.search(queries, k, params), self.doc_ids, queries.ids)
 
     def explain(self, query: SparseBatch, docnum: int) -> list[Contribution]:
         """Per-term contributions of global doc ``docnum`` (asked of the shard that holds it)."""
         if not 0 <= docnum < self.n_docs:
-            raise IndexError(f"doc number {docnum} out of range [0, {self.n_docs})")
+            raise InvalidInputError(f"doc number {docnum} out of range [0, {self.n_docs})")
         s = int(np.searchsorted(self.bases, docnum, side="right") - 1)
         with self._lock:
             return self._handles[s].submit("explain", _compact(query), docnum - int(self.bases[s]))()

