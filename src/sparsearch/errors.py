@@ -13,7 +13,8 @@ working.
 from __future__ import annotations
 
 __all__ = ["SparsearchError", "InvalidInputError", "CorruptIndexError", "NotFoundError", "UnsupportedError",
-           "ConflictError", "BackendError"]
+           "ConflictError", "BackendError", "MissingExtraError",
+           "MissingFileError"]
 
 
 class SparsearchError(Exception):
@@ -46,3 +47,13 @@ class UnsupportedError(SparsearchError, NotImplementedError):
 
 class BackendError(SparsearchError, RuntimeError):
     """An external system the engine talks to (Milvus, Ray) failed or cannot be reached."""
+
+
+class MissingExtraError(UnsupportedError, ImportError):
+    """An optional dependency is not installed; the message names the extra that installs it.
+    Also an ``ImportError``, as callers that probe for optional features expect."""
+
+
+class MissingFileError(NotFoundError, FileNotFoundError):
+    """A file or folder the user named does not exist (a collection, a query file); also a
+    ``FileNotFoundError``."""

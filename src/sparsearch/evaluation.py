@@ -20,13 +20,14 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .searching import SearchParams
+from .errors import InvalidInputError, MissingFileError
+from .searching import ExactParams, SearchParams, mode_of
 from .vectors import FormatError
 
 __all__ = [
@@ -80,7 +81,7 @@ class BeirDataset:
     def split_qrels(self, split: str) -> Qrels:
         """Judgements of another split of the same collection (e.g. ``train`` for tuning)."""
         if self.path is None:
-            raise ValueError("dataset was not loaded from disk")
+            raise InvalidInputError("dataset was not loaded from disk")
         return load_qrels(self.path / "qrels" / f"{split}.tsv")
 
 
@@ -103,7 +104,7 @@ def load_qrels(path: str | os.PathLike) -> Qrels:
     qrels: Qrels = {}
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no qrels file {path}")
+        raise MissingFileError(f"no qrels file {path}")
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             parts = line.rstrip("\n").split("\t")
@@ -128,7 +129,7 @@ def load_beir(path: str | os.PathLike, split: str = "test") -> BeirDataset:
     path = Path(path)
     for need in ("corpus.jsonl", "queries.jsonl"):
         if not (path / need).exists():
-            raise FileNotFoundError(f"{path} is not a BEIR collection: {need} is missing")
+            raise MissingFileError(f"{path} is not a BEIR collection: {need} is missing")
     corpus = {str(o["_id"]): {"title": o.get("title") or "", "text": o.get("text") or ""}
               for _, o in _read_jsonl_objects(path / "corpus.jsonl")}
     all_queries = {str(o["_id"]): o.get("text") or "" for _, o in _read_jsonl_objects(path / "queries.jsonl")}
@@ -163,7 +164,7 @@ def evaluate(
     ``"zero"`` counts a judged query that retrieved nothing as 0 (stricter).
     """
     if empty_queries not in ("skip", "zero"):
-        raise ValueError(f"empty_queries must be 'skip' or 'zero', got {empty_queries!r}")
+        raise InvalidInputError(f"empty_queries must be 'skip' or 'zero', got {empty_queries!r}")
     import ir_measures
 
     measures = _measures(metrics)
@@ -246,7 +247,7 @@ def to_run(scores: np.ndarray, docnums: np.ndarray, doc_ids: Sequence[str],
     """
     qids = list(query_ids) if query_ids is not None else [str(i) for i in range(len(docnums))]
     if len(qids) != len(docnums):
-        raise ValueError(f"{len(qids)} query ids for {len(docnums)} result rows")
+        raise InvalidInputError(f"{len(qids)} query ids for {len(docnums)} result rows")
     run: Run = {}
     for qid, srow, drow in zip(qids, np.asarray(scores).tolist(), np.asarray(docnums).tolist()):
         run[qid] = {doc_ids[d]: float(s) for d, s in zip(drow, srow) if d >= 0}
@@ -322,25 +323,22 @@ def time_queries(search: Callable[[int], Any], n: int, *, warmup: int = 2) -> np
 def run_evaluation(searcher: Any, ds: BeirDataset, *, k: int = 1000, params: SearchParams | None = None,
                    metrics: Sequence[str] | None = None, run_path: str | os.PathLike | None = None
                    ) -> dict[str, Any]:
-    """Encode the split's queries with the searcher's encoder, search, score the run and time it.
+    """Encode the split's queries with the index's encoder, search, score the run and time it.
 
-    ``searcher``: an :class:`~sparsearch.index.Index` (or any searcher with ``load_encoder``,
-    ``stats`` and ``manifest``). Returns quality (both empty-query conventions), single-query
-    latency at k=10 on one thread, batch QPS, query-encoding time and index sizes.
+    ``searcher``: an :class:`~sparsearch.index.Index`, or a searcher over one with an ``index``
+    attribute (:class:`~sparsearch.index.approximate.ApproximateIndex`): the encoder, sizes and
+    build figures reported are that index's. ``params``: the search's parameters (``None``: the
+    searcher's defaults, exact for an Index). Returns quality (both empty-query conventions),
+    single-query latency at k=10 on one thread, batch QPS, query-encoding time and index sizes.
     """
-    from dataclasses import replace
-
     metrics = list(metrics or DEFAULT_METRICS)
-    enc = searcher.load_encoder()
+    index = getattr(searcher, "index", searcher)
+    enc = index.load_encoder()
     enc.encode_queries(ds.query_texts()[:2])  # load tokenizers/models outside the timing
     t = time.perf_counter()
     qv = enc.encode_queries(ds.query_texts(), ds.query_ids)
     t_enc = time.perf_counter() - t
-    one = replace(params, threads=1) if params is not None else None
-    if one is None:
-        from .searching import ExactParams
-
-        one = ExactParams(threads=1)
+    one = replace(params, threads=1) if params is not None else ExactParams(threads=1)
     searcher.search(qv[:2], 10, params)  # compile / warm caches outside the timings
     t = time.perf_counter()
     run = to_run(*searcher.search(qv, k, params), searcher.doc_ids, qv.ids)
@@ -353,11 +351,10 @@ def run_evaluation(searcher: Any, ds: BeirDataset, *, k: int = 1000, params: Sea
     batch10 = time.perf_counter() - t
     if run_path:
         write_trec_run(run, run_path)
-    st = searcher.stats()
-    manifest = getattr(searcher, "manifest", {}) or {}
+    st = index.stats()
+    manifest = getattr(index, "manifest", {}) or {}
     return {
-        "collection": ds.name, "split": ds.split, "queries": len(qv),
-        "mode": (params.kind if params is not None else "exact"), "k": k,
+        "collection": ds.name, "split": ds.split, "queries": len(qv), "mode": mode_of(params), "k": k,
         "encoder": st.get("encoder"), "quality": quality, "quality_empty_as_zero": strict,
         "queries_without_results": sum(1 for q in ds.qrels if not run.get(q)),
         "latency_k10_single_thread": lat10.summary(),

@@ -9,7 +9,7 @@ searcher's kind (``None``: its defaults, or the settings saved next to the index
 Implemented by :class:`~sparsearch.index.Index` (exact, and approximate through its saved
 approximate index), :class:`~sparsearch.index.approximate.ApproximateIndex`,
 :class:`~sparsearch.distributed.ShardedIndex`, :class:`~sparsearch.milvus.MilvusBackend` and
-:class:`~sparsearch.encoders.dense.FlatIndex` (dense inner product).
+:class:`~sparsearch.encoders.dense.DenseSearcher` (dense inner product).
 
 Parameter objects are small frozen dataclasses, tagged by ``kind``; a searcher refuses the
 kinds it does not support with :class:`~sparsearch.errors.UnsupportedError`.
@@ -26,7 +26,7 @@ import numpy as np
 from .errors import InvalidInputError, UnsupportedError
 
 __all__ = ["ExactParams", "ApproxParams", "SearchParams", "Searcher", "params_from_dict", "check_k",
-           "MAX_K", "SEARCH_KINDS"]
+           "MAX_K", "SEARCH_KINDS", "SEARCH_MODES", "params_for_mode", "mode_of"]
 
 #: hard bound on k anywhere (the service bounds it lower); k is also clamped to the documents held
 MAX_K = 100_000
@@ -84,6 +84,42 @@ class ApproxParams:
 
 SearchParams = Union[ExactParams, ApproxParams]
 SEARCH_KINDS: dict[str, type] = {"exact": ExactParams, "approximate": ApproxParams}
+
+
+#: the search modes users name (CLI ``--mode``, the service's ``mode``): ``exact`` and ``exhaustive``
+#: are :class:`ExactParams` (block-max MaxScore, or every posting scored), ``approximate``
+#: :class:`ApproxParams`
+SEARCH_MODES: tuple[str, ...] = ("exact", "exhaustive", "approximate")
+
+
+def params_for_mode(mode: str, *, threads: int | None = None, unknown: Unknown = "drop",
+                    query_cut: int | None = None, heap_factor: float | None = None,
+                    saved: ApproxParams | None = None) -> SearchParams:
+    """The parameter object of a named search mode (checked).
+
+    For ``approximate``, a knob left ``None`` takes its value from ``saved`` (the settings
+    ``sparsearch tune --save`` wrote next to the index), else the :class:`ApproxParams` default;
+    ``query_cut`` / ``heap_factor`` given with another mode are refused.
+    """
+    if mode not in SEARCH_MODES:
+        raise InvalidInputError(f"unknown search mode {mode!r}; use one of {', '.join(SEARCH_MODES)}")
+    if mode != "approximate":
+        if query_cut is not None or heap_factor is not None:
+            raise InvalidInputError(f"query_cut and heap_factor apply to approximate search, not {mode}")
+        return ExactParams(exhaustive=mode == "exhaustive", threads=threads, unknown=unknown).check()
+    base = saved or ApproxParams()
+    return ApproxParams(query_cut=base.query_cut if query_cut is None else query_cut,
+                        heap_factor=base.heap_factor if heap_factor is None else heap_factor,
+                        threads=threads, unknown=unknown).check()
+
+
+def mode_of(params: SearchParams | None) -> str:
+    """The :data:`SEARCH_MODES` name of a parameter object (``None``: ``exact``)."""
+    if params is None:
+        return "exact"
+    if isinstance(params, ExactParams):
+        return "exhaustive" if params.exhaustive else "exact"
+    return params.kind
 
 
 def _check_common(p: Any) -> None:
