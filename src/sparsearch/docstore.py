@@ -1,8 +1,8 @@
 """Document store kept with an index: ``(id, title, text)`` rows in one SQLite file.
 
 The store is a file ``INDEX/docs-<uuid>.sqlite`` named by the manifest key ``docstore``. It
-is written aside (``.tmp-docs-*``), fsynced and renamed before the manifest that names it is
-committed, and never modified afterwards: an update writes a new store (a copy of the old one
+is published atomically by the storage layer (written aside, fsynced, renamed) before the
+manifest that names it is committed, and never modified afterwards: an update writes a new store (a copy of the old one
 plus the changes) and commits a manifest naming it; the old file is garbage-collected by that
 commit. Readers open the file read-only and fetch rows on demand by primary key, so texts are
 never all held in memory (SQLite pages are cached by the OS, not by Python).
@@ -23,6 +23,9 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from .errors import InvalidInputError
+from .index.storage import Directory
 
 __all__ = ["DocStore", "write_docstore", "normalize_documents"]
 
@@ -49,17 +52,12 @@ def normalize_documents(documents: Any) -> Iterable[tuple[str, str, str]]:
         if isinstance(d, Mapping):
             did = d.get("id", d.get("_id"))
             if did is None:
-                raise ValueError(f"document without an 'id': {dict(d)!r:.100}")
+                raise InvalidInputError(f"document without an 'id': {dict(d)!r:.100}")
             yield str(did), str(d.get("title") or ""), str(d.get("text") or "")
         elif isinstance(d, (tuple, list)) and len(d) == 3:
             yield str(d[0]), str(d[1] or ""), str(d[2] or "")
         else:
-            raise ValueError(f"cannot read a document from {d!r:.100}; expected a dict or (id, title, text)")
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
+            raise InvalidInputError(f"cannot read a document from {d!r:.100}; expected a dict or (id, title, text)")
 
 
 def write_docstore(index_dir: str | os.PathLike, documents: Any = (), *, base: str | os.PathLike | None = None,
@@ -72,18 +70,8 @@ def write_docstore(index_dir: str | os.PathLike, documents: Any = (), *, base: s
         delete: ids to remove from the copy.
         keep_only: if given, the new store holds only these ids (used by merge).
     """
-    index_dir = Path(index_dir)
     name = f"docs-{uuid.uuid4().hex[:16]}.sqlite"
-    tmp = index_dir / f".tmp-{name}"
-    try:
-        _fill(tmp, documents, base, delete, keep_only)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, index_dir / name)
-    from .index.segment import fsync_dir
-
-    fsync_dir(index_dir)
+    Directory.of(index_dir).publish(name, lambda tmp: _fill(tmp, documents, base, delete, keep_only))
     return name
 
 
@@ -107,7 +95,6 @@ def _fill(tmp: Path, documents: Any, base, delete: Iterable[str], keep_only: Ite
             con.execute("VACUUM")
     finally:
         con.close()
-    _fsync_file(tmp)
 
 
 class DocStore:

@@ -10,10 +10,14 @@ import scipy.sparse as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sparsearch.errors import ConflictError, InvalidInputError, NotFoundError, UnsupportedError
 from sparsearch.index import Index, IndexFormatError, build_index
-from sparsearch.index import builder as builder_mod
+from sparsearch.index import segment as segment_mod
 from sparsearch.index.kernels import snap_rows
+from sparsearch.searching import ApproxParams, ExactParams
 from sparsearch.vectors import SparseBatch, Vocabulary
+
+EXHAUSTIVE = ExactParams(exhaustive=True)
 
 
 def random_batch(rng, n_docs, n_terms, density, integer=False, prefix="d"):
@@ -46,8 +50,8 @@ def always_maxscore(monkeypatch):
     monkeypatch.setattr(Index, "maxscore_min_docs", 0)
 
 
-def assert_same_topk(index, queries, k, mode="exact"):
-    scores, docs = index.search(queries, k, mode=mode)
+def assert_same_topk(index, queries, k, params=None):
+    scores, docs = index.search(queries, k, params)
     for qi, (ref_docs, ref_scores) in enumerate(brute_force(index, queries, k)):
         got = [d for d in docs[qi].tolist() if d >= 0]
         assert got == ref_docs, f"query {qi}: {got} != {ref_docs}"
@@ -71,7 +75,7 @@ def test_exact_search_is_rank_safe(tmp_path_factory, n_docs, n_terms, density, k
     queries = random_batch(rng, 8, n_terms, 0.3, integer, prefix="q")
     index = build_index(docs, tmp_path_factory.mktemp("idx"), codec=codec)
     assert_same_topk(index, queries, k)
-    assert_same_topk(index, queries, k, mode="exhaustive")
+    assert_same_topk(index, queries, k, EXHAUSTIVE)
 
 
 @pytest.mark.parametrize("quantization", ["uint8", "float32"])
@@ -94,7 +98,7 @@ def test_rank_safe_on_long_lists_with_many_ties(tmp_path, quantization):
         if quantization == "uint8":
             assert_same_topk(index, queries, k)
         s1, d1 = index.search(queries, k)
-        s2, d2 = index.search(queries, k, mode="exhaustive")
+        s2, d2 = index.search(queries, k, EXHAUSTIVE)
         np.testing.assert_array_equal(d1, d2)
 
 
@@ -121,7 +125,7 @@ def test_postings_decode_to_the_input(tmp_path, rng, codec):
     # scoring decodes inside its own loop (term-at-a-time) and through blocks (MaxScore)
     queries = random_batch(rng, 20, 50, 0.2, prefix="q")
     assert_same_topk(index, queries, 10)
-    assert_same_topk(index, queries, 10, mode="exhaustive")
+    assert_same_topk(index, queries, 10, EXHAUSTIVE)
 
 
 def test_unknown_codec_is_refused(tmp_path, rng):
@@ -142,8 +146,10 @@ def test_query_vocabulary_mapping_follows_a_growing_vocabulary(tmp_path, rng):
     assert qt.tolist() == [index.vocab.id("t1"), -1]
     _, qt, _ = index.prepare_queries(query(["t7", "t1", "also-unknown"]))  # vocab grew by two terms
     assert qt.tolist() == [index.vocab.id("t7"), index.vocab.id("t1"), -1]
-    with pytest.raises(KeyError, match="also-unknown"):
+    with pytest.raises(InvalidInputError, match="also-unknown"):
         index.prepare_queries(query(["also-unknown"]), unknown="error")
+    with pytest.raises(InvalidInputError, match="also-unknown"):
+        index.search(query(["t1", "also-unknown"]), 5, ExactParams(unknown="error"))
     ref = index.search(SparseBatch.from_dicts([{"t7": 1.0, "t1": 1.0}]), 5)
     np.testing.assert_array_equal(index.search(query(["t7", "t1"]), 5)[1], ref[1])
 
@@ -172,8 +178,9 @@ def test_query_terms_matched_by_string_unknown_dropped(tmp_path):
     index = build_index(docs, tmp_path / "idx", quantization="float32")
     q = SparseBatch.from_dicts([{"pear": 1.0, "kiwi": 5.0}, {"kiwi": 1.0}])
     scores, ids = index.search(q, 5)
-    assert ids[0].tolist() == [1, -1, -1, -1, -1] and scores[0, 0] == pytest.approx(2.0)
-    assert ids[1].tolist() == [-1] * 5
+    assert ids.shape == (2, 2)  # k=5 clamped to the 2 documents held
+    assert ids[0].tolist() == [1, -1] and scores[0, 0] == pytest.approx(2.0)
+    assert ids[1].tolist() == [-1] * 2
     assert index.search_run(q, 5) == {"0": {"b": pytest.approx(2.0)}, "1": {}}
 
 
@@ -224,21 +231,30 @@ def test_corrupt_truncated_and_wrong_version_are_refused(tmp_path, rng):
     (path / "manifest.json").write_text("{not json")
     with pytest.raises(IndexFormatError, match="corrupt index metadata"):
         Index.open(path)
-    with pytest.raises(IndexFormatError, match="no such index"):
+    with pytest.raises(NotFoundError, match="no such index"):
         Index.open(tmp_path / "missing")
 
 
 def test_refuses_to_overwrite_or_clobber(tmp_path, rng):
     path = tmp_path / "idx"
     build_index(random_batch(rng, 50, 10, 0.3), path)
-    with pytest.raises(FileExistsError, match="already holds an index"):
+    with pytest.raises(ConflictError, match="already holds an index"):
         build_index(random_batch(rng, 50, 10, 0.3), path, overwrite=False)
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("precious")
-    with pytest.raises(FileExistsError, match="not a sparsearch index"):
+    with pytest.raises(ConflictError, match="not a sparsearch index"):
         build_index(random_batch(rng, 50, 10, 0.3), foreign)
     assert (foreign / "notes.txt").read_text() == "precious"
+    assert sorted(e.name for e in foreign.iterdir()) == [".lock", "notes.txt"]  # nothing else was written
+    # leftovers of sparsearch itself (torn temporaries, an approximate index, saved settings) are not foreign
+    ours = tmp_path / "ours"
+    ours.mkdir()
+    for name in (".tmp-0123-seg-x", "approx-abc", "settings.json"):
+        (ours / name).mkdir() if not name.endswith(".json") else (ours / name).write_text("{}")
+    build_index(random_batch(rng, 50, 10, 0.3), ours)
+    assert {".tmp-0123-seg-x", "approx-abc"}.isdisjoint(e.name for e in ours.iterdir())  # collected
+    assert (ours / "settings.json").exists()  # permanent
 
 
 def test_crash_during_rebuild_leaves_previous_index_intact(tmp_path, rng, monkeypatch):
@@ -246,22 +262,28 @@ def test_crash_during_rebuild_leaves_previous_index_intact(tmp_path, rng, monkey
     old_docs = random_batch(rng, 500, 30, 0.2)
     queries = random_batch(rng, 5, 30, 0.3, prefix="q")
     before = build_index(old_docs, path).search(queries, 10)
+    entries = sorted(e.name for e in path.iterdir())
 
-    real = builder_mod.write_segment_arrays
+    real = segment_mod.write_arrays
 
-    def crash_midway(directory, arrays, meta):
-        real(directory, dict(list(arrays.items())[:3]), meta)  # some files written, then "power loss"
+    def crash_midway(directory, arrays, header, *a):
+        real(directory, dict(list(arrays.items())[:3]), header, *a)  # some files written, then "power loss"
         raise KeyboardInterrupt("simulated crash")
 
-    monkeypatch.setattr(builder_mod, "write_segment_arrays", crash_midway)
+    monkeypatch.setattr(segment_mod, "write_arrays", crash_midway)
     with pytest.raises(KeyboardInterrupt):
         build_index(random_batch(rng, 800, 30, 0.2), path, overwrite=True)
     monkeypatch.undo()
     after = Index.open(path).search(queries, 10)
     np.testing.assert_array_equal(before[1], after[1])
-    assert list(path.glob(".tmp-*"))  # the torn segment is still there ...
+    assert sorted(e.name for e in path.iterdir()) == entries  # the half-written segment was removed
+    # a process killed mid-write leaves its temporary behind: the next commit collects it
+    torn = path / ".tmp-0123456789ab-seg-dead"
+    torn.mkdir()
+    (torn / "words.npy").write_bytes(b"torn")
+    Index.open(path, verify=True)
     build_index(old_docs, path, overwrite=True)
-    assert not list(path.glob(".tmp-*"))  # ... until the next commit collects it
+    assert not list(path.glob(".tmp-*"))
     assert len(list(path.glob("seg-*"))) == 1
 
 
@@ -274,12 +296,29 @@ def test_duplicate_ids_and_bad_weights_rejected(tmp_path):
         build_index(bad, tmp_path / "i2")
 
 
-def test_k_and_mode_validation(tmp_path, rng):
+def test_k_and_params_validation(tmp_path, rng):
     index = build_index(random_batch(rng, 20, 5, 0.5), tmp_path / "idx")
     q = random_batch(rng, 1, 5, 1.0, prefix="q")
-    with pytest.raises(ValueError, match="k must be >= 1"):
-        index.search(q, 0)
-    with pytest.raises(ValueError, match="unknown search mode"):
-        index.search(q, 5, mode="fuzzy")
-    s, d = index.search(q, 1000)  # k larger than the collection
-    assert s.shape == (1, 1000) and (d >= 0).sum() <= 20
+    for bad_k in (0, -3, 2.5, True, 10**12):
+        with pytest.raises(InvalidInputError, match="k must be"):
+            index.search(q, bad_k)
+    with pytest.raises(UnsupportedError, match="ApproximateIndex"):
+        index.search(q, 5, ApproxParams())
+    with pytest.raises(UnsupportedError):
+        index.search(q, 5, "exhaustive")
+    with pytest.raises(InvalidInputError, match="threads"):
+        index.search(q, 5, ExactParams(threads=0))
+    s, d = index.search(q, 1000)  # k larger than the collection: results are n_docs wide
+    assert s.shape == d.shape == (1, 20) and (d >= 0).sum() <= 20
+    np.testing.assert_array_equal(index.search(q, 20, ExactParams(threads=1))[1], d)
+
+
+def test_docnum_and_explain_errors(tmp_path, rng):
+    index = build_index(random_batch(rng, 20, 5, 0.5), tmp_path / "idx")
+    assert index.docnum("d3") == 3
+    with pytest.raises(NotFoundError, match="nope"):
+        index.docnum("nope")
+    with pytest.raises(InvalidInputError):
+        index.explain(random_batch(rng, 1, 5, 1.0, prefix="q"), 20)
+    with pytest.raises(InvalidInputError, match="no encoder"):
+        index.load_encoder()

@@ -5,12 +5,12 @@ Implements the index and query algorithm of Seismic (Bruch, Nardini, Rulli, Vent
 SIGIR 2024) over the same document vectors (the index's quantized impacts) and the same doc
 numbering as exact search, with the knobs named as in the paper and in ``pyseismic-lsr``:
 
-Build time
-    ``n_postings`` (lambda)
+Build time (:class:`ApproxBuildParams`)
+    ``pruning``: :class:`GlobalPruning` or :class:`FixedPruning`, ``n_postings`` (lambda)
         static pruning: a posting list keeps only its highest-weighted postings. With
-        ``pruning="global"`` (Seismic's default) one collection-wide threshold keeps about
+        ``GlobalPruning`` (Seismic's default) one collection-wide threshold keeps about
         ``n_postings`` postings per list on average, no list longer than
-        ``max_fraction * n_postings``; with ``pruning="fixed"`` every list keeps its top
+        ``max_fraction * n_postings``; with ``FixedPruning`` every list keeps its top
         ``n_postings`` (the paper's lambda).
     ``centroid_fraction`` (beta)
         every pruned list is partitioned into ``ceil(beta * len)`` blocks by a shallow,
@@ -20,7 +20,7 @@ Build time
         Lloyd steps of spherical k-means after that pass (each centroid: the normalised sum of
         its members' sketches, cut to ``doc_cut`` components; every document reassigned).
         0 is Seismic's clustering; 1 (the default) makes tighter blocks, so fewer documents
-        are scored for the same recall (13% fewer at recall 0.95 on SciFact SPLADE-tiny).
+        are scored for the same recall.
     ``summary_energy`` (alpha)
         each block gets a *summary*: the component-wise maximum of its documents, pruned to
         the largest components that hold an ``alpha`` fraction of its L1 mass, 8-bit
@@ -28,7 +28,7 @@ Build time
     ``min_cluster_size``
         smaller clusters are dissolved into their members' second-best centroid.
 
-Query time
+Query time (:class:`~sparsearch.searching.ApproxParams`)
     ``query_cut``
         only the posting lists of the ``query_cut`` largest query weights are visited.
     ``heap_factor``
@@ -47,10 +47,13 @@ directory of ``uint16`` component ids or a vocabulary bitmap, one float scale pe
 copy of the postings in document order: the approximate index is self-contained and
 needs nothing of the exact segments at query time.
 
-Persistence: next to the index, in ``INDEX/approx-<id>/`` (written aside as
-``.approx-tmp-<id>``, every file fsynced, then renamed) and named by ``INDEX/approximate.json``
-(replaced atomically). The pointer records the index commit it was built from; opening an
-approximate index after the exact index changed raises :class:`IndexFormatError`.
+Persistence: building is an explicit step (:meth:`ApproximateIndex.build`, ``sparsearch
+build-approx``); search never writes. The arrays go next to the index, in ``INDEX/approx-<id>/``
+(published atomically by the storage layer), named by ``INDEX/approximate.json`` (replaced
+atomically). The pointer records the index commit it was built from; opening an approximate
+index after the exact index changed raises :class:`CorruptIndexError` (any commit also removes
+it). Query settings chosen by :func:`tune` can be saved in ``INDEX/settings.json``
+(:func:`save_settings`); a search without parameters uses them.
 
 With ``n_postings >= the longest list``, ``summary_energy=1``, ``query_cut >= query length``
 and ``heap_factor=1`` the summary scores are upper bounds of every document score in their
@@ -59,30 +62,36 @@ block and the search returns the exact top-k (up to ties at the k-th score).
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 import numba as nb
 import numpy as np
 
+from ..errors import CorruptIndexError, InvalidInputError, NotFoundError
+from ..evaluation import recall_at_k, time_queries, to_run
+from ..searching import ApproxParams, ExactParams, check_k, params_from_dict, params_to_dict, require
 from ..vectors import SparseBatch
 from . import kernels
 from . import kernels_approx as ka
-from .builder import write_json_atomic
-from .segment import IndexFormatError, _crc32, fsync_dir, load_npy, write_segment_arrays
+from .searcher import Index
+from .storage import Directory, read_arrays, read_json, read_versioned_json, write_arrays
 
-__all__ = ["ApproximateIndex", "ApproxParams", "recall_at_k", "tune", "search_approximate", "POINTER"]
+__all__ = ["ApproximateIndex", "ApproxBuildParams", "GlobalPruning", "FixedPruning", "tune", "save_settings",
+           "load_settings", "POINTER", "SETTINGS"]
 
 APPROX_FORMAT = "sparsearch-approximate"
 APPROX_VERSION = 3  # 2: forward locators next to the blocked postings; 3: summary groups
 POINTER = "approximate.json"
+HEADER = "segment.json"  # inside approx-<id>/: the arrays' dtypes, shapes, sizes, checksums and the build meta
+SETTINGS = "settings.json"
+SETTINGS_FORMAT = "sparsearch-settings"
+SETTINGS_VERSION = 1
 SUMMARY_ARRAYS = ("term_group_ptr", "group_block_ptr", "group_comp_ptr", "group_term_ptr", "group_word_ptr",
                   "comp_terms", "dir_words", "dir_rank", "comp_start", "group_ent_ptr", "ent_block", "ent_val",
                   "sum_scale")
@@ -90,34 +99,106 @@ ARRAYS = ("fwd_ptr", "fwd_terms", "fwd_vals", "doc_scale", "term_block_ptr", "bl
           "block_fwd", *SUMMARY_ARRAYS)
 
 
+# ------------------------------------------------------------------ build parameters
 @dataclass(frozen=True)
-class ApproxParams:
-    """Build parameters, named as in Seismic (see the module docstring)."""
+class GlobalPruning:
+    """Seismic's default static pruning: one collection-wide weight threshold keeping about
+    ``n_postings`` postings per list on average, no list longer than ``max_fraction * n_postings``."""
 
+    kind = "global"
     n_postings: int = 3500
+    max_fraction: float = 1.5
+
+    def check(self) -> "GlobalPruning":
+        _check_n_postings(self.n_postings)
+        if not self.max_fraction > 0:
+            raise InvalidInputError(f"max_fraction must be > 0, got {self.max_fraction}")
+        return self
+
+
+@dataclass(frozen=True)
+class FixedPruning:
+    """Every posting list keeps its ``n_postings`` highest-weighted postings (the paper's lambda)."""
+
+    kind = "fixed"
+    n_postings: int = 3500
+
+    def check(self) -> "FixedPruning":
+        _check_n_postings(self.n_postings)
+        return self
+
+
+Pruning = Union[GlobalPruning, FixedPruning]
+PRUNINGS: dict[str, type] = {"global": GlobalPruning, "fixed": FixedPruning}
+
+
+def _check_n_postings(n: int) -> None:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise InvalidInputError(f"n_postings must be an integer >= 1, got {n!r}")
+
+
+@dataclass(frozen=True)
+class ApproxBuildParams:
+    """Build parameters of the approximate index, named as in Seismic (see the module docstring).
+
+    Attributes:
+        pruning: :class:`GlobalPruning` (default) or :class:`FixedPruning`, with ``n_postings``.
+        centroid_fraction: in (0, 1]; blocks per list = ``ceil(centroid_fraction * list length)``.
+        summary_energy: in (0, 1]; fraction of a block's L1 mass its summary keeps.
+        min_cluster_size: >= 1; smaller clusters are dissolved.
+        doc_cut: >= 1; components of a document's sketch used to cluster.
+        seed: of the random centroids.
+        kmeans_iterations: >= 0 Lloyd steps after the random-centroid pass (0: Seismic's one pass).
+    """
+
+    pruning: Pruning = field(default_factory=GlobalPruning)
     centroid_fraction: float = 0.1
     summary_energy: float = 0.4
     min_cluster_size: int = 2
-    max_fraction: float = 1.5
     doc_cut: int = 15
-    pruning: str = "global"
     seed: int = 0
     kmeans_iterations: int = 1
 
-    def check(self) -> "ApproxParams":
-        if self.n_postings < 1:
-            raise ValueError(f"n_postings must be >= 1, got {self.n_postings}")
+    def check(self) -> "ApproxBuildParams":
+        if not isinstance(self.pruning, (GlobalPruning, FixedPruning)):
+            raise InvalidInputError(f"pruning must be GlobalPruning(...) or FixedPruning(...), got {self.pruning!r}")
+        self.pruning.check()
         if not 0 < self.centroid_fraction <= 1:
-            raise ValueError(f"centroid_fraction must be in (0, 1], got {self.centroid_fraction}")
+            raise InvalidInputError(f"centroid_fraction must be in (0, 1], got {self.centroid_fraction}")
         if not 0 < self.summary_energy <= 1:
-            raise ValueError(f"summary_energy must be in (0, 1], got {self.summary_energy}")
-        if self.pruning not in ("global", "fixed"):
-            raise ValueError(f"pruning must be 'global' or 'fixed', got {self.pruning!r}")
-        if self.doc_cut < 1 or self.min_cluster_size < 1 or self.max_fraction <= 0:
-            raise ValueError("doc_cut and min_cluster_size must be >= 1 and max_fraction > 0")
+            raise InvalidInputError(f"summary_energy must be in (0, 1], got {self.summary_energy}")
+        if self.doc_cut < 1 or self.min_cluster_size < 1:
+            raise InvalidInputError("doc_cut and min_cluster_size must be >= 1")
         if self.kmeans_iterations < 0:
-            raise ValueError(f"kmeans_iterations must be >= 0, got {self.kmeans_iterations}")
+            raise InvalidInputError(f"kmeans_iterations must be >= 0, got {self.kmeans_iterations}")
         return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form: ``{"pruning": {"kind": ..., ...}, "centroid_fraction": ..., ...}``."""
+        return {**asdict(self), "pruning": {"kind": self.pruning.kind, **asdict(self.pruning)}}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ApproxBuildParams":
+        """Inverse of :meth:`to_dict`; also reads the parameters of indexes saved by earlier
+        versions (``pruning`` a string next to ``n_postings`` / ``max_fraction``; no
+        ``kmeans_iterations``: those were clustered in Seismic's one pass, 0)."""
+        d = dict(d)
+        pruning = d.pop("pruning", None)
+        n_postings, max_fraction = d.pop("n_postings", None), d.pop("max_fraction", None)
+        if isinstance(pruning, str) or pruning is None:  # the earlier flat format
+            pruning = {"kind": pruning or "global", "n_postings": n_postings, "max_fraction": max_fraction}
+            pruning = {k: v for k, v in pruning.items() if v is not None}
+            d.setdefault("kmeans_iterations", 0)
+        if not isinstance(pruning, dict) or pruning.get("kind") not in PRUNINGS:
+            raise InvalidInputError(f"unknown pruning {pruning!r}; use one of {', '.join(PRUNINGS)}")
+        pcls = PRUNINGS[pruning["kind"]]
+        names = {f.name for f in fields(pcls)}
+        pargs = {k: v for k, v in pruning.items() if k in names}
+        known = {f.name for f in fields(cls)} - {"pruning"}
+        extra = set(d) - known
+        if extra:
+            raise InvalidInputError(f"approximate build parameters have no {sorted(extra)[0]!r}")
+        return cls(pruning=pcls(**pargs), **d).check()
 
 
 def _n_chunks(threads: int | None) -> int:
@@ -209,9 +290,14 @@ def _component_major(term_block_ptr: np.ndarray, sum_ptr: np.ndarray, sum_terms:
 
 
 class ApproximateIndex:
-    """Seismic-style approximate searcher over the documents of an :class:`Index`."""
+    """Seismic-style approximate searcher over the documents of an :class:`Index`.
 
-    def __init__(self, index, params: ApproxParams, arrays: dict[str, np.ndarray], meta: dict[str, Any],
+    Implements the :class:`~sparsearch.searching.Searcher` protocol; doc numbers and ids are the
+    exact index's (``.index``, ``.doc_ids``). Build it with :meth:`build`, load a saved one with
+    :meth:`open`.
+    """
+
+    def __init__(self, index: Index, params: ApproxBuildParams, arrays: dict[str, np.ndarray], meta: dict[str, Any],
                  path: Path | None = None) -> None:
         self.index = index
         self.params = params
@@ -220,38 +306,43 @@ class ApproximateIndex:
         for name in ARRAYS:
             setattr(self, name, arrays[name])
         self._n_docs = len(self.fwd_ptr) - 1
+        #: the document scales as the kernels take them: one entry when every document shares
+        #: one quantization grid (one segment, or segments on one grid), else ``doc_scale``
+        #: itself (n_docs,): one scale per document
+        self.doc_scale_arg: np.ndarray = self._scale_arg(self.doc_scale)
         # the arrays every search passes to the kernels, in their argument order
         self._common = (self.term_block_ptr, self.block_doc_ptr, self.block_docs, self.block_fwd,
                         tuple(getattr(self, n) for n in SUMMARY_ARRAYS), self.fwd_terms, self.fwd_vals,
-                        self._scale_arg(self.doc_scale))
+                        self.doc_scale_arg)
         self._lock = threading.Lock()
         self._scratch: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._deleted = self._deleted_mask()
         self.last_scored = 0  #: documents scored by the last single-threaded search (all its queries)
+        #: query parameters a search without ``params`` uses: the saved settings, else defaults
+        self.default_params: ApproxParams = load_settings(index.path) or ApproxParams()
 
     # ----------------------------------------------------------------- build
     @classmethod
-    def build(cls, index, *, n_postings: int = 3500, centroid_fraction: float = 0.1, summary_energy: float = 0.4,
-              min_cluster_size: int = 2, max_fraction: float = 1.5, doc_cut: int = 15, pruning: str = "global",
-              seed: int = 0, kmeans_iterations: int = 1, save: bool = True,
+    def build(cls, index: Index, params: ApproxBuildParams | None = None, *, save: bool = True,
               threads: int | None = None) -> "ApproximateIndex":
-        """Build from ``index`` (an :class:`Index`); with ``save`` persist it next to the index."""
-        params = ApproxParams(n_postings, centroid_fraction, summary_energy, min_cluster_size, max_fraction,
-                              doc_cut, pruning, seed, kmeans_iterations).check()
+        """Build from ``index`` with ``params`` (default ``ApproxBuildParams()``); with ``save``
+        persist it next to the index (see :meth:`save`). ``threads``: build threads (default all)."""
+        params = (params if params is not None else ApproxBuildParams()).check()
         t0 = time.perf_counter()
         nch = _n_chunks(threads)
         V = index.n_terms
         fwd_ptr, fwd_terms, fwd_vals, doc_scale = _forward_from_index(index)
         post_ptr, post_docs, post_vals = kernels.invert(fwd_ptr, fwd_terms, fwd_vals, V)
-        if pruning == "global":
-            keep = ka.global_keep(post_ptr, post_vals, doc_scale, post_docs, n_postings, max_fraction)
+        pruning = params.pruning
+        if isinstance(pruning, GlobalPruning):
+            keep = ka.global_keep(post_ptr, post_vals, doc_scale, post_docs, pruning.n_postings, pruning.max_fraction)
         else:
-            keep = np.full(V, n_postings, np.int64)
+            keep = np.full(V, pruning.n_postings, np.int64)
         list_ptr, list_docs = ka.prune_lists(post_ptr, post_docs, post_vals, doc_scale, keep)
         del post_ptr, post_docs, post_vals
-        sk_ptr, sk_terms, sk_vals = ka.doc_sketches(fwd_ptr, fwd_terms, fwd_vals, doc_scale, doc_cut)
-        assign = ka.cluster_lists(list_ptr, list_docs, sk_ptr, sk_terms, sk_vals, V, centroid_fraction,
-                                  min_cluster_size, kmeans_iterations, doc_cut, seed, nch)
+        sk_ptr, sk_terms, sk_vals = ka.doc_sketches(fwd_ptr, fwd_terms, fwd_vals, doc_scale, params.doc_cut)
+        assign = ka.cluster_lists(list_ptr, list_docs, sk_ptr, sk_terms, sk_vals, V, params.centroid_fraction,
+                                  params.min_cluster_size, params.kmeans_iterations, params.doc_cut, params.seed, nch)
         del sk_ptr, sk_terms, sk_vals
         # blocks: postings of a list grouped by cluster, docs ascending inside a block
         term_of = np.repeat(np.arange(V, dtype=np.int64), np.diff(list_ptr))
@@ -268,7 +359,7 @@ class ApproximateIndex:
         term_block_ptr = np.searchsorted(starts, list_ptr, side="left").astype(np.int64)
         del term_of, assign, change, starts
         sizes, cutoff, n_at_cut = ka.summary_sizes(block_doc_ptr, block_docs, fwd_ptr, fwd_terms, fwd_vals,
-                                                   doc_scale, V, summary_energy, nch)
+                                                   doc_scale, V, params.summary_energy, nch)
         sum_ptr = np.zeros(len(sizes) + 1, np.int64)
         np.cumsum(sizes, out=sum_ptr[1:])
         sum_terms = np.empty(int(sum_ptr[-1]), fwd_terms.dtype)
@@ -279,13 +370,13 @@ class ApproximateIndex:
         summaries = _component_major(term_block_ptr, sum_ptr, sum_terms, sum_vals, V, nch)
         del sum_ptr, sum_terms, sum_vals
         if n and int(np.diff(fwd_ptr).max()) >= 1 << ka.LOC_BITS:
-            raise ValueError(f"a document has more than {(1 << ka.LOC_BITS) - 1} non-zero entries")
+            raise InvalidInputError(f"a document has more than {(1 << ka.LOC_BITS) - 1} non-zero entries")
         block_fwd = ka.forward_locators(block_docs, fwd_ptr)
         arrays = {"fwd_ptr": fwd_ptr, "fwd_terms": fwd_terms, "fwd_vals": fwd_vals, "doc_scale": doc_scale,
                   "term_block_ptr": term_block_ptr, "block_doc_ptr": block_doc_ptr, "block_docs": block_docs,
                   "block_fwd": block_fwd,
                   **summaries, "sum_scale": sum_scale}
-        meta = {"params": params.__dict__, "index": _index_identity(index), "n_docs": index.n_docs,
+        meta = {"params": params.to_dict(), "index": _index_identity(index), "n_docs": index.n_docs,
                 "n_terms": V, "n_blocks": len(sizes), "n_list_postings": n,
                 "build_seconds": time.perf_counter() - t0}
         out = cls(index, params, arrays, meta)
@@ -295,69 +386,54 @@ class ApproximateIndex:
 
     # ------------------------------------------------------------ persistence
     def save(self) -> Path:
-        """Write aside, fsync, rename into ``INDEX/approx-<id>``, then swap the pointer."""
-        root = Path(self.index.path)
+        """Publish the arrays as ``INDEX/approx-<id>`` (atomically), point ``approximate.json``
+        at them (replaced atomically), then remove older approximate directories (readers that
+        hold their arrays keep their mappings). Runs under the index's writer lock."""
+        d = Directory(self.index.path)
         name = f"approx-{uuid.uuid4().hex[:12]}"
-        tmp = root / f".approx-tmp-{uuid.uuid4().hex[:12]}"
-        meta = {"kind": APPROX_FORMAT, "approx_version": APPROX_VERSION, **self.meta}
-        write_segment_arrays(tmp, {n: getattr(self, n) for n in ARRAYS}, meta)
-        os.replace(tmp, root / name)
-        fsync_dir(root)
-        write_json_atomic(root / POINTER, {"format": APPROX_FORMAT, "version": APPROX_VERSION, "dir": name,
-                                           "index": self.meta["index"], "params": self.meta["params"]})
-        for old in root.glob("approx-*"):  # readers that hold old arrays keep their mappings
-            if old.name != name and old.is_dir():
-                shutil.rmtree(old, ignore_errors=True)
-        self.path = root / name
+        header = {"format": APPROX_FORMAT, "version": APPROX_VERSION, **self.meta}
+        arrays = {n: getattr(self, n) for n in ARRAYS}
+        with d.lock():
+            d.publish(name, lambda tmp: write_arrays(tmp, arrays, header, HEADER))
+            d.write_json(POINTER, {"format": APPROX_FORMAT, "version": APPROX_VERSION, "dir": name,
+                                   "index": self.meta["index"], "params": self.meta["params"]})
+            for old in d.entries():
+                if old.startswith("approx-") and old != name:
+                    d.remove(old)
+        self.path = d / name
         return self.path
 
     @classmethod
-    def exists(cls, index) -> bool:
-        return (Path(index.path) / POINTER).exists()
+    def exists(cls, index: Index) -> bool:
+        """Whether an approximate index is saved next to ``index`` (current or not)."""
+        return Directory(index.path).exists(POINTER)
 
     @classmethod
-    def open(cls, index, *, mmap: bool = True, verify: bool = True) -> "ApproximateIndex":
-        """Load the approximate index saved next to ``index`` (refuses a stale or corrupt one)."""
+    def open(cls, index: Index, *, mmap: bool = True, verify: bool = True) -> "ApproximateIndex":
+        """Load the approximate index saved next to ``index``; never builds one.
+
+        Raises :class:`NotFoundError` (naming the build command) when there is none, and
+        :class:`CorruptIndexError` when it is stale (built from another commit of the index),
+        corrupt, or of an unsupported version.
+        """
         root = Path(index.path)
-        try:
-            ptr = json.loads((root / POINTER).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as e:
-            raise IndexFormatError(f"{root}: no approximate index ({e}); build one with ApproximateIndex.build")
-        if ptr.get("format") != APPROX_FORMAT or ptr.get("version") != APPROX_VERSION:
-            raise IndexFormatError(f"{root / POINTER}: unsupported approximate index format/version")
+        if not (root / POINTER).exists():
+            raise NotFoundError(f"{root} has no approximate index; build it with `sparsearch build-approx {root}`")
+        ptr = read_versioned_json(root, POINTER, APPROX_FORMAT, APPROX_VERSION, "approximate index")
         if ptr.get("index") != _index_identity(index):
-            raise IndexFormatError(f"{root}: the approximate index was built from another commit of the index "
-                                   "(stale); rebuild it")
+            raise CorruptIndexError(f"{root}: the approximate index was built from another commit of the index "
+                                    f"(stale); rebuild it with `sparsearch build-approx {root}`")
         d = root / ptr["dir"]
-        try:
-            meta = json.loads((d / "segment.json").read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as e:
-            raise IndexFormatError(f"{d}: missing or corrupt metadata ({e})") from None
-        arrays = {}
-        for name in ARRAYS:
-            f, info = d / f"{name}.npy", meta["files"].get(name)
-            if info is None or not f.exists() or f.stat().st_size != info["bytes"]:
-                raise IndexFormatError(f"{f}: missing or truncated")
-            if verify and _crc32(f) != info["crc32"]:
-                raise IndexFormatError(f"{f}: checksum mismatch (the file is corrupt)")
-            arrays[name] = load_npy(f, mmap).view(np.ndarray)
+        meta = read_json(d / HEADER, "approximate index metadata")
+        arrays = read_arrays(d, meta, ARRAYS, mmap=mmap, verify=verify)
+        # indexes saved by earlier versions stamped the header as a segment's ("kind", "approx_version")
         meta = {k: v for k, v in meta.items() if k not in ("files", "format", "version", "kind", "approx_version")}
-        # indexes saved before kmeans_iterations existed were clustered in Seismic's one pass
-        return cls(index, ApproxParams(**{"kmeans_iterations": 0, **meta["params"]}), arrays, meta, d)
-
-    @classmethod
-    def open_or_build(cls, index, **build_kw: Any) -> "ApproximateIndex":
-        """Open the saved approximate index if it is current and has these parameters; else build."""
-        if cls.exists(index):
-            try:
-                ax = cls.open(index)
-                want = ApproxParams(**{**ApproxParams().__dict__,
-                                       **{k: v for k, v in build_kw.items() if k in ApproxParams.__dataclass_fields__}})
-                if ax.params == want:
-                    return ax
-            except IndexFormatError:
-                pass
-        return cls.build(index, **build_kw)
+        try:
+            params = ApproxBuildParams.from_dict(meta["params"])
+        except (KeyError, TypeError, InvalidInputError) as e:
+            raise CorruptIndexError(f"{d / HEADER}: unreadable build parameters ({e})") from None
+        meta["params"] = params.to_dict()
+        return cls(index, params, arrays, meta, d)
 
     @staticmethod
     def _scale_arg(doc_scale: np.ndarray) -> np.ndarray:
@@ -371,6 +447,11 @@ class ApproximateIndex:
     @property
     def n_docs(self) -> int:
         return self._n_docs
+
+    @property
+    def doc_ids(self) -> list[str]:
+        """External id of every doc number (the exact index's)."""
+        return self.index.doc_ids
 
     def memory_bytes(self) -> int:
         """Bytes of all arrays (forward index + blocked lists + summaries)."""
@@ -389,7 +470,7 @@ class ApproximateIndex:
                 "summary_nnz_per_block": float(len(self.ent_val)) / max(nb_, 1),
                 "forward_bytes": int(fwd), "lists_bytes": int(inv), "summary_bytes": int(summ),
                 "memory_bytes": self.memory_bytes(), "bytes_per_doc": self.bytes_per_doc(),
-                "params": self.params.__dict__, "build_seconds": self.meta.get("build_seconds")}
+                "params": self.params.to_dict(), "build_seconds": self.meta.get("build_seconds")}
 
     def list_summaries(self, t: int) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
         """The summaries of the blocks of list ``t``, block-major (read back from the groups).
@@ -412,7 +493,7 @@ class ApproximateIndex:
             else:
                 ids = np.asarray(self.comp_terms[int(self.group_term_ptr[g]):int(self.group_term_ptr[g + 1])])
             if len(ids) != c1 - c0:
-                raise IndexFormatError(f"list {t}, summary group {g}: the directory names {len(ids)} components, "
+                raise CorruptIndexError(f"list {t}, summary group {g}: the directory names {len(ids)} components, "
                                        f"the offsets {c1 - c0} (corrupt index)")
             for c in range(c0, c1):
                 a = e0 + int(self.comp_start[c])
@@ -431,32 +512,40 @@ class ApproximateIndex:
         return np.concatenate([d if len(d) else np.zeros(s.n_docs, np.bool_)
                                for d, s in zip(dels, self.index.segments)])
 
-    def search(self, queries: SparseBatch, k: int = 10, *, query_cut: int = 10, heap_factor: float = 0.9,
-               threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Approximate top-``k`` by dot product; same output convention as ``Index.search``.
+    def search(self, queries: SparseBatch, k: int = 10, params: ApproxParams | ExactParams | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Approximate top-``k`` by dot product; same output convention as ``Index.search``
+        (width ``min(k, n_docs)``, ``-1`` padded, scores float32 exact dot products).
 
-        Args:
-            query_cut: visit the posting lists of the ``query_cut`` heaviest query terms.
-            heap_factor: > 0; skip a block whose summary score ``<q, summary>`` is below
-                ``heap_factor`` times the current k-th score (Seismic's rule: values below 1 scan
-                more blocks, compensating for pruned summaries; 1 trusts the summaries as bounds).
-            threads: worker threads for a batch (default all cores); one query, or
-                ``threads=1``, runs on the calling thread.
+        ``params``: :class:`~sparsearch.searching.ApproxParams` (``query_cut``, ``heap_factor``,
+        ``threads``: one query, or ``threads=1``, runs on the calling thread); ``None``: the
+        settings saved by :func:`save_settings` (``default_params``), else ``ApproxParams()``;
+        :class:`~sparsearch.searching.ExactParams`: exact search of the underlying index.
         """
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
-        if query_cut < 1 or not heap_factor > 0:
-            raise ValueError("query_cut must be >= 1 and heap_factor > 0")
-        q_indptr, terms, weights = self.index.prepare_queries(queries)
-        return self.search_prepared(q_indptr, terms, weights, k, query_cut=query_cut, heap_factor=heap_factor,
-                                    threads=threads)
+        if params is None:
+            params = self.default_params
+        elif not isinstance(params, ApproxParams):
+            if isinstance(params, ExactParams):
+                return self.index.search(queries, k, params)
+            require(params, [ApproxParams, ExactParams], "ApproximateIndex")
+        else:
+            params.check()
+        k = check_k(k, self._n_docs)
+        q_indptr, terms, weights = self.index.prepare_queries(queries, params.unknown)
+        return self.search_prepared(q_indptr, terms, weights, k, params)
 
-    def search_prepared(self, q_indptr: np.ndarray, terms: np.ndarray, weights: np.ndarray, k: int, *,
-                        query_cut: int, heap_factor: float, threads: int | None = None
-                        ) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`search` for queries already mapped to index term ids (``Index.prepare_queries``)."""
+    def search_run(self, queries: SparseBatch, k: int = 1000, params: ApproxParams | ExactParams | None = None
+                   ) -> dict[str, dict[str, float]]:
+        """Search and return a run ``{query_id: {doc_id: score}}`` (as ``Index.search_run``)."""
+        return to_run(*self.search(queries, k, params), self.doc_ids, queries.ids)
+
+    def search_prepared(self, q_indptr: np.ndarray, terms: np.ndarray, weights: np.ndarray, k: int,
+                        params: ApproxParams) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`search` for queries already mapped to index term ids (``Index.prepare_queries``);
+        ``k`` >= 1 (results are ``min(k, n_docs)`` wide), ``params`` already checked."""
         nq = len(q_indptr) - 1
         kk = min(k, max(self._n_docs, 1))
+        query_cut, heap_factor, threads = int(params.query_cut), float(params.heap_factor), params.threads
         out_s = np.zeros((nq, kk), np.float64)
         out_d = np.empty((nq, kk), np.int64)
         out_d.fill(-1)  # (np.full costs a few microseconds more: this path serves single queries)
@@ -467,79 +556,57 @@ class ApproximateIndex:
                     if self._scratch is None:
                         self._scratch = (np.zeros(len(self.term_block_ptr) - 1, np.float64),
                                          np.zeros(self.n_docs, np.bool_), np.empty(self.n_docs, np.int64))
-                    self.last_scored = ka.approx_serial(q_indptr, terms, weights, kk, int(query_cut),
-                                                        float(heap_factor), self._deleted, *self._scratch, *common)
+                    self.last_scored = ka.approx_serial(q_indptr, terms, weights, kk, query_cut, heap_factor,
+                                                        self._deleted, *self._scratch, *common)
                 finally:
                     self._lock.release()
             else:
                 scratch = (np.zeros(len(self.term_block_ptr) - 1, np.float64), np.zeros(self.n_docs, np.bool_),
                            np.empty(self.n_docs, np.int64))
-                ka.approx_serial(q_indptr, terms, weights, kk, int(query_cut), float(heap_factor), self._deleted,
+                ka.approx_serial(q_indptr, terms, weights, kk, query_cut, heap_factor, self._deleted,
                                  *scratch, *common)
         else:
             nch = min(_n_chunks(threads), nq)
-            ka.approx_batch(q_indptr, terms, weights, kk, int(query_cut), float(heap_factor), self._deleted,
+            ka.approx_batch(q_indptr, terms, weights, kk, query_cut, heap_factor, self._deleted,
                             self.n_docs, *common, nch)
-        if kk < k:
-            out_s = np.pad(out_s, ((0, 0), (0, k - kk)))
-            out_d = np.pad(out_d, ((0, 0), (0, k - kk)), constant_values=-1)
         return out_s.astype(np.float32), out_d
-
-    def timed_search(self, queries: SparseBatch, k: int = 10, **kw: Any) -> np.ndarray:
-        """Per-query latency in seconds, one query at a time on the calling thread."""
-        q_indptr, terms, weights = self.index.prepare_queries(queries)
-        lat = np.empty(len(q_indptr) - 1)
-        for i in range(len(lat)):
-            a, b = q_indptr[i], q_indptr[i + 1]
-            ip = np.array([0, b - a], np.int64)
-            t = time.perf_counter()
-            self.search_prepared(ip, terms[a:b], weights[a:b], k, **kw)
-            lat[i] = time.perf_counter() - t
-        return lat
 
     def __repr__(self) -> str:
         return (f"ApproximateIndex(docs={self.n_docs}, blocks={len(self.block_doc_ptr) - 1}, "
                 f"bytes/doc={self.bytes_per_doc():.1f}, params={self.params})")
 
 
-# ------------------------------------------------------------------ evaluation
-def recall_at_k(approx_docs: np.ndarray, exact_docs: np.ndarray, k: int = 10) -> float:
-    """Mean over queries of |approx top-k ∩ exact top-k| / |exact top-k| (queries with no exact hit skipped)."""
-    vals = []
-    for a, e in zip(approx_docs[:, :k], exact_docs[:, :k]):
-        e = e[e >= 0]
-        if len(e):
-            vals.append(len(np.intersect1d(a[a >= 0], e)) / len(e))
-    return float(np.mean(vals)) if vals else 1.0
-
-
-def tune(approx: ApproximateIndex, exact_index, queries: SparseBatch, target_recall: float = 0.95, *, k: int = 10,
+# ------------------------------------------------------------------ tuning and saved settings
+def tune(approx: ApproximateIndex, queries: SparseBatch, target_recall: float = 0.95, *, k: int = 10,
          query_cuts: tuple[int, ...] = (3, 5, 8, 10, 15, 20, 30),
          heap_factors: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
          sample: int = 200, seed: int = 0, repeats: int = 1) -> dict[str, Any]:
-    """Fastest ``(query_cut, heap_factor)`` reaching ``target_recall`` (recall@k vs exact) on a sample.
+    """Fastest ``(query_cut, heap_factor)`` reaching ``target_recall`` (recall@k against the exact
+    search of ``approx.index``) on a sample of ``sample`` queries.
 
-    Timing is single-threaded (the sample searched on the calling thread). Returns
-    ``{"query_cut", "heap_factor", "recall", "mean_ms", "met": bool, "grid": [...]}``; when no
-    setting meets the target, the most accurate one (``met=False``).
+    Timing is single-threaded: the sample searched as one batch on the calling thread, best of
+    ``repeats``. Returns ``{"query_cut", "heap_factor", "recall", "mean_ms", "met": bool,
+    "target_recall", "grid": [...]}``; when no setting meets the target, the most accurate one
+    (``met=False``). ``ApproxParams(query_cut=r["query_cut"], heap_factor=r["heap_factor"])``
+    is the setting to use (or to save with :func:`save_settings`).
     """
     n = len(queries)
     rng = np.random.default_rng(seed)
     idx = np.sort(rng.choice(n, size=min(sample, n), replace=False))
     qs = queries[idx]
-    _, exact = exact_index.search(qs, k)
+    _, exact = approx.index.search(qs, k)
+    k = exact.shape[1]  # at most the documents held
     q_indptr, terms, weights = approx.index.prepare_queries(qs)
-    approx.search_prepared(q_indptr[:2], terms, weights, k, query_cut=1, heap_factor=1.0, threads=1)  # warm up
+    approx.search_prepared(q_indptr[:2], terms, weights, k, ApproxParams(query_cut=1, heap_factor=1.0, threads=1))
     grid = []
     for qc in query_cuts:
         for hf in heap_factors:
-            best_t = np.inf
-            for _ in range(max(1, repeats)):
-                t = time.perf_counter()
-                _, d = approx.search_prepared(q_indptr, terms, weights, k, query_cut=qc, heap_factor=hf, threads=1)
-                best_t = min(best_t, time.perf_counter() - t)
-            grid.append({"query_cut": qc, "heap_factor": hf, "recall": recall_at_k(d, exact, k),
-                         "mean_ms": 1e3 * best_t / max(len(idx), 1)})
+            params = ApproxParams(query_cut=qc, heap_factor=hf, threads=1).check()
+            found: list[np.ndarray] = []
+            lat = time_queries(lambda _, p=params: found.append(approx.search_prepared(q_indptr, terms, weights, k, p)[1]),
+                               max(1, repeats), warmup=0)
+            grid.append({"query_cut": qc, "heap_factor": hf, "recall": recall_at_k(found[-1], exact, k),
+                         "mean_ms": 1e3 * float(lat.min()) / max(len(idx), 1)})
     ok = [g for g in grid if g["recall"] >= target_recall]
     if ok:
         best = min(ok, key=lambda g: (g["mean_ms"], -g["recall"]))
@@ -548,16 +615,32 @@ def tune(approx: ApproximateIndex, exact_index, queries: SparseBatch, target_rec
     return {**best, "met": False, "target_recall": target_recall, "grid": grid}
 
 
-def search_approximate(index_path: str | os.PathLike, queries: SparseBatch, k: int = 10, *, query_cut: int = 10,
-                       heap_factor: float = 0.9, threads: int | None = None, build_if_missing: bool = True,
-                       **build_kw: Any) -> tuple[np.ndarray, np.ndarray]:
-    """One call for the CLI: open the index and its approximate index (built if missing), search."""
-    from .searcher import Index
+def save_settings(index_path: str | os.PathLike, params: ApproxParams, tuned: dict[str, Any] | None = None) -> Path:
+    """Save the approximate search settings next to the index, in ``INDEX/settings.json``:
+    ``{"format": "sparsearch-settings", "version": 1, "approximate": {"kind": "approximate", ...},
+    "tuned": tuned}`` (``tuned``: e.g. what :func:`tune` returned). Written atomically under the
+    writer lock; commits keep it. :meth:`ApproximateIndex.search` without parameters uses it."""
+    if not isinstance(params, ApproxParams):
+        raise InvalidInputError(f"settings hold approximate search parameters, got {type(params).__name__}")
+    d = Directory(index_path)
+    if not d.path.is_dir():
+        raise NotFoundError(f"{d.path}: no such index directory")
+    doc = {"format": SETTINGS_FORMAT, "version": SETTINGS_VERSION, "approximate": params_to_dict(params.check()),
+           "tuned": tuned or {}}
+    with d.lock():
+        return d.write_json(SETTINGS, doc)
 
-    index = Index.open(index_path)
-    if build_if_missing:
-        ax = ApproximateIndex.open_or_build(index, **build_kw) if build_kw else (
-            ApproximateIndex.open(index) if ApproximateIndex.exists(index) else ApproximateIndex.build(index))
-    else:
-        ax = ApproximateIndex.open(index)
-    return ax.search(queries, k, query_cut=query_cut, heap_factor=heap_factor, threads=threads)
+
+def load_settings(index_path: str | os.PathLike) -> ApproxParams | None:
+    """The approximate search settings saved by :func:`save_settings`, or ``None`` when there are none."""
+    d = Directory(index_path)
+    if not d.exists(SETTINGS):
+        return None
+    doc = read_versioned_json(d.path, SETTINGS, SETTINGS_FORMAT, SETTINGS_VERSION, "settings file")
+    try:
+        params = params_from_dict(doc["approximate"])
+    except (KeyError, TypeError, InvalidInputError) as e:
+        raise CorruptIndexError(f"{d / SETTINGS}: unreadable approximate settings ({e})") from None
+    if not isinstance(params, ApproxParams):
+        raise CorruptIndexError(f"{d / SETTINGS}: the approximate settings are of kind {params.kind!r}")
+    return params

@@ -1,16 +1,16 @@
 """The :class:`Index`: open an index directory and search it (exact top-k), explain hits.
 
-Follows FAISS's shape: ``index.search(queries, k) -> (scores, docnums)`` with arrays of
-shape (n_queries, k); ``docnums`` are positions in ``index.doc_ids`` (``-1`` pads rows with
-fewer than ``k`` matching documents). Only documents that share at least one term with the
-query are returned (score > 0).
+Implements the :class:`~sparsearch.searching.Searcher` protocol (FAISS's shape):
+``index.search(queries, k, params) -> (scores, docnums)`` with arrays of shape
+(n_queries, min(k, n_docs)); ``docnums`` are positions in ``index.doc_ids`` (``-1`` pads rows
+with fewer matching documents). Only documents that share at least one term with the query
+are returned (score > 0). Approximate search is :class:`~sparsearch.index.approximate.ApproximateIndex`.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import time
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,14 +18,19 @@ from typing import Any
 
 import numpy as np
 
+from ..encoders import load_encoder as _load_encoder
+from ..errors import CorruptIndexError, InvalidInputError, NotFoundError, UnsupportedError
+from ..evaluation import to_run
+from ..searching import ApproxParams, ExactParams, check_k, require
 from ..vectors import SparseBatch, Vocabulary
 from . import kernels
-from .builder import read_manifest
-from .segment import IndexFormatError, Segment, load_npy
+from .manifest import load_commit
+from .segment import Segment
+from .storage import load_npy, read_json
 
-__all__ = ["Index", "Contribution"]
+__all__ = ["Index", "Contribution", "open_index"]
 
-SEARCH_MODES = ("exact", "exhaustive")
+_EXACT = ExactParams()
 
 
 @dataclass(frozen=True)
@@ -61,41 +66,50 @@ class Index:
 
     # ------------------------------------------------------------------ open
     @classmethod
-    def open(cls, path: str | Path, *, mmap: bool = True, verify: bool = True,
+    def open(cls, path: str | os.PathLike, *, mmap: bool = True, verify: bool = True,
              segments: Sequence[int] | None = None) -> "Index":
-        """Load an index directory; refuses (``IndexFormatError``) wrong, old or corrupt data.
+        """Load an index directory; refuses wrong, old or corrupt data (:class:`CorruptIndexError`;
+        :class:`NotFoundError` when there is no such directory).
+
+        Safe while a writer commits: when a commit removes files of the state being opened, the
+        newer state is opened instead (``manifest.load_commit``, one bounded retry loop).
 
         ``segments``: open only these segments (positions in the manifest, ascending); doc
         numbers then run over them alone. A shard searcher of a sharded index opens its
         group of segments this way and never touches the others' files.
         """
         path = Path(path)
-        manifest = read_manifest(path)
+        return load_commit(path, lambda manifest: cls._load(path, manifest, mmap, verify, segments))
+
+    @classmethod
+    def _load(cls, path: Path, manifest: dict[str, Any], mmap: bool, verify: bool,
+              segments: Sequence[int] | None) -> "Index":
+        """The index state ``manifest`` names."""
         entries = list(manifest["segments"])
         if segments is not None:
             if list(segments) != sorted(set(segments)) or any(not 0 <= i < len(entries) for i in segments):
-                raise ValueError(f"segments must be ascending distinct positions in [0, {len(entries)}), "
-                                 f"got {list(segments)}")
+                raise InvalidInputError(f"segments must be ascending distinct positions in [0, {len(entries)}), "
+                                        f"got {list(segments)}")
             entries = [entries[i] for i in segments]
-        try:
-            terms = json.loads((path / manifest["vocab"]).read_text(encoding="utf-8"))
-        except (OSError, KeyError, json.JSONDecodeError) as e:
-            raise IndexFormatError(f"{path}: vocabulary file missing or corrupt ({e})") from None
-        if len(terms) != manifest.get("n_terms", len(terms)):
-            raise IndexFormatError(f"{path}: vocabulary has {len(terms)} terms, manifest says {manifest['n_terms']}")
+        if "vocab" not in manifest:
+            raise CorruptIndexError(f"{path}: the manifest names no vocabulary")
+        terms = read_json(path / manifest["vocab"], "vocabulary")
+        if not isinstance(terms, list) or len(terms) != manifest.get("n_terms", len(terms)):
+            raise CorruptIndexError(f"{path}: vocabulary does not match the manifest "
+                                    f"({manifest.get('n_terms')} terms)")
         opened, deleted = [], []
         for s in entries:
             seg = Segment.open(path / s["name"], mmap=mmap, verify=verify)
             if seg.n_terms > len(terms):
-                raise IndexFormatError(f"{seg.path}: segment knows {seg.n_terms} terms, vocabulary only {len(terms)}")
+                raise CorruptIndexError(f"{seg.path}: segment knows {seg.n_terms} terms, vocabulary only {len(terms)}")
             opened.append(seg)
             if s.get("deletes"):
                 try:
                     mask = load_npy(path / s["deletes"])
                 except (OSError, ValueError) as e:
-                    raise IndexFormatError(f"{path / s['deletes']}: unreadable deletion bitmap ({e})") from None
+                    raise CorruptIndexError(f"{path / s['deletes']}: unreadable deletion bitmap ({e})") from None
                 if mask.shape != (seg.n_docs,):
-                    raise IndexFormatError(f"{path / s['deletes']}: deletion bitmap does not fit its segment")
+                    raise CorruptIndexError(f"{path / s['deletes']}: deletion bitmap does not fit its segment")
                 deleted.append(mask.astype(np.bool_))
             else:
                 deleted.append(np.zeros(0, np.bool_))
@@ -123,7 +137,7 @@ class Index:
         return self._doc_ids
 
     def docnum(self, doc_id: str) -> int:
-        """Doc number of a live document id; ``KeyError`` if unknown or deleted."""
+        """Doc number of a live document id; :class:`NotFoundError` if unknown or deleted."""
         if self._doc_index is None:
             index: dict[str, int] = {}
             for seg, base, dele in zip(self.segments, self.bases, self.deleted):
@@ -134,21 +148,23 @@ class Index:
         try:
             return self._doc_index[doc_id]
         except KeyError:
-            raise KeyError(f"unknown document id {doc_id!r}") from None
+            raise NotFoundError(f"unknown document id {doc_id!r}") from None
 
     @property
     def encoder_config(self) -> dict[str, Any] | None:
         return self.manifest.get("encoder")
 
     def load_encoder(self):
-        """The encoder the documents were indexed with (to encode queries the same way)."""
-        if self._encoder is None:
-            from ..encoders import load_encoder
+        """The encoder the documents were indexed with (to encode queries the same way).
 
+        :class:`InvalidInputError` when the index was built from vectors without an encoder;
+        the encoder registry raises :class:`UnsupportedError` for an encoder this install lacks.
+        """
+        if self._encoder is None:
             if not self.encoder_config:
-                raise ValueError(f"{self.path}: index has no encoder; pass query vectors instead of text")
+                raise InvalidInputError(f"{self.path}: index has no encoder; pass query vectors instead of text")
             state = self.manifest.get("encoder_state")
-            self._encoder = load_encoder(self.encoder_config, self.path / state if state else None)
+            self._encoder = _load_encoder(self.encoder_config, self.path / state if state else None)
         return self._encoder
 
     def stats(self) -> dict[str, Any]:
@@ -167,23 +183,23 @@ class Index:
 
         Terms are matched by string; a term the index has never seen gets id ``-1`` (no
         document can match it; kernels skip it), or, with ``unknown="error"``, raises
-        ``KeyError`` naming it (use this for vectors from a fixed model vocabulary, where an
+        :class:`InvalidInputError` naming it (use this for vectors from a fixed model vocabulary, where an
         unknown token means a mismatched vocabulary). Weights are raw float64; search snaps
         them (``kernels.snap_rows``) so that scoring is exact.
         """
         if unknown not in ("drop", "error"):
-            raise ValueError(f"unknown must be 'drop' or 'error', got {unknown!r}")
+            raise InvalidInputError(f"unknown must be 'drop' or 'error', got {unknown!r}")
         idx = queries.indices.astype(np.int64)
         if not (queries.vocab is self.vocab or queries.vocab.terms is self.vocab.terms):
             idx = self._term_lut(queries.vocab, idx)[idx]
             if unknown == "error" and (idx < 0).any():
                 bad = queries.vocab.terms[int(queries.indices[np.argmax(idx < 0)])]
-                raise KeyError(f"unknown token {bad!r}: not in the index vocabulary ({self.n_terms} terms); "
+                raise InvalidInputError(f"unknown token {bad!r}: not in the index vocabulary ({self.n_terms} terms); "
                                f"were the queries encoded with the index's encoder?")
         weights = queries.values.astype(np.float64)
         # the sum of finite float32 values cannot overflow float64: a non-finite sum means a NaN/inf weight
         if not math.isfinite(float(weights.sum())):
-            raise ValueError("query weights must be finite (a query vector holds NaN or inf)")
+            raise InvalidInputError("query weights must be finite (a query vector holds NaN or inf)")
         return queries.indptr, idx, weights
 
     def _term_lut(self, vocab: Vocabulary, idx: np.ndarray) -> np.ndarray:
@@ -210,36 +226,44 @@ class Index:
                 lut[t] = get(terms[t])
         return lut
 
-    def search(self, queries: SparseBatch, k: int = 10, *, mode: str = "exact",
-               threads: int | None = None, unknown: str = "drop",
+    def search(self, queries: SparseBatch, k: int = 10, params: ExactParams | None = None, *,
                dtype: type = np.float32) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` documents per query by dot product.
+        """Top-``k`` documents per query by dot product (exact, rank-safe).
 
         Args:
             queries: (nq, V') query vectors; matched to the index vocabulary by term string.
-            k: results per query (>= 1).
-            mode: ``"exact"`` (block-max MaxScore, rank-safe; segments of at most two
-                windows are scored term-at-a-time, which is exact too) or ``"exhaustive"``
-                (score every posting; same results, the reference).
-            threads: worker threads for the batch (default: all cores).
-            unknown: ``"drop"`` query terms the index lacks, or ``"error"`` on the first one.
+            k: results per query (an integer >= 1; the result width is ``min(k, n_docs)``).
+            params: :class:`~sparsearch.searching.ExactParams` (default ``ExactParams()``):
+                block-max MaxScore (segments of at most two windows are scored term-at-a-time,
+                which is exact too) or ``exhaustive`` (score every posting; same results, the
+                reference); worker ``threads`` for a batch; what to do with ``unknown`` terms.
+                Approximate parameters are refused (:class:`UnsupportedError`): search the
+                :class:`~sparsearch.index.approximate.ApproximateIndex` instead.
             dtype: of the returned scores. ``np.float64`` gives the exact scores the ranking
                 compares (float32 may round two of them to one value): merge results of
                 several indexes or shards exactly with them.
 
         Returns:
-            ``scores`` (nq, k) descending (ties: ascending doc number) and
-            ``docnums`` int64 (nq, k), ``-1`` where fewer than ``k`` documents match.
+            ``scores`` (nq, w) descending (ties: ascending doc number) and ``docnums`` int64
+            (nq, w), ``w = min(k, n_docs)``, ``-1`` where fewer than ``w`` documents match.
         """
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
-        if mode not in SEARCH_MODES:
-            raise ValueError(f"unknown search mode {mode!r}; use one of {SEARCH_MODES}")
-        q_indptr, terms, weights = self.prepare_queries(queries, unknown)
+        if params is None:
+            params = _EXACT
+        elif isinstance(params, ExactParams):
+            params.check()
+        elif isinstance(params, ApproxParams):
+            raise UnsupportedError("Index supports exact search only; for approximate search open the "
+                                   f"ApproximateIndex of {self.path} (ApproximateIndex.open(index))")
+        else:
+            require(params, [ExactParams], "Index")
+        k = check_k(k, self.n_docs)
+        threads = params.threads
+        q_indptr, terms, weights = self.prepare_queries(queries, params.unknown)
         nq = len(q_indptr) - 1
         serial = nq == 1 or threads == 1
         if not serial:
             kernels.set_threads(threads)
+        maxscore = not params.exhaustive
         per_seg_s, per_seg_d = [], []
         for seg, base, dele in zip(self.segments, self.bases, self.deleted):
             kk = min(k, max(seg.n_docs, 1))
@@ -247,7 +271,7 @@ class Index:
             out_d = np.empty((nq, kk), np.int64)
             # A segment spanning at most two windows has nothing for MaxScore to skip: score it
             # term-at-a-time (same exact arithmetic and tie-breaking, less bookkeeping).
-            if mode == "exact" and seg.n_docs > self.maxscore_min_docs:
+            if maxscore and seg.n_docs > self.maxscore_min_docs:
                 run = kernels.maxscore_serial if serial else kernels.maxscore_batch
                 run(q_indptr, terms, weights, kk, dele, seg.term_block_ptr, seg.term_post_ptr,
                     seg.term_max, seg.block_last, seg.block_max, seg.block_bits,
@@ -266,33 +290,11 @@ class Index:
             per_seg_d.append(out_d)
         return _merge_topk(per_seg_s, per_seg_d, k, dtype)
 
-    def search_run(self, queries: SparseBatch, k: int = 1000, **kwargs: Any) -> dict[str, dict[str, float]]:
-        """Search and return a run ``{query_id: {doc_id: score}}`` (query ids from ``queries.ids``)."""
-        scores, docs = self.search(queries, k, **kwargs)
-        qids = queries.ids if queries.ids is not None else [str(i) for i in range(len(queries))]
-        ids = self.doc_ids
-        run: dict[str, dict[str, float]] = {}
-        for qi, qid in enumerate(qids):
-            row = docs[qi]
-            valid = row >= 0
-            run[qid] = {ids[d]: float(s) for d, s in zip(row[valid].tolist(), scores[qi][valid].tolist())}
-        return run
-
-    def timed_search(self, queries: SparseBatch, k: int = 10, **kwargs: Any) -> np.ndarray:
-        """Per-query latency in seconds, one query at a time (single-query serving latency)."""
-        lat = np.empty(len(queries))
-        for i in range(len(queries)):
-            t = time.perf_counter()
-            self.search(queries[i:i + 1], k, **kwargs)
-            lat[i] = time.perf_counter() - t
-        return lat
-
-    def approximate(self, **build_kw: Any):
-        """The Seismic-style :class:`~sparsearch.index.approximate.ApproximateIndex` of this
-        index: opened if saved and current with these build parameters, else built and saved."""
-        from .approximate import ApproximateIndex
-
-        return ApproximateIndex.open_or_build(self, **build_kw)
+    def search_run(self, queries: SparseBatch, k: int = 1000, params: ExactParams | None = None
+                   ) -> dict[str, dict[str, float]]:
+        """Search and return a run ``{query_id: {doc_id: score}}`` (query ids from ``queries.ids``,
+        else ``"0", "1", ...``)."""
+        return to_run(*self.search(queries, k, params), self.doc_ids, queries.ids)
 
     def explain(self, query: SparseBatch, docnum: int) -> list[Contribution]:
         """Per-term contributions to the score of document ``docnum`` for a one-row ``query``.
@@ -301,9 +303,9 @@ class Index:
         contributions add up to the search score.
         """
         if len(query) != 1:
-            raise ValueError(f"explain takes one query vector, got {len(query)}")
+            raise InvalidInputError(f"explain takes one query vector, got {len(query)}")
         if not 0 <= docnum < self.n_docs:
-            raise IndexError(f"doc number {docnum} out of range [0, {self.n_docs})")
+            raise InvalidInputError(f"doc number {docnum} out of range [0, {self.n_docs})")
         _, terms, weights = self.prepare_queries(query)
         weights = kernels.snap_query_weights(weights)
         s = int(np.searchsorted(self.bases, docnum, side="right") - 1)
@@ -338,3 +340,8 @@ def _merge_topk(scores: Sequence[np.ndarray], docs: Sequence[np.ndarray], k: int
         out_d[i, :len(order)] = d[i][order]
     return out_s, out_d
 
+
+def open_index(path: str | os.PathLike, **kw: Any) -> Index:
+    """``Index.open(path, **kw)``: kept as a name for callers (``Index.open`` itself follows
+    concurrent commits, see :func:`~sparsearch.index.manifest.load_commit`)."""
+    return Index.open(path, **kw)

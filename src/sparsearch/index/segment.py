@@ -24,10 +24,6 @@ The score of a posting is ``query_weight * impact * scale``.
 
 from __future__ import annotations
 
-import json
-import os
-import threading
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,88 +31,27 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from ..errors import CorruptIndexError
 from . import kernels
+from .storage import Directory, read_arrays, read_json, read_versioned_json, write_arrays
 
 SEGMENT_FORMAT = "sparsearch-segment"
 SEGMENT_VERSION = 1
 ARRAYS = ("term_post_ptr", "term_block_ptr", "term_max", "block_last", "block_max", "block_bits",
           "block_word_ptr", "words", "impacts")
 
-__all__ = ["Segment", "IndexFormatError", "SEGMENT_VERSION", "write_segment_arrays", "fsync_dir",
-           "read_versioned_json", "load_npy"]
+__all__ = ["Segment", "IndexFormatError", "SEGMENT_FORMAT", "SEGMENT_VERSION", "ARRAYS", "write_segment"]
+
+#: The name this error had before the error tree (``sparsearch.errors``) existed; kept for callers.
+IndexFormatError = CorruptIndexError
 
 
-class IndexFormatError(RuntimeError):
-    """An index or segment on disk is missing, corrupt, or of an unsupported version."""
-
-
-def _crc32(path: Path) -> int:
-    crc = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            crc = zlib.crc32(chunk, crc)
-    return crc
-
-
-_NPY_LOCK = threading.Lock()
-
-
-def load_npy(path: Path, mmap: bool = False) -> np.ndarray:
-    """``np.load`` of one ``.npy`` file, serialised across threads.
-
-    numpy parses the header with ``ast.literal_eval``, and concurrent calls from several
-    threads trip a CPython 3.11 bug ("AST constructor recursion depth mismatch"); with
-    mmap the call only reads the header, so the lock costs nothing.
-    """
-    with _NPY_LOCK:
-        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-
-
-def read_versioned_json(directory: Path, name: str, fmt: str, version: int, what: str) -> dict[str, Any]:
-    """Load ``directory/name`` and check its ``format`` tag and ``version`` (clear errors otherwise)."""
-    path = Path(directory) / name
-    if not path.exists():
-        raise IndexFormatError(f"{directory}: {name} is missing (not a sparsearch {what}, or a torn write)")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise IndexFormatError(f"{path}: corrupt {what} metadata ({e.msg})") from None
-    if not isinstance(doc, dict) or doc.get("format") != fmt:
-        found = doc.get("format") if isinstance(doc, dict) else None
-        raise IndexFormatError(f"{directory}: not a sparsearch {what} (format {found!r})")
-    if doc.get("version") != version:
-        raise IndexFormatError(f"{directory}: {what} format version {doc.get('version')} is not supported "
-                               f"(this sparsearch reads version {version}); rebuild the index")
-    return doc
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename or file creation inside ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_segment_arrays(directory: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-    """Write arrays and ``segment.json`` into ``directory`` and fsync them all."""
-    directory.mkdir(parents=True, exist_ok=False)
-    files: dict[str, Any] = {}
-    for name, arr in arrays.items():
-        path = directory / f"{name}.npy"
-        with open(path, "wb") as f:
-            np.save(f, np.ascontiguousarray(arr), allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        files[name] = {"dtype": str(arr.dtype), "shape": list(arr.shape), "bytes": path.stat().st_size,
-                       "crc32": _crc32(path)}
-    doc = {"format": SEGMENT_FORMAT, "version": SEGMENT_VERSION, **meta, "files": files}
-    with open(directory / "segment.json", "w", encoding="utf-8") as f:
-        json.dump(doc, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    fsync_dir(directory)
+def write_segment(directory: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any], doc_ids: list[str]) -> None:
+    """Write a new segment directory: the arrays, ``segment.json`` (format, ``meta``, checksums)
+    and ``doc_ids.json``. Call it on the temporary directory that ``Directory.publish`` renames
+    into place (the storage layer fsyncs every file)."""
+    write_arrays(directory, arrays, {"format": SEGMENT_FORMAT, "version": SEGMENT_VERSION, **meta})
+    Directory(directory).write_json("doc_ids.json", doc_ids)
 
 
 @dataclass
@@ -168,32 +103,15 @@ class Segment:
 
     @classmethod
     def open(cls, path: Path, *, mmap: bool = True, verify: bool = True) -> "Segment":
+        """Load a segment directory (arrays memory-mapped with ``mmap``; checksums verified with
+        ``verify``); :class:`CorruptIndexError` naming the file when anything is off."""
+        path = Path(path)
         meta = read_versioned_json(path, "segment.json", SEGMENT_FORMAT, SEGMENT_VERSION, "segment")
-        arrays: dict[str, np.ndarray] = {}
-        for name in ARRAYS:
-            info = meta["files"].get(name)
-            f = path / f"{name}.npy"
-            if info is None or not f.exists():
-                raise IndexFormatError(f"{path}: array file {name}.npy is missing")
-            if f.stat().st_size != info["bytes"]:
-                raise IndexFormatError(f"{f}: size {f.stat().st_size} != {info['bytes']} recorded (truncated or corrupt)")
-            if verify and _crc32(f) != info["crc32"]:
-                raise IndexFormatError(f"{f}: checksum mismatch (the file is corrupt)")
-            try:
-                arr = load_npy(f, mmap)
-            except ValueError as e:
-                raise IndexFormatError(f"{f}: unreadable array ({e})") from None
-            if str(arr.dtype) != info["dtype"] or list(arr.shape) != info["shape"]:
-                raise IndexFormatError(f"{f}: dtype/shape {arr.dtype}{arr.shape} differ from the metadata")
-            # a plain ndarray view of the mapping: numba dispatches memmap subclasses ~4x slower
-            arrays[name] = arr.view(np.ndarray)
-        ids_path = path / "doc_ids.json"
-        try:
-            doc_ids = json.loads(ids_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as e:
-            raise IndexFormatError(f"{ids_path}: missing or corrupt document ids ({e})") from None
-        if len(doc_ids) != meta["n_docs"]:
-            raise IndexFormatError(f"{ids_path}: {len(doc_ids)} ids for {meta['n_docs']} documents")
+        arrays = read_arrays(path, meta, ARRAYS, mmap=mmap, verify=verify)
+        doc_ids = read_json(path / "doc_ids.json", "document ids")
+        if not isinstance(doc_ids, list) or len(doc_ids) != meta["n_docs"]:
+            n = len(doc_ids) if isinstance(doc_ids, list) else "no list of"
+            raise CorruptIndexError(f"{path / 'doc_ids.json'}: {n} ids for {meta['n_docs']} documents")
         return cls(path, meta, doc_ids=doc_ids, **arrays)
 
     # ---------------------------------------------------------------- access

@@ -34,7 +34,7 @@ import numpy as np
 from ..errors import ConflictError, CorruptIndexError, InvalidInputError
 
 __all__ = ["Directory", "MANAGED_PREFIXES", "PERMANENT_NAMES", "crc32_file", "fsync_dir", "load_npy",
-           "write_arrays", "read_arrays", "read_versioned_json", "is_managed"]
+           "write_arrays", "read_arrays", "read_json", "read_versioned_json", "is_managed"]
 
 #: Names a commit owns: removed by garbage collection once the current manifest names none of
 #: them (segments, vocabularies, encoder states, deletion bitmaps, document stores, the
@@ -70,12 +70,24 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def _remove_path(p: Path) -> None:
+    """Remove a file or a directory tree (no error if it is already gone)."""
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        p.unlink(missing_ok=True)
+
+
 def _fsync_tree(path: Path) -> None:
     """fsync every file below ``path`` and every directory (their entries), deepest first."""
     for f in sorted(path.rglob("*"), key=lambda p: -len(p.parts)):
         if f.is_file():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
+            _fsync_file(f)
         elif f.is_dir():
             fsync_dir(f)
     fsync_dir(path)
@@ -92,15 +104,23 @@ def load_npy(path: Path, mmap: bool = False) -> np.ndarray:
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
 
 
+def read_json(path: Path, what: str) -> Any:
+    """Load one JSON file of an index; :class:`CorruptIndexError` naming it when it is missing or
+    unreadable (``what`` says what it holds, for the message)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as e:
+        raise CorruptIndexError(f"{path}: {what} is missing or unreadable ({e.strerror or e})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CorruptIndexError(f"{path}: corrupt {what} ({getattr(e, 'msg', e)})") from None
+
+
 def read_versioned_json(directory: Path, name: str, fmt: str, version: int, what: str) -> dict[str, Any]:
     """Load ``directory/name`` and check its ``format`` tag and ``version`` (clear errors otherwise)."""
     path = Path(directory) / name
     if not path.exists():
         raise CorruptIndexError(f"{directory}: {name} is missing (not a sparsearch {what}, or a torn write)")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CorruptIndexError(f"{path}: corrupt {what} metadata ({getattr(e, 'msg', e)})") from None
+    doc = read_json(path, f"{what} metadata")
     if not isinstance(doc, dict) or doc.get("format") != fmt:
         found = doc.get("format") if isinstance(doc, dict) else None
         raise CorruptIndexError(f"{directory}: not a sparsearch {what} (format {found!r})")
@@ -175,6 +195,11 @@ class Directory:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
 
+    @classmethod
+    def of(cls, where: "Directory | str | os.PathLike") -> "Directory":
+        """``where`` as a :class:`Directory` (itself when it already is one)."""
+        return where if isinstance(where, Directory) else cls(where)
+
     def __truediv__(self, name: str) -> Path:
         return self.path / name
 
@@ -209,22 +234,27 @@ class Directory:
                                  binary=True)
 
     def publish(self, name: str, fill: Callable[[Path], Any]) -> Any:
-        """Create the directory ``name`` atomically: ``fill(tmp_dir)`` writes its contents under a
-        temporary name; every file is fsynced and the directory renamed into place.
+        """Create the directory (or file) ``name`` atomically: ``fill(tmp)`` writes it under a
+        temporary name ``tmp``; every file is fsynced and ``tmp`` renamed into place.
 
-        ``fill`` may create ``tmp_dir`` itself (it does not exist yet); returns what ``fill`` returns.
+        ``fill`` creates ``tmp`` itself (it does not exist yet): a directory with its contents,
+        or a single file (e.g. a SQLite database). Returns what ``fill`` returns; on any error
+        (or interrupt) ``tmp`` is removed and nothing is published.
         """
         final, tmp = self.path / name, self._tmp_name(name)
         if final.exists():
             raise ConflictError(f"{final} already exists")
         try:
             out = fill(tmp)
-            if not tmp.is_dir():
+            if tmp.is_dir():
+                _fsync_tree(tmp)
+            elif tmp.is_file():
+                _fsync_file(tmp)
+            else:
                 raise InvalidInputError(f"publishing {name}: nothing was written")
-            _fsync_tree(tmp)
             os.replace(tmp, final)
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            _remove_path(tmp)
             raise
         fsync_dir(self.path)
         return out
@@ -232,11 +262,7 @@ class Directory:
     # ----------------------------------------------------------------- removal
     def remove(self, name: str) -> None:
         """Remove a file or directory of the index (no error if it is already gone)."""
-        p = self.path / name
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            p.unlink(missing_ok=True)
+        _remove_path(self.path / name)
 
     def entries(self) -> list[str]:
         return sorted(e.name for e in self.path.iterdir()) if self.path.is_dir() else []

@@ -8,66 +8,38 @@
 * :func:`merge` rewrites the live documents of all segments into one segment (and the store
   without the deleted rows), dropping the bitmaps.
 
-Every change happens under the index's writer lock and ends with :func:`builder.commit`, which
+Every change happens under the index's writer lock and ends with :func:`manifest.commit`, which
 renames a new ``manifest.json`` over the old one: a reader that opens the index sees either the
 state before or the state after a change, never a mix; a crash before the rename leaves the
 previous state. Files the old state named are removed by the commit; a reader that had already
 opened them keeps reading them (memory maps and open files survive the unlink), and a reader
-that is opening the index while a commit removes its files retries (:func:`open_index`).
+that is opening the index while a commit removes its files follows the new commit
+(``Index.open``, see :func:`~sparsearch.index.manifest.load_commit`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import uuid
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
-from ..vectors import SparseBatch, Vocabulary
-from .builder import commit, read_manifest, write_lock, write_segment_atomic
-from .segment import IndexFormatError, fsync_dir
+from .. import docstore
+from ..errors import ConflictError, InvalidInputError, NotFoundError
+from ..vectors import SparseBatch
+from .builder import publish_segment
+from .manifest import commit
+from .searcher import Index
+from .storage import Directory
 
-__all__ = ["add_documents", "add_texts", "delete_documents", "merge", "open_index", "live_vectors"]
-
-
-def open_index(path: str | os.PathLike, attempts: int = 20):
-    """``Index.open`` that retries when a concurrent commit removes files of the state it read."""
-    from .searcher import Index
-
-    last: Exception | None = None
-    for i in range(attempts):
-        try:
-            return Index.open(path)
-        except (IndexFormatError, FileNotFoundError, OSError) as e:
-            last = e
-            time.sleep(0.005 * (i + 1))
-    assert last is not None
-    raise last
+__all__ = ["add_documents", "add_texts", "delete_documents", "merge", "live_vectors"]
 
 
-def _load_vocab(path: Path, manifest: dict[str, Any]) -> Vocabulary:
-    return Vocabulary(json.loads((path / manifest["vocab"]).read_text(encoding="utf-8")))
-
-
-def _write_mask_atomic(path: Path, mask: np.ndarray) -> str:
-    name = f"deletes-{uuid.uuid4().hex[:16]}.npy"
-    tmp = path / f".tmp-{name}"
-    with open(tmp, "wb") as f:
-        np.save(f, np.ascontiguousarray(mask, dtype=np.bool_), allow_pickle=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path / name)
-    fsync_dir(path)
-    return name
-
-
-def _live_ids(index) -> set[str]:
+def _live_ids(index: Index) -> set[str]:
     live: set[str] = set()
     for seg, dele in zip(index.segments, index.deleted):
         if len(dele):
@@ -86,43 +58,39 @@ def add_documents(path: str | os.PathLike, batch: SparseBatch, documents: Any = 
             vocabulary is matched to the index's by term string; new terms are appended.
         documents: texts for the document store (see :func:`sparsearch.docstore.normalize_documents`).
         replace: an id that is already live is deleted first (an upsert); without it such an
-            id raises ``ValueError``.
+            id raises :class:`ConflictError`.
 
     Returns the new manifest. The segment uses the index's quantization with its own scale.
     """
-    from .searcher import Index
-
-    path = Path(path)
+    d = Directory(path)
     if batch.ids is None:
-        raise ValueError("add_documents needs document ids (batch.ids)")
+        raise InvalidInputError("add_documents needs document ids (batch.ids)")
     if len(batch) == 0:
-        raise ValueError("no documents to add")
+        raise InvalidInputError("no documents to add")
     batch.validate()
-    with write_lock(path):
-        manifest = read_manifest(path)
-        index = Index.open(path)
+    with d.lock():
+        index = Index.open(d.path)
+        manifest = index.manifest
         live = _live_ids(index)
         clash = [i for i in batch.ids if i in live]
         segments = [dict(s) for s in manifest["segments"]]
         if clash:
             if not replace:
-                raise ValueError(f"document id {clash[0]!r} is already in the index "
-                                 f"({len(clash)} clashing ids); delete it first or pass replace=True")
-            segments = _mark_deleted(path, index, segments, set(clash))
+                raise ConflictError(f"document id {clash[0]!r} is already in the index "
+                                    f"({len(clash)} clashing ids); delete it first or pass replace=True")
+            segments = _mark_deleted(d, index, segments, set(clash))
         vocab = index.vocab.copy()
         n_before = len(vocab)
         remapped = batch.remap(vocab, unknown="add")
         remapped.ids = list(batch.ids)
-        name, meta = write_segment_atomic(path, remapped, manifest.get("quantization", "uint8"),
-                                          manifest.get("codec", "byte"))
+        name, meta = publish_segment(d, remapped, quantization=manifest.get("quantization", "uint8"),
+                                     codec=manifest.get("codec", "byte"))
         segments.append({"name": name, "n_docs": meta["n_docs"], "deletes": None})
         new = dict(manifest, segments=segments)
         if documents is not None:
-            from ..docstore import write_docstore
-
-            base = path / manifest["docstore"] if manifest.get("docstore") else None
-            new["docstore"] = write_docstore(path, documents, base=base)
-        return commit(path, new, vocab if len(vocab) > n_before else None)
+            base = d / manifest["docstore"] if manifest.get("docstore") else None
+            new["docstore"] = docstore.write_docstore(d.path, documents, base=base)
+        return commit(d, new, vocab if len(vocab) > n_before else None)
 
 
 def add_texts(path: str | os.PathLike, documents: Any, *, replace: bool = False) -> dict[str, Any]:
@@ -131,23 +99,23 @@ def add_texts(path: str | os.PathLike, documents: Any, *, replace: bool = False)
     Uses the encoder state saved at build time (e.g. BM25's corpus statistics), so new documents
     are weighted like the existing ones.
     """
-    from ..docstore import normalize_documents
-    from .searcher import Index
-
-    rows = list(normalize_documents(documents))
+    rows = list(docstore.normalize_documents(documents))
     enc = Index.open(path).load_encoder()
     batch = enc.encode_documents([(t + " " + x).strip() for _, t, x in rows], [r[0] for r in rows])
     return add_documents(path, batch, rows, replace=replace)
 
 
-def _mark_deleted(path: Path, index, segments: list[dict[str, Any]], ids: set[str]) -> list[dict[str, Any]]:
-    """New segment entries with the documents ``ids`` marked deleted (new bitmap files)."""
+def _mark_deleted(d: Directory, index: Index, segments: list[dict[str, Any]], ids: set[str]) -> list[dict[str, Any]]:
+    """New segment entries with the documents ``ids`` marked deleted (new bitmap files,
+    ``deletes-<id>.npy``, written atomically)."""
     out = []
     for entry, seg, dele in zip(segments, index.segments, index.deleted):
         hit = np.fromiter((i in ids for i in seg.doc_ids), np.bool_, seg.n_docs)
         mask = dele.copy() if len(dele) else np.zeros(seg.n_docs, np.bool_)
         if (hit & ~mask).any():
-            entry = dict(entry, deletes=_write_mask_atomic(path, mask | hit))
+            name = f"deletes-{uuid.uuid4().hex[:16]}.npy"
+            d.write_npy(name, (mask | hit).astype(np.bool_))
+            entry = dict(entry, deletes=name)
         out.append(entry)
     return out
 
@@ -155,34 +123,31 @@ def _mark_deleted(path: Path, index, segments: list[dict[str, Any]], ids: set[st
 def delete_documents(path: str | os.PathLike, doc_ids: Iterable[str], *, missing: str = "ignore") -> int:
     """Mark documents deleted (new bitmaps, one commit); returns how many live documents went.
 
-    ``missing``: ``"ignore"`` ids that are not live, or ``"error"`` (``KeyError`` naming one).
+    ``missing``: ``"ignore"`` ids that are not live, or ``"error"`` (:class:`NotFoundError`
+    naming one).
     """
-    from .searcher import Index
-
     if missing not in ("ignore", "error"):
-        raise ValueError(f"missing must be 'ignore' or 'error', got {missing!r}")
-    path = Path(path)
+        raise InvalidInputError(f"missing must be 'ignore' or 'error', got {missing!r}")
+    d = Directory(path)
     ids = {str(i) for i in doc_ids}
-    with write_lock(path):
-        manifest = read_manifest(path)
-        index = Index.open(path)
+    with d.lock():
+        index = Index.open(d.path)
+        manifest = index.manifest
         live = _live_ids(index)
         gone = ids & live
         if missing == "error" and len(gone) < len(ids):
-            raise KeyError(f"unknown or already deleted document id {sorted(ids - live)[0]!r}")
+            raise NotFoundError(f"unknown or already deleted document id {sorted(ids - live)[0]!r}")
         if not gone:
             return 0
-        segments = _mark_deleted(path, index, [dict(s) for s in manifest["segments"]], gone)
+        segments = _mark_deleted(d, index, [dict(s) for s in manifest["segments"]], gone)
         new = dict(manifest, segments=segments)
         if manifest.get("docstore"):
-            from ..docstore import write_docstore
-
-            new["docstore"] = write_docstore(path, (), base=path / manifest["docstore"], delete=gone)
-        commit(path, new)
+            new["docstore"] = docstore.write_docstore(d.path, (), base=d / manifest["docstore"], delete=gone)
+        commit(d, new)
         return len(gone)
 
 
-def live_vectors(index) -> SparseBatch:
+def live_vectors(index: Index) -> SparseBatch:
     """The live documents of an index as float vectors over its vocabulary (dequantized impacts)."""
     mats, ids = [], []
     V = index.n_terms
@@ -202,23 +167,19 @@ def merge(path: str | os.PathLike) -> dict[str, Any]:
     the merged segment (exact for ``float32`` indexes; for ``uint8`` a weight moves by at most
     half a quantization step of the new scale). A single segment without deletions is left as is.
     """
-    from .searcher import Index
-
-    path = Path(path)
-    with write_lock(path):
-        manifest = read_manifest(path)
-        index = Index.open(path)
-        if len(index.segments) == 1 and not any(len(d) and d.any() for d in index.deleted):
+    d = Directory(path)
+    with d.lock():
+        index = Index.open(d.path)
+        manifest = index.manifest
+        if len(index.segments) == 1 and not any(len(x) and x.any() for x in index.deleted):
             return manifest
         batch = live_vectors(index)
         if len(batch) == 0:
-            raise ValueError("cannot merge: the index has no live documents")
-        name, meta = write_segment_atomic(path, batch, manifest.get("quantization", "uint8"),
-                                          manifest.get("codec", "byte"))
+            raise InvalidInputError("cannot merge: the index has no live documents")
+        name, meta = publish_segment(d, batch, quantization=manifest.get("quantization", "uint8"),
+                                     codec=manifest.get("codec", "byte"))
         new = dict(manifest, segments=[{"name": name, "n_docs": meta["n_docs"], "deletes": None}])
         if manifest.get("docstore"):
-            from ..docstore import write_docstore
-
-            new["docstore"] = write_docstore(path, (), base=path / manifest["docstore"], keep_only=batch.ids)
+            new["docstore"] = docstore.write_docstore(d.path, (), base=d / manifest["docstore"], keep_only=batch.ids)
         new["merged_at"] = time.time()
-        return commit(path, new)
+        return commit(d, new)
