@@ -156,7 +156,7 @@ def test_approximate_mode(client, dirs, tmp_path):
     approx.ApproximateIndex.build(Index.open(path)).save()
     with TestClient(create_app([path])) as c:
         r = c.post("/search", json={"query": "wolves hunt", "mode": "approximate", "k": 3,
-                                    "approx_heap_factor": 1.0, "approx_query_cut": 50})
+                                    "heap_factor": 1.0, "query_cut": 50})
         assert r.status_code == 200, r.text
         exact = c.post("/search", json={"query": "wolves hunt", "k": 3}).json()
         assert [h["id"] for h in r.json()["hits"]] == [h["id"] for h in exact["hits"]]
@@ -357,8 +357,8 @@ def test_latent_index_explanations_carry_labels_and_fuse_with_bm25(dirs, tmp_pat
     import sparsearch.encoders as encoders
 
     # registered for this test only (the registry is global)
-    monkeypatch.setitem(encoders._FACTORIES, "fake-latent", "tests.test_service:FakeLatentEncoder")
-    monkeypatch.setitem(encoders._CLASSES, "fake-latent", "tests.test_service:FakeLatentEncoder")
+    monkeypatch.setitem(encoders._FACTORIES, "fake-latent", f"{__name__}:FakeLatentEncoder")
+    monkeypatch.setitem(encoders._CLASSES, "fake-latent", f"{__name__}:FakeLatentEncoder")
     enc = FakeLatentEncoder()
     build_index(enc.encode_documents([f"{t} {x}" for t, x in DOCS.values()], list(DOCS)), tmp_path / "csr",
                 encoder=enc, documents=DOCS)
@@ -383,13 +383,12 @@ def test_configured_limits_below_the_schema_defaults(dirs):
         assert c.post("/search", json={"vector": {f"t{i}": 1.0 for i in range(40)}}).status_code == 413
 
 
-def test_cli_serve_refuses_a_missing_index(tmp_path):
-    from typer.testing import CliRunner
+def test_cli_serve_refuses_a_missing_index(tmp_path, capsys):
+    from sparsearch.cli import main
 
-    from sparsearch.cli import app
-
-    r = CliRunner().invoke(app, ["serve", str(tmp_path / "nope"), "--port", "1"])
-    assert r.exit_code == 2 and "no such index directory" in r.output
+    with pytest.raises(SystemExit) as e:
+        main(["serve", str(tmp_path / "nope"), "--port", "1"])
+    assert e.value.code == 2 and "no such index directory" in capsys.readouterr().err
 
 
 # --------------------------------------------------------- fuzz driven by the OpenAPI spec

@@ -4,8 +4,26 @@
 >>> app = create_app(["indexes/scifact-bm25", "indexes/scifact-splade"])  # doctest: +SKIP
 
 or from the shell: ``sparsearch serve indexes/scifact-bm25 indexes/scifact-splade``.
+
+Layout: :mod:`.backend` (no FastAPI: served indexes, snapshots, :class:`SearchService`),
+:mod:`.http` (request models, middleware, the error handler, routes, :func:`create_app`),
+:mod:`.highlight` (snippets and highlight spans).
 """
 
-from .app import Limits, create_app, serve
+from ..errors import UnsupportedError
+from .backend import Limits, SearchResult, SearchService, milvus_backends
 
-__all__ = ["create_app", "serve", "Limits"]
+try:
+    from .http import create_app, serve
+except ModuleNotFoundError as _e:  # no 'service' extra: SearchService works, the HTTP app does not
+    if _e.name not in ("fastapi", "pydantic", "starlette"):
+        raise
+    _MISSING = f"the HTTP service needs the 'service' extra (pip install 'sparsearch[service]'): {_e}"
+
+    def create_app(*args, **kwargs):  # type: ignore[no-redef]
+        raise UnsupportedError(_MISSING)
+
+    def serve(*args, **kwargs):  # type: ignore[no-redef]
+        raise UnsupportedError(_MISSING)
+
+__all__ = ["create_app", "serve", "Limits", "milvus_backends", "SearchService", "SearchResult"]

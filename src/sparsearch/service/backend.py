@@ -1,0 +1,708 @@
+"""The search service without HTTP: served indexes, their snapshots, and :class:`SearchService`.
+
+``SearchService`` answers what the HTTP routes ask (``service.http`` only translates requests,
+responses and errors): :meth:`~SearchService.search` (one or several indexes, fused),
+:meth:`~SearchService.explain`, :meth:`~SearchService.document`, :meth:`~SearchService.health`
+and :meth:`~SearchService.stats`. Results are plain dataclasses; errors are
+:mod:`sparsearch.errors` classes (``NotFoundError`` for an unknown index or document,
+``InvalidInputError`` for a request that cannot be answered as asked, ``UnsupportedError`` for a
+mode or an explanation an index cannot give, ``BackendError`` when Milvus fails).
+
+Served indexes:
+
+* :class:`ServedIndex`: a local index directory, served from an immutable :class:`Snapshot`
+  (opened Index, document store, encoder, approximate index) of its latest commit. When the
+  directory gets a new commit (``add_documents``/``delete_documents``/``merge`` from another
+  process), the first request after ``Limits.reload_interval_s`` opens the new state and swaps
+  the snapshot atomically: a request sees the old or the new state, never a mix.
+* :class:`ServedMilvus` / :class:`ServedMilvusDense`: a collection written by
+  :func:`sparsearch.milvus.export` (sparse vectors as ``NAME``, dense ones as ``NAME-dense``);
+  see :func:`milvus_backends`. Exact search only, no explanations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..docstore import DocStore
+from ..errors import (BackendError, CorruptIndexError, InvalidInputError, NotFoundError, SparsearchError,
+                      UnsupportedError)
+from ..evaluation import to_run
+from ..fusion import METHODS as FUSIONS
+from ..fusion import fuse, ranked
+from ..index.approximate import ApproximateIndex, load_settings
+from ..index import Index
+from ..milvus import MilvusBackend, list_exported
+from ..searching import MAX_K, ApproxParams, ExactParams, SearchParams, check_k, params_for_mode
+from ..vectors import SparseBatch
+from .highlight import highlight_hit, label
+
+log = logging.getLogger("sparsearch.service")
+
+__all__ = ["Limits", "SearchService", "SearchResult", "Hit", "HitScore", "Contribution", "Explanation", "Document",
+           "Snapshot", "ServedIndex", "ServedMilvus", "ServedMilvusDense", "milvus_backends", "FUSIONS"]
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on requests (the HTTP schema is built from them: exceeding one is a 4xx) and the
+    service's sizes. Lengths in characters, sizes in bytes, times in seconds."""
+
+    max_k: int = 1000
+    max_query_chars: int = 1000
+    max_vector_terms: int = 2048
+    max_term_chars: int = 256
+    max_body_bytes: int = 256 * 1024
+    max_indexes: int = 16            # indexes named in one request (and weights given)
+    max_query_cut: int = 1000        # approximate mode's query_cut
+    fusion_depth: int = 100          # per-index depth fused when several indexes are searched
+    explain_hits: int = 50           # hits that carry an explanation and highlight spans
+    explain_terms: int = 32          # contributions listed per hit
+    snippet_words: int = 40
+    reload_interval_s: float = 1.0   # how often an index directory is checked for a new commit
+    workers: int = max(2, os.cpu_count() or 1)  # threads running searches (FIFO queue: fair under load)
+
+
+# ------------------------------------------------------------------------------------ results
+@dataclass
+class Contribution:
+    """One term's (latent's) share of a score: ``contribution = query_weight * doc_weight``."""
+
+    term: str
+    label: str | None
+    query_weight: float
+    doc_weight: float
+    contribution: float
+
+
+@dataclass
+class HitScore:
+    """A hit's score and rank (from 1) in one searched index."""
+
+    score: float
+    rank: int
+
+
+@dataclass
+class Hit:
+    """A search hit. Highlight spans are ``(start, end, weight in (0, 1])`` character offsets
+    into ``snippet`` / ``title``; ``scores`` and ``explanation`` are keyed by index name."""
+
+    rank: int
+    id: str
+    score: float
+    title: str | None = None
+    snippet: str | None = None
+    title_highlights: list[tuple[int, int, float]] = field(default_factory=list)
+    highlights: list[tuple[int, int, float]] = field(default_factory=list)
+    scores: dict[str, HitScore] = field(default_factory=dict)
+    explanation: dict[str, list[Contribution]] = field(default_factory=dict)
+
+
+@dataclass
+class SearchResult:
+    """The answer to :meth:`SearchService.search` (``fusion`` is None when one index was searched)."""
+
+    query: str | None
+    k: int
+    mode: str
+    indexes: list[str]
+    fusion: str | None
+    took_ms: float
+    hits: list[Hit]
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Explanation:
+    """Every matching term's contribution to one document's score for a query."""
+
+    index: str
+    doc_id: str
+    score: float
+    contributions: list[Contribution]
+    query_terms: dict[str, float]
+    unmatched_query_terms: list[str]
+
+
+@dataclass
+class Document:
+    """A live document (``stored=False``: the index keeps no text for it)."""
+
+    id: str
+    title: str | None
+    text: str | None
+    index: str
+    stored: bool
+
+
+# ---------------------------------------------------------------------------------- snapshots
+@dataclass
+class Snapshot:
+    """An immutable view of one index commit, with its lazily loaded encoder and approximate index."""
+
+    index: Any
+    docstore: DocStore | None
+    generation: int
+    key: tuple
+    encoder: Any = None
+    approx: ApproximateIndex | None = None
+    approx_settings: ApproxParams | None = None
+    approx_error: str | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    encoder_lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _manifest_key(path: Path) -> tuple:
+    st = os.stat(path / "manifest.json")
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def _query_batch(vector: Mapping[str, float]) -> SparseBatch:
+    try:
+        return SparseBatch.from_dicts([dict(vector)], ids=["q"])
+    except ValueError as e:
+        raise InvalidInputError(f"invalid request: vector: {e}") from None
+
+
+class ServedIndex:
+    """One local index directory; hands out the snapshot of its latest commit and answers, per
+    snapshot, what :class:`SearchService` asks of a served index (the Milvus kinds answer the same)."""
+
+    #: whether per-term explanations (and so highlight spans) are available
+    explains = True
+    kind = "a local index"
+
+    def __init__(self, name: str, path: str | os.PathLike, reload_interval_s: float = 1.0) -> None:
+        self.name, self.path, self.reload_interval_s = name, Path(path), reload_interval_s
+        self._lock = threading.Lock()
+        self._checked = time.monotonic()
+        if not (self.path / "manifest.json").is_file():
+            raise NotFoundError(f"{self.path}: no such index directory (no manifest.json)")
+        self._snap = self._open(None)
+
+    def _open(self, old: Snapshot | None) -> Snapshot:
+        try:
+            return self._open_once(old)
+        except (OSError, sqlite3.Error, CorruptIndexError):
+            # a commit removed the document store of the state just opened: the next state is whole
+            time.sleep(0.01)
+            return self._open_once(old)
+
+    def _open_once(self, old: Snapshot | None) -> Snapshot:
+        key = _manifest_key(self.path)
+        index = Index.open(self.path)  # follows a commit racing the open
+        name = index.manifest.get("docstore")
+        store = DocStore(self.path / name) if name else None
+        snap = Snapshot(index, store, int(index.manifest.get("generation", 0)), key)
+        if old is not None and old.encoder is not None and all(
+                old.index.manifest.get(f) == index.manifest.get(f) for f in ("encoder", "encoder_state")):
+            snap.encoder = old.encoder
+        return snap
+
+    def snapshot(self) -> Snapshot:
+        """The latest commit's snapshot (checked at most every ``reload_interval_s``)."""
+        now = time.monotonic()
+        if now - self._checked < self.reload_interval_s:
+            return self._snap
+        with self._lock:
+            if now - self._checked >= self.reload_interval_s:
+                self._checked = now
+                try:
+                    if _manifest_key(self.path) != self._snap.key:
+                        self._snap = self._open(self._snap)
+                except Exception as e:  # keep serving the last good state
+                    log.warning("index %s: reload failed, serving generation %s: %s", self.name,
+                                self._snap.generation, e)
+        return self._snap
+
+    def warm(self) -> None:
+        """Load the encoder and run one search, so that the first request does not pay for them."""
+        snap = self._snap
+        try:
+            if self.can_encode_text(snap):
+                self.encoder(snap)
+            if snap.index.n_terms:
+                self.search_run(snap, _query_batch({snap.index.vocab.terms[0]: 1.0}), 1, ExactParams(threads=1))
+        except Exception as e:  # warming is an optimisation; errors surface on real requests
+            log.warning("index %s: warm-up failed: %s", self.name, e)
+
+    # -- encoding
+    def can_encode_text(self, snap: Snapshot) -> bool:
+        return bool(snap.index.encoder_config)
+
+    def _load_encoder(self, snap: Snapshot) -> Any:
+        if not self.can_encode_text(snap):
+            raise InvalidInputError(f"index {self.name!r} has no encoder to encode query text; send a 'vector' instead")
+        try:
+            return snap.index.load_encoder()
+        except (ImportError, ValueError, OSError, SparsearchError) as e:
+            raise UnsupportedError(f"index {self.name!r}: cannot load its encoder "
+                                   f"({(snap.index.encoder_config or {}).get('name')}): {e}") from None
+
+    def encoder(self, snap: Snapshot) -> Any:
+        """The snapshot's query encoder, loaded once."""
+        if snap.encoder is None:
+            with snap.lock:
+                if snap.encoder is None:
+                    snap.encoder = self._load_encoder(snap)
+        return snap.encoder
+
+    def query_vector(self, snap: Snapshot, query: str | None, vector: Mapping[str, float] | None) -> Any:
+        """The query for this index: ``vector`` as given, or the ``query`` text encoded."""
+        if vector is not None:
+            return _query_batch(vector)
+        enc = self.encoder(snap)
+        with snap.encoder_lock:
+            return enc.encode_queries([query], ["q"])
+
+    def is_empty(self, qv: Any) -> bool:
+        return qv.nnz == 0
+
+    # -- searching
+    def approximate(self, snap: Snapshot) -> ApproximateIndex:
+        """The snapshot's approximate index (opened once; never built here)."""
+        if snap.approx is None and snap.approx_error is None:
+            with snap.lock:
+                if snap.approx is None and snap.approx_error is None:
+                    try:
+                        snap.approx = ApproximateIndex.open(snap.index)
+                        snap.approx_settings = load_settings(self.path)
+                    except (NotFoundError, CorruptIndexError, InvalidInputError) as e:
+                        snap.approx_error = str(e)
+        if snap.approx is None:
+            raise UnsupportedError(f"mode 'approximate' is not available for index {self.name!r}: "
+                                   f"{snap.approx_error}; or use mode 'exact'")
+        return snap.approx
+
+    def search_params(self, snap: Snapshot, mode: str, query_cut: int | None,
+                      heap_factor: float | None) -> SearchParams:
+        """Parameters of one single-threaded search in ``mode`` (:data:`~sparsearch.searching.SEARCH_MODES`);
+        approximate knobs not given come from the settings saved next to the index
+        (``sparsearch tune --save``), else the defaults."""
+        if mode == "approximate":
+            self.approximate(snap)
+        return params_for_mode(mode, threads=1, query_cut=query_cut, heap_factor=heap_factor,
+                               saved=snap.approx_settings)
+
+    def search_run(self, snap: Snapshot, qv: Any, depth: int, params: SearchParams) -> dict[str, float]:
+        """Top-``depth`` ``{doc_id: score}`` of one query vector."""
+        searcher = self.approximate(snap) if isinstance(params, ApproxParams) else snap.index
+        scores, docs = searcher.search(qv, depth, params)
+        return to_run(scores, docs, snap.index.doc_ids, ["q"])["q"]
+
+    # -- documents and explanations
+    def texts(self, snap: Snapshot, doc_ids: Sequence[str]) -> dict[str, dict[str, str]]:
+        """Stored ``{"id", "title", "text"}`` of the documents found (missing ones absent)."""
+        return snap.docstore.get_many(doc_ids) if snap.docstore is not None else {}
+
+    def live_docnum(self, snap: Snapshot, doc_id: str) -> int | None:
+        try:
+            return snap.index.docnum(doc_id)
+        except LookupError:
+            return None
+
+    def document(self, snap: Snapshot, doc_id: str) -> Document | None:
+        """The live document ``doc_id`` (``stored=False`` without a document store), else None."""
+        if self.live_docnum(snap, doc_id) is None:
+            return None
+        d = snap.docstore.get(doc_id) if snap.docstore is not None else None
+        if d is None:
+            return Document(id=doc_id, title=None, text=None, index=self.name, stored=False)
+        return Document(id=doc_id, title=d["title"], text=d["text"], index=self.name, stored=True)
+
+    def contributions(self, snap: Snapshot, qv: SparseBatch, docnum: int, top: int | None) -> list[Contribution]:
+        """The largest ``top`` (all: None) term contributions to document ``docnum``'s score."""
+        enc = snap.encoder
+        return [Contribution(term=c.term, label=label(enc, c.term) if enc is not None else None,
+                             query_weight=c.query_weight, doc_weight=c.doc_weight, contribution=c.contribution)
+                for c in snap.index.explain(qv, docnum)[:top]]
+
+    def unmatched_terms(self, snap: Snapshot, qv: SparseBatch) -> list[str]:
+        """The query's terms the index does not know."""
+        _, terms, _ = snap.index.prepare_queries(qv)
+        return [qv.vocab.terms[i] for i, tid in zip(qv.indices.tolist(), terms.tolist()) if tid < 0]
+
+    def health(self, snap: Snapshot) -> dict[str, Any]:
+        return {"generation": snap.generation, "documents": snap.index.n_live_docs}
+
+    def stats(self, snap: Snapshot) -> dict[str, Any]:
+        st = snap.index.stats()
+        st.update(path=str(self.path), generation=snap.generation,
+                  stored_documents=len(snap.docstore) if snap.docstore is not None else 0,
+                  approximate=snap.approx is not None)
+        return st
+
+
+# ------------------------------------------------------------------------------------ Milvus
+class ServedMilvus(ServedIndex):
+    """A collection exported by :func:`sparsearch.milvus.export`, served with the local API.
+
+    Query text is encoded with the encoder recorded in the collection; Milvus computes the
+    top-k. Exact search only: approximate mode and explanations are refused
+    (``UnsupportedError``: Milvus returns scores, not the per-term contributions they need). An
+    export is a fixed snapshot of an index commit, so nothing is reloaded; after re-exporting
+    into the same collection, restart the service.
+    """
+
+    explains = False
+    kind = "Milvus"
+
+    def __init__(self, name: str, backend: MilvusBackend) -> None:
+        self.name, self.backend, self.path = name, backend, f"{backend.uri}#{backend.collection}"
+        self.reload_interval_s = float("inf")
+        self._snap = Snapshot(backend, None, 0, ())
+
+    def snapshot(self) -> Snapshot:
+        return self._snap
+
+    def warm(self) -> None:
+        try:
+            if self.can_encode_text(self._snap):
+                self.encoder(self._snap)
+            if self.backend.n_terms:
+                self.backend.search(_query_batch({self.backend.vocab.terms[0]: 1.0}), 1)
+        except Exception as e:  # errors surface on real requests
+            log.warning("index %s: warm-up failed: %s", self.name, e)
+
+    def approximate(self, snap: Snapshot) -> ApproximateIndex:
+        raise UnsupportedError(f"mode 'approximate' is not available for index {self.name!r}: it is served from "
+                               f"Milvus, which searches exactly (SPARSE_INVERTED_INDEX); use mode 'exact'")
+
+    def _call(self, fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except BackendError as e:
+            raise BackendError(f"index {self.name!r}: {e}") from e
+
+    def search_run(self, snap: Snapshot, qv: Any, depth: int, params: SearchParams) -> dict[str, float]:
+        return next(iter(self._call(self.backend.search_run, qv, depth, params).values()), {})
+
+    def texts(self, snap: Snapshot, doc_ids: Sequence[str]) -> dict[str, dict[str, str]]:
+        return self._call(self.backend.documents, doc_ids) if self.backend.has_text else {}
+
+    def document(self, snap: Snapshot, doc_id: str) -> Document | None:
+        d = self._call(self.backend.documents, [doc_id]).get(doc_id)
+        if d is None:
+            return None
+        return Document(id=doc_id, title=d.get("title"), text=d.get("text"), index=self.name,
+                        stored=self.backend.has_text)
+
+    def health(self, snap: Snapshot) -> dict[str, Any]:
+        return {"backend": "milvus", "collection": self.backend.collection, "documents": self.backend.n_docs}
+
+    def stats(self, snap: Snapshot) -> dict[str, Any]:
+        return dict(self.backend.stats(), path=self.path, approximate=False)
+
+
+class ServedMilvusDense(ServedMilvus):
+    """The dense vectors of a Milvus collection, served as an index of their own (``NAME-dense``):
+    query text is embedded with the dense model recorded at export; searching it together with
+    ``NAME`` fuses the two like any two indexes."""
+
+    def can_encode_text(self, snap: Snapshot) -> bool:
+        return bool((self.backend.meta.get("dense") or {}).get("encoder"))
+
+    def _load_encoder(self, snap: Snapshot) -> Any:
+        try:
+            enc = self.backend.load_dense_encoder()
+        except (ImportError, ValueError, OSError, SparsearchError) as e:
+            raise UnsupportedError(f"index {self.name!r}: cannot load its dense model: {e}") from None
+        enc.cache = False  # one cache file per query text would grow without bound
+        return enc
+
+    def query_vector(self, snap: Snapshot, query: str | None, vector: Mapping[str, float] | None) -> Any:
+        if vector is not None:
+            raise InvalidInputError(f"index {self.name!r} holds dense vectors: send a 'query' text, not a 'vector'")
+        enc = self.encoder(snap)
+        with snap.encoder_lock:
+            return enc.encode_queries([query])
+
+    def is_empty(self, qv: Any) -> bool:
+        return False
+
+    def warm(self) -> None:
+        try:
+            self.encoder(self._snap).encode_queries(["warm up"])  # the model loads on first use
+        except Exception as e:
+            log.warning("index %s: warm-up failed: %s", self.name, e)
+
+    def search_run(self, snap: Snapshot, qv: Any, depth: int, params: SearchParams) -> dict[str, float]:
+        return self._call(self.backend.dense_search_run, qv, depth, ["q"]).get("q", {})
+
+
+def milvus_backends(uri: str, collections: Sequence[str] | None = None, *, token: str | None = None,
+                    dense: bool = True, timeout: float = 10.0) -> list[ServedIndex]:
+    """Served indexes for the collections at ``uri`` (default: every collection sparsearch
+    exported there): ``NAME`` for the sparse vectors and, when the collection holds dense
+    vectors with a recorded model and ``dense`` is true, ``NAME-dense``."""
+    names = list(collections) if collections else list_exported(uri, token, timeout=timeout)
+    if not names:
+        raise NotFoundError(f"no sparsearch collection at {uri}; export one with: "
+                            f"sparsearch export INDEX --milvus {uri}")
+    out: list[ServedIndex] = []
+    for n in names:
+        b = MilvusBackend.open(uri, n, token=token, timeout=timeout)
+        out.append(ServedMilvus(n, b))
+        if dense and (b.meta.get("dense") or {}).get("encoder"):
+            out.append(ServedMilvusDense(f"{n}-dense", b))
+    return out
+
+
+# ------------------------------------------------------------------------------ the service
+@dataclass
+class _Searched:
+    """One index's part of a search: its snapshot, the query vector and the top hits."""
+
+    served: ServedIndex
+    snap: Snapshot
+    qv: Any
+    run: dict[str, float]
+    ranks: dict[str, int]
+
+
+def _names(paths: Sequence[Path]) -> list[str]:
+    names: list[str] = []
+    for p in paths:
+        base = p.resolve().name or "index"
+        name, n = base, 2
+        while name in names:
+            name, n = f"{base}-{n}", n + 1
+        names.append(name)
+    return names
+
+
+def _check_query(query: str | None, vector: Mapping[str, float] | None) -> None:
+    if (query is None) == (vector is None):
+        raise InvalidInputError("give exactly one of 'query' (text) and 'vector' ({term: weight})")
+    if query is not None and not query.strip():
+        raise InvalidInputError("'query' is empty")
+    if vector is not None and not any(w > 0 for w in vector.values()):
+        raise InvalidInputError("'vector' has no positive weight")
+
+
+class SearchService:
+    """Searches, explanations and documents over the served indexes (thread-safe).
+
+    ``served``: the :class:`ServedIndex` objects (names unique); see :meth:`open` to serve
+    directories. ``limits``: the depths and sizes of :class:`Limits` the service uses
+    (``fusion_depth``, ``explain_hits``, ``explain_terms``, ``snippet_words``).
+    """
+
+    def __init__(self, served: Sequence[ServedIndex], limits: Limits | None = None) -> None:
+        self.limits = limits or Limits()
+        self.served: dict[str, ServedIndex] = {}
+        for s in served:
+            if s.name in self.served:
+                raise InvalidInputError(f"two served indexes are named {s.name!r}")
+            self.served[s.name] = s
+        if not self.served:
+            raise InvalidInputError("serve at least one index directory")
+        self.started = time.time()
+        self._lock = threading.Lock()
+        self._searches = 0
+        self._latencies: deque[float] = deque(maxlen=2000)
+
+    @classmethod
+    def open(cls, index_dirs: Sequence[str | os.PathLike] | Mapping[str, str | os.PathLike] = (), *,
+             limits: Limits | None = None, backends: Sequence[ServedIndex] = (), warm: bool = False
+             ) -> "SearchService":
+        """Serve ``index_dirs`` (a list, named by directory name, or ``{name: dir}``) and ``backends``
+        (e.g. :func:`milvus_backends`); ``warm``: load encoders and run one search per index now."""
+        limits = limits or Limits()
+        if isinstance(index_dirs, Mapping):
+            pairs = [(str(n), Path(p)) for n, p in index_dirs.items()]
+        else:
+            paths = [Path(p) for p in index_dirs]
+            pairs = list(zip(_names(paths), paths))
+        service = cls([ServedIndex(n, p, limits.reload_interval_s) for n, p in pairs] + list(backends), limits)
+        if warm:
+            for s in service.served.values():
+                s.warm()
+        return service
+
+    # ------------------------------------------------------------------------- search
+    def search(self, query: str | None = None, vector: Mapping[str, float] | None = None, k: int = 10,
+               mode: str = "exact", indexes: Sequence[str] | None = None, fusion: str = "rrf",
+               weights: Mapping[str, float] | None = None, rrf_k: float = 60.0, explain: bool | None = True,
+               query_cut: int | None = None, heap_factor: float | None = None) -> SearchResult:
+        """Search one or several indexes with a query text or a vector ``{term: weight}``.
+
+        ``mode``: ``"exact"``, ``"exhaustive"`` or ``"approximate"`` (the index's approximate index; ``query_cut`` /
+        ``heap_factor`` default to the settings saved next to the index, else ApproxParams'
+        defaults). With several indexes, their top ``max(k, Limits.fusion_depth)`` are fused by
+        ``fusion`` (``"rrf"`` with constant ``rrf_k``, or a ``weights``-weighted sum of
+        ``"minmax"`` / ``"zscore"`` normalised scores). ``indexes=None`` searches all, leaving out
+        (with a warning) those that cannot encode a text query. ``explain``: True attaches
+        per-term contributions and highlight spans to the first ``Limits.explain_hits`` hits and
+        fails on an index that cannot explain; None does so where available (a warning
+        elsewhere); False attaches none.
+        """
+        t0 = time.perf_counter()
+        _check_query(query, vector)
+        k = check_k(k, MAX_K)
+        params_for_mode(mode, query_cut=query_cut, heap_factor=heap_factor)  # refuse bad ones before any work
+        if fusion not in FUSIONS:
+            raise InvalidInputError(f"unknown fusion {fusion!r}; use one of {', '.join(FUSIONS)}")
+        names, warnings = self._plan(query, indexes, weights, explain)
+        depth = k if len(names) == 1 else max(k, min(self.limits.fusion_depth, self.limits.max_k))
+        searched = {n: self._search_one(n, query, vector, mode, query_cut, heap_factor, depth, warnings)
+                    for n in names}
+        if len(names) == 1:
+            fused, fusion_name = searched[names[0]].run, None
+        else:
+            w = [1.0 if weights is None else float(weights.get(n, 1.0)) for n in names]
+            fused, fusion_name = fuse([searched[n].run for n in names], fusion, w, rrf_k=rrf_k), fusion
+        hits = self._hits(ranked(fused)[:k], searched, explain is not False)
+        took = time.perf_counter() - t0
+        with self._lock:
+            self._searches += 1
+            self._latencies.append(took)
+        return SearchResult(query=query, k=k, mode=mode, indexes=names, fusion=fusion_name,
+                            took_ms=round(took * 1e3, 3), hits=hits, warnings=warnings)
+
+    def _pick(self, names: Sequence[str] | None) -> list[str]:
+        if names is None:
+            return list(self.served)
+        for n in names:
+            if n not in self.served:
+                raise NotFoundError(f"unknown index {n!r}; served: {', '.join(self.served)}")
+        return list(dict.fromkeys(names))
+
+    def _plan(self, query: str | None, indexes: Sequence[str] | None, weights: Mapping[str, float] | None,
+              explain: bool | None) -> tuple[list[str], list[str]]:
+        """The indexes to search (named, weighted above 0, able to encode the query) and the warnings."""
+        names = self._pick(indexes)
+        if weights:
+            for n, w in weights.items():
+                if n not in names:
+                    raise InvalidInputError(f"weight given for index {n!r}, which is not searched "
+                                            f"(searched: {', '.join(names)})")
+                if not w >= 0:
+                    raise InvalidInputError(f"weight of index {n!r} must be >= 0, got {w!r}")
+            names = [n for n in names if weights.get(n, 1.0) > 0]
+            if not names:
+                raise InvalidInputError("all index weights are 0")
+        warnings: list[str] = []
+        if indexes is None and query is not None:
+            # searching "all": leave out indexes that cannot encode text (vector-only), and say so
+            skip = [n for n in names if not self.served[n].can_encode_text(self.served[n].snapshot())]
+            if len(skip) == len(names):
+                raise InvalidInputError("no served index has an encoder to encode query text; send a 'vector'")
+            names = [n for n in names if n not in skip]
+            warnings += [f"index {n!r} has no encoder and was not searched (send a 'vector' for it)" for n in skip]
+        no_explain = [n for n in names if not self.served[n].explains]
+        if no_explain and explain:
+            raise UnsupportedError(f"explain is not available for {', '.join(map(repr, no_explain))} (served "
+                                   f"from {self.served[no_explain[0]].kind}); set 'explain' to false")
+        if no_explain and explain is None:
+            warnings += [f"index {n!r}: no explanations (served from {self.served[n].kind})" for n in no_explain]
+        return names, warnings
+
+    def _search_one(self, name: str, query: str | None, vector: Mapping[str, float] | None, mode: str,
+                    query_cut: int | None, heap_factor: float | None, depth: int, warnings: list[str]) -> _Searched:
+        s = self.served[name]
+        snap = s.snapshot()
+        params = s.search_params(snap, mode, query_cut, heap_factor)
+        qv = s.query_vector(snap, query, vector)
+        if s.is_empty(qv):
+            warnings.append(f"index {name!r}: the query has no indexable terms")
+            run: dict[str, float] = {}
+        else:
+            run = s.search_run(snap, qv, depth, params)
+        ranks = {d: r for r, (d, _) in enumerate(ranked(run), 1)}
+        return _Searched(s, snap, qv, run, ranks)
+
+    def _hits(self, top: list[tuple[str, float]], searched: dict[str, _Searched], explain: bool) -> list[Hit]:
+        """The hits for the fused ``top``, with stored text, explanations and highlights."""
+        texts: dict[str, dict[str, str]] = {}
+        for part in searched.values():
+            missing = [d for d, _ in top if d not in texts]
+            if missing:
+                texts.update(part.served.texts(part.snap, missing))
+        hits = []
+        for rank, (d, score) in enumerate(top, 1):
+            hit = Hit(rank=rank, id=d, score=float(score),
+                      scores={n: HitScore(p.run[d], p.ranks[d]) for n, p in searched.items() if d in p.run})
+            explained = explain and rank <= self.limits.explain_hits
+            if explained:
+                hit.explanation = self._explain_hit(d, searched)
+            doc = texts.get(d)
+            if doc is not None:
+                hit.title = doc["title"]
+                encoders = [searched[n].snap.encoder for n in hit.explanation]
+                expl = list(hit.explanation.values()) if explained else None
+                hit.snippet, hit.highlights, hit.title_highlights = highlight_hit(
+                    doc, encoders, expl, self.limits.snippet_words)
+            hits.append(hit)
+        return hits
+
+    def _explain_hit(self, doc_id: str, searched: dict[str, _Searched]) -> dict[str, list[Contribution]]:
+        out = {}
+        for n, p in searched.items():
+            if doc_id in p.run and p.served.explains:
+                dn = p.served.live_docnum(p.snap, doc_id)
+                if dn is not None:
+                    out[n] = p.served.contributions(p.snap, p.qv, dn, self.limits.explain_terms)
+        return out
+
+    # ----------------------------------------------------------- explain and documents
+    def explain(self, doc_id: str, query: str | None = None, vector: Mapping[str, float] | None = None,
+                index: str | None = None) -> Explanation:
+        """Every matching term's (latent's) contribution to document ``doc_id``'s score for a query
+        in ``index`` (optional when one index is served)."""
+        _check_query(query, vector)
+        if index is None:
+            if len(self.served) > 1:
+                raise InvalidInputError(f"several indexes are served; name one in 'index' ({', '.join(self.served)})")
+            index = next(iter(self.served))
+        s = self.served[self._pick([index])[0]]
+        if not s.explains:
+            raise UnsupportedError(f"index {index!r} is served from {s.kind}, which cannot explain scores; "
+                                   f"explain against the local index directory")
+        snap = s.snapshot()
+        qv = s.query_vector(snap, query, vector)
+        dn = s.live_docnum(snap, doc_id)
+        if dn is None:
+            raise NotFoundError(f"unknown document id {doc_id!r} in index {index!r}")
+        cs = s.contributions(snap, qv, dn, None)
+        return Explanation(index=index, doc_id=doc_id, score=float(sum(c.contribution for c in cs)),
+                           contributions=cs, query_terms=qv.row_dict(0),
+                           unmatched_query_terms=s.unmatched_terms(snap, qv))
+
+    def document(self, doc_id: str, index: str | None = None) -> Document:
+        """A live document, from ``index`` or the first served index holding it."""
+        for n in self._pick([index] if index is not None else None):
+            d = self.served[n].document(self.served[n].snapshot(), doc_id)
+            if d is not None:
+                return d
+        raise NotFoundError(f"unknown document id {doc_id!r}")
+
+    # ------------------------------------------------------------------ health, stats
+    def health(self) -> dict[str, Any]:
+        """Liveness: the served indexes and their current commit."""
+        return {"status": "ok", "indexes": {n: s.health(s.snapshot()) for n, s in self.served.items()}}
+
+    def stats(self) -> dict[str, Any]:
+        """Per index: sizes, encoder, commit; for the service: searches, uptime, latency (ms), limits."""
+        with self._lock:
+            lat = np.asarray(list(self._latencies)) * 1e3
+            searches = self._searches
+        return {"indexes": {n: s.stats(s.snapshot()) for n, s in self.served.items()},
+                "service": {"searches": searches, "uptime_s": time.time() - self.started,
+                            "search_latency_ms": {"n": int(lat.size),
+                                                  "p50": float(np.percentile(lat, 50)) if lat.size else None,
+                                                  "p99": float(np.percentile(lat, 99)) if lat.size else None},
+                            "limits": dataclasses.asdict(self.limits)}}
+

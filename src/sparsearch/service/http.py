@@ -1,0 +1,348 @@
+"""The HTTP face of :class:`~sparsearch.service.backend.SearchService` (FastAPI).
+
+Endpoints (OpenAPI at ``/openapi.json``, interactive docs at ``/docs``):
+
+* ``POST /search``: a query text (encoded by each index's own encoder) or a ready sparse vector
+  ``{term: weight}``; ``k``; ``mode`` ``exact`` or ``approximate`` (``query_cut`` /
+  ``heap_factor``, default: the settings saved next to the index by ``sparsearch tune --save``);
+  the indexes to search and, with several, their fusion (``rrf`` or score interpolation after
+  ``minmax`` / ``zscore`` normalisation) with per-index weights. Hits carry title, snippet,
+  highlight spans and the per-term (per-latent) explanation.
+* ``GET /documents/{id}``: a stored document.
+* ``POST /explain``: the contributions of every matching term/latent to one document's score.
+* ``GET /healthz``, ``GET /stats``.
+* ``GET /``: the search page (``static/index.html``, no build step).
+
+Robustness: request bodies are bounded (``Limits.max_body_bytes`` -> 413); the request schema is
+built from the app's :class:`Limits`, so every bound is checked by pydantic (-> 422 with the field
+and the reason) and published in the OpenAPI spec. Errors raised by the service are mapped to a
+status by their class in one handler (:data:`STATUS`); an unexpected exception is answered 500
+with a message and counted in ``/stats``, and never takes the process down.
+
+Concurrency: searches and explanations run in a fixed pool of ``Limits.workers`` threads fed by a
+FIFO queue (requests are served in arrival order, which keeps the latency tail short under load);
+the other endpoints run in the server's thread pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import functools
+import inspect
+import logging
+import os
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import FastAPI, Query, Request
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..errors import (BackendError, ConflictError, CorruptIndexError, InvalidInputError, NotFoundError,
+                      SparsearchError, UnsupportedError)
+from .backend import Document, Explanation, Limits, SearchResult, SearchService, ServedIndex
+
+log = logging.getLogger("sparsearch.service")
+
+STATIC = Path(__file__).parent / "static"
+
+__all__ = ["create_app", "serve", "request_models", "STATUS", "BodyLimit"]
+
+#: HTTP status of each error class, first match wins (anything else: 500)
+STATUS: tuple[tuple[type[Exception], int], ...] = (
+    (BackendError, 503),        # Milvus failed or is unreachable (before NotFoundError: a dropped collection)
+    (CorruptIndexError, 503),   # the index on disk is damaged: the server's problem, not the request's
+    (NotFoundError, 404),
+    (ConflictError, 409),
+    (UnsupportedError, 400),    # a mode or explanation an index cannot give
+    (InvalidInputError, 400),   # a request valid by the schema that cannot be answered as asked
+)
+
+
+# ----------------------------------------------------------------------------- request models
+class _QueryFields(BaseModel):
+    """``query`` xor ``vector`` (the bounds are set per app by :func:`request_models`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="after")
+    def _one_query(self):
+        if (self.query is None) == (self.vector is None):
+            raise ValueError("give exactly one of 'query' (text) and 'vector' ({term: weight})")
+        if self.query is not None and not self.query.strip():
+            raise ValueError("'query' is empty")
+        if self.vector is not None and not any(w > 0 for w in self.vector.values()):
+            raise ValueError("'vector' has no positive weight")
+        return self
+
+
+@functools.lru_cache(maxsize=16)
+def request_models(limits: Limits) -> tuple[type[BaseModel], type[BaseModel]]:
+    """``(SearchRequest, ExplainRequest)`` with every bound taken from ``limits``: the one place
+    requests are validated, and what the OpenAPI spec publishes."""
+    weight = Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)]  # bounded: scores stay finite in float32
+    term = Annotated[str, Field(min_length=1, max_length=limits.max_term_chars)]
+    index_name = Annotated[str, Field(min_length=1, max_length=200)]
+
+    class Q(_QueryFields):
+        query: str | None = Field(None, max_length=limits.max_query_chars,
+                                  description="Query text, encoded by each index's encoder.")
+        vector: dict[term, weight] | None = Field(
+            None, max_length=limits.max_vector_terms,
+            description="A ready query vector {term: weight} (weights finite, 0 to 1e9), matched to each index's "
+                        "vocabulary by term string. Give exactly one of query and vector.")
+
+    class SearchRequest(Q):
+        k: int = Field(10, ge=1, le=limits.max_k, description="Number of hits.")
+        mode: Literal["exact", "approximate"] = Field(
+            "exact", description="exact (rank-safe block-max MaxScore) or approximate (the index's Seismic-style "
+                                 "approximate index; 400 if the index has none for its current commit).")
+        indexes: list[index_name] | None = Field(None, min_length=1, max_length=limits.max_indexes,
+                                                 description="Index names to search (default: all served).")
+        fusion: Literal["rrf", "minmax", "zscore"] = Field(
+            "rrf", description="How hits of several indexes are fused: reciprocal rank fusion, or a weighted sum "
+                               "of per-query min-max / z-score normalised scores.")
+        weights: dict[index_name, weight] | None = Field(None, max_length=limits.max_indexes,
+                                                         description="Hybrid weight per index name (default 1 each).")
+        rrf_k: float = Field(60.0, gt=0, le=10_000, allow_inf_nan=False)
+        explain: bool = Field(True, description="Attach per-term contributions and highlight spans to the hits "
+                                                "(left out: where the index can explain).")
+        query_cut: int | None = Field(None, ge=1, le=limits.max_query_cut, description=(
+            "approximate mode: visit the posting lists of this many heaviest query terms (default: the index's "
+            "saved settings, else 10)."))
+        heap_factor: float | None = Field(None, gt=0, le=1, allow_inf_nan=False, description=(
+            "approximate mode: skip blocks whose bound is below heap_factor times the k-th score (default: the "
+            "index's saved settings, else 0.9)."))
+
+    class ExplainRequest(Q):
+        doc_id: str = Field(min_length=1, max_length=1000)
+        index: index_name | None = Field(None, description="Index name (optional when one index is served).")
+
+    return SearchRequest, ExplainRequest
+
+
+# --------------------------------------------------------------------------------- counters
+class Counters:
+    """Request counters shown in ``/stats`` (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.values = {"requests": 0, "client_errors": 0, "server_errors": 0}
+
+    def add(self, name: str) -> None:
+        with self._lock:
+            self.values[name] += 1
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.values)
+
+
+def _error(counters: Counters, status: int, message: str, **extra: Any) -> JSONResponse:
+    counters.add("client_errors" if status < 500 else "server_errors")
+    return JSONResponse({"error": message, **extra}, status_code=status)
+
+
+# ------------------------------------------------------------------------------ middleware
+class BodyLimit:
+    """ASGI middleware: counts requests and answers 413 to a body over ``max_bytes`` (by its
+    Content-Length, or while reading it) before the app parses anything."""
+
+    def __init__(self, app: Any, max_bytes: int, counters: Counters) -> None:
+        self.app, self.max_bytes, self.counters = app, max_bytes, counters
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        self.counters.add("requests")
+        too_big = _declared_too_big(dict(scope.get("headers") or []).get(b"content-length"), self.max_bytes)
+        if not too_big and scope.get("method") in ("POST", "PUT", "PATCH"):
+            body = await self._read(receive)
+            if body is None:
+                return None  # the client went away
+            if body is not False:
+                return await self.app(scope, _replay(body, receive), send)
+            too_big = True
+        if too_big:
+            resp = _error(self.counters, 413, f"request body larger than {self.max_bytes} bytes")
+            return await resp(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+    async def _read(self, receive) -> bytes | bool | None:
+        """The whole body; False when it grows past the limit, None on disconnect."""
+        chunks, size, more = [], 0, True
+        while more:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return None
+            chunk = msg.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                return False
+            chunks.append(chunk)
+            more = msg.get("more_body", False)
+        return b"".join(chunks)
+
+
+def _declared_too_big(content_length: bytes | None, max_bytes: int) -> bool:
+    if content_length is None:
+        return False
+    try:
+        return int(content_length) > max_bytes
+    except ValueError:
+        return True
+
+
+def _replay(body: bytes, receive):
+    """A ``receive`` that hands out ``body`` once, then defers to the real one."""
+    sent = False
+
+    async def replay():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+# --------------------------------------------------------------------------------- errors
+def _validation_error(counters: Counters, exc: RequestValidationError) -> JSONResponse:
+    details = []
+    for e in exc.errors()[:20]:
+        loc = ".".join(str(x) for x in e.get("loc", ()) if x != "body") or "body"
+        details.append({"field": loc, "message": str(e.get("msg", "invalid"))[:300], "type": e.get("type")})
+    first = details[0] if details else {"field": "body", "message": "invalid request"}
+    return _error(counters, 422, f"invalid request: {first['field']}: {first['message']}", details=details)
+
+
+async def handle_error(request: Request, exc: Exception) -> JSONResponse:
+    """The one exception handler: schema violations 422, framework errors their own status,
+    the service's errors by class (:data:`STATUS`), anything else 500 (logged)."""
+    counters: Counters = request.app.state.counters
+    if isinstance(exc, RequestValidationError):
+        return _validation_error(counters, exc)
+    if isinstance(exc, StarletteHTTPException):
+        return _error(counters, exc.status_code, str(exc.detail))
+    for cls, status in STATUS:
+        if isinstance(exc, cls):
+            return _error(counters, status, str(exc))
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return _error(counters, 500, f"internal error: {type(exc).__name__}: {exc}"[:500])
+
+
+# --------------------------------------------------------------------------------- routes
+async def _in_pool(request: Request, fn: Callable[..., Any], *args: Any) -> Any:
+    """Run ``fn`` in the app's search pool (FIFO)."""
+    return await asyncio.get_running_loop().run_in_executor(request.app.state.pool, fn, *args)
+
+
+def page() -> FileResponse:
+    return FileResponse(STATIC / "index.html", media_type="text/html")
+
+
+def healthz(request: Request) -> dict[str, Any]:
+    """Liveness: the served indexes and their current commit."""
+    return request.app.state.service.health()
+
+
+def stats(request: Request) -> dict[str, Any]:
+    """Index sizes, encoders, commits, and the service's request counters and search latency."""
+    out = request.app.state.service.stats()
+    out["service"] = {**request.app.state.counters.snapshot(), **out["service"]}
+    return out
+
+
+def document(request: Request, doc_id: Annotated[str, PathParam(max_length=1000)],
+             index: Annotated[str | None, Query(max_length=200)] = None) -> Document:
+    """A stored document (live in the index), from the first served index holding it."""
+    return request.app.state.service.document(doc_id, index)
+
+
+async def search(req: BaseModel, request: Request) -> JSONResponse:
+    """Search one or several indexes (fused) with a query text or a sparse query vector."""
+    args = req.model_dump()
+    if "explain" not in req.model_fields_set:
+        args["explain"] = None  # not asked for: explain where the index can
+    result = await _in_pool(request, functools.partial(request.app.state.service.search, **args))
+    # built (and validated) once by the service; a Response skips FastAPI's second validation
+    return JSONResponse(dataclasses.asdict(result))
+
+
+async def explain(req: BaseModel, request: Request) -> Explanation:
+    """Per-term (per-latent) contributions to a document's score for a query."""
+    return await _in_pool(request, functools.partial(request.app.state.service.explain, **req.model_dump()))
+
+
+def _with_body(endpoint: Callable[..., Any], model: type[BaseModel]) -> Callable[..., Any]:
+    """``endpoint`` with its ``req`` parameter annotated ``model``: FastAPI reads the body schema
+    from the signature, and the schema depends on the app's :class:`Limits`."""
+
+    @functools.wraps(endpoint)
+    async def bound(*args: Any, **kwargs: Any) -> Any:
+        return await endpoint(*args, **kwargs)
+
+    sig = inspect.signature(endpoint)
+    bound.__signature__ = sig.replace(parameters=[  # type: ignore[attr-defined]
+        p.replace(annotation=model) if p.name == "req" else p for p in sig.parameters.values()])
+    return bound
+
+
+def _add_routes(app: FastAPI, limits: Limits) -> None:
+    search_model, explain_model = request_models(limits)
+    app.add_api_route("/", page, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/healthz", healthz, methods=["GET"])
+    app.add_api_route("/stats", stats, methods=["GET"])
+    app.add_api_route("/documents/{doc_id:path}", document, methods=["GET"], response_model=Document)
+    app.add_api_route("/explain", _with_body(explain, explain_model), methods=["POST"], response_model=Explanation)
+    app.add_api_route("/search", _with_body(search, search_model), methods=["POST"], response_model=SearchResult)
+
+
+# ------------------------------------------------------------------------------------ app
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI):
+    yield
+    app.state.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def create_app(index_dirs: Sequence[str | os.PathLike] | Mapping[str, str | os.PathLike] = (), *,
+               limits: Limits | None = None, title: str = "sparsearch", warm: bool = True,
+               backends: Sequence[ServedIndex] = ()) -> FastAPI:
+    """A FastAPI app serving ``index_dirs`` (a list, named by directory name, or ``{name: dir}``).
+
+    ``backends``: further served indexes, e.g. Milvus collections (:func:`milvus_backends`);
+    they answer the same API, and are searched and fused alongside local indexes.
+    ``warm``: load each index's encoder and run one search up front, so that the first request
+    does not pay for loading the compiled kernels and the model.
+    """
+    limits = limits or Limits()
+    service = SearchService.open(index_dirs, limits=limits, backends=backends, warm=warm)
+    app = FastAPI(title=title, version="1.0", lifespan=_lifespan,
+                  description="Sparse retrieval service: BM25 / SPLADE / CSR indexes, fusion, explanations.")
+    app.state.service, app.state.limits, app.state.counters = service, limits, Counters()
+    app.state.served = service.served
+    app.state.pool = ThreadPoolExecutor(max_workers=limits.workers, thread_name_prefix="sparsearch-search")
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes, counters=app.state.counters)
+    # SparsearchError separately: Starlette re-raises what only the catch-all ``Exception`` handler answered
+    for cls in (RequestValidationError, StarletteHTTPException, SparsearchError, Exception):
+        app.add_exception_handler(cls, handle_error)
+    _add_routes(app, limits)
+    return app
+
+
+def serve(index_dirs: Sequence[str | os.PathLike], host: str = "127.0.0.1", port: int = 8000, *,
+          limits: Limits | None = None, log_level: str = "info", backends: Sequence[ServedIndex] = ()) -> None:
+    """Run the service with uvicorn (blocking); ``backends`` as for :func:`create_app`."""
+    import uvicorn  # the 'service' extra
+
+    app = create_app(index_dirs, limits=limits, backends=backends)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
