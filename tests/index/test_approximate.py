@@ -10,11 +10,25 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sparsearch.errors import CorruptIndexError, InvalidInputError, NotFoundError, UnsupportedError
+from sparsearch.evaluation import recall_at_k
 from sparsearch.index import Index, IndexFormatError, build_index
-from sparsearch.index.approximate import ApproximateIndex, recall_at_k, tune
+from sparsearch.index.approximate import (ApproxBuildParams, ApproximateIndex, FixedPruning, GlobalPruning,
+                                          load_settings, save_settings, tune)
+from sparsearch.searching import ApproxParams, ExactParams
 from sparsearch.vectors import SparseBatch, Vocabulary
 
-NO_PRUNING = dict(n_postings=10**9, summary_energy=1.0, pruning="fixed")
+NO_PRUNING = dict(pruning=FixedPruning(n_postings=10**9), summary_energy=1.0)
+EXACT_SETTINGS = ApproxParams(query_cut=1000, heap_factor=1.0)
+
+
+def build(index, save=False, **kw):
+    """An approximate index of ``index`` with these ``ApproxBuildParams`` fields (not saved by default)."""
+    return ApproximateIndex.build(index, ApproxBuildParams(**kw), save=save)
+
+
+def global_pruning(n_postings, **kw):
+    return dict(pruning=GlobalPruning(n_postings=n_postings), **kw)
 
 
 def zipf_batch(n: int, n_terms: int, nnz: int, seed: int, prefix: str = "d") -> SparseBatch:
@@ -43,12 +57,12 @@ def corpus(tmp_path_factory):
 def test_non_pruning_settings_are_exact(corpus):
     index, queries = corpus
     es, ed = index.search(queries, 10)
-    ax = ApproximateIndex.build(index, centroid_fraction=0.05, save=False, **NO_PRUNING)
-    s, d = ax.search(queries, 10, query_cut=1000, heap_factor=1.0)
+    ax = build(index, centroid_fraction=0.05, **NO_PRUNING)
+    s, d = ax.search(queries, 10, EXACT_SETTINGS)
     assert recall_at_k(d, ed) == 1.0
     np.testing.assert_array_equal(d, ed)
     np.testing.assert_array_equal(s, es)
-    s1, d1 = ax.search(queries, 10, query_cut=1000, heap_factor=1.0, threads=1)  # serial path
+    s1, d1 = ax.search(queries, 10, ApproxParams(query_cut=1000, heap_factor=1.0, threads=1))  # serial path
     np.testing.assert_array_equal(d1, ed)
 
 
@@ -65,28 +79,28 @@ def test_non_pruning_settings_are_exact_over_segments_with_their_own_scales(tmp_
     assert len(index.segments) == 2 and index.segments[0].scale != index.segments[1].scale
     queries = zipf_batch(40, 500, 12, seed=7, prefix="q")
     es, ed = index.search(queries, 10)
-    ax = ApproximateIndex.build(index, centroid_fraction=0.05, save=False, **NO_PRUNING)
-    assert len(ax._common[-1]) == index.n_docs  # per-document scales reach the kernels
-    s, d = ax.search(queries, 10, query_cut=1000, heap_factor=1.0, threads=1)
+    ax = build(index, centroid_fraction=0.05, **NO_PRUNING)
+    assert len(ax.doc_scale_arg) == index.n_docs  # per-document scales reach the kernels
+    s, d = ax.search(queries, 10, ApproxParams(query_cut=1000, heap_factor=1.0, threads=1))
     np.testing.assert_array_equal(d, ed)
     np.testing.assert_array_equal(s, es)
-    one = ApproximateIndex.build(Index.open(build_index(docs, tmp_path / "one").path), save=False, **NO_PRUNING)
-    assert len(one._common[-1]) == 1  # one grid: a single scale, no per-document load
+    one = build(Index.open(build_index(docs, tmp_path / "one").path), **NO_PRUNING)
+    assert len(one.doc_scale_arg) == 1  # one grid: a single scale, no per-document load
 
 
 def test_recall_degrades_gracefully(corpus):
     index, queries = corpus
     _, ed = index.search(queries, 10)
-    ax = ApproximateIndex.build(index, n_postings=300, centroid_fraction=0.1, summary_energy=0.4, save=False)
+    ax = build(index, **global_pruning(300, centroid_fraction=0.1, summary_energy=0.4))
     # Seismic's heap_factor: a block is skipped below heap_factor x the k-th score (lower scans more)
-    r_full = recall_at_k(ax.search(queries, 10, query_cut=1000, heap_factor=0.5)[1], ed)
-    r_mid = recall_at_k(ax.search(queries, 10, query_cut=8, heap_factor=0.9)[1], ed)
-    r_low = recall_at_k(ax.search(queries, 10, query_cut=2, heap_factor=1.0)[1], ed)
+    r_full = recall_at_k(ax.search(queries, 10, ApproxParams(query_cut=1000, heap_factor=0.5))[1], ed)
+    r_mid = recall_at_k(ax.search(queries, 10, ApproxParams(query_cut=8, heap_factor=0.9))[1], ed)
+    r_low = recall_at_k(ax.search(queries, 10, ApproxParams(query_cut=2, heap_factor=1.0))[1], ed)
     assert r_full >= 0.9
     assert r_full >= r_mid - 0.02 and r_mid >= r_low - 0.02
     assert 0.1 < r_low < 1.0
     # returned scores are exact dot products of the returned documents
-    s, d = ax.search(queries[:5], 10, query_cut=4, heap_factor=0.8)
+    s, d = ax.search(queries[:5], 10, ApproxParams(query_cut=4, heap_factor=0.8))
     X = docs_matrix(index)
     Q = queries[:5].remap(index.vocab).to_scipy()
     Q.resize((5, X.shape[1]))
@@ -105,54 +119,117 @@ def test_persistence_round_trip_and_staleness(tmp_path):
     docs = zipf_batch(800, 500, 30, seed=3)
     queries = zipf_batch(30, 500, 10, seed=4, prefix="q")
     index = build_index(docs, tmp_path / "idx")
-    ax = ApproximateIndex.build(index, n_postings=100, centroid_fraction=0.2)
+    with pytest.raises(NotFoundError, match="build-approx"):  # opening never builds
+        ApproximateIndex.open(index)
+    assert not (tmp_path / "idx" / "approximate.json").exists()
+    params = ApproxBuildParams(pruning=GlobalPruning(n_postings=100), centroid_fraction=0.2)
+    ax = ApproximateIndex.build(index, params)
     first_dir = ax.path
     assert ApproximateIndex.exists(index)
-    s, d = ax.search(queries, 10, query_cut=5, heap_factor=0.8)
+    p = ApproxParams(query_cut=5, heap_factor=0.8)
+    s, d = ax.search(queries, 10, p)
     re = ApproximateIndex.open(Index.open(tmp_path / "idx"))
-    s2, d2 = re.search(queries, 10, query_cut=5, heap_factor=0.8)
+    s2, d2 = re.search(queries, 10, p)
     np.testing.assert_array_equal(d, d2)
     np.testing.assert_array_equal(s, s2)
-    assert re.params == ax.params and re.memory_bytes() == ax.memory_bytes()
+    assert re.params == ax.params == params and re.memory_bytes() == ax.memory_bytes()
+    assert re.doc_ids == index.doc_ids
     # rebuilding replaces the old directory atomically (the pointer names only the new one)
-    ax3 = ApproximateIndex.build(index, n_postings=50, centroid_fraction=0.2)
+    ax3 = ApproximateIndex.build(index, ApproxBuildParams(pruning=FixedPruning(n_postings=50), centroid_fraction=0.2))
     assert not first_dir.exists() and ax3.path.exists()
     assert json.loads((tmp_path / "idx" / "approximate.json").read_text())["dir"] == ax3.path.name
-    assert ApproximateIndex.open_or_build(index, n_postings=50, centroid_fraction=0.2).path == ax3.path
-    # an index saved before kmeans_iterations was a parameter was clustered in Seismic's one pass
+    assert ApproximateIndex.open(index).params == ax3.params
+    assert ApproximateIndex.open(index).params.pruning == FixedPruning(n_postings=50)
+    # an index saved before kmeans_iterations was a parameter was clustered in Seismic's one pass, and
+    # its parameters were flat (pruning a string next to n_postings / max_fraction)
     meta_f = ax3.path / "segment.json"
     meta = json.loads(meta_f.read_text())
-    del meta["params"]["kmeans_iterations"]
+    meta["params"] = {"n_postings": 50, "centroid_fraction": 0.2, "summary_energy": 0.4, "min_cluster_size": 2,
+                      "max_fraction": 1.5, "doc_cut": 15, "pruning": "global", "seed": 0}
+    meta["format"], meta["version"] = "sparsearch-segment", 1  # as earlier versions stamped the header
+    meta["kind"], meta["approx_version"] = "sparsearch-approximate", 3
     meta_f.write_text(json.dumps(meta))
-    assert ApproximateIndex.open(index).params.kmeans_iterations == 0
-    assert ApproximateIndex.open_or_build(index, n_postings=50, centroid_fraction=0.2).path != ax3.path
-    ax3 = ApproximateIndex.open(index)
+    old = ApproximateIndex.open(index)
+    assert old.params == ApproxBuildParams(pruning=GlobalPruning(n_postings=50, max_fraction=1.5),
+                                           centroid_fraction=0.2, kmeans_iterations=0)
+    assert old.stats()["params"]["pruning"] == {"kind": "global", "n_postings": 50, "max_fraction": 1.5}
     # a torn temporary directory is ignored
-    (tmp_path / "idx" / ".approx-tmp-dead").mkdir()
+    (tmp_path / "idx" / ".tmp-0123-approx-dead").mkdir()
     ApproximateIndex.open(index)
     # corrupt array refused
     f = ax3.path / "block_docs.npy"
     raw = bytearray(f.read_bytes())
     raw[-1] ^= 0xFF
     f.write_bytes(bytes(raw))
-    with pytest.raises(IndexFormatError):
+    with pytest.raises(IndexFormatError, match="checksum"):
         ApproximateIndex.open(index)
-    # the exact index is rebuilt: the approximate one is stale
+    # a new commit of the exact index removes the approximate one (it described the old commit)
     index2 = build_index(zipf_batch(700, 500, 30, seed=5), tmp_path / "idx")
-    with pytest.raises(IndexFormatError, match="stale|no approximate index"):
+    with pytest.raises(NotFoundError, match="no approximate index"):
         ApproximateIndex.open(index2)
+    assert not list((tmp_path / "idx").glob("approx-*"))
+    # a pointer that names another commit is stale
+    ApproximateIndex.build(index2, params)
+    stale = build_index(zipf_batch(700, 500, 30, seed=6), tmp_path / "other")
+    (tmp_path / "other" / "approximate.json").write_text((tmp_path / "idx" / "approximate.json").read_text())
+    with pytest.raises(CorruptIndexError, match="stale"):
+        ApproximateIndex.open(stale)
+
+
+def test_build_params_and_pruning_union():
+    assert ApproxBuildParams().pruning == GlobalPruning(n_postings=3500, max_fraction=1.5)
+    for p in (ApproxBuildParams(), ApproxBuildParams(pruning=FixedPruning(7), kmeans_iterations=0, seed=3)):
+        assert ApproxBuildParams.from_dict(json.loads(json.dumps(p.to_dict()))) == p
+    assert ApproxBuildParams.from_dict({"n_postings": 9, "pruning": "fixed"}).pruning == FixedPruning(9)
+    for bad in (dict(pruning="global"), dict(pruning=GlobalPruning(0)), dict(pruning=GlobalPruning(5, 0.0)),
+                dict(pruning=FixedPruning(-1)), dict(summary_energy=0.0)):
+        with pytest.raises(InvalidInputError):
+            ApproxBuildParams(**bad).check()
+    with pytest.raises(InvalidInputError, match="no 'bogus'"):
+        ApproxBuildParams.from_dict({"bogus": 1})
+
+
+def test_search_params_dispatch_and_saved_settings(corpus, tmp_path):
+    index, queries = corpus
+    ax = build(index, **global_pruning(300))
+    assert ax.default_params == ApproxParams()
+    np.testing.assert_array_equal(ax.search(queries, 10)[1], ax.search(queries, 10, ApproxParams())[1])
+    # exact parameters: the exact index answers
+    for p in (ExactParams(), ExactParams(exhaustive=True, threads=1)):
+        np.testing.assert_array_equal(ax.search(queries, 10, p)[1], index.search(queries, 10)[1])
+    with pytest.raises(UnsupportedError):
+        ax.search(queries, 10, {"query_cut": 3})
+    run = ax.search_run(queries[:3], 5, EXACT_SETTINGS)
+    assert list(run) == queries.ids[:3] and all(len(r) <= 5 for r in run.values())
+    # settings saved next to the index become the default; a commit keeps them
+    path = tmp_path / "idx"
+    small = build_index(zipf_batch(300, 200, 20, seed=11), path)
+    assert load_settings(path) is None
+    tuned = ApproxParams(query_cut=3, heap_factor=0.7)
+    save_settings(path, tuned, {"recall": 0.9})
+    doc = json.loads((path / "settings.json").read_text())
+    assert doc["format"] == "sparsearch-settings" and doc["version"] == 1 and doc["tuned"] == {"recall": 0.9}
+    assert load_settings(path) == tuned
+    assert build(small).default_params == tuned
+    small = build_index(zipf_batch(300, 200, 20, seed=12), path)  # a new commit
+    assert load_settings(path) == tuned
+    with pytest.raises(InvalidInputError):
+        save_settings(path, ExactParams())
+    (path / "settings.json").write_text(json.dumps({**doc, "approximate": {"kind": "exact"}}))
+    with pytest.raises(CorruptIndexError):
+        load_settings(path)
 
 
 def test_tune_meets_target_on_sample(corpus):
     index, queries = corpus
-    ax = ApproximateIndex.build(index, n_postings=300, centroid_fraction=0.1, save=False)
-    best = tune(ax, index, queries, target_recall=0.9, sample=60, query_cuts=(2, 5, 10, 40),
+    ax = build(index, **global_pruning(300, centroid_fraction=0.1))
+    best = tune(ax, queries, target_recall=0.9, sample=60, query_cuts=(2, 5, 10, 40),
                 heap_factors=(0.6, 0.8, 1.0))
     assert best["met"] and best["recall"] >= 0.9
     rng = np.random.default_rng(0)
     idx = np.sort(rng.choice(len(queries), size=60, replace=False))
     _, ed = index.search(queries[idx], 10)
-    _, d = ax.search(queries[idx], 10, query_cut=best["query_cut"], heap_factor=best["heap_factor"])
+    _, d = ax.search(queries[idx], 10, ApproxParams(query_cut=best["query_cut"], heap_factor=best["heap_factor"]))
     assert recall_at_k(d, ed) >= 0.9
     assert len(best["grid"]) == 12
 
@@ -192,10 +269,10 @@ def test_kmeans_iterations_make_purer_blocks(tmp_path):
     blocks still partition every list; 0 iterations is the one pass."""
     docs, topic = topical_batch(12, 40, seed=5)
     index = build_index(docs, tmp_path / "idx")
-    kw = dict(n_postings=10**6, centroid_fraction=0.05, summary_energy=0.4, min_cluster_size=1, save=False)
+    kw = global_pruning(10**6, centroid_fraction=0.05, summary_energy=0.4, min_cluster_size=1)
     purity = {}
     for it in (0, 1, 3):
-        ax = ApproximateIndex.build(index, kmeans_iterations=it, **kw)
+        ax = build(index, kmeans_iterations=it, **kw)
         lst = np.asarray(ax.block_docs[ax.block_doc_ptr[ax.term_block_ptr[0]]:ax.block_doc_ptr[ax.term_block_ptr[1]]])
         assert sorted(lst.tolist()) == list(range(len(docs)))  # term 0's list: every document, once
         purity[it] = block_purity(ax, 0, topic)
@@ -205,23 +282,26 @@ def test_kmeans_iterations_make_purer_blocks(tmp_path):
 
 def test_memory_and_validation(corpus):
     index, queries = corpus
-    ax = ApproximateIndex.build(index, n_postings=200, save=False)
+    ax = build(index, **global_pruning(200))
     st_ = ax.stats()
     assert st_["memory_bytes"] == ax.memory_bytes() > 0
     assert ax.bytes_per_doc() == pytest.approx(ax.memory_bytes() / index.n_docs)
     assert st_["n_list_postings"] <= 200 * 1.5 * index.n_terms
-    with pytest.raises(ValueError):
-        ax.search(queries, 0)
-    with pytest.raises(ValueError):
-        ax.search(queries, 10, heap_factor=0.0)
-    with pytest.raises(ValueError):
-        ApproximateIndex.build(index, centroid_fraction=0.0, save=False)
-    with pytest.raises(ValueError, match="kmeans_iterations"):
-        ApproximateIndex.build(index, kmeans_iterations=-1, save=False)
-    # more results asked than documents exist: padded with -1
+    for bad_k in (0, -1, 10**9):
+        with pytest.raises(InvalidInputError, match="k must be"):
+            ax.search(queries, bad_k)
+    with pytest.raises(InvalidInputError):
+        ax.search(queries, 10, ApproxParams(heap_factor=0.0))
+    with pytest.raises(InvalidInputError):
+        ax.search(queries, 10, ApproxParams(query_cut=0))
+    with pytest.raises(ValueError):  # InvalidInputError is a ValueError
+        build(index, centroid_fraction=0.0)
+    with pytest.raises(InvalidInputError, match="kmeans_iterations"):
+        build(index, kmeans_iterations=-1)
+    # more results asked than documents exist: results are n_docs wide, padded with -1
     small = build_index(zipf_batch(5, 50, 10, seed=9), index.path.parent / "small")
-    s, d = ApproximateIndex.build(small, save=False).search(zipf_batch(3, 50, 10, seed=8, prefix="q"), 10)
-    assert d.shape == (3, 10) and (d[:, 5:] == -1).all()
+    s, d = build(small).search(zipf_batch(3, 50, 10, seed=8, prefix="q"), 10)
+    assert d.shape == s.shape == (3, 5) and (d < 5).all()
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -232,9 +312,8 @@ def test_non_pruning_settings_exact_property(tmp_path_factory, n_docs, n_terms, 
     queries = zipf_batch(8, n_terms, max(1, nnz // 2), seed + 1, prefix="q")
     index = build_index(docs, tmp_path_factory.mktemp("h") / "i")
     _, ed = index.search(queries, k)
-    ax = ApproximateIndex.build(index, centroid_fraction=frac, min_cluster_size=1 + seed % 3, save=False,
-                                **NO_PRUNING)
-    _, d = ax.search(queries, k, query_cut=10**6, heap_factor=1.0)
+    ax = build(index, centroid_fraction=frac, min_cluster_size=1 + seed % 3, **NO_PRUNING)
+    _, d = ax.search(queries, k, ApproxParams(query_cut=10**6, heap_factor=1.0))
     assert recall_at_k(d, ed, k) == 1.0
 
 
@@ -287,12 +366,12 @@ def test_summary_groups_are_a_storage_detail(corpus, monkeypatch, group_blocks, 
     from sparsearch.index import approximate as apx
 
     index, queries = corpus
-    kw = dict(n_postings=600, centroid_fraction=0.5, summary_energy=0.6, min_cluster_size=1, save=False)
-    whole = ApproximateIndex.build(index, **kw)
+    kw = global_pruning(600, centroid_fraction=0.5, summary_energy=0.6, min_cluster_size=1)
+    whole = build(index, **kw)
     assert np.diff(whole.term_block_ptr).max() > apx.GROUP_BLOCKS  # the default splits some lists too
     monkeypatch.setattr(apx, "GROUP_BLOCKS", group_blocks)
     monkeypatch.setattr(apx, "GROUP_ENTRIES", group_entries)
-    split = ApproximateIndex.build(index, **kw)
+    split = build(index, **kw)
     n_blocks, n_entries = np.diff(split.group_block_ptr), np.diff(split.group_ent_ptr)
     assert len(n_blocks) > 2 * len(whole.group_block_ptr)
     assert n_blocks.max() <= group_blocks and ((n_entries <= group_entries) | (n_blocks == 1)).all()
@@ -303,8 +382,9 @@ def test_summary_groups_are_a_storage_detail(corpus, monkeypatch, group_blocks, 
         for x, y in zip(a[0] + a[1], b[0] + b[1]):
             np.testing.assert_array_equal(x, y)
     for qc, hf in [(3, 0.8), (1000, 1.0)]:
-        s1, d1 = whole.search(queries, 10, query_cut=qc, heap_factor=hf, threads=1)
-        s2, d2 = split.search(queries, 10, query_cut=qc, heap_factor=hf, threads=1)
+        p = ApproxParams(query_cut=qc, heap_factor=hf, threads=1)
+        s1, d1 = whole.search(queries, 10, p)
+        s2, d2 = split.search(queries, 10, p)
         np.testing.assert_array_equal(d1, d2)
         np.testing.assert_array_equal(s1, s2)
 
@@ -315,20 +395,20 @@ def test_dense_and_sparse_directories_agree(corpus, monkeypatch):
     from sparsearch.index import approximate as apx
 
     index, queries = corpus
-    kw = dict(n_postings=600, centroid_fraction=0.2, summary_energy=0.5, save=False)
-    mixed = ApproximateIndex.build(index, **kw)
+    kw = global_pruning(600, centroid_fraction=0.2, summary_energy=0.5)
+    mixed = build(index, **kw)
     dense = np.diff(mixed.group_word_ptr) > 0
     assert dense.any() and (~dense).any()
     assert len(mixed.comp_terms) == np.diff(mixed.group_comp_ptr)[~dense].sum()
     monkeypatch.setattr(apx, "DENSE_DIRECTORIES", False)
-    sparse = ApproximateIndex.build(index, **kw)
+    sparse = build(index, **kw)
     assert len(sparse.dir_words) == 0 and mixed.memory_bytes() < sparse.memory_bytes()
     for t in range(0, index.n_terms, 23):
         for x, y in zip(mixed.list_summaries(t)[0], sparse.list_summaries(t)[0]):
             np.testing.assert_array_equal(x, y)
     for qc, hf in [(4, 0.7), (1000, 1.0)]:
-        np.testing.assert_array_equal(mixed.search(queries, 10, query_cut=qc, heap_factor=hf)[1],
-                                      sparse.search(queries, 10, query_cut=qc, heap_factor=hf)[1])
+        p = ApproxParams(query_cut=qc, heap_factor=hf)
+        np.testing.assert_array_equal(mixed.search(queries, 10, p)[1], sparse.search(queries, 10, p)[1])
 
 
 @pytest.mark.parametrize("query_cut,heap_factor", [(2, 1.0), (4, 0.8), (8, 0.6)])
@@ -337,12 +417,12 @@ def test_pruned_search_follows_seismic_algorithm(corpus, query_cut, heap_factor)
     (same documents scored, same top-k): its lazy block selection and document prefetching
     change the speed, not the result."""
     index, queries = corpus
-    ax = ApproximateIndex.build(index, n_postings=300, centroid_fraction=0.1, summary_energy=0.4, save=False)
+    ax = build(index, **global_pruning(300, centroid_fraction=0.1, summary_energy=0.4))
     q_indptr, terms, weights = index.prepare_queries(queries[:40])
+    params = ApproxParams(query_cut=query_cut, heap_factor=heap_factor, threads=1)
     for i in range(40):
         a, b = q_indptr[i], q_indptr[i + 1]
-        _, d = ax.search_prepared(np.array([0, b - a]), terms[a:b], weights[a:b], 10, query_cut=query_cut,
-                                  heap_factor=heap_factor, threads=1)
+        _, d = ax.search_prepared(np.array([0, b - a]), terms[a:b], weights[a:b], 10, params)
         ref, n_scored = reference_seismic(ax, terms[a:b], weights[a:b], 10, query_cut, heap_factor)
         assert d[0][:len(ref)].tolist() == ref and (d[0][len(ref):] == -1).all()
         assert ax.last_scored == n_scored

@@ -30,8 +30,10 @@ import numpy as np
 import pytest
 
 from sparsearch.docstore import DocStore
+from sparsearch.errors import NotFoundError
 from sparsearch.index import Index, build_index
 from sparsearch.index.updates import add_documents, delete_documents
+from sparsearch.searching import ExactParams
 from sparsearch.vectors import SparseBatch, Vocabulary
 
 CHILD = r"""
@@ -99,7 +101,7 @@ def data(tmp_path_factory):
 
 
 def _results(index: Index, queries: SparseBatch) -> list[list[tuple[str, float]]]:
-    scores, docs = index.search(queries, 10, threads=1)
+    scores, docs = index.search(queries, 10, ExactParams(threads=1))
     ids = index.doc_ids
     return [[(ids[d], round(float(s), 5)) for d, s in zip(dr, sr) if d >= 0] for dr, sr in zip(docs, scores)]
 
@@ -151,7 +153,7 @@ def _is_live(index: Index, doc_id: str) -> bool:
     try:
         index.docnum(doc_id)
         return True
-    except KeyError:
+    except NotFoundError:
         return False
 
 

@@ -11,8 +11,11 @@ import pytest
 
 from sparsearch.docstore import DocStore
 from sparsearch.encoders import get_encoder
+from sparsearch.errors import ConflictError, CorruptIndexError, NotFoundError
 from sparsearch.index import Index, build_index
-from sparsearch.index.updates import add_documents, add_texts, delete_documents, live_vectors, merge, open_index
+from sparsearch.index.manifest import load_commit
+from sparsearch.index.updates import add_documents, add_texts, delete_documents, live_vectors, merge
+from sparsearch.searching import ExactParams
 from sparsearch.vectors import SparseBatch, Vocabulary
 
 
@@ -22,7 +25,7 @@ def synth(rng, n, V, prefix, density=0.03):
 
 
 def run_of(index: Index, queries: SparseBatch, k: int = 15):
-    scores, docs = index.search(queries, k, threads=1)
+    scores, docs = index.search(queries, k, ExactParams(threads=1))
     ids = index.doc_ids
     return [[(ids[d], float(s)) for d, s in zip(dr, sr) if d >= 0] for dr, sr in zip(docs, scores)]
 
@@ -102,13 +105,13 @@ def test_duplicate_ids_upsert_and_missing_deletes(tmp_path, rng):
     path = tmp_path / "dup"
     build_index(a, path, quantization="float32", documents=docs_of(a))
     again = SparseBatch.from_dicts([{"t0": 9.0}], ids=["a0"])
-    with pytest.raises(ValueError, match="already in the index"):
+    with pytest.raises(ConflictError, match="already in the index"):
         add_documents(path, again)
     add_documents(path, again, {"a0": ("new title", "new text")}, replace=True)
     idx = Index.open(path)
     assert idx.n_live_docs == 50 and idx.doc_ids[idx.docnum("a0")] == "a0" and idx.docnum("a0") == 50
     assert DocStore(path / idx.manifest["docstore"]).get("a0")["title"] == "new title"
-    with pytest.raises(KeyError, match="zzz"):
+    with pytest.raises(NotFoundError, match="zzz"):
         delete_documents(path, ["a1", "zzz"], missing="error")
     assert delete_documents(path, ["zzz"]) == 0
     gen = Index.open(path).manifest["generation"]
@@ -160,7 +163,7 @@ def test_readers_during_updates_see_old_or_new_state(tmp_path, rng):
     def reader():
         try:
             while not stop.is_set():
-                idx = open_index(path)
+                idx = Index.open(path)  # follows a commit that removes files it was opening
                 seen.append((idx.manifest["generation"], run_of(idx, q)))
         except BaseException as e:  # noqa: BLE001 - reported below
             errors.append(e)
@@ -215,3 +218,29 @@ def test_docstore_inputs_threads_and_unlinked_file(tmp_path):
     assert got == [f"text {i}" for i in range(2000)]
     assert set(store.get_many(["d1", "d1999", "nope"])) == {"d1", "d1999"}
     assert not any(p.name.startswith(".tmp-") for p in tmp_path.iterdir())
+
+
+def test_open_follows_a_concurrent_commit_and_fails_fast_on_a_broken_index(tmp_path, rng):
+    """``load_commit`` (behind ``Index.open``) retries only when a newer commit appeared."""
+    path = tmp_path / "idx"
+    build_index(synth(rng, 50, 30, "a"), path)
+    gen = Index.open(path).manifest["generation"]
+    seen: list[int] = []
+
+    def racing(manifest):
+        seen.append(manifest["generation"])
+        if len(seen) == 1:  # a writer commits between the read of the manifest and the load
+            add_documents(path, synth(rng, 5, 30, "b"))
+            raise CorruptIndexError("a file of the old commit is gone")
+        return Index.open(path)
+
+    assert load_commit(path, racing).manifest["generation"] == gen + 1 and seen == [gen, gen + 1]
+    calls: list[int] = []
+
+    def broken(manifest):
+        calls.append(1)
+        raise CorruptIndexError("really corrupt")
+
+    with pytest.raises(CorruptIndexError, match="really corrupt"):
+        load_commit(path, broken)
+    assert calls == [1]  # no newer commit: raised at once, no retries
