@@ -1,0 +1,148 @@
+"""The service without HTTP (SearchService), the error -> status mapping, and the shape of the
+service package (no FastAPI in the backend, no long functions)."""
+
+from __future__ import annotations
+
+import ast
+import shutil
+from pathlib import Path
+
+import pytest
+
+from sparsearch import fusion
+from sparsearch.errors import (BackendError, ConflictError, CorruptIndexError, InvalidInputError, NotFoundError,
+                               UnsupportedError)
+from sparsearch.index import Index
+from sparsearch.index.approximate import ApproximateIndex, save_settings
+from sparsearch.searching import ApproxParams, ExactParams
+from sparsearch.service import Limits, SearchResult, SearchService
+
+from .test_service import _bm25_index, _run
+
+SERVICE = Path(__file__).resolve().parents[2] / "src" / "sparsearch" / "service"
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("backend")
+    _bm25_index(root / "bm25")
+    _bm25_index(root / "bm25b", k1=0.9, b=0.4)
+    return root
+
+
+@pytest.fixture(scope="module")
+def service(root):
+    return SearchService.open({"bm25": root / "bm25", "bm25b": root / "bm25b"}, warm=False)
+
+
+def test_search_returns_plain_results_equal_to_the_index(service, root):
+    r = service.search("small mammals hunt mice", k=4, indexes=["bm25"])
+    assert isinstance(r, SearchResult) and r.fusion is None and r.mode == "exact"
+    expected = _run(Index.open(root / "bm25"), "small mammals hunt mice", 4)
+    assert [h.id for h in r.hits] == list(expected)
+    top = r.hits[0]
+    assert top.scores["bm25"].rank == 1 and top.title and top.snippet and top.highlights
+    assert sum(c.contribution for c in top.explanation["bm25"]) == pytest.approx(top.score, rel=1e-4)
+
+
+def test_fused_search_is_fusion_fuse_of_the_runs(service, root):
+    q = "dogs wolves foxes"
+    r = service.search(q, k=5, fusion="zscore", weights={"bm25": 1.0, "bm25b": 3.0}, explain=False)
+    runs = [_run(Index.open(root / n), q, 100) for n in ("bm25", "bm25b")]
+    expected = fusion.ranked(fusion.fuse(runs, "zscore", [1.0, 3.0]))[:5]
+    assert [(h.id, h.score) for h in r.hits] == [(d, pytest.approx(s)) for d, s in expected]
+    assert r.fusion == "zscore" and all(h.explanation == {} for h in r.hits)
+
+
+def test_errors_are_error_classes_not_statuses(service):
+    with pytest.raises(NotFoundError, match="unknown index 'nope'"):
+        service.search("cats", indexes=["nope"])
+    with pytest.raises(InvalidInputError, match="exactly one"):
+        service.search("cats", vector={"cat": 1.0})
+    with pytest.raises(InvalidInputError, match="unknown search mode"):
+        service.search("cats", mode="fast")
+    with pytest.raises(InvalidInputError, match="unknown fusion"):
+        service.search("cats", fusion="max")
+    with pytest.raises(InvalidInputError, match="all index weights are 0"):
+        service.search("cats", indexes=["bm25"], weights={"bm25": 0})
+    with pytest.raises(UnsupportedError, match="sparsearch build-approx"):
+        service.search("cats", mode="approximate", indexes=["bm25"])
+    with pytest.raises(NotFoundError, match="unknown document id 'zzz'"):
+        service.document("zzz")
+    with pytest.raises(InvalidInputError, match="name one"):
+        service.explain("d1", "cats")
+    with pytest.raises(NotFoundError, match="no such index directory"):
+        SearchService.open([Path("/nonexistent/index")])
+
+
+def test_explain_document_health_stats(service):
+    e = service.explain("d3", "wolves hunt", index="bm25")
+    assert {c.term for c in e.contributions} == {"wolv", "hunt"}
+    assert e.score == pytest.approx(sum(c.contribution for c in e.contributions))
+    assert service.document("d4").title == "Python"
+    assert service.health()["indexes"]["bm25"]["documents"] == 8
+    st = service.stats()
+    assert st["indexes"]["bm25b"]["stored_documents"] == 8 and st["service"]["searches"] >= 1
+    assert st["service"]["limits"]["max_k"] == Limits().max_k
+
+
+def test_approximate_uses_the_saved_settings_unless_given(root, tmp_path):
+    path = tmp_path / "a"
+    shutil.copytree(root / "bm25", path)
+    ApproximateIndex.build(Index.open(path))
+    save_settings(path, ApproxParams(query_cut=3, heap_factor=0.5))
+    svc = SearchService.open([path])
+    served = svc.served["a"]
+    snap = served.snapshot()
+    assert served.search_params(snap, "approximate", None, None) == ApproxParams(query_cut=3, heap_factor=0.5,
+                                                                                 threads=1)
+    assert served.search_params(snap, "approximate", 50, None) == ApproxParams(query_cut=50, heap_factor=0.5,
+                                                                               threads=1)
+    assert served.search_params(snap, "exact", None, None) == ExactParams(threads=1)
+    got = svc.search("wolves hunt", k=3, mode="approximate", query_cut=50, heap_factor=1.0)
+    exact = svc.search("wolves hunt", k=3)
+    assert [h.id for h in got.hits] == [h.id for h in exact.hits] and got.mode == "approximate"
+
+
+def test_each_error_class_has_one_status(root):
+    pytest.importorskip("fastapi", reason="the HTTP app needs FastAPI (the 'service' extra)")
+    pytest.importorskip("httpx", reason="FastAPI's test client needs httpx (the 'test' extra)")
+    from fastapi.testclient import TestClient
+
+    from sparsearch.service import create_app
+
+    app = create_app([root / "bm25"], warm=False)
+    errors = {"invalid": InvalidInputError("bad"), "missing": NotFoundError("gone"), "unsupported":
+              UnsupportedError("no"), "conflict": ConflictError("exists"), "backend": BackendError("down"),
+              "corrupt": CorruptIndexError("broken"), "bug": RuntimeError("oops")}
+
+    def boom(kind: str):
+        raise errors[kind]
+
+    app.add_api_route("/boom/{kind}", boom, methods=["GET"])
+    want = {"invalid": 400, "missing": 404, "unsupported": 400, "conflict": 409, "backend": 503, "corrupt": 503,
+            "bug": 500}
+    with TestClient(app, raise_server_exceptions=False) as c:
+        for kind, status in want.items():
+            r = c.get(f"/boom/{kind}")
+            assert r.status_code == status and str(errors[kind]) in r.json()["error"], (kind, r.text)
+        counters = c.get("/stats").json()["service"]
+        assert counters["server_errors"] == 3 and counters["client_errors"] == 4
+
+
+def _functions(path: Path):
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            yield node
+
+
+def test_service_shape_backend_without_fastapi_and_short_functions():
+    for name in ("backend.py", "highlight.py"):
+        tree = ast.parse((SERVICE / name).read_text(encoding="utf-8"))
+        imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        imported |= {(n.module or "").split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert not imported & {"fastapi", "pydantic", "starlette"}, name
+    long = [f"{p.name}:{f.name} ({f.end_lineno - f.lineno + 1} lines)" for p in SERVICE.glob("*.py")
+            for f in _functions(p) if f.end_lineno - f.lineno + 1 > 80]
+    assert not long, long
+    assert not (SERVICE / "app.py").exists()
