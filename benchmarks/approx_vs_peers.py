@@ -46,8 +46,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "src"))
 
+from sparsearch.evaluation import recall_at_k, time_queries  # noqa: E402
 from sparsearch.index import Index, build_index  # noqa: E402
-from sparsearch.index.approximate import ApproximateIndex, ApproxParams, recall_at_k  # noqa: E402
+from sparsearch.index.approximate import ApproxBuildParams, ApproximateIndex, GlobalPruning  # noqa: E402
+from sparsearch.searching import ApproxParams, ExactParams  # noqa: E402
 from sparsearch.vectors import SparseBatch  # noqa: E402
 
 DATA = Path(os.environ.get("SPARSEARCH_DATA", ROOT.parent / "shared" / "data"))
@@ -118,16 +120,14 @@ def row_result(system, setting, recall, lat, batch_s, nq, build_s, mem, n_docs, 
 
 
 def timed_loop(fn, n):
-    """Run fn(i) for every query once (warm-up: first 5 twice); latencies and results."""
-    for i in range(min(5, n)):
-        fn(i)
-    lat, res = np.empty(n), []
-    for i in range(n):
-        t = time.perf_counter()
-        r = fn(i)
-        lat[i] = time.perf_counter() - t
-        res.append(r)
-    return lat, res
+    """Run fn(i) for every query once (warm-up: first 5 twice), timed by
+    :func:`~sparsearch.evaluation.time_queries`; latencies and results."""
+    res: list[Any] = [None] * n
+
+    def keep(i):
+        res[i] = fn(i)
+
+    return time_queries(keep, n, warmup=5), res
 
 
 def to_docnums(lists, lookup, k=K):
@@ -210,7 +210,8 @@ def run_set(label, docs, qs, args, work: Path):
     qrows = [qs[i:i + 1] for i in range(nq)]
     _, exact = index.search(qs, K)  # also compiles
     ident = (lambda res: np.array(res))
-    jobs.append(Job("sparsearch exact", "block-max MaxScore", lambda i: index.search(qrows[i], K, threads=1)[1][0],
+    one_thread = ExactParams(threads=1)
+    jobs.append(Job("sparsearch exact", "block-max MaxScore", lambda i: index.search(qrows[i], K, one_thread)[1][0],
                     ident, lambda: index.search(qs, K), build_exact, index.stats()["index_bytes"]))
     dq, X = dequantized(index, docs)
     n_terms = len(index.vocab)
@@ -218,27 +219,31 @@ def run_set(label, docs, qs, args, work: Path):
     # ---- sparsearch approximate
     bp = dict(n_postings=args.n_postings, centroid_fraction=args.centroid_fraction,
               summary_energy=args.summary_energy)
+    build_params = ApproxBuildParams(pruning=GlobalPruning(n_postings=args.n_postings),
+                                     centroid_fraction=args.centroid_fraction, summary_energy=args.summary_energy,
+                                     kmeans_iterations=args.kmeans_iterations)
     t = time.perf_counter()
-    ax = ApproximateIndex.build(index, **bp, kmeans_iterations=args.kmeans_iterations, save=False)
+    ax = ApproximateIndex.build(index, build_params, save=False)
     build_ax = time.perf_counter() - t
     ax.save()
     del ax
     gc.collect()
     ax = ApproximateIndex.open(index, mmap=False, verify=False)
     q_indptr, q_terms, q_weights = index.prepare_queries(qs)
-    ax.search_prepared(q_indptr, q_terms, q_weights, K, query_cut=5, heap_factor=0.9)  # compile
-    ax.search_prepared(q_indptr[:2], q_terms, q_weights, K, query_cut=5, heap_factor=0.9, threads=1)
+    ax.search_prepared(q_indptr, q_terms, q_weights, K, ApproxParams(query_cut=5))  # compile
+    ax.search_prepared(q_indptr[:2], q_terms, q_weights, K, ApproxParams(query_cut=5, threads=1))
     print("approx", ax.stats(), flush=True)
     ours: dict[tuple, Job] = {}
     for qc in args.query_cuts:
         for hf in args.heap_factors:
-            def one(i, qc=qc, hf=hf):
+            single = ApproxParams(query_cut=qc, heap_factor=hf, threads=1).check()
+            batch = ApproxParams(query_cut=qc, heap_factor=hf).check()
+
+            def one(i, single=single):
                 a, b = q_indptr[i], q_indptr[i + 1]
-                return ax.search_prepared(np.array([0, b - a]), q_terms[a:b], q_weights[a:b], K, query_cut=qc,
-                                          heap_factor=hf, threads=1)[1][0]
+                return ax.search_prepared(np.array([0, b - a]), q_terms[a:b], q_weights[a:b], K, single)[1][0]
             ours[qc, hf] = Job("sparsearch approx", f"query_cut={qc} heap_factor={hf}", one, ident,
-                               lambda qc=qc, hf=hf: ax.search_prepared(q_indptr, q_terms, q_weights, K, query_cut=qc,
-                                                                       heap_factor=hf),
+                               lambda batch=batch: ax.search_prepared(q_indptr, q_terms, q_weights, K, batch),
                                build_ax, ax.memory_bytes())
 
     # ---- pyseismic-lsr
@@ -500,7 +505,7 @@ def main() -> None:
     ap.add_argument("--n-postings", type=int, default=None, help="default: 1000 (real), 3500 (synthetic)")
     ap.add_argument("--centroid-fraction", type=float, default=0.1)
     ap.add_argument("--summary-energy", type=float, default=0.4)
-    ap.add_argument("--kmeans-iterations", type=int, default=ApproxParams.kmeans_iterations,
+    ap.add_argument("--kmeans-iterations", type=int, default=ApproxBuildParams.kmeans_iterations,
                     help="sparsearch approx only: Lloyd steps after the one-pass clustering (0 = Seismic's)")
     ap.add_argument("--query-cuts", type=int, nargs="+", default=[3, 5, 8, 12, 20])
     ap.add_argument("--heap-factors", type=float, nargs="+", default=[0.6, 0.7, 0.8, 0.9, 1.0])

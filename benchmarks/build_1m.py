@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synthetic import documents, queries  # noqa: E402
 
 from sparsearch.index import build_index  # noqa: E402
+from sparsearch.searching import params_for_mode  # noqa: E402
 from sparsearch.vectors import SparseBatch  # noqa: E402
 
 
@@ -49,10 +50,11 @@ def main() -> None:
           f"(doc gaps, {a.codec} codec + 1-byte impacts + block metadata)")
     q = queries(a.queries)
     for mode in ("exact", "exhaustive"):
-        index.search(q[:4], 10, mode=mode)
+        index.search(q[:4], 10, params_for_mode(mode))
         for threads in (1, None):
+            params = params_for_mode(mode, threads=threads)
             t = time.perf_counter()
-            index.search(q, 10, mode=mode, threads=threads)
+            index.search(q, 10, params)
             dt = time.perf_counter() - t
             print(f"search {mode:<10} threads={threads or 'all'}: {len(q) / dt:,.1f} QPS "
                   f"({1e3 * dt / len(q):.2f} ms/query, ~{q.nnz / len(q):.0f} terms/query)")

@@ -32,7 +32,7 @@ import numpy as np
 
 from sparsearch.encoders.dense import DenseSearcher
 from sparsearch.encoders.sparse_coding import codes_to_batch
-from sparsearch.evaluation import LatencyStats
+from sparsearch.evaluation import LatencyStats, time_queries
 from sparsearch.index import build_index
 from sparsearch.vectors import SparseBatch, Vocabulary
 
@@ -125,19 +125,15 @@ def main() -> None:
 
     # warm up (numba compilation of the batch and one-query paths, BLAS, page cache)
     index.search(queries[:5], args.topk)
-    index.timed_search(queries[:3], args.topk)
+    time_queries(lambda i: index.search(queries[i:i + 1], args.topk), 3, warmup=0)
     searcher.search(Q[:2], args.topk)
-    # interleave one sparse and one dense query so that both see the same machine load
+    # interleave one sparse and one dense query so that both see the same machine load: call j
+    # is sparse query j // 2 when j is even, dense query j // 2 when it is odd
     n = min(args.queries, args.dense_queries)
-    cl, dl = np.empty(n), np.empty(n)
     load0 = os.getloadavg()[0]
-    for i in range(n):
-        t = time.perf_counter()
-        index.search(queries[i:i + 1], args.topk)
-        cl[i] = time.perf_counter() - t
-        t = time.perf_counter()
-        searcher.search(Q[i:i + 1], args.topk)
-        dl[i] = time.perf_counter() - t
+    lat = time_queries(lambda j: index.search(queries[j // 2:j // 2 + 1], args.topk) if j % 2 == 0
+                       else searcher.search(Q[j // 2:j // 2 + 1], args.topk), 2 * n, warmup=0)
+    cl, dl = lat[0::2], lat[1::2]
     res["load_average_1min"] = [load0, os.getloadavg()[0]]
     res["csr"] = LatencyStats.measure(cl).summary()
     res["dense"] = LatencyStats.measure(dl).summary()

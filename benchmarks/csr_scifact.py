@@ -86,8 +86,8 @@ def main() -> None:
     qpos = {q: i for i, q in enumerate(train.query_ids)}
     Qdev = Qtrain[[qpos[q] for q in dev_q]]
     searcher = DenseSearcher(D, doc_ids)
-    runs_test = {"dense": searcher.search_run(Qtest, test.query_ids, 1000)}
-    runs_dev = {"dense": searcher.search_run(Qdev, dev_q, 1000)}
+    runs_test = {"dense": searcher.search_run(Qtest, 1000, query_ids=test.query_ids)}
+    runs_dev = {"dense": searcher.search_run(Qdev, 1000, query_ids=dev_q)}
     res["dense"] = evaluate(runs_test["dense"], test.qrels, METRICS)
     print("dense", res["dense"], flush=True)
 

@@ -43,9 +43,10 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from approx_vs_peers import CACHE, largest_collection, real_vectors, timed_loop  # noqa: E402
 
-from sparsearch.evaluation import load_beir  # noqa: E402
+from sparsearch.evaluation import load_beir, recall_at_k  # noqa: E402
 from sparsearch.index import Index, build_index  # noqa: E402
-from sparsearch.milvus import MilvusBackendError, export, recall_with_ties  # noqa: E402
+from sparsearch.milvus import MilvusBackendError, export  # noqa: E402
+from sparsearch.searching import ExactParams  # noqa: E402
 from sparsearch.vectors import SparseBatch  # noqa: E402
 
 DATA = Path(os.environ.get("SPARSEARCH_DATA", ROOT.parent / "shared" / "data"))
@@ -86,7 +87,8 @@ def run_set(label: str, index: Index, qs: SparseBatch, work: Path) -> dict[str, 
     rows = [qs[i:i + 1] for i in range(nq)]
     exact_s, exact_d = index.search(qs, K_TIES)  # also compiles the kernels
     numba.set_num_threads(1)
-    lat_local, _ = timed_loop(lambda i: index.search(rows[i], K, threads=1), nq)
+    one_thread = ExactParams(threads=1)
+    lat_local, _ = timed_loop(lambda i: index.search(rows[i], K, one_thread), nq)
     numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
 
     db = work / f"{label.replace(' ', '_')}.db"
@@ -105,7 +107,8 @@ def run_set(label: str, index: Index, qs: SparseBatch, work: Path) -> dict[str, 
                                                                 output_fields=[]) if prepared[i] else None, nq)
     finally:
         backend.close()
-    strict, tie_aware = recall_with_ties(docs, exact_s, exact_d, K)
+    strict = recall_at_k(docs, exact_d, K)
+    tie_aware = recall_at_k(docs, exact_d, K, exact_scores=exact_s)
     lookup = [dict(zip(d.tolist(), s.tolist())) for d, s in zip(exact_d, exact_s)]
     rel = [abs(s / lookup[q][d] - 1) for q in range(nq) for d, s in zip(docs[q].tolist(), scores[q].tolist())
            if d >= 0 and d in lookup[q]]

@@ -136,8 +136,9 @@ def search_costs(data: str, path: str, shards: int = 2, single: int = 100) -> di
     import ray
 
     from sparsearch.distributed import ShardedIndex
-    from sparsearch.evaluation import load_beir
+    from sparsearch.evaluation import load_beir, time_queries
     from sparsearch.index import Index
+    from sparsearch.searching import ExactParams
 
     ds = load_beir(data)
     ray.init(num_cpus=shards, include_dashboard=False, log_to_driver=False)
@@ -150,14 +151,11 @@ def search_costs(data: str, path: str, shards: int = 2, single: int = 100) -> di
         t = time.perf_counter()
         ref = search(q)
         batch = time.perf_counter() - t
-        lat = []
-        for i in range(min(single, len(q))):
-            t = time.perf_counter()
-            search(q[i:i + 1])
-            lat.append(time.perf_counter() - t)
+        lat = time_queries(lambda i: search(q[i:i + 1]), min(single, len(q)), warmup=0)  # warm: see above
         return {"batch_ms": 1e3 * batch, "single_query_ms_median": 1e3 * float(np.median(lat)), "result": ref}
 
-    base = timed(lambda x: idx.search(x, 10, threads=1))
+    one_thread = ExactParams(threads=1)
+    base = timed(lambda x: idx.search(x, 10, one_thread))
     ref = base.pop("result")
     out["one_index"] = base
     for backend in ("inline", "process", "ray"):

@@ -12,11 +12,16 @@ from typer.testing import CliRunner
 from sparsearch.cli import app
 from sparsearch.distributed import ShardedIndex, build_index_ray, group_segments, plan_shards
 from sparsearch.encoders.bm25 import BM25Encoder
+from sparsearch.errors import SparsearchError, UnsupportedError
 from sparsearch.index import Index, build_index
 from sparsearch.index.segment import ARRAYS
+from sparsearch.searching import ApproxParams, ExactParams
 from sparsearch.vectors import SparseBatch, Vocabulary
 
 from tests.conftest import write_beir
+from tests.core.test_cli import cli
+
+MODES = {"exact": ExactParams(), "exhaustive": ExactParams(exhaustive=True)}
 
 runner = CliRunner()
 
@@ -150,9 +155,9 @@ def test_ray_index_scores_like_the_plain_index(ray_bm25, plain_bm25):
     assert ray_bm25[2].doc_ids == plain_bm25.doc_ids
     enc = plain_bm25.load_encoder()
     q = enc.encode_queries(synthetic_queries(), [f"q{i}" for i in range(40)])
-    for mode in ("exact", "exhaustive"):
+    for p in MODES.values():
         for k in (1, 10, 150):
-            assert_same_results(ray_bm25[2].search(q, k, mode=mode), plain_bm25.search(q, k, mode=mode))
+            assert_same_results(ray_bm25[2].search(q, k, p), plain_bm25.search(q, k, p))
     # the saved encoder (corpus statistics) is the plain one: queries and added documents match
     ray_enc = ray_bm25[2].load_encoder()
     assert ray_enc.vocab.terms == enc.vocab.terms and ray_enc.avgdl == enc.avgdl
@@ -190,23 +195,27 @@ def test_sharded_search_equals_the_single_index(ray_bm25, plain_bm25, backend):
     q = plain_bm25.load_encoder().encode_queries(synthetic_queries(), [f"q{i}" for i in range(40)])
     with ShardedIndex.open([ray_bm25[1].path], shards=3, backend=backend) as sharded:
         assert sharded.n_shards == 3 and sharded.n_docs == 700
-        for mode in ("exact", "exhaustive"):
+        for p in MODES.values():
             for k in (1, 10, 200):
-                assert_same_results(sharded.search(q, k, mode=mode), plain_bm25.search(q, k, mode=mode))
+                assert_same_results(sharded.search(q, k, p), plain_bm25.search(q, k, p))
+        # threads are honoured by every shard searcher; the result is the same
+        assert_same_results(sharded.search(q, 10, ExactParams(threads=1)), plain_bm25.search(q, 10))
+        # k beyond the documents: the result is min(k, n_docs) wide
+        assert sharded.search(q[:2], 5000)[1].shape == (2, 700)
         assert sharded.doc_ids == plain_bm25.doc_ids
         assert sharded.search_run(q, 10) == plain_bm25.search_run(q, 10)
         d = int(plain_bm25.search(q[:1], 1)[1][0, 0])
         assert sharded.explain(q[:1], d) == plain_bm25.explain(q[:1], d)
-        with pytest.raises(ValueError, match="sharded search supports"):
-            sharded.search(q, 10, mode="approximate")
+        with pytest.raises(UnsupportedError, match="sharded search supports exact"):
+            sharded.search(q, 10, ApproxParams())
 
 
 def test_sharded_search_on_ray_actors(ray_bm25, plain_bm25):
     q = plain_bm25.load_encoder().encode_queries(synthetic_queries(), [f"q{i}" for i in range(40)])
     with ShardedIndex.open([ray_bm25[2].path], shards=2, backend="ray") as sharded:
         assert_same_results(sharded.search(q, 50), plain_bm25.search(q, 50))
-        with pytest.raises(KeyError, match="unknown token"):  # the shard's error, not Ray's wrapper
-            sharded.search(SparseBatch.from_dicts([{"nosuchterm": 1.0}]), 5, unknown="error")
+        with pytest.raises(SparsearchError, match="unknown token"):  # the shard's error, not Ray's wrapper
+            sharded.search(SparseBatch.from_dicts([{"nosuchterm": 1.0}]), 5, ExactParams(unknown="error"))
 
 
 def test_shards_from_separate_directories(tmp_path):
@@ -224,7 +233,7 @@ def test_shards_from_separate_directories(tmp_path):
                                 for _ in range(30)])
     with ShardedIndex.open([tmp_path / "part0", tmp_path / "part1"]) as sharded:
         assert sharded.n_shards == 2
-        assert_same_results(sharded.search(q, 30, mode="exhaustive"), whole.search(q, 30, mode="exhaustive"))
+        assert_same_results(sharded.search(q, 30, MODES["exhaustive"]), whole.search(q, 30, MODES["exhaustive"]))
     with pytest.raises(ValueError, match="splits one index"):
         ShardedIndex.open([tmp_path / "part0", tmp_path / "part1"], shards=3)
 
@@ -235,25 +244,23 @@ def test_cli_ray_index_and_sharded_search(ray_local, corpus, tmp_path):
     docs = {i: ("", t) for i, t in zip(ids, texts)}
     queries = dict(zip([f"q{i}" for i in range(40)], synthetic_queries()))
     data = write_beir(tmp_path / "synthetic", docs, queries, {q: {"doc1": 1} for q in queries})
-    r = runner.invoke(app, ["index", str(data), "--out", str(tmp_path / "plain")])
+    r = cli("index", data, "--out", tmp_path / "plain")
     assert r.exit_code == 0, r.output
-    r = runner.invoke(app, ["index", str(data), "--out", str(tmp_path / "ray"), "--ray", "--workers", "2",
-                            "--shard-size", "200"])
+    r = cli("index", data, "--out", tmp_path / "ray", "--ray", "--workers", "2", "--shard-size", "200")
     assert r.exit_code == 0, r.output
     assert "indexed 700 documents" in r.output and "4 segments" in r.output
     runs = {}
     for name, args in [("plain", [str(tmp_path / "plain")]),
                        ("ray", [str(tmp_path / "ray"), "--shards", "2", "--ray"])]:
         run = tmp_path / f"{name}.trec"
-        r = runner.invoke(app, ["search", *args, "--queries", str(data / "queries.jsonl"), "-k", "100",
-                                "--run", str(run)])
+        r = cli("search", *args, "--queries", data / "queries.jsonl", "-k", "100", "--run", run)
         assert r.exit_code == 0, r.output
         runs[name] = run.read_text()
     assert runs["ray"] == runs["plain"] and len(runs["plain"].splitlines()) > 1000
-    r = runner.invoke(app, ["search", str(tmp_path / "ray"), "--shards", "2", "-q", "w1", "--mode", "approximate"])
-    assert r.exit_code == 2 and "sharded search supports" in r.output
-    r = runner.invoke(app, ["search", str(tmp_path / "ray"), "--shards", "9", "-q", "w1"])
-    assert r.exit_code == 2 and "cannot split 4 segments into 9 shards" in r.output
+    r = cli("search", tmp_path / "ray", "--shards", "2", "-q", "w1", "--mode", "approximate")
+    assert r.exit_code == 2 and "sharded search supports exact search, not approximate" in r.stderr
+    r = cli("search", tmp_path / "ray", "--shards", "9", "-q", "w1")
+    assert r.exit_code == 2 and "cannot split 4 segments into 9 shards" in r.stderr
 
 
 def test_cli_help_describes_the_ray_options():

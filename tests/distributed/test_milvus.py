@@ -14,17 +14,18 @@ import pytest
 pytest.importorskip("pymilvus", reason="the Milvus backend needs pymilvus (pip install 'sparsearch[milvus]')")
 pytest.importorskip("milvus_lite", reason="Milvus Lite tests need milvus-lite (pip install 'sparsearch[milvus]')")
 
-from typer.testing import CliRunner  # noqa: E402
-
-from sparsearch.cli import app as cli  # noqa: E402
 from sparsearch.encoders import get_encoder  # noqa: E402
+from sparsearch.errors import InvalidInputError, UnsupportedError  # noqa: E402
+from sparsearch.evaluation import recall_at_k  # noqa: E402
 from sparsearch.index import Index, build_index  # noqa: E402
 from sparsearch.index.updates import add_texts, delete_documents  # noqa: E402
 from sparsearch.milvus import (CollectionExistsError, CollectionNotFoundError, MilvusBackend,  # noqa: E402
-                               MilvusBackendError, collection_name, export, list_exported, recall_with_ties)
+                               MilvusBackendError, collection_name, export, list_exported)
+from sparsearch.searching import ApproxParams, ExactParams  # noqa: E402
 from sparsearch.vectors import SparseBatch  # noqa: E402
 
-runner = CliRunner()
+from tests.core.test_cli import cli  # noqa: E402
+
 WORDS = [f"w{i}" for i in range(300)]
 ZIPF = 1 / np.arange(1, len(WORDS) + 1) ** 1.1
 ZIPF /= ZIPF.sum()
@@ -85,7 +86,7 @@ def test_recall_at_10_is_1_and_scores_match_exact(index, backend):
     qs = _queries(index, 80, seed=5)
     exact_s, exact_d = index.search(qs, 60)
     scores, docs = backend.search(qs, 10)
-    strict, tie_aware = recall_with_ties(docs, exact_s, exact_d, 10)
+    strict, tie_aware = recall_at_k(docs, exact_d, 10), recall_at_k(docs, exact_d, 10, exact_scores=exact_s)
     assert tie_aware == 1.0 and strict > 0.9  # strict < 1 only where 8-bit impacts tie at rank 10
     n_valid = (exact_d[:, :10] >= 0).sum(axis=1)
     assert ((docs >= 0).sum(axis=1) == n_valid).all()
@@ -118,8 +119,8 @@ def test_open_again_encodes_queries_like_the_index(index, backend):
 
 def test_vocabulary_mismatch_and_unknown_terms(index, backend):
     foreign = SparseBatch.from_dicts([{"w1": 1.0, "notaterm": 2.0}], ids=["q"])
-    with pytest.raises(KeyError, match="unknown token 'notaterm'.*collection 'syn'"):
-        backend.search(foreign, 10, unknown="error")
+    with pytest.raises(InvalidInputError, match="unknown token 'notaterm'.*collection 'syn'"):
+        backend.search(foreign, 10, ExactParams(unknown="error"))
     s1, d1 = backend.search(foreign, 10)  # dropped by default, like the local index
     s2, d2 = backend.search(SparseBatch.from_dicts([{"w1": 1.0}]), 10)
     assert (d1 == d2).all()
@@ -127,8 +128,13 @@ def test_vocabulary_mismatch_and_unknown_terms(index, backend):
     assert (d == -1).all() and (s == 0).all()
     with pytest.raises(ValueError, match="finite"):
         backend.search(SparseBatch(np.array([0, 1]), np.array([0]), np.array([np.inf]), index.vocab), 3)
-    with pytest.raises(ValueError, match="k must be in"):
+    with pytest.raises(ValueError, match="k must be a positive integer"):
         backend.search(foreign, 0)
+    with pytest.raises(ValueError, match="Milvus' largest search limit"):
+        backend.search(foreign, 20000)
+    assert backend.search(foreign, 5000)[1].shape == (1, backend.n_docs)  # k is clamped to the documents
+    with pytest.raises(UnsupportedError, match="exact search, not approximate"):
+        backend.search(foreign, 10, ApproxParams())
 
 
 def test_hybrid_search_fuses_sparse_and_dense(index, db):
@@ -224,22 +230,22 @@ def test_cli_export_and_serve_round_trip(tiny_beir, tmp_path, monkeypatch, torch
     from fastapi.testclient import TestClient
 
     from sparsearch.service import create_app
-    from sparsearch.service.app import milvus_backends
+    from sparsearch.service import milvus_backends
 
     monkeypatch.setenv("SPARSEARCH_CACHE", str(tmp_path / "cache"))
     out, db = tmp_path / "tiny-idx", str(tmp_path / "m.db")
-    assert runner.invoke(cli, ["index", str(tiny_beir), "--out", str(out)]).exit_code == 0
-    r = runner.invoke(cli, ["export", str(out), "--milvus", db, "--dense"])
+    assert cli("index", tiny_beir, "--out", out).exit_code == 0
+    r = cli("export", out, "--milvus", db, "--dense")
     assert r.exit_code == 0, r.output
     assert "exported 6 documents" in r.output and "collection 'tiny_idx'" in r.output and "dense d=384" in r.output
-    r = runner.invoke(cli, ["export", str(out), "--milvus", db])
-    assert r.exit_code == 2 and "already exists" in r.output
-    r = runner.invoke(cli, ["export", str(out), "--milvus", db, "--collection", "wand", "--index-type", "SPARSE_WAND"])
-    assert r.exit_code == 2 and "refused sparse index type 'SPARSE_WAND'" in r.output
-    r = runner.invoke(cli, ["serve", db, "--backend", "milvus", "--collection", "nope"])
-    assert r.exit_code == 2 and "no collection 'nope'" in r.output
-    r = runner.invoke(cli, ["serve", db, db, "--backend", "milvus"])
-    assert r.exit_code == 2 and "one Milvus URI" in r.output
+    r = cli("export", out, "--milvus", db)
+    assert r.exit_code == 2 and "already exists" in r.stderr
+    r = cli("export", out, "--milvus", db, "--collection", "wand", "--index-type", "SPARSE_WAND")
+    assert r.exit_code == 2 and "refused sparse index type 'SPARSE_WAND'" in r.stderr
+    r = cli("serve", db, "--backend", "milvus", "--collection", "nope")
+    assert r.exit_code == 2 and "no collection 'nope'" in r.stderr
+    r = cli("serve", db, db, "--backend", "milvus")
+    assert r.exit_code == 2 and "one Milvus URI" in r.stderr
 
     served = milvus_backends(db)
     assert [s.name for s in served] == ["tiny_idx", "tiny_idx-dense"]

@@ -3,7 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from sparsearch.encoders import get_encoder, load_encoder
+from sparsearch.encoders import get_encoder, load_encoder, load_encoder_of, pack_state, register, unpack_state
+from sparsearch.errors import InvalidInputError, MissingExtraError
 from sparsearch.encoders.bm25 import BM25Encoder
 from sparsearch.text import WordAnalyzer
 
@@ -73,3 +74,24 @@ def test_config_roundtrip_through_registry(tmp_path):
         get_encoder("tfidf")
     with pytest.raises(ValueError, match="k1 >= 0"):
         BM25Encoder(k1=-1)
+
+
+def test_encoder_of_a_manifest_and_state_shipping(tmp_path):
+    enc = get_encoder("bm25").fit(DOCS)
+    files = pack_state(enc)  # what crosses to Ray workers / into a Milvus collection
+    assert files and all(isinstance(v, bytes) for v in files.values())
+    state = unpack_state(files, tmp_path / "encoder-x")
+    assert pack_state(state) == files
+    again = load_encoder_of(tmp_path, {"encoder": enc.config(), "encoder_state": "encoder-x"})
+    np.testing.assert_array_equal(again.encode_queries(DOCS).values, enc.encode_queries(DOCS).values)
+    assert unpack_state({}, tmp_path / "none") is None and pack_state(None) == {}
+    with pytest.raises(InvalidInputError, match="index has no encoder; pass query vectors"):
+        load_encoder_of(tmp_path, {"encoder": None})
+    with pytest.raises(InvalidInputError, match="outside"):
+        unpack_state({"../evil": b"x"}, tmp_path / "s")
+    with pytest.raises(InvalidInputError, match="unknown encoder 'nope'"):
+        load_encoder({"name": "nope"})
+    register("needs-extra", "sparsearch_no_such_module:Factory")
+    with pytest.raises(MissingExtraError, match="optional dependencies") as e:
+        get_encoder("needs-extra")
+    assert isinstance(e.value, ImportError)  # callers probing for an extra still catch ImportError

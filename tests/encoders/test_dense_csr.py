@@ -10,6 +10,8 @@ import pytest
 torch = pytest.importorskip("torch", reason="sparse coding needs torch (the 'dense' extra)")
 
 from sparsearch.encoders.dense import DenseSearcher, topk_rows  # noqa: E402
+from sparsearch.errors import UnsupportedError  # noqa: E402
+from sparsearch.searching import ApproxParams, ExactParams, Searcher  # noqa: E402
 from sparsearch.encoders.sparse_coding import (  # noqa: E402
     CSREncoder, MatchingPursuitCoder, SparseCoder, SparseCoderTrainer, TrainConfig, codes_to_batch, fvu,
     matching_pursuit,
@@ -59,10 +61,20 @@ def test_dense_searcher_matches_brute_force_and_blocks():
         np.testing.assert_allclose(s, np.take_along_axis(exact, d, 1), rtol=1e-5)
     s, d = topk_rows(np.array([[1.0, 3.0, 3.0, 2.0]], np.float32), 3)
     assert d.tolist() == [[1, 2, 3]]  # ties by ascending column
-    run = DenseSearcher(docs, [f"d{i}" for i in range(103)]).search_run(q[:1], ["q0"], k=3)
+    searcher = DenseSearcher(docs, [f"d{i}" for i in range(103)])
+    run = searcher.search_run(q[:1], 3, query_ids=["q0"])
     assert list(run["q0"]) == [f"d{j}" for j in np.argsort(-exact[0])[:3]]
+    # the Searcher protocol: ExactParams accepted, k clamped to the documents, other kinds refused
+    assert isinstance(searcher, Searcher) and searcher.doc_ids[5] == "d5"
+    s2, d2 = searcher.search(q, 500, ExactParams())
+    assert d2.shape == (5, 103) and (d2 >= 0).all()
+    assert list(DenseSearcher(docs).search_run(q[:2], 1)) == ["0", "1"]
+    with pytest.raises(UnsupportedError):
+        searcher.search(q, 10, ApproxParams())
     with pytest.raises(ValueError, match="dimension"):
         DenseSearcher(docs).search(np.ones((1, 3), np.float32))
+    with pytest.raises(ValueError, match="k must be"):
+        searcher.search(q, 0)
 
 
 # ------------------------------------------------------------------------------------- coder
