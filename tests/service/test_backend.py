@@ -146,3 +146,13 @@ def test_service_shape_backend_without_fastapi_and_short_functions():
             for f in _functions(p) if f.end_lineno - f.lineno + 1 > 80]
     assert not long, long
     assert not (SERVICE / "app.py").exists()
+
+
+def test_an_approximate_index_built_while_serving_is_found(root, tmp_path):
+    path = tmp_path / "later"
+    shutil.copytree(root / "bm25", path)
+    svc = SearchService.open([path])
+    with pytest.raises(UnsupportedError, match="build-approx"):
+        svc.search("wolves", mode="approximate")
+    ApproximateIndex.build(Index.open(path))
+    assert svc.search("wolves", mode="approximate").hits

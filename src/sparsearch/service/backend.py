@@ -32,7 +32,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -272,19 +272,25 @@ class ServedIndex:
 
     # -- searching
     def approximate(self, snap: Snapshot) -> ApproximateIndex:
-        """The snapshot's approximate index (opened once; never built here)."""
+        """The snapshot's approximate index, opened once (never built here). Its absence is not
+        remembered (one built while serving is found); a stale or corrupt one is, per snapshot."""
         if snap.approx is None and snap.approx_error is None:
             with snap.lock:
                 if snap.approx is None and snap.approx_error is None:
                     try:
-                        snap.approx = ApproximateIndex.open(snap.index)
-                        snap.approx_settings = load_settings(self.path)
-                    except (NotFoundError, CorruptIndexError, InvalidInputError) as e:
+                        approx, settings = ApproximateIndex.open(snap.index), load_settings(self.path)
+                        snap.approx_settings, snap.approx = settings, approx
+                    except NotFoundError as e:
+                        self._no_approximate(str(e))
+                    except (CorruptIndexError, InvalidInputError) as e:
                         snap.approx_error = str(e)
         if snap.approx is None:
-            raise UnsupportedError(f"mode 'approximate' is not available for index {self.name!r}: "
-                                   f"{snap.approx_error}; or use mode 'exact'")
+            self._no_approximate(snap.approx_error)
         return snap.approx
+
+    def _no_approximate(self, why: str | None) -> NoReturn:
+        raise UnsupportedError(f"mode 'approximate' is not available for index {self.name!r}: {why}; "
+                               f"or use mode 'exact'")
 
     def search_params(self, snap: Snapshot, mode: str, query_cut: int | None,
                       heap_factor: float | None) -> SearchParams:
