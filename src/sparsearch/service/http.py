@@ -101,7 +101,7 @@ def request_models(limits: Limits) -> tuple[type[BaseModel], type[BaseModel]]:
                         "vocabulary by term string. Give exactly one of query and vector.")
 
     class SearchRequest(Q):
-        k: int = Field(10, ge=1, le=limits.max_k, description="Number of hits.")
+        k: int = Field(min(10, limits.max_k), ge=1, le=limits.max_k, description="Number of hits.")
         mode: Literal["exact", "approximate"] = Field(
             "exact", description="exact (rank-safe block-max MaxScore) or approximate (the index's Seismic-style "
                                  "approximate index; 400 if the index has none for its current commit).")
