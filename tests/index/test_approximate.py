@@ -10,11 +10,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sparsearch.errors import CorruptIndexError, InvalidInputError, NotFoundError, UnsupportedError
+from sparsearch.errors import ConflictError, CorruptIndexError, InvalidInputError, NotFoundError, UnsupportedError
 from sparsearch.evaluation import recall_at_k
 from sparsearch.index import Index, IndexFormatError, build_index
 from sparsearch.index.approximate import (ApproxBuildParams, ApproximateIndex, FixedPruning, GlobalPruning,
                                           load_settings, save_settings, tune)
+from sparsearch.index.updates import add_documents
 from sparsearch.searching import ApproxParams, ExactParams
 from sparsearch.vectors import SparseBatch, Vocabulary
 
@@ -68,8 +69,6 @@ def test_non_pruning_settings_are_exact(corpus):
 
 def test_non_pruning_settings_are_exact_over_segments_with_their_own_scales(tmp_path):
     """Two segments quantized on different grids: the kernels take per-document scales."""
-    from sparsearch.index.updates import add_documents
-
     docs = zipf_batch(600, 500, 30, seed=5)
     heavy = zipf_batch(400, 500, 30, seed=6, prefix="e")
     heavy.values *= 3.0  # a larger maximum: the second segment gets a coarser 8-bit grid
@@ -168,6 +167,12 @@ def test_persistence_round_trip_and_staleness(tmp_path):
     with pytest.raises(NotFoundError, match="no approximate index"):
         ApproximateIndex.open(index2)
     assert not list((tmp_path / "idx").glob("approx-*"))
+    # an approximate index built before a commit is not saved after it
+    unsaved = ApproximateIndex.build(index2, params, save=False)
+    add_documents(tmp_path / "idx", zipf_batch(5, 500, 30, seed=8, prefix="n"))
+    with pytest.raises(ConflictError, match="committed to"):
+        unsaved.save()
+    index2 = Index.open(tmp_path / "idx")
     # a pointer that names another commit is stale
     ApproximateIndex.build(index2, params)
     stale = build_index(zipf_batch(700, 500, 30, seed=6), tmp_path / "other")

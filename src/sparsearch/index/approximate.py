@@ -73,12 +73,13 @@ from typing import Any, Union
 import numba as nb
 import numpy as np
 
-from ..errors import CorruptIndexError, InvalidInputError, NotFoundError
+from ..errors import ConflictError, CorruptIndexError, InvalidInputError, NotFoundError
 from ..evaluation import recall_at_k, time_queries, to_run
 from ..searching import ApproxParams, ExactParams, check_k, params_from_dict, params_to_dict, require
 from ..vectors import SparseBatch
 from . import kernels
 from . import kernels_approx as ka
+from .manifest import read_manifest
 from .searcher import Index
 from .storage import Directory, read_arrays, read_json, read_versioned_json, write_arrays
 
@@ -388,12 +389,16 @@ class ApproximateIndex:
     def save(self) -> Path:
         """Publish the arrays as ``INDEX/approx-<id>`` (atomically), point ``approximate.json``
         at them (replaced atomically), then remove older approximate directories (readers that
-        hold their arrays keep their mappings). Runs under the index's writer lock."""
+        hold their arrays keep their mappings). Runs under the index's writer lock; refuses
+        (:class:`ConflictError`) when the index was committed to since the build."""
         d = Directory(self.index.path)
         name = f"approx-{uuid.uuid4().hex[:12]}"
         header = {"format": APPROX_FORMAT, "version": APPROX_VERSION, **self.meta}
         arrays = {n: getattr(self, n) for n in ARRAYS}
         with d.lock():
+            if read_manifest(d).get("generation") != self.meta["index"]["generation"]:
+                raise ConflictError(f"{d.path}: the index was committed to while its approximate index was built; "
+                                    f"rebuild it with `sparsearch build-approx {d.path}`")
             d.publish(name, lambda tmp: write_arrays(tmp, arrays, header, HEADER))
             d.write_json(POINTER, {"format": APPROX_FORMAT, "version": APPROX_VERSION, "dir": name,
                                    "index": self.meta["index"], "params": self.meta["params"]})
@@ -603,8 +608,11 @@ def tune(approx: ApproximateIndex, queries: SparseBatch, target_recall: float = 
         for hf in heap_factors:
             params = ApproxParams(query_cut=qc, heap_factor=hf, threads=1).check()
             found: list[np.ndarray] = []
-            lat = time_queries(lambda _, p=params: found.append(approx.search_prepared(q_indptr, terms, weights, k, p)[1]),
-                               max(1, repeats), warmup=0)
+
+            def batch(_: int, p: ApproxParams = params, out: list = found) -> None:
+                out.append(approx.search_prepared(q_indptr, terms, weights, k, p)[1])
+
+            lat = time_queries(batch, max(1, repeats), warmup=0)  # best of ``repeats`` batch timings
             grid.append({"query_cut": qc, "heap_factor": hf, "recall": recall_at_k(found[-1], exact, k),
                          "mean_ms": 1e3 * float(lat.min()) / max(len(idx), 1)})
     ok = [g for g in grid if g["recall"] >= target_recall]
