@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from .text import WordAnalyzer
 from .vectors import SparseBatch
 
 __all__ = ["FeatureLabels", "LabelledContribution", "latent_id", "explain_hit"]
@@ -98,8 +99,6 @@ class FeatureLabels:
         if n != len(texts):
             raise ValueError(f"{n} code rows for {len(texts)} texts")
         if analyzer is None:
-            from .text import WordAnalyzer
-
             analyzer = WordAnalyzer(stemmer=None, min_length=3)
         # binary document-word matrix
         vocab: dict[str, int] = {}

@@ -39,8 +39,11 @@ import numpy as np
 
 from ..cache import cache_key, cached, texts_hash
 from ..errors import MissingExtraError
+from ..evaluation import load_beir
+from ..features import FeatureLabels
 from ..vectors import SparseBatch, Vocabulary
 from .base import SparseEncoder
+from .dense import DenseEncoder
 
 __all__ = [
     "SparseCoder", "TrainConfig", "TrainReport", "SparseCoderTrainer", "train_coder", "matching_pursuit",
@@ -516,8 +519,6 @@ class CSREncoder(SparseEncoder):
                  h: int | None = None, coder: str = "topk", train_data: str | None = None,
                  pseudo_queries: str = "title", labels: bool = True, cache: bool = True,
                  dense_options: dict[str, Any] | None = None, **train_options: Any) -> None:
-        from .dense import DenseEncoder
-
         if coder not in ("topk", "mp"):
             raise ValueError(f"unknown coder {coder!r}; use 'topk' or 'mp'")
         self.dense = DenseEncoder(model, **(dense_options or {}))
@@ -612,8 +613,6 @@ class CSREncoder(SparseEncoder):
         P: list[tuple[int, int]] = [(int(a), int(b)) for a, b in (pairs or [])]
         doc_texts = texts
         if self.train_data:
-            from ..evaluation import load_beir
-
             ds = load_beir(self.train_data, "train")
             pos = {d: i for i, d in enumerate(ds.doc_ids)}
             if ds.doc_texts() != texts:  # the train corpus is another collection: add its documents
@@ -647,8 +646,6 @@ class CSREncoder(SparseEncoder):
 
     def label_features(self, texts: Sequence[str], doc_emb: np.ndarray | None = None, **options: Any):
         """Label every latent from the documents that activate it most (:mod:`sparsearch.features`)."""
-        from ..features import FeatureLabels
-
         emb = self.dense.encode_documents(texts) if doc_emb is None else doc_emb
         self.labels = FeatureLabels.fit(self.codes(emb, max(self.k, 32)), list(texts), **options)
         return self.labels
@@ -720,8 +717,6 @@ class CSREncoder(SparseEncoder):
             enc.coder = _coder_from_blob(torch.load(Path(directory) / _CODER_FILE, weights_only=False))
             enc.vocab = Vocabulary.from_size(enc.coder.h, LATENT_PREFIX)
             if (Path(directory) / _LABELS_FILE).exists():
-                from ..features import FeatureLabels
-
                 enc.labels = FeatureLabels.load(Path(directory) / _LABELS_FILE)
         return enc
 

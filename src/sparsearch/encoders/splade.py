@@ -57,6 +57,7 @@ import numpy as np
 from ..cache import cache_key, cached, texts_hash
 from ..errors import MissingExtraError
 from ..vectors import SparseBatch, Vocabulary
+from ._onnx import OnnxSplade
 from .base import SparseEncoder
 
 __all__ = [
@@ -343,8 +344,6 @@ class SpladeEncoder(SparseEncoder):
 
     def _load_onnx(self, quantize: bool):
         if self._onnx is None:
-            from ._onnx import OnnxSplade
-
             self._onnx = OnnxSplade(self.model, quantize=quantize, threads=self.threads)
         return self._onnx
 

@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from .splade import resolve_model
+
 __all__ = ["TrainingExample", "SpladeTrainer", "flops_regularizer", "margin_mse", "examples_from_qrels"]
 
 
@@ -94,8 +96,6 @@ class SpladeTrainer:
                  query_idf: Any = None) -> None:
         import torch
         from transformers import AutoModelForMaskedLM, AutoTokenizer
-
-        from .splade import resolve_model
 
         random.seed(seed)
         np.random.seed(seed)
