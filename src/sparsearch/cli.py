@@ -200,40 +200,49 @@ def _build_approximate(idx, params=None, threads: Optional[int] = None) -> None:
 @app.command("build-approx")
 def build_approx(
     index: Annotated[Path, typer.Argument(help="Index directory; the approximate index is saved inside it.")],
-    n_postings: Annotated[int, typer.Option(
-        help="Static pruning (lambda): postings kept per list (on average with --pruning global).")] = 3500,
+    n_postings: Annotated[Optional[int], typer.Option(
+        help="Static pruning (lambda): postings kept per list (on average with --pruning global).")] = None,
     pruning: Annotated[str, typer.Option(
         help="global: one collection-wide threshold keeps about --n-postings per list, none above "
              "--max-fraction x that (Seismic's default); fixed: every list keeps its top --n-postings.")] = "global",
-    max_fraction: Annotated[float, typer.Option(help="--pruning global: longest list, in units of --n-postings.")] = 1.5,
-    centroid_fraction: Annotated[float, typer.Option(
-        help="Blocks per pruned list (beta), as a fraction of its length.")] = 0.1,
-    summary_energy: Annotated[float, typer.Option(
-        help="Fraction (alpha) of a block summary's L1 mass kept, in (0, 1].")] = 0.4,
-    kmeans_iterations: Annotated[int, typer.Option(
-        help="Spherical k-means steps after the random-centroid pass (0: Seismic's clustering).")] = 1,
-    min_cluster_size: Annotated[int, typer.Option(help="Smaller clusters are dissolved into their neighbours.")] = 2,
-    doc_cut: Annotated[int, typer.Option(help="Components of a document compared when clustering.")] = 15,
-    seed: Annotated[int, typer.Option(help="Seed of the clustering.")] = 0,
+    max_fraction: Annotated[Optional[float], typer.Option(
+        help="--pruning global: longest list, in units of --n-postings.")] = None,
+    centroid_fraction: Annotated[Optional[float], typer.Option(
+        help="Blocks per pruned list (beta), as a fraction of its length.")] = None,
+    summary_energy: Annotated[Optional[float], typer.Option(
+        help="Fraction (alpha) of a block summary's L1 mass kept, in (0, 1].")] = None,
+    kmeans_iterations: Annotated[Optional[int], typer.Option(
+        help="Spherical k-means steps after the random-centroid pass (0: Seismic's clustering).")] = None,
+    min_cluster_size: Annotated[Optional[int], typer.Option(
+        help="Smaller clusters are dissolved into their members' second-best centroid.")] = None,
+    doc_cut: Annotated[Optional[int], typer.Option(help="Components of a document compared when clustering.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed of the clustering.")] = None,
     threads: Annotated[Optional[int], typer.Option(help="Build threads (default: all cores).")] = None,
 ) -> None:
     """Build (or rebuild) the Seismic-style approximate index of an index, for `search --mode approximate`.
 
-    Search never builds it: this command (or `sparsearch index ... --approximate`) is the one that
-    writes it; a later commit to the index (an update) makes it stale, and it must be rebuilt.
+    Knobs left out take the library defaults (`sparsearch.index.approximate.ApproxBuildParams` and
+    `GlobalPruning`, defined there once). Search never builds it: this command (or `sparsearch index
+    ... --approximate`) is the one that writes it; a later commit to the index (an update) makes it
+    stale, and it must be rebuilt.
     """
     from .index import Index
     from .index.approximate import ApproxBuildParams, FixedPruning, GlobalPruning
 
+    def given(**kw: Any) -> dict[str, Any]:
+        return {k: v for k, v in kw.items() if v is not None}
+
     if pruning == "global":
-        prune: Any = GlobalPruning(n_postings=n_postings, max_fraction=max_fraction)
+        prune: Any = GlobalPruning(**given(n_postings=n_postings, max_fraction=max_fraction))
     elif pruning == "fixed":
-        prune = FixedPruning(n_postings=n_postings)
+        if max_fraction is not None:
+            raise InvalidInputError("--max-fraction goes with --pruning global")
+        prune = FixedPruning(**given(n_postings=n_postings))
     else:
         raise InvalidInputError(f"unknown pruning {pruning!r}; use global or fixed")
-    params = ApproxBuildParams(pruning=prune, centroid_fraction=centroid_fraction, summary_energy=summary_energy,
-                               min_cluster_size=min_cluster_size, doc_cut=doc_cut, seed=seed,
-                               kmeans_iterations=kmeans_iterations)
+    params = ApproxBuildParams(pruning=prune, **given(
+        centroid_fraction=centroid_fraction, summary_energy=summary_energy, min_cluster_size=min_cluster_size,
+        doc_cut=doc_cut, seed=seed, kmeans_iterations=kmeans_iterations))
     _build_approximate(Index.open(index), params, threads)
 
 
