@@ -305,3 +305,28 @@ def test_bundled_minilm_encoder_is_cached(tmp_path, monkeypatch):
     assert len(list(tmp_path.glob("*.npy"))) == 1
     enc._model = None  # a cache hit must not need the model
     np.testing.assert_array_equal(DenseEncoder().encode_documents(texts), e)
+
+
+class _Payload:
+    """A pickled object whose unpickling would create a marker file (it must never run)."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_opening_a_coder_never_executes_a_pickle(tmp_path):
+    import torch
+
+    from sparsearch.errors import CorruptIndexError
+
+    state = tmp_path / "encoder-x"
+    state.mkdir()
+    marker = tmp_path / "pwned"
+    torch.save({"settings": _Payload(str(marker)), "state": {}}, state / "coder.pt")
+    config = {"name": "csr", "k": 4, "h": H, "dense": {"model": None}}
+    with pytest.raises(CorruptIndexError, match="coder.pt: not a weights-only"):
+        CSREncoder.from_config(config, state)
+    assert not marker.exists()

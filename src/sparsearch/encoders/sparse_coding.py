@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from ..cache import cache_key, cached, texts_hash
-from ..errors import MissingExtraError
+from ..errors import CorruptIndexError, MissingExtraError
 from ..evaluation import load_beir
 from ..features import FeatureLabels
 from ..vectors import SparseBatch, Vocabulary
@@ -584,7 +584,7 @@ class CSREncoder(SparseEncoder):
                         "report": asdict(trainer.report)}, p)
 
         def load(p: Path):
-            blob = torch.load(p, weights_only=False)
+            blob = _load_blob(p)
             self.train_report = TrainReport(**blob.get("report", {}))
             return _coder_from_blob(blob)
 
@@ -713,8 +713,7 @@ class CSREncoder(SparseEncoder):
         opts.update(overrides)
         enc = cls(model, dense_options={k: v for k, v in dense.items() if k != "model"}, **opts)
         if directory is not None and (Path(directory) / _CODER_FILE).exists():
-            torch = _torch()
-            enc.coder = _coder_from_blob(torch.load(Path(directory) / _CODER_FILE, weights_only=False))
+            enc.coder = _coder_from_blob(_load_blob(Path(directory) / _CODER_FILE))
             enc.vocab = Vocabulary.from_size(enc.coder.h, LATENT_PREFIX)
             if (Path(directory) / _LABELS_FILE).exists():
                 enc.labels = FeatureLabels.load(Path(directory) / _LABELS_FILE)
@@ -726,6 +725,19 @@ class CSREncoder(SparseEncoder):
         if arg and (Path(arg) / _META_FILE).exists():
             return cls.load(arg, **options)
         return cls(arg, **options)
+
+
+def _load_blob(path: Path) -> dict[str, Any]:
+    """A saved coder (tensors and plain values), loaded weights-only: a pickled object in the file
+    (which could run code) is refused, never executed."""
+    torch = _torch()
+    try:
+        blob = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as e:  # torch raises UnpicklingError / RuntimeError for anything not weights-only
+        raise CorruptIndexError(f"{path}: not a weights-only coder checkpoint ({str(e).splitlines()[0][:200]})") from None
+    if not isinstance(blob, dict) or "settings" not in blob or "state" not in blob:
+        raise CorruptIndexError(f"{path}: not a sparsearch coder checkpoint")
+    return blob
 
 
 def _coder_from_blob(blob: dict[str, Any]):

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..encoders import load_encoder as _load_encoder
+from ..encoders import load_encoder_of
 from ..errors import CorruptIndexError, InvalidInputError, NotFoundError, UnsupportedError
 from ..evaluation import to_run
 from ..searching import ApproxParams, ExactParams, check_k, require
@@ -161,10 +161,7 @@ class Index:
         the encoder registry raises :class:`UnsupportedError` for an encoder this install lacks.
         """
         if self._encoder is None:
-            if not self.encoder_config:
-                raise InvalidInputError(f"{self.path}: index has no encoder; pass query vectors instead of text")
-            state = self.manifest.get("encoder_state")
-            self._encoder = _load_encoder(self.encoder_config, self.path / state if state else None)
+            self._encoder = load_encoder_of(self.path, self.manifest)
         return self._encoder
 
     def stats(self) -> dict[str, Any]:
