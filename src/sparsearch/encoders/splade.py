@@ -32,14 +32,9 @@ Fast CPU encoding (see ``benchmarks/splade_encoding.py`` for the measurement):
   the exact paths on the bundled model, so ``backend="auto"`` (the default) uses it whenever
   ``onnx`` and ``onnxruntime`` are installed and the export works, else the torch fast path.
   ``"onnx-int8"`` (dynamic int8 quantization of the matrix products) is faster still but
-  approximate (about 90% of the terms agree with the exact vectors), so it is opt-in.
+  approximate (not every term agrees with the exact vectors), so it is opt-in.
 
-Measured on the whole SciFact corpus (5,183 documents), bundled SPLADE-tiny, max length 256,
-batch 32, 2 threads on a shared 2-core machine, backends interleaved in one run
-(``benchmarks/splade_encoding.py --chunk 256 --backends plain,onnx,onnx-int8``): plain
-transformers forward 11.9 docs/s; ONNX 34.7 docs/s (2.91x, max weight difference 8e-6); ONNX
-int8 55.0 docs/s (4.61x, 90% of terms shared, same SciFact nDCG@10). On 1,024 documents
-(``--docs 1024 --chunk 128``) the torch fast path ran at 2.64x and ONNX at 2.80x the plain pass.
+Speed of each backend: ``benchmarks/splade_encoding.py`` and its results in ``benchmarks/results``.
 
 Encoded corpora are cached on disk (:mod:`sparsearch.cache`) keyed by the model identity, the
 settings and a hash of the texts, so re-running a demo or benchmark does not re-encode.

@@ -96,7 +96,7 @@ def build_segment(
     """Invert, quantize and compress ``batch`` into a new segment directory; returns its metadata.
 
     ``directory`` must not exist (call it through :func:`publish_segment`). ``codec`` is
-    ``"byte"`` (block widths of 8/16/32 bits, fastest) or ``"bitpack"`` (smallest widths, ~15%
+    ``"byte"`` (block widths of 8/16/32 bits, fastest) or ``"bitpack"`` (smallest widths,
     fewer posting bytes); searchers read both. ``scale``: the uint8 quantization step to use
     (default: the batch's largest weight / 255).
     """
@@ -188,7 +188,7 @@ def build_index(
             of later batches must extend earlier ones, as ``iter_jsonl_chunks`` produces).
         quantization: ``"uint8"`` (linear 8-bit impacts, default) or ``"float32"``.
         codec: doc-id compression, ``"byte"`` (default; byte-aligned block widths, fastest
-            to score) or ``"bitpack"`` (smallest widths; ~15% fewer posting bytes, slower).
+            to score) or ``"bitpack"`` (smallest widths; fewer posting bytes, slower).
         encoder: the :class:`~sparsearch.encoders.SparseEncoder` that made the vectors; its
             ``config()`` goes into the manifest and its state next to it, so that queries can
             later be encoded the same way.

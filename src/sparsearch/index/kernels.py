@@ -9,7 +9,7 @@ Posting format (per term, documents ascending), as in PISA's block codecs:
   last doc + 1, or from 0), frame-of-reference packed into ``uint32`` words, least
   significant bits first. The ``"byte"`` codec (default) rounds each block's width up to 0,
   8, 16 or 32 bits, so a gap is one shift and mask away and decoding fuses with scoring at
-  about a third of the cost of arbitrary widths (``"bitpack"``, ~15% smaller postings);
+  about a third of the cost of arbitrary widths (``"bitpack"``, smaller postings);
   both are the same format, and the decoder reads either;
 * impacts stay one byte each (8-bit quantization) or float32, uncompressed, so that scoring
   a posting never needs decoding beyond its doc id.
