@@ -164,6 +164,41 @@ class Snapshot:
     encoder_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+#: longest pause before a manifest that failed to open is tried again while it stays the same
+FAILED_RETRY_MAX_S = 10.0
+
+
+@dataclass(frozen=True)
+class ReloadFailure:
+    """Why a served index's latest commit could not be opened (its last good snapshot is served)."""
+
+    reason: str           # the error, with the index directory written as the index name
+    key: tuple            # the manifest (inode, mtime, size) that failed, or why it could not be read
+    since: float          # wall-clock time of the first failure
+    attempts: int
+    retry_at: float       # monotonic time before which the same manifest is not tried again
+
+
+def redact_paths(text: str, paths: Mapping[str, str]) -> str:
+    """``text`` with each directory of ``paths`` (``{directory: name}``) written as its name
+    (longest first), so that messages shown to clients name no server path."""
+    for p in sorted(paths, key=len, reverse=True):
+        if p and p not in (".", "/"):
+            text = text.replace(p, paths[p])
+    return text
+
+
+def hide_paths(value: Any) -> Any:
+    """``value`` (JSON-like) with every absolute filesystem path replaced by its last component."""
+    if isinstance(value, str):
+        return Path(value).name if len(value) > 1 and (value[0] == "/" or value[:1] == "~") else value
+    if isinstance(value, Mapping):
+        return {k: hide_paths(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [hide_paths(v) for v in value]
+    return value
+
+
 def _manifest_key(path: Path) -> tuple:
     st = os.stat(path / "manifest.json")
     return st.st_ino, st.st_mtime_ns, st.st_size
@@ -188,6 +223,8 @@ class ServedIndex:
         self.name, self.path, self.reload_interval_s = name, Path(path), reload_interval_s
         self._lock = threading.Lock()
         self._checked = time.monotonic()
+        #: why the latest commit could not be opened (None: the snapshot is the latest commit)
+        self.failure: ReloadFailure | None = None
         if not (self.path / "manifest.json").is_file():
             raise NotFoundError(f"{self.path}: no such index directory (no manifest.json)")
         self._snap = self._open(None)
@@ -212,20 +249,62 @@ class ServedIndex:
         return snap
 
     def snapshot(self) -> Snapshot:
-        """The latest commit's snapshot (checked at most every ``reload_interval_s``)."""
-        now = time.monotonic()
-        if now - self._checked < self.reload_interval_s:
+        """The latest commit's snapshot, checked at most every ``reload_interval_s`` by one
+        request while the others keep the current one (never blocks on a reload)."""
+        if time.monotonic() - self._checked < self.reload_interval_s or not self._lock.acquire(blocking=False):
             return self._snap
-        with self._lock:
-            if now - self._checked >= self.reload_interval_s:
-                self._checked = now
-                try:
-                    if _manifest_key(self.path) != self._snap.key:
-                        self._snap = self._open(self._snap)
-                except Exception as e:  # keep serving the last good state
-                    log.warning("index %s: reload failed, serving generation %s: %s", self.name,
-                                self._snap.generation, e)
+        try:
+            if time.monotonic() - self._checked >= self.reload_interval_s:
+                self._reload()
+                self._checked = time.monotonic()  # the interval counts from the end of the check
+        finally:
+            self._lock.release()
         return self._snap
+
+    def refresh(self) -> Snapshot:
+        """Open the latest commit now (after a write made through the service)."""
+        with self._lock:
+            self._reload(force=True)
+            self._checked = time.monotonic()
+        return self._snap
+
+    def _reload(self, force: bool = False) -> None:
+        """Swap in the latest commit if the manifest changed; on failure keep the last good
+        snapshot, record why (``failure``: health and stats report it) and log it once. A
+        manifest that failed is retried after a growing pause while it stays the same (up to
+        ``FAILED_RETRY_MAX_S``), and at the next check once it changes."""
+        try:
+            key = _manifest_key(self.path)
+        except OSError as e:  # no manifest: opening fails below, and is retried like any failure
+            key = ("unreadable", type(e).__name__)
+        try:
+            if key == self._snap.key:
+                self._recovered()
+                return
+            f = self.failure
+            if f is not None and f.key == key and not force and time.monotonic() < f.retry_at:
+                return
+            self._snap = self._open(self._snap)
+            self._recovered()
+        except Exception as e:  # keep serving the last good state
+            self._failed(key, e)
+
+    def _failed(self, key: tuple, e: Exception) -> None:
+        reason = redact_paths(f"{type(e).__name__}: {e}" if not isinstance(e, SparsearchError) else str(e),
+                              {str(self.path): self.name, str(self.path.resolve()): self.name})
+        f = self.failure
+        same = f is not None and f.key == key
+        pause = min(max(self.reload_interval_s, 0.05) * 2 ** (f.attempts if same else 0), FAILED_RETRY_MAX_S)
+        if f is None or f.reason != reason:
+            log.error("index %s: cannot open its latest commit, still serving generation %s: %s",
+                      self.name, self._snap.generation, reason)
+        self.failure = ReloadFailure(reason=reason, key=key, since=f.since if f is not None else time.time(),
+                                     attempts=(f.attempts + 1) if same else 1, retry_at=time.monotonic() + pause)
+
+    def _recovered(self) -> None:
+        if self.failure is not None:
+            log.warning("index %s: recovered, serving generation %s", self.name, self._snap.generation)
+            self.failure = None
 
     def warm(self) -> None:
         """Load the encoder and run one search, so that the first request does not pay for them."""
@@ -340,14 +419,21 @@ class ServedIndex:
         _, terms, _ = snap.index.prepare_queries(qv)
         return [qv.vocab.terms[i] for i, tid in zip(qv.indices.tolist(), terms.tolist()) if tid < 0]
 
+    def status(self) -> dict[str, Any]:
+        """``{"status": "ok"}``, or ``"degraded"`` with the error that keeps the latest commit from
+        being served and since when (the last good snapshot is served meanwhile)."""
+        f = self.failure
+        if f is None:
+            return {"status": "ok"}
+        return {"status": "degraded", "error": f.reason, "failing_since": f.since, "reload_attempts": f.attempts}
+
     def health(self, snap: Snapshot) -> dict[str, Any]:
-        return {"generation": snap.generation, "documents": snap.index.n_live_docs}
+        return {**self.status(), "generation": snap.generation, "documents": snap.index.n_live_docs}
 
     def stats(self, snap: Snapshot) -> dict[str, Any]:
         st = snap.index.stats()
-        st.update(path=str(self.path), generation=snap.generation,
-                  stored_documents=len(snap.docstore) if snap.docstore is not None else 0,
-                  approximate=snap.approx is not None)
+        st.update(generation=snap.generation, stored_documents=len(snap.docstore) if snap.docstore is not None else 0,
+                  approximate=snap.approx is not None, **self.status())
         return st
 
 
@@ -368,6 +454,7 @@ class ServedMilvus(ServedIndex):
     def __init__(self, name: str, backend: MilvusBackend) -> None:
         self.name, self.backend, self.path = name, backend, f"{backend.uri}#{backend.collection}"
         self.reload_interval_s = float("inf")
+        self.failure = None
         self._snap = Snapshot(backend, None, 0, ())
 
     def snapshot(self) -> Snapshot:
@@ -409,7 +496,9 @@ class ServedMilvus(ServedIndex):
         return {"backend": "milvus", "collection": self.backend.collection, "documents": self.backend.n_docs}
 
     def stats(self, snap: Snapshot) -> dict[str, Any]:
-        return dict(self.backend.stats(), path=self.path, approximate=False)
+        st = self.backend.stats()
+        st.pop("uri", None)  # may be a local file (Milvus Lite) or carry a host name: not for clients
+        return dict(st, approximate=False, status="ok")
 
 
 class ServedMilvusDense(ServedMilvus):
@@ -697,15 +786,28 @@ class SearchService:
 
     # ------------------------------------------------------------------ health, stats
     def health(self) -> dict[str, Any]:
-        """Liveness: the served indexes and their current commit."""
-        return {"status": "ok", "indexes": {n: s.health(s.snapshot()) for n, s in self.served.items()}}
+        """Liveness: the served indexes and their current commit; ``status`` is ``"degraded"``
+        when an index's latest commit cannot be opened (its last good state is served; the index
+        says why)."""
+        indexes = {n: s.health(s.snapshot()) for n, s in self.served.items()}
+        degraded = any(h.get("status") == "degraded" for h in indexes.values())
+        return hide_paths({"status": "degraded" if degraded else "ok", "indexes": indexes})
+
+    def redact(self, message: str) -> str:
+        """``message`` with each served directory written as its index name."""
+        paths: dict[str, str] = {}
+        for n, s in self.served.items():
+            if isinstance(s.path, Path):
+                paths.update({str(s.path): n, str(s.path.resolve()): n})
+        return redact_paths(message, paths)
 
     def stats(self) -> dict[str, Any]:
-        """Per index: sizes, encoder, commit; for the service: searches, uptime, latency (ms), limits."""
+        """Per index: sizes, encoder, commit, status; for the service: searches, uptime, latency
+        (ms), limits. No filesystem path (a model given by path shows its last component)."""
         with self._lock:
             lat = np.asarray(list(self._latencies)) * 1e3
             searches = self._searches
-        return {"indexes": {n: s.stats(s.snapshot()) for n, s in self.served.items()},
+        return {"indexes": hide_paths({n: s.stats(s.snapshot()) for n, s in self.served.items()}),
                 "service": {"searches": searches, "uptime_s": time.time() - self.started,
                             "search_latency_ms": {"n": int(lat.size),
                                                   "p50": float(np.percentile(lat, 50)) if lat.size else None,

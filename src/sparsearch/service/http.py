@@ -233,11 +233,12 @@ async def handle_error(request: Request, exc: Exception) -> JSONResponse:
         return _validation_error(counters, exc)
     if isinstance(exc, StarletteHTTPException):
         return _error(counters, exc.status_code, str(exc.detail))
+    redact = request.app.state.service.redact  # clients see index names, not server paths
     for cls, status in STATUS:
         if isinstance(exc, cls):
-            return _error(counters, status, str(exc))
+            return _error(counters, status, redact(str(exc)))
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return _error(counters, 500, f"internal error: {type(exc).__name__}: {exc}"[:500])
+    return _error(counters, 500, redact(f"internal error: {type(exc).__name__}: {exc}")[:500])
 
 
 # --------------------------------------------------------------------------------- routes
