@@ -28,7 +28,7 @@ import numpy as np
 
 from .errors import InvalidInputError, MissingFileError
 from .searching import ExactParams, SearchParams, mode_of
-from .vectors import FormatError
+from .vectors import FormatError, check_duplicate_policy, check_id
 
 __all__ = [
     "BeirDataset", "load_beir", "load_qrels", "evaluate", "per_query", "write_trec_run", "read_trec_run",
@@ -99,6 +99,26 @@ def _read_jsonl_objects(path: Path) -> Iterable[tuple[int, dict]]:
             yield lineno, obj
 
 
+def _read_keyed_objects(path: Path, on_duplicate: str = "error") -> dict[str, dict]:
+    """``{_id: object}`` of a BEIR JSONL file in file order; a repeated ``_id`` raises
+    :class:`FormatError` naming the file and both lines (``on_duplicate="error"``), or keeps
+    the ``"first"`` / ``"last"`` object (at the position of the first)."""
+    check_duplicate_policy(on_duplicate)
+    out: dict[str, dict] = {}
+    first: dict[str, int] = {}
+    for lineno, obj in _read_jsonl_objects(path):
+        key = check_id(obj["_id"], f"{path}, line {lineno}", "_id")
+        if key in first:
+            if on_duplicate == "error":
+                raise FormatError(f"{path}, line {lineno}: duplicate _id {key!r} (first at line {first[key]}); "
+                                  f"ids must be unique (or choose on_duplicate='first' / 'last')")
+            if on_duplicate == "first":
+                continue
+        first.setdefault(key, lineno)
+        out[key] = obj
+    return out
+
+
 def load_qrels(path: str | os.PathLike) -> Qrels:
     """Read a BEIR qrels TSV (``query-id  corpus-id  score``, header optional)."""
     qrels: Qrels = {}
@@ -124,15 +144,21 @@ def load_qrels(path: str | os.PathLike) -> Qrels:
     return qrels
 
 
-def load_beir(path: str | os.PathLike, split: str = "test") -> BeirDataset:
-    """Load a BEIR-layout folder; only queries judged in ``qrels/<split>.tsv`` are kept."""
+def load_beir(path: str | os.PathLike, split: str = "test", *, on_duplicate: str = "error") -> BeirDataset:
+    """Load a BEIR-layout folder; only queries judged in ``qrels/<split>.tsv`` are kept.
+
+    ``on_duplicate``: a repeated ``_id`` in ``corpus.jsonl`` or ``queries.jsonl`` raises
+    :class:`FormatError` naming the file and both lines (``"error"``, the default), or keeps the
+    ``"first"`` / ``"last"`` record with that id (:data:`~sparsearch.vectors.DUPLICATE_POLICIES`).
+    """
     path = Path(path)
+    check_duplicate_policy(on_duplicate)
     for need in ("corpus.jsonl", "queries.jsonl"):
         if not (path / need).exists():
             raise MissingFileError(f"{path} is not a BEIR collection: {need} is missing")
-    corpus = {str(o["_id"]): {"title": o.get("title") or "", "text": o.get("text") or ""}
-              for _, o in _read_jsonl_objects(path / "corpus.jsonl")}
-    all_queries = {str(o["_id"]): o.get("text") or "" for _, o in _read_jsonl_objects(path / "queries.jsonl")}
+    corpus = {i: {"title": o.get("title") or "", "text": o.get("text") or ""}
+              for i, o in _read_keyed_objects(path / "corpus.jsonl", on_duplicate).items()}
+    all_queries = {i: o.get("text") or "" for i, o in _read_keyed_objects(path / "queries.jsonl", on_duplicate).items()}
     qrels = load_qrels(path / "qrels" / f"{split}.tsv")
     missing = [q for q in qrels if q not in all_queries]
     if missing:

@@ -12,7 +12,9 @@ File formats:
 
 * JSONL, one object per line, as Anserini and Seismic exchange learned sparse vectors:
   ``{"id": "doc1", "vector": {"term": 1.5, ...}}`` (``content`` is accepted as a synonym of
-  ``vector``).
+  ``vector``, ``_id`` of ``id``). Every line needs an id (a non-empty string or an integer);
+  a repeated id is refused unless an explicit ``on_duplicate`` policy (:data:`DUPLICATE_POLICIES`)
+  says which line wins; an empty term ``""`` is refused.
 * ``.npz``: the CSR arrays, the vocabulary and ids in one compressed numpy archive (fast).
 
 Malformed input raises :class:`FormatError` naming the file and line.
@@ -32,7 +34,12 @@ import scipy.sparse as sp
 
 from .errors import InvalidInputError
 
-__all__ = ["FormatError", "Vocabulary", "SparseBatch", "read_jsonl", "iter_jsonl_chunks"]
+__all__ = ["FormatError", "Vocabulary", "SparseBatch", "read_jsonl", "iter_jsonl_chunks", "DUPLICATE_POLICIES",
+           "check_duplicate_policy", "check_id", "Dedup"]
+
+#: what to do with a repeated id in an input file: refuse it (the default), keep the first
+#: line with that id, or keep the last one
+DUPLICATE_POLICIES: tuple[str, ...] = ("error", "first", "last")
 
 
 class FormatError(InvalidInputError):
@@ -105,6 +112,52 @@ class Vocabulary:
     def from_size(cls, size: int, prefix: str = "") -> "Vocabulary":
         """A vocabulary of ``size`` synthetic terms ``f"{prefix}{i}"`` (latent ids, synthetic data)."""
         return cls(f"{prefix}{i}" for i in range(size))
+
+
+def check_duplicate_policy(on_duplicate: str) -> str:
+    """``on_duplicate`` checked against :data:`DUPLICATE_POLICIES` (:class:`InvalidInputError`)."""
+    if on_duplicate not in DUPLICATE_POLICIES:
+        raise InvalidInputError(f"on_duplicate must be one of {', '.join(DUPLICATE_POLICIES)}, got {on_duplicate!r}")
+    return on_duplicate
+
+
+def check_id(value: object, where: str, field: str = "id") -> str:
+    """An id read from a file as a string: a non-empty string or an integer, else :class:`FormatError`
+    naming ``where`` (file and line)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise FormatError(f"{where}: {field!r} must be a string or an integer, got {value!r:.60}")
+    out = str(value)
+    if not out.strip():
+        raise FormatError(f"{where}: empty {field!r}")
+    return out
+
+
+class Dedup:
+    """Tracks the ids of one input file and applies a duplicate policy.
+
+    ``keep(id, lineno)`` says whether a line is kept: ``"error"`` raises :class:`FormatError`
+    naming both lines, ``"first"`` skips later lines with a seen id; ``"last"`` needs
+    ``last_lines`` (id -> its last line, from a first pass) and keeps only that line.
+    """
+
+    def __init__(self, path: str | os.PathLike, on_duplicate: str = "error", field: str = "id",
+                 last_lines: Mapping[str, int] | None = None) -> None:
+        self.path, self.policy, self.field = path, check_duplicate_policy(on_duplicate), field
+        self.first: dict[str, int] = {}
+        self.last_lines = last_lines
+        if on_duplicate == "last" and last_lines is None:
+            raise InvalidInputError("on_duplicate='last' needs the last line of every id (a first pass)")
+
+    def keep(self, rid: str, lineno: int) -> bool:
+        if self.policy == "last":
+            return self.last_lines[rid] == lineno  # type: ignore[index]
+        first = self.first.setdefault(rid, lineno)
+        if first == lineno:
+            return True
+        if self.policy == "error":
+            raise FormatError(f"{self.path}, line {lineno}: duplicate {self.field} {rid!r} (first at line {first}); "
+                              f"ids must be unique (or choose on_duplicate='first' / 'last')")
+        return False
 
 
 def _check_weight(w: object, where: str) -> float:
@@ -238,6 +291,8 @@ class SparseBatch:
         for n, vec in enumerate(vectors):
             row: dict[int, float] = {}
             for term, w in vec.items():
+                if term == "":
+                    raise FormatError(f"vector {n}: empty term \"\" (terms must be non-empty strings)")
                 f = _check_weight(w, f"vector {n}, term {term!r}")
                 if f == 0.0:
                     continue
@@ -358,8 +413,9 @@ class SparseBatch:
                 f.write("\n")
 
     @classmethod
-    def read_jsonl(cls, path: str | os.PathLike, vocab: Vocabulary | None = None, *, grow: bool = True) -> "SparseBatch":
-        return read_jsonl(path, vocab, grow=grow)
+    def read_jsonl(cls, path: str | os.PathLike, vocab: Vocabulary | None = None, *, grow: bool = True,
+                   on_duplicate: str = "error") -> "SparseBatch":
+        return read_jsonl(path, vocab, grow=grow, on_duplicate=on_duplicate)
 
     def save(self, path: str | os.PathLike) -> None:
         """Save as ``.npz`` or ``.jsonl`` depending on the suffix."""
@@ -392,17 +448,38 @@ def _parse_line(line: str, path: str | os.PathLike, lineno: int) -> tuple[str, M
     vec = obj.get("vector", obj.get("content"))
     if not isinstance(vec, dict):
         raise FormatError(f"{where}: missing or non-object 'vector' field (expected {{\"term\": weight}})")
-    rid = obj.get("id", obj.get("_id", str(lineno - 1)))
+    if "id" not in obj and "_id" not in obj:
+        raise FormatError(f"{where}: missing 'id' field (every vector needs its document id)")
+    rid = check_id(obj["id"] if "id" in obj else obj["_id"], where)
     for term, w in vec.items():
+        if term == "":
+            raise FormatError(f"{where}: empty term \"\" (terms must be non-empty strings)")
         _check_weight(w, f"{where}, term {term!r}")
-    return str(rid), vec
+    return rid, vec
+
+
+def _last_lines(path: str | os.PathLike) -> dict[str, int]:
+    """Id -> the last line holding it (a first pass for ``on_duplicate="last"``)."""
+    last: dict[str, int] = {}
+    with _open_text(path) as f:
+        for lineno, line in enumerate(f, 1):
+            if line.strip():
+                last[_parse_line(line, path, lineno)[0]] = lineno
+    return last
 
 
 def iter_jsonl_chunks(
-    path: str | os.PathLike, chunk_size: int = 100_000, vocab: Vocabulary | None = None, *, grow: bool = True
+    path: str | os.PathLike, chunk_size: int = 100_000, vocab: Vocabulary | None = None, *, grow: bool = True,
+    on_duplicate: str = "error",
 ) -> Iterator[SparseBatch]:
-    """Stream a JSONL vector file as SparseBatch chunks sharing one (growing) vocabulary."""
+    """Stream a JSONL vector file as SparseBatch chunks sharing one (growing) vocabulary.
+
+    ``on_duplicate``: a repeated id raises :class:`FormatError` naming file and both lines
+    (``"error"``, the default), or keeps the ``"first"`` / ``"last"`` line with that id (``"last"``
+    reads the file twice)."""
     vocab = Vocabulary() if vocab is None else vocab
+    check_duplicate_policy(on_duplicate)
+    dedup = Dedup(path, on_duplicate, last_lines=_last_lines(path) if on_duplicate == "last" else None)
     ids: list[str] = []
     vecs: list[Mapping[str, float]] = []
     with _open_text(path) as f:
@@ -410,6 +487,8 @@ def iter_jsonl_chunks(
             if not line.strip():
                 continue
             rid, vec = _parse_line(line, path, lineno)
+            if not dedup.keep(rid, lineno):
+                continue
             ids.append(rid)
             vecs.append(vec)
             if len(vecs) >= chunk_size:
@@ -426,10 +505,11 @@ def _build_chunk(vecs, vocab, ids, grow, path) -> SparseBatch:
         raise FormatError(f"{path}: {e.args[0]}") from None
 
 
-def read_jsonl(path: str | os.PathLike, vocab: Vocabulary | None = None, *, grow: bool = True) -> SparseBatch:
+def read_jsonl(path: str | os.PathLike, vocab: Vocabulary | None = None, *, grow: bool = True,
+               on_duplicate: str = "error") -> SparseBatch:
     """Read a whole JSONL vector file (see :func:`iter_jsonl_chunks`)."""
     vocab = Vocabulary() if vocab is None else vocab
-    chunks = list(iter_jsonl_chunks(path, vocab=vocab, grow=grow))
+    chunks = list(iter_jsonl_chunks(path, vocab=vocab, grow=grow, on_duplicate=on_duplicate))
     if not chunks:
         return SparseBatch(np.zeros(1, dtype=np.int64), np.empty(0, np.int32), np.empty(0, np.float32), vocab, [])
     return SparseBatch.concat(chunks)
