@@ -1,4 +1,4 @@
-"""The ``sparsearch`` command: index, build-approx, search, evaluate, tune, stats, demo, serve, export.
+"""The ``sparsearch`` command: index, add, delete, merge, build-approx, search, evaluate, tune, stats, serve, ...
 
 Run ``sparsearch COMMAND --help`` for every option. Commands raise
 :class:`~sparsearch.errors.SparsearchError` for anything the user can fix; :func:`main` (the
@@ -11,15 +11,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import numpy as np
 import typer
 
-from .errors import InvalidInputError, MissingExtraError, MissingFileError, SparsearchError
+from .errors import ConflictError, InvalidInputError, MissingExtraError, MissingFileError, SparsearchError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Sparse retrieval: encode, index, search and evaluate (BM25, SPLADE, CSR).")
@@ -95,15 +97,69 @@ def _open_searcher(index: Path, mode: str):
     return idx, (ApproximateIndex.open(idx) if mode == "approximate" else idx)
 
 
+DATA_HELP = ("What to index (detected, or named by --format): a BEIR folder (corpus.jsonl; queries/qrels optional), "
+             "a .jsonl file of {\"id\", \"text\"[, \"title\"]} documents, a .csv/.tsv file with a header row, a plain "
+             ".txt file (one document per line, ids = line numbers), a folder of .txt/.md files (ids = relative "
+             "paths), or ready sparse vectors (.jsonl of {\"id\", \"vector\"} lines, or .npz), indexed as they are.")
+FORMAT_HELP = "Input format: auto (detect), beir, jsonl (documents), vectors, csv, tsv, text, folder."
+ID_FIELD_HELP = "CSV/TSV column (or JSONL key) of the document ids (default: id, _id or docid; else the line number)."
+TEXT_FIELD_HELP = "CSV/TSV column (or JSONL key) of the document text (default: text, body or contents)."
+TITLE_FIELD_HELP = "CSV/TSV column (or JSONL key) of the document title (default: title, if present)."
+
+
+def _read_input(data: Path, fmt: str, id_field: Optional[str], text_field: Optional[str],
+                title_field: Optional[str]):
+    """``ingest.read_input``: documents (TextInput) or ready vectors (VectorInput); no documents is an error."""
+    from .ingest import TextInput, read_input
+    from .vectors import FormatError
+
+    src = read_input(data, fmt=fmt, id_field=id_field, text_field=text_field, title_field=title_field)
+    if isinstance(src, TextInput) and not len(src):
+        raise FormatError(f"{data}: no documents (only blank lines)")
+    return src
+
+
+@contextlib.contextmanager
+def _undo_on_failure(out: Path) -> Iterator[None]:
+    """If the command fails (an error or an interrupt), remove what it created at ``out``: the
+    directory itself (and any parent it created) when it did not exist before, else, under the
+    writer lock, the new entries that the index's current manifest does not name. A failed
+    command leaves no partially written index behind."""
+    from .index.manifest import named_files, read_manifest
+    from .index.storage import PERMANENT_NAMES, Directory, is_managed
+
+    created, p = None, out.absolute()
+    while not p.exists() and p != p.parent:
+        created, p = p, p.parent
+    before = set(os.listdir(out)) if created is None and out.is_dir() else set()
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(Exception):
+            if created is not None:
+                shutil.rmtree(created) if created.is_dir() else created.unlink()
+            elif out.is_dir():
+                d = Directory(out)
+                with d.lock():
+                    keep = (named_files(read_manifest(d)) | PERMANENT_NAMES) if d.exists("manifest.json") else set()
+                    for name in set(d.entries()) - before - keep:
+                        if is_managed(name):
+                            d.remove(name)
+        raise
+
+
 @app.command("index")
 def index_cmd(
-    data: Annotated[Path, typer.Argument(help="A BEIR collection folder (corpus.jsonl), or a sparse vector file "
-                                              "(.jsonl with {\"id\", \"vector\"} lines, or .npz) to index as is.")],
+    data: Annotated[Path, typer.Argument(help=DATA_HELP)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Index directory to create.")],
     encoder: Annotated[str, typer.Option(help="Encoder spec for text collections: bm25, bm25:robertson, "
                                               "splade[:MODEL], splade-doc[:MODEL] (inference-free), csr[:...].")] = "bm25",
     encoder_opt: Annotated[Optional[list[str]], typer.Option(
         "--encoder-opt", help="Encoder setting as key=value, repeatable (e.g. k1=1.2 b=0.75 top_k=256).")] = None,
+    fmt: Annotated[str, typer.Option("--format", help=FORMAT_HELP)] = "auto",
+    id_field: Annotated[Optional[str], typer.Option(help=ID_FIELD_HELP)] = None,
+    text_field: Annotated[Optional[str], typer.Option(help=TEXT_FIELD_HELP)] = None,
+    title_field: Annotated[Optional[str], typer.Option(help=TITLE_FIELD_HELP)] = None,
     quantization: Annotated[str, typer.Option(help="Impact storage: uint8 (linear 8-bit, default) or float32.")] = "uint8",
     overwrite: Annotated[bool, typer.Option(help="Atomically replace an existing index at --out.")] = False,
     approximate: Annotated[bool, typer.Option(
@@ -122,68 +178,147 @@ def index_cmd(
                                                  "layout, whatever the number of workers.")] = 10_000,
     threads_per_worker: Annotated[int, typer.Option(help="--ray: torch / ONNX / numba threads per worker.")] = 1,
 ) -> None:
-    """Encode a collection (or read ready vectors) and build a persistent inverted index."""
+    """Encode documents (or read ready vectors) and build a persistent inverted index.
+
+    A failed run leaves nothing behind: the directory it created (or the files it added to an
+    existing one) is removed.
+    """
     from .encoders import get_encoder
-    from .evaluation import load_beir
     from .index import build_index
-    from .vectors import SparseBatch, iter_jsonl_chunks
+    from .ingest import TextInput
 
     t0 = time.perf_counter()
     ray = ray or ray_address is not None
-    if not data.exists():
-        raise MissingFileError(f"no collection or vector file at {data}")
-    if ray:
-        idx = _index_with_ray(data, out, encoder, _parse_opts(encoder_opt), quantization=quantization,
-                              overwrite=overwrite, address=ray_address, workers=workers, shard_size=shard_size,
-                              threads_per_worker=threads_per_worker)
-    elif data.is_dir():
-        ds = load_beir(data, split=_first_split(data))
-        enc = get_encoder(encoder, **_parse_opts(encoder_opt))
-        texts = ds.doc_texts()
-        typer.echo(f"encoding {len(texts):,} documents of {ds.name} with {encoder} ...", err=True)
-        enc.fit(texts)
-        batch = enc.encode_documents(texts, ds.doc_ids)
-        t_enc = time.perf_counter() - t0
-        idx = build_index(batch, out, quantization=quantization, encoder=enc, overwrite=overwrite,
-                          extra={"source": str(data.resolve()), "encode_seconds": t_enc}, documents=ds.corpus)
-    else:
-        batches: Any = SparseBatch.load_npz(data) if data.suffix == ".npz" else iter_jsonl_chunks(data)
-        idx = build_index(batches, out, quantization=quantization, overwrite=overwrite, progress=True,
-                          extra={"source": str(data.resolve())})
+    with _undo_on_failure(out):
+        src = _read_input(data, fmt, id_field, text_field, title_field)
+        extra = {"source": str(data.resolve()), "input_format": src.format}
+        if ray:
+            idx = _index_with_ray(src, out, encoder, _parse_opts(encoder_opt), quantization=quantization,
+                                  overwrite=overwrite, address=ray_address, workers=workers, shard_size=shard_size,
+                                  threads_per_worker=threads_per_worker, extra=extra)
+        elif isinstance(src, TextInput):
+            enc = get_encoder(encoder, **_parse_opts(encoder_opt))
+            texts = src.encoder_texts()
+            typer.echo(f"encoding {len(texts):,} documents of {src.source.name} ({src.format}) with {encoder} ...",
+                       err=True)
+            enc.fit(texts)
+            batch = enc.encode_documents(texts, src.ids)
+            idx = build_index(batch, out, quantization=quantization, encoder=enc, overwrite=overwrite,
+                              extra={**extra, "encode_seconds": time.perf_counter() - t0}, documents=src.rows())
+        else:
+            idx = build_index(src.batches(), out, quantization=quantization, overwrite=overwrite, progress=True,
+                              extra=extra)
     st = idx.stats()
     typer.echo(f"indexed {st['n_docs']:,} documents, {st['n_terms']:,} terms, {st['n_postings']:,} postings "
                f"in {time.perf_counter() - t0:.1f}s -> {out} ({st['index_bytes'] / 1e6:.1f} MB, "
                f"{st['bytes_per_posting']:.2f} bytes/posting"
                + (f", {st['n_segments']} segments" if st["n_segments"] > 1 else "") + ")")
     if approximate:
-        _build_approximate(idx)
+        try:
+            _build_approximate(idx)
+        except SparsearchError as e:  # the index itself is complete and committed
+            e.args = (f"{e} (the index {out} was written; build its approximate index with "
+                      f"`sparsearch build-approx {out}`)",)
+            raise
 
 
-def _index_with_ray(data: Path, out: Path, encoder: str, options: dict[str, Any], *, address: Optional[str],
-                    **kw: Any):
-    """``sparsearch index --ray``: a BEIR collection encoded by Ray workers, or ready vectors indexed by them."""
+def _index_with_ray(src, out: Path, encoder: str, options: dict[str, Any], *, address: Optional[str],
+                    extra: dict[str, Any], **kw: Any):
+    """``sparsearch index --ray``: documents encoded by Ray workers, or ready vectors indexed by them."""
     from .distributed import build_index_ray
     from .encoders import get_encoder
-    from .evaluation import load_beir
-    from .vectors import SparseBatch, read_jsonl
+    from .ingest import TextInput
 
-    if data.is_dir():
-        ds = load_beir(data, split=_first_split(data))
-        typer.echo(f"encoding {len(ds.corpus):,} documents of {ds.name} with {encoder} on Ray "
+    if isinstance(src, TextInput):
+        typer.echo(f"encoding {len(src):,} documents of {src.source.name} with {encoder} on Ray "
                    f"({kw['workers']} workers, shards of {kw['shard_size']:,}) ...", err=True)
-        return build_index_ray(out, texts=ds.doc_texts(), ids=ds.doc_ids, encoder=get_encoder(encoder, **options),
-                               address=address, documents=ds.corpus, progress=True,
-                               extra={"source": str(data.resolve())}, **kw)
-    vectors = SparseBatch.load_npz(data) if data.suffix == ".npz" else read_jsonl(data)
-    return build_index_ray(out, vectors=vectors, address=address, progress=True,
-                           extra={"source": str(data.resolve())}, **kw)
+        return build_index_ray(out, texts=src.encoder_texts(), ids=src.ids, encoder=get_encoder(encoder, **options),
+                               address=address, documents=src.rows(), progress=True, extra=extra, **kw)
+    return build_index_ray(out, vectors=src.read(), address=address, progress=True, extra=extra, **kw)
 
 
-def _first_split(data: Path) -> str:
-    for split in ("test", "dev", "train"):
-        if (data / "qrels" / f"{split}.tsv").exists():
-            return split
-    raise MissingFileError(f"{data}/qrels has no test/dev/train.tsv")
+def _approx_note(index: Path, had_approx: bool) -> str:
+    return (f"; its approximate index is now stale and was dropped: rebuild it with `sparsearch build-approx {index}`"
+            if had_approx else "")
+
+
+@app.command()
+def add(
+    index: Annotated[Path, typer.Argument(help="Index directory to add to.")],
+    data: Annotated[Path, typer.Argument(help="Documents or vectors to add, in any format `sparsearch index` "
+                                              "reads (see its --help); texts are encoded with the index's encoder.")],
+    fmt: Annotated[str, typer.Option("--format", help=FORMAT_HELP)] = "auto",
+    id_field: Annotated[Optional[str], typer.Option(help=ID_FIELD_HELP)] = None,
+    text_field: Annotated[Optional[str], typer.Option(help=TEXT_FIELD_HELP)] = None,
+    title_field: Annotated[Optional[str], typer.Option(help=TITLE_FIELD_HELP)] = None,
+    replace: Annotated[bool, typer.Option(
+        "--replace", help="Replace documents whose id is already in the index (an upsert); without it such an "
+                          "id is an error and nothing is added.")] = False,
+) -> None:
+    """Add documents to an index as a new segment (one commit; readers see all of them or none)."""
+    from .index import Index
+    from .index.approximate import ApproximateIndex
+    from .index.updates import add_documents, add_texts
+    from .ingest import TextInput
+
+    t0 = time.perf_counter()
+    idx = Index.open(index)
+    had_approx = ApproximateIndex.exists(idx)
+    src = _read_input(data, fmt, id_field, text_field, title_field)
+    with _undo_on_failure(index):
+        if isinstance(src, TextInput) and not idx.manifest.get("encoder"):
+            raise InvalidInputError(f"{index} was built from ready vectors (it has no encoder): add vectors "
+                                    f"(.jsonl of {{\"id\", \"vector\"}} lines or .npz), not texts")
+        try:
+            if isinstance(src, TextInput):
+                add_texts(index, src.rows(), replace=replace)
+                n = len(src)
+            else:
+                batch = src.read()
+                add_documents(index, batch, replace=replace)
+                n = len(batch)
+        except ConflictError as e:  # the library's wording names its keyword argument
+            e.args = (str(e).replace("pass replace=True", "pass --replace"),)
+            raise
+    st = Index.open(index).stats()
+    typer.echo(f"added {n:,} documents to {index} in {time.perf_counter() - t0:.1f}s: {st['n_docs']:,} documents in "
+               f"{st['n_segments']} segments" + _approx_note(index, had_approx))
+
+
+@app.command()
+def delete(
+    index: Annotated[Path, typer.Argument(help="Index directory.")],
+    ids: Annotated[list[str], typer.Argument(help="Ids of the documents to delete.")],
+    ignore_missing: Annotated[bool, typer.Option(
+        "--ignore-missing", help="Skip ids that are not in the index (default: such an id is an error and "
+                                 "nothing is deleted).")] = False,
+) -> None:
+    """Delete documents from an index (one commit; `sparsearch merge` later reclaims their space)."""
+    from .index import Index
+    from .index.approximate import ApproximateIndex
+    from .index.updates import delete_documents
+
+    had_approx = ApproximateIndex.exists(Index.open(index))
+    with _undo_on_failure(index):
+        n = delete_documents(index, ids, missing="ignore" if ignore_missing else "error")
+    typer.echo(f"deleted {n:,} documents from {index}" + (_approx_note(index, had_approx) if n else ""))
+
+
+@app.command()
+def merge(index: Annotated[Path, typer.Argument(help="Index directory.")]) -> None:
+    """Rewrite an index's live documents into one segment, dropping deleted ones (one commit)."""
+    from .index import Index
+    from .index.approximate import ApproximateIndex
+    from .index.updates import merge as merge_index
+
+    idx = Index.open(index)
+    before, had_approx = len(idx.segments), ApproximateIndex.exists(idx)
+    with _undo_on_failure(index):
+        manifest = merge_index(index)
+    st = Index.open(index).stats()
+    changed = manifest is not idx.manifest and manifest != idx.manifest
+    typer.echo((f"merged {before} segments into 1: {st['n_docs']:,} live documents" + _approx_note(index, had_approx))
+               if changed else f"{index} is already one segment without deletions; nothing to merge")
 
 
 def _build_approximate(idx, params=None, threads: Optional[int] = None) -> None:
@@ -258,6 +393,9 @@ def search(
     heap_factor: Annotated[Optional[float], typer.Option(help=HEAP_FACTOR_HELP)] = None,
     run: Annotated[Optional[Path], typer.Option(help="Write a TREC run file here instead of printing.")] = None,
     explain: Annotated[bool, typer.Option(help="Show each hit's top contributing terms.")] = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print one JSON object per query: {query, query_id, hits: [{rank, id, score, title, "
+                       "snippet}]} (title and snippet null when the index stores no texts).")] = False,
     threads: Annotated[Optional[int], typer.Option(help="Search threads (default: all cores).")] = None,
     strict_vocab: Annotated[bool, typer.Option(help="Fail on query terms the index does not know (instead of "
                                                     "ignoring them): catches vectors from another vocabulary.")] = False,
@@ -293,29 +431,118 @@ def search(
             idx, searcher = _open_searcher(index[0], mode)
         qv = _load_queries(idx, queries, query)
         scores, docs = searcher.search(qv, k, params)
-        _print_hits(idx, qv, scores, docs, query, run, explain)
+        _print_hits(idx, qv, scores, docs, query, run, explain, as_json)
+
+
+SNIPPET_WORDS = 30
+
+
+def _docstores(idx) -> list:
+    """The document stores of an index (or of the shards of a ShardedIndex) that have one;
+    an unreadable store is a CorruptIndexError naming its file."""
+    import sqlite3
+
+    from .docstore import open_docstore
+    from .errors import CorruptIndexError
+
+    pairs = (zip(idx.paths, idx.manifests) if hasattr(idx, "manifests") else [(idx.path, idx.manifest)])
+    stores = []
+    for path, manifest in pairs:
+        try:
+            store = open_docstore(path, manifest)
+        except (OSError, sqlite3.Error) as e:
+            raise CorruptIndexError(f"{Path(path) / str(manifest.get('docstore'))}: unreadable document store "
+                                    f"({e})") from None
+        if store is not None:
+            stores.append(store)
+    return stores
+
+
+def _stored_docs(stores: list, ids: list[str]) -> dict[str, dict[str, str]]:
+    """``{id: {"title", "text"}}`` of the hits found in the stores, whitespace collapsed."""
+    import sqlite3
+
+    from .errors import CorruptIndexError
+
+    found: dict[str, dict[str, str]] = {}
+    for store in stores:
+        try:
+            docs = store.get_many([i for i in ids if i not in found])
+        except sqlite3.Error as e:
+            raise CorruptIndexError(f"{store.path}: unreadable document store ({e})") from None
+        for i, d in docs.items():
+            found[i] = {"title": " ".join(str(d["title"]).split()), "text": " ".join(str(d["text"]).split())}
+    return found
+
+
+def _hits(idx, qv, scores: np.ndarray, docs: np.ndarray, query: list[str] | None, explain: bool) -> list[dict]:
+    """One ``{"query", "query_id", "hits": [{"rank", "id", "score", "title", "snippet"[, "spans",
+    "explanation"]}]}`` per query: titles and snippets (the best window of the stored text, query
+    words highlighted) come from the index's document store when it has one."""
+    from .service.highlight import highlight_hit
+
+    stores = _docstores(idx)
+    encoders = [idx.load_encoder()] if stores and idx.manifest.get("encoder") else []
+    out = []
+    qids = qv.ids or [str(i) for i in range(len(qv))]
+    try:
+        for qi, qid in enumerate(qids):
+            ranked = [(int(d), float(s)) for d, s in zip(docs[qi], scores[qi]) if d >= 0]
+            stored = _stored_docs(stores, [idx.doc_ids[d] for d, _ in ranked]) if stores else {}
+            hits = []
+            for rank, (d, s) in enumerate(ranked, 1):
+                doc_id = idx.doc_ids[d]
+                hit: dict[str, Any] = {"rank": rank, "id": doc_id, "score": round(s, 6), "title": None,
+                                       "snippet": None}
+                contributions = idx.explain(qv[qi:qi + 1], d) if (explain or doc_id in stored) else None
+                if doc_id in stored:
+                    doc = stored[doc_id]
+                    snippet, spans, _ = highlight_hit(doc, encoders, [contributions] if encoders else None,
+                                                      SNIPPET_WORDS)
+                    hit.update(title=doc["title"], snippet=snippet, spans=[list(x[:2]) for x in spans])
+                if explain:
+                    hit["explanation"] = [{"term": c.term, "contribution": round(float(c.contribution), 6)}
+                                          for c in contributions[:8]]
+                hits.append(hit)
+            out.append({"query": query[qi] if query else None, "query_id": qid, "hits": hits})
+    finally:
+        for store in stores:
+            store.close()
+    return out
+
+
+def _styled(snippet: str, spans: list[list[int]]) -> str:
+    """The snippet with its highlighted words in bold (plain when the output is not a terminal)."""
+    parts, at = [], 0
+    for a, b in spans:
+        parts += [snippet[at:a], typer.style(snippet[a:b], bold=True)]
+        at = b
+    return "".join(parts) + snippet[at:]
 
 
 def _print_hits(idx, qv, scores: np.ndarray, docs: np.ndarray, query: list[str] | None, run: Optional[Path],
-                explain: bool) -> None:
-    """Print ranked hits (with explanations) or write them as a TREC run."""
+                explain: bool, as_json: bool = False) -> None:
+    """Print ranked hits (id, score, title, snippet, explanations), one JSON object per query
+    (``as_json``), or write them as a TREC run."""
     from .evaluation import to_run, write_trec_run
 
     if run is not None:
         write_trec_run(to_run(scores, docs, idx.doc_ids, qv.ids), run)
         typer.echo(f"wrote {run}")
         return
-    qids = qv.ids or [str(i) for i in range(len(qv))]
-    for qi, qid in enumerate(qids):
-        label = query[qi] if query else qid
-        typer.secho(f"query {label!r}", bold=True)
-        for rank, (d, s) in enumerate(zip(docs[qi], scores[qi]), 1):
-            if d < 0:
-                break
-            typer.echo(f"  {rank:>3}. {idx.doc_ids[d]}  {s:.4f}")
+    for result in _hits(idx, qv, scores, docs, query, explain):
+        if as_json:
+            for h in result["hits"]:
+                h.pop("spans", None)
+            typer.echo(json.dumps(result, ensure_ascii=False))
+            continue
+        typer.secho(f"query {result['query'] if query else result['query_id']!r}", bold=True)
+        for h in result["hits"]:
+            typer.echo(f"  {h['rank']:>3}. {h['id']}  {h['score']:.4f}" + (f"  {h['title']}" if h["title"] else ""))
+            if h["snippet"]:
+                typer.echo("       " + _styled(h["snippet"], h["spans"]))
             if explain:
-                parts = idx.explain(qv[qi:qi + 1], int(d))[:8]
-                typer.echo("       " + ", ".join(f"{c.term}={c.contribution:.3f}" for c in parts))
+                typer.echo("       " + ", ".join(f"{c['term']}={c['contribution']:.3f}" for c in h["explanation"]))
 
 
 @app.command()

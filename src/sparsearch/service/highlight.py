@@ -88,7 +88,9 @@ def highlight(text: str, encoders, term_weight, scale: float, window: int | None
     first, last = 0, n
     if window is not None and n > window:
         cs = np.concatenate([[0.0], np.cumsum(w)])
-        first = int(np.argmax(cs[window:] - cs[:n - window + 1]))
+        sums = cs[window:] - cs[:n - window + 1]
+        best = np.flatnonzero(sums >= sums.max() - 1e-12)  # of the best windows, the middle one centres the matches
+        first = int(best[len(best) // 2]) if sums.max() > 0 else 0
         last = first + window
     a, b, spans_abs = 0, len(text), []
     hit = np.flatnonzero(w[first:last] > 0) + first
