@@ -719,10 +719,12 @@ class MilvusBackend:
 
 
 def _check_k(k: int, n_docs: int) -> int:
-    """:func:`~sparsearch.searching.check_k`, and at most Milvus' largest search limit."""
-    if isinstance(k, (int, np.integer)) and not isinstance(k, bool) and k > MAX_TOPK:
+    """:func:`~sparsearch.searching.check_k` (clamped to the documents), and at most Milvus' largest
+    search limit."""
+    clamped = check_k(k, n_docs)
+    if clamped > MAX_TOPK:
         raise InvalidInputError(f"k must be at most {MAX_TOPK} (Milvus' largest search limit), got {k}")
-    return check_k(k, n_docs)
+    return clamped
 
 
 def _sorted_hits(result: Sequence[Any], fields: list[str]) -> list[tuple]:

@@ -28,7 +28,8 @@ from .errors import InvalidInputError, UnsupportedError
 __all__ = ["ExactParams", "ApproxParams", "SearchParams", "Searcher", "params_from_dict", "check_k",
            "MAX_K", "SEARCH_KINDS", "SEARCH_MODES", "params_for_mode", "mode_of"]
 
-#: hard bound on k anywhere (the service bounds it lower); k is also clamped to the documents held
+#: hard bound on the result width anywhere (the service bounds it lower); k is first clamped to
+#: the documents held, so a larger k only fails on an index of more than MAX_K documents
 MAX_K = 100_000
 
 Unknown = Literal["drop", "error"]
@@ -150,13 +151,19 @@ def params_to_dict(p: SearchParams) -> dict[str, Any]:
 
 
 def check_k(k: Any, n_docs: int) -> int:
-    """``k`` validated (an integer >= 1, at most :data:`MAX_K`) and clamped to ``max(n_docs, 1)``:
-    no search allocates more result slots than there are documents."""
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+    """``k`` validated and clamped: an integer >= 1 (else :class:`InvalidInputError`), clamped to
+    ``max(n_docs, 1)`` (pass the live documents where the searcher knows them), so that no search
+    allocates more result slots than there are documents to return, whatever ``k`` asks
+    (``-k 99999999999`` on a small index is fast and returns every match). A ``k`` still above
+    :data:`MAX_K` after the clamp (an index that large) is refused: a run that deep is bounded."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
         raise InvalidInputError(f"k must be a positive integer, got {k!r}")
-    if k > MAX_K:
-        raise InvalidInputError(f"k must be at most {MAX_K:,}, got {k:,}")
-    return int(min(int(k), max(int(n_docs), 1)))
+    if k < 1:
+        raise InvalidInputError(f"k must be a positive integer (at least 1), got {k}")
+    clamped = min(int(k), max(int(n_docs), 1))
+    if clamped > MAX_K:
+        raise InvalidInputError(f"k must be at most {MAX_K:,} (the index holds {int(n_docs):,} documents), got {int(k):,}")
+    return clamped
 
 
 def require(params: Any, supported: Sequence[type], who: str) -> None:

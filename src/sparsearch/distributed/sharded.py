@@ -48,6 +48,9 @@ class ShardSearcher:
     def n_docs(self) -> int:
         return self.index.n_docs
 
+    def n_live_docs(self) -> int:
+        return self.index.n_live_docs
+
     def search(self, queries: SparseBatch, k: int, params: ExactParams) -> tuple[np.ndarray, np.ndarray]:
         """Shard top-k: float64 scores (nq, k') and shard-local doc numbers (nq, k'), ``-1`` padded;
         ``params.threads`` (if set) overrides the searcher's own thread count."""
@@ -242,6 +245,8 @@ class ShardedIndex:
                 else:
                     self._handles.append(_RayHandle(str(p), segs, threads, cpus_per_shard))
             sizes = self._fan_out("n_docs")
+            #: live documents of all shards (search clamps k to it)
+            self.n_live_docs = int(sum(self._fan_out("n_live_docs")))
         except BaseException:
             self.close()
             raise
@@ -304,7 +309,7 @@ class ShardedIndex:
 
         Args:
             queries: (nq, V') query vectors, matched to each shard's vocabulary by term.
-            k: results per query; the result width is ``min(k, n_docs)``.
+            k: results per query; the result width is ``min(k, n_live_docs)``.
             params: :class:`~sparsearch.searching.ExactParams` (``None``: defaults); other kinds
                 raise :class:`~sparsearch.errors.UnsupportedError`.
 
@@ -314,7 +319,7 @@ class ShardedIndex:
         params = ExactParams() if params is None else params
         require(params, [ExactParams], "sharded search")
         params.check()
-        k = check_k(k, self.n_docs)
+        k = check_k(k, self.n_live_docs)
         parts = self._fan_out("search", _compact(queries), k, params)
         scores = [s for s, _ in parts]
         docs = [np.where(d >= 0, d + base, -1) for (_, d), base in zip(parts, self.bases[:-1])]

@@ -520,7 +520,7 @@ class ApproximateIndex:
     def search(self, queries: SparseBatch, k: int = 10, params: ApproxParams | ExactParams | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
         """Approximate top-``k`` by dot product; same output convention as ``Index.search``
-        (width ``min(k, n_docs)``, ``-1`` padded, scores float32 exact dot products).
+        (width ``min(k, live documents)``, ``-1`` padded, scores float32 exact dot products).
 
         ``params``: :class:`~sparsearch.searching.ApproxParams` (``query_cut``, ``heap_factor``,
         ``threads``: one query, or ``threads=1``, runs on the calling thread); ``None``: the
@@ -535,7 +535,7 @@ class ApproximateIndex:
             require(params, [ApproxParams, ExactParams], "ApproximateIndex")
         else:
             params.check()
-        k = check_k(k, self._n_docs)
+        k = check_k(k, self.index.n_live_docs)
         q_indptr, terms, weights = self.index.prepare_queries(queries, params.unknown)
         return self.search_prepared(q_indptr, terms, weights, k, params)
 

@@ -2,7 +2,7 @@
 
 Implements the :class:`~sparsearch.searching.Searcher` protocol (FAISS's shape):
 ``index.search(queries, k, params) -> (scores, docnums)`` with arrays of shape
-(n_queries, min(k, n_docs)); ``docnums`` are positions in ``index.doc_ids`` (``-1`` pads rows
+(n_queries, min(k, n_live_docs)); ``docnums`` are positions in ``index.doc_ids`` (``-1`` pads rows
 with fewer matching documents). Only documents that share at least one term with the query
 are returned (score > 0). Approximate search is :class:`~sparsearch.index.approximate.ApproximateIndex`.
 """
@@ -58,6 +58,7 @@ class Index:
         self.segments = segments
         self.deleted = deleted
         self.bases = np.cumsum([0] + [s.n_docs for s in segments]).astype(np.int64)
+        self._n_live = int(self.bases[-1]) - int(sum(int(d.sum()) for d in deleted))
         self._doc_ids: list[str] | None = None
         self._doc_index: dict[str, int] | None = None
         self._encoder = None
@@ -123,7 +124,8 @@ class Index:
 
     @property
     def n_live_docs(self) -> int:
-        return self.n_docs - int(sum(int(d.sum()) for d in self.deleted))
+        """Documents not deleted (search clamps ``k`` to it)."""
+        return self._n_live
 
     @property
     def n_terms(self) -> int:
@@ -229,7 +231,7 @@ class Index:
 
         Args:
             queries: (nq, V') query vectors; matched to the index vocabulary by term string.
-            k: results per query (an integer >= 1; the result width is ``min(k, n_docs)``).
+            k: results per query (an integer >= 1; the result width is ``min(k, n_live_docs)``).
             params: :class:`~sparsearch.searching.ExactParams` (default ``ExactParams()``):
                 block-max MaxScore (segments of at most two windows are scored term-at-a-time,
                 which is exact too) or ``exhaustive`` (score every posting; same results, the
@@ -242,7 +244,7 @@ class Index:
 
         Returns:
             ``scores`` (nq, w) descending (ties: ascending doc number) and ``docnums`` int64
-            (nq, w), ``w = min(k, n_docs)``, ``-1`` where fewer than ``w`` documents match.
+            (nq, w), ``w = min(k, n_live_docs)``, ``-1`` where fewer than ``w`` documents match.
         """
         if params is None:
             params = _EXACT
@@ -253,7 +255,7 @@ class Index:
                                    f"ApproximateIndex of {self.path} (ApproximateIndex.open(index))")
         else:
             require(params, [ExactParams], "Index")
-        k = check_k(k, self.n_docs)
+        k = check_k(k, self.n_live_docs)
         threads = params.threads
         q_indptr, terms, weights = self.prepare_queries(queries, params.unknown)
         nq = len(q_indptr) - 1
