@@ -746,35 +746,57 @@ def serve(
     index_dirs: Annotated[list[str], typer.Argument(
         help="Index directories to serve (named by directory name); several are searched together and fused. "
              "With --backend milvus: the Milvus URI (path.db for Milvus Lite, or http(s)://HOST:19530).")],
-    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    host: Annotated[str, typer.Option(help="Interface to bind (its name is an allowed host too).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    token: Annotated[Optional[str], typer.Option(
+        help="Bearer token (8+ characters) that writes (POST /documents, DELETE /documents/ID) and admin actions "
+             "require; without one they are disabled (403). Prefer the environment variable.",
+        envvar="SPARSEARCH_TOKEN")] = None,
+    token_for_reads: Annotated[bool, typer.Option(
+        "--token-for-reads", help="Searches, explanations, documents and /stats need the token too.")] = False,
+    allowed_host: Annotated[Optional[list[str]], typer.Option(
+        help="Host name clients reach the service by (the Host header), repeatable; other names are refused "
+             "(DNS rebinding). Default: localhost, 127.0.0.1, ::1 and --host. '*' allows any name.")] = None,
+    rate_limit: Annotated[Optional[float], typer.Option(
+        help="Requests a second per client address (token bucket; 0: no limit). Default 50.")] = None,
+    rate_burst: Annotated[Optional[int], typer.Option(
+        help="Requests a client may send at once before --rate-limit applies. Default 100.")] = None,
+    max_concurrent_searches: Annotated[Optional[int], typer.Option(
+        help="Searches queued or running at once; past it 429 (0: no cap). Default 64.")] = None,
     backend: Annotated[str, typer.Option(
         help="local (index directories) or milvus (collections written by `sparsearch export`, searched by "
              "Milvus; same HTTP API, exact mode, no explanations).")] = "local",
     collection: Annotated[Optional[list[str]], typer.Option(
         help="--backend milvus: collection to serve, repeatable (default: every collection sparsearch exported "
              "there). A collection with dense vectors is also served as NAME-dense.")] = None,
-    token: Annotated[Optional[str], typer.Option(
+    milvus_token: Annotated[Optional[str], typer.Option(
         help="--backend milvus: server credentials, user:password or an API key (default: $MILVUS_TOKEN).",
         envvar="MILVUS_TOKEN")] = None,
 ) -> None:
-    """HTTP search service with a web page: POST /search, /explain; GET /documents/{id}, /healthz, /stats."""
+    """HTTP search service with a web page: POST /search, /explain; GET /documents/{id}, /healthz, /stats;
+    with --token: POST /documents, DELETE /documents/{id}."""
     if backend not in ("local", "milvus"):
         raise InvalidInputError(f"unknown backend {backend!r}; use local or milvus")
     if backend == "milvus" and len(index_dirs) != 1:
         raise InvalidInputError(f"--backend milvus takes one Milvus URI, got {len(index_dirs)} arguments")
-    if backend == "local" and (collection or token):
-        raise InvalidInputError("--collection and --token go with --backend milvus")
+    if backend == "local" and collection:
+        raise InvalidInputError("--collection goes with --backend milvus")
     try:
-        from .service import milvus_backends, serve as run_service
+        from .service import Access, Limits, milvus_backends, serve as run_service
     except ImportError as e:
         raise MissingExtraError(f"the service needs the 'service' extra (fastapi, uvicorn): {e}") from None
+    given = {"rate_limit_per_s": rate_limit, "rate_limit_burst": rate_burst,
+             "max_concurrent_searches": max_concurrent_searches}
+    limits = Limits(**{k: v for k, v in given.items() if v is not None})
+    access = Access(token=token or None, token_for_reads=token_for_reads,
+                    **({"allowed_hosts": tuple(allowed_host)} if allowed_host else {}))
     if backend == "milvus":
-        run_service([], host=host, port=port, log_level=log_level,
-                    backends=milvus_backends(index_dirs[0], collection, token=token))
+        run_service([], host=host, port=port, log_level=log_level, limits=limits, access=access,
+                    backends=milvus_backends(index_dirs[0], collection, token=milvus_token))
     else:
-        run_service([Path(p) for p in index_dirs], host=host, port=port, log_level=log_level)
+        run_service([Path(p) for p in index_dirs], host=host, port=port, log_level=log_level, limits=limits,
+                    access=access)
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -122,7 +122,7 @@ def test_each_error_class_has_one_status(root):
     app.add_api_route("/boom/{kind}", boom, methods=["GET"])
     want = {"invalid": 400, "missing": 404, "unsupported": 400, "conflict": 409, "backend": 503, "corrupt": 503,
             "bug": 500}
-    with TestClient(app, raise_server_exceptions=False) as c:
+    with TestClient(app, base_url="http://localhost", raise_server_exceptions=False) as c:
         for kind, status in want.items():
             r = c.get(f"/boom/{kind}")
             assert r.status_code == status and str(errors[kind]) in r.json()["error"], (kind, r.text)

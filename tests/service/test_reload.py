@@ -35,7 +35,7 @@ def test_truncated_manifest_serves_last_snapshot_reports_degraded_logs_once(tmp_
     retried at most every reload interval; a good manifest brings the index back."""
     path = tmp_path / "idx"
     _bm25_index(path)
-    app = create_app([path], limits=Limits(reload_interval_s=INTERVAL))
+    app = create_app([path], limits=Limits(reload_interval_s=INTERVAL, rate_limit_per_s=0))
     with TestClient(app, base_url="http://localhost") as c:
         good = [h["id"] for h in _search(c)[0].json()["hits"]]
         saved = (path / "manifest.json").read_bytes()

@@ -56,9 +56,16 @@ def dirs(tmp_path_factory):
     return root
 
 
+def local_client(app, **kwargs) -> TestClient:
+    """A test client that names an allowed host (the default ``testserver`` is refused)."""
+    return TestClient(app, base_url="http://localhost", **kwargs)
+
+
 @pytest.fixture(scope="module")
 def client(dirs):
-    with TestClient(create_app([dirs / "bm25", dirs / "bm25b", dirs / "vec"]), raise_server_exceptions=False) as c:
+    # hundreds of requests from one client: no rate limit here (tests/service/test_security.py tests it)
+    app = create_app([dirs / "bm25", dirs / "bm25b", dirs / "vec"], limits=Limits(rate_limit_per_s=0))
+    with local_client(app, raise_server_exceptions=False) as c:
         yield c
 
 
@@ -154,7 +161,7 @@ def test_approximate_mode(client, dirs, tmp_path):
     path = tmp_path / "a"
     shutil.copytree(dirs / "bm25", path)
     approx.ApproximateIndex.build(Index.open(path)).save()
-    with TestClient(create_app([path])) as c:
+    with local_client(create_app([path])) as c:
         r = c.post("/search", json={"query": "wolves hunt", "mode": "approximate", "k": 3,
                                     "heap_factor": 1.0, "query_cut": 50})
         assert r.status_code == 200, r.text
@@ -244,7 +251,7 @@ def test_concurrent_requests_agree_with_serial(client):
 def test_service_follows_index_updates(dirs, tmp_path):
     path = tmp_path / "live"
     shutil.copytree(dirs / "bm25", path)
-    with TestClient(create_app([path], limits=Limits(reload_interval_s=0.0))) as c:
+    with local_client(create_app([path], limits=Limits(reload_interval_s=0.0))) as c:
         assert c.post("/search", json={"query": "zebra"}).json()["hits"] == []
         # BM25 statistics come from the build: a term unseen then has no weight (z1 stays unfindable by it)
         add_texts(path, [{"id": "z1", "title": "Zebras", "text": "zebras are striped"}])
@@ -362,7 +369,7 @@ def test_latent_index_explanations_carry_labels_and_fuse_with_bm25(dirs, tmp_pat
     enc = FakeLatentEncoder()
     build_index(enc.encode_documents([f"{t} {x}" for t, x in DOCS.values()], list(DOCS)), tmp_path / "csr",
                 encoder=enc, documents=DOCS)
-    with TestClient(create_app({"bm25": dirs / "bm25", "csr": tmp_path / "csr"})) as c:
+    with local_client(create_app({"bm25": dirs / "bm25", "csr": tmp_path / "csr"})) as c:
         r = c.post("/search", json={"query": "wolves hunt prey", "k": 5, "indexes": ["csr"]})
         assert r.status_code == 200, r.text
         contrib = r.json()["hits"][0]["explanation"]["csr"]
@@ -376,7 +383,7 @@ def test_latent_index_explanations_carry_labels_and_fuse_with_bm25(dirs, tmp_pat
 
 
 def test_configured_limits_below_the_schema_defaults(dirs):
-    with TestClient(create_app([dirs / "bm25"], limits=Limits(max_k=5, max_query_chars=20, max_body_bytes=300))) as c:
+    with local_client(create_app([dirs / "bm25"], limits=Limits(max_k=5, max_query_chars=20, max_body_bytes=300))) as c:
         assert c.post("/search", json={"query": "cats", "k": 6}).status_code == 422
         assert "at most 20" in c.post("/search", json={"query": "cats " * 10}).json()["error"]
         assert c.post("/search", json={"query": "cats", "k": 5}).status_code == 200
@@ -473,7 +480,7 @@ def test_bm25_and_splade_served_and_fused(dirs, tmp_path):
     texts = [f"{t} {x}" for t, x in DOCS.values()]
     enc.fit(texts)
     build_index(enc.encode_documents(texts, list(DOCS)), tmp_path / "splade", encoder=enc, documents=DOCS)
-    with TestClient(create_app({"bm25": dirs / "bm25", "splade": tmp_path / "splade"})) as c:
+    with local_client(create_app({"bm25": dirs / "bm25", "splade": tmp_path / "splade"})) as c:
         r = c.post("/search", json={"query": "programming language compiler", "k": 3})
         assert r.status_code == 200, r.text
         body = r.json()

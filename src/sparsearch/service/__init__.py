@@ -7,11 +7,13 @@ or from the shell: ``sparsearch serve indexes/scifact-bm25 indexes/scifact-splad
 
 Layout: :mod:`.backend` (no FastAPI: served indexes, snapshots, :class:`SearchService`),
 :mod:`.http` (request models, middleware, the error handler, routes, :func:`create_app`),
-:mod:`.highlight` (snippets and highlight spans).
+:mod:`.highlight` (snippets and highlight spans), :mod:`.guard` (token, allowed hosts, rate limit,
+caps on work in flight).
 """
 
 from ..errors import UnsupportedError
-from .backend import Limits, SearchResult, SearchService, milvus_backends
+from .backend import Limits, SearchResult, SearchService, WriteResult, milvus_backends
+from .guard import Access
 
 try:
     from .http import create_app, serve
@@ -26,4 +28,5 @@ except ModuleNotFoundError as _e:  # no 'service' extra: SearchService works, th
     def serve(*args, **kwargs):  # type: ignore[no-redef]
         raise UnsupportedError(_MISSING)
 
-__all__ = ["create_app", "serve", "Limits", "milvus_backends", "SearchService", "SearchResult"]
+__all__ = ["create_app", "serve", "Access", "Limits", "milvus_backends", "SearchService", "SearchResult",
+           "WriteResult"]

@@ -44,6 +44,7 @@ from ..fusion import METHODS as FUSIONS
 from ..fusion import fuse, ranked
 from ..index.approximate import ApproximateIndex, load_settings
 from ..index import Index
+from ..index import updates
 from ..milvus import MilvusBackend, list_exported
 from ..searching import MAX_K, ApproxParams, ExactParams, SearchParams, check_k, params_for_mode
 from ..vectors import SparseBatch
@@ -51,7 +52,7 @@ from .highlight import highlight_hit, label
 
 log = logging.getLogger("sparsearch.service")
 
-__all__ = ["Limits", "SearchService", "SearchResult", "Hit", "HitScore", "Contribution", "Explanation", "Document",
+__all__ = ["Limits", "SearchService", "SearchResult", "WriteResult", "Hit", "HitScore", "Contribution", "Explanation", "Document",
            "Snapshot", "ServedIndex", "ServedMilvus", "ServedMilvusDense", "milvus_backends", "FUSIONS"]
 
 @dataclass(frozen=True)
@@ -72,6 +73,14 @@ class Limits:
     snippet_words: int = 40
     reload_interval_s: float = 1.0   # how often an index directory is checked for a new commit
     workers: int = max(2, os.cpu_count() or 1)  # threads running searches (FIFO queue: fair under load)
+    max_concurrent_searches: int = 64  # searches/explanations queued or running; past it 429 (0: no cap)
+    rate_limit_per_s: float = 50.0   # requests a second per client address, token bucket (0: no limit)
+    rate_limit_burst: int = 100      # requests a client may send at once (the bucket's size)
+    max_batch_documents: int = 1000  # documents in one POST /documents
+    max_document_chars: int = 100_000  # a document's text (and title)
+    max_document_terms: int = 10_000  # terms of a document vector
+    max_write_body_bytes: int = 8 * 2 ** 20  # body of POST /documents
+    max_pending_writes: int = 4      # writes queued or running (one at a time); past it 429
 
 
 # ------------------------------------------------------------------------------------ results
@@ -147,6 +156,17 @@ class Document:
     stored: bool
 
 
+@dataclass
+class WriteResult:
+    """The answer to a write: the index written, what changed and the commit now served."""
+
+    index: str
+    added: int
+    deleted: int
+    generation: int
+    documents: int
+
+
 # ---------------------------------------------------------------------------------- snapshots
 @dataclass
 class Snapshot:
@@ -217,6 +237,8 @@ class ServedIndex:
 
     #: whether per-term explanations (and so highlight spans) are available
     explains = True
+    #: whether documents can be added and deleted through the service
+    writable = True
     kind = "a local index"
 
     def __init__(self, name: str, path: str | os.PathLike, reload_interval_s: float = 1.0) -> None:
@@ -449,6 +471,7 @@ class ServedMilvus(ServedIndex):
     """
 
     explains = False
+    writable = False
     kind = "Milvus"
 
     def __init__(self, name: str, backend: MilvusBackend) -> None:
@@ -576,6 +599,24 @@ def _names(paths: Sequence[Path]) -> list[str]:
             name, n = f"{base}-{n}", n + 1
         names.append(name)
     return names
+
+
+def _check_batch(rows: list[dict[str, Any]]) -> None:
+    """A batch to add: not empty, ids given and unique, all texts or all vectors."""
+    if not rows:
+        raise InvalidInputError("no documents to add")
+    seen: set[str] = set()
+    for n, d in enumerate(rows):
+        did = d.get("id")
+        if did is None or str(did) == "":
+            raise InvalidInputError(f"document {n}: no 'id'")
+        if str(did) in seen:
+            raise InvalidInputError(f"document {n}: id {str(did)!r} appears twice in the batch")
+        seen.add(str(did))
+        if (d.get("vector") is None) != (rows[0].get("vector") is None):
+            raise InvalidInputError(f"document {n}: a batch holds documents with 'text' or with 'vector', not both")
+        if d.get("vector") is None and not str(d.get("text") or "").strip():
+            raise InvalidInputError(f"document {n} ({str(did)!r}): no 'text' (or give a 'vector')")
 
 
 def _check_query(query: str | None, vector: Mapping[str, float] | None) -> None:
@@ -758,11 +799,8 @@ class SearchService:
         """Every matching term's (latent's) contribution to document ``doc_id``'s score for a query
         in ``index`` (optional when one index is served)."""
         _check_query(query, vector)
-        if index is None:
-            if len(self.served) > 1:
-                raise InvalidInputError(f"several indexes are served; name one in 'index' ({', '.join(self.served)})")
-            index = next(iter(self.served))
-        s = self.served[self._pick([index])[0]]
+        index = self._one(index)
+        s = self.served[index]
         if not s.explains:
             raise UnsupportedError(f"index {index!r} is served from {s.kind}, which cannot explain scores; "
                                    f"explain against the local index directory")
@@ -776,6 +814,14 @@ class SearchService:
                            contributions=cs, query_terms=qv.row_dict(0),
                            unmatched_query_terms=s.unmatched_terms(snap, qv))
 
+    def _one(self, index: str | None) -> str:
+        """The index named (it must be served), or the only one served."""
+        if index is None:
+            if len(self.served) > 1:
+                raise InvalidInputError(f"several indexes are served; name one in 'index' ({', '.join(self.served)})")
+            return next(iter(self.served))
+        return self._pick([index])[0]
+
     def document(self, doc_id: str, index: str | None = None) -> Document:
         """A live document, from ``index`` or the first served index holding it."""
         for n in self._pick([index] if index is not None else None):
@@ -783,6 +829,52 @@ class SearchService:
             if d is not None:
                 return d
         raise NotFoundError(f"unknown document id {doc_id!r}")
+
+    # ------------------------------------------------------------------------- writes
+    def _writable(self, index: str | None) -> ServedIndex:
+        s = self.served[self._one(index)]
+        if not s.writable:
+            raise UnsupportedError(f"index {s.name!r} is served from {s.kind}, which the service cannot write to")
+        return s
+
+    def add_documents(self, documents: Sequence[Mapping[str, Any]], index: str | None = None,
+                      replace: bool = False) -> WriteResult:
+        """Add documents to ``index`` (optional when one index is served) in one commit, and serve it.
+
+        Each document is ``{"id", "title"?, "text"}`` (encoded with the index's own encoder,
+        :func:`~sparsearch.index.updates.add_texts`) or ``{"id", "vector": {term: weight},
+        "title"?, "text"?}`` (added as given, :func:`~sparsearch.index.updates.add_documents`;
+        title and text are stored); a batch holds one kind. An id already live is a
+        :class:`ConflictError` unless ``replace`` (an upsert).
+        """
+        s = self._writable(index)
+        rows = [dict(d) for d in documents]
+        _check_batch(rows)
+        texts = [{"id": str(d["id"]), "title": d.get("title") or "", "text": d.get("text") or ""} for d in rows]
+        if rows[0].get("vector") is None:
+            if not s.can_encode_text(s.snapshot()):
+                raise InvalidInputError(f"index {s.name!r} has no encoder to encode text; send each document's "
+                                        f"'vector' instead")
+            manifest = updates.add_texts(s.path, texts, replace=replace)
+        else:
+            try:
+                batch = SparseBatch.from_dicts([dict(d["vector"]) for d in rows], ids=[t["id"] for t in texts])
+            except ValueError as e:
+                raise InvalidInputError(f"invalid document vector: {e}") from None
+            stored = texts if any(d.get("text") or d.get("title") for d in rows) else None
+            manifest = updates.add_documents(s.path, batch, stored, replace=replace)
+        snap = s.refresh()
+        return WriteResult(index=s.name, added=len(rows), deleted=0,
+                           generation=int(manifest.get("generation", snap.generation)),
+                           documents=snap.index.n_live_docs)
+
+    def delete_document(self, doc_id: str, index: str | None = None) -> WriteResult:
+        """Delete a live document from ``index`` (optional when one index is served) in one commit."""
+        s = self._writable(index)
+        updates.delete_documents(s.path, [doc_id], missing="error")
+        snap = s.refresh()
+        return WriteResult(index=s.name, added=0, deleted=1, generation=snap.generation,
+                           documents=snap.index.n_live_docs)
 
     # ------------------------------------------------------------------ health, stats
     def health(self) -> dict[str, Any]:

@@ -10,8 +10,18 @@ Endpoints (OpenAPI at ``/openapi.json``, interactive docs at ``/docs``):
   highlight spans and the per-term (per-latent) explanation.
 * ``GET /documents/{id}``: a stored document.
 * ``POST /explain``: the contributions of every matching term/latent to one document's score.
+* ``POST /documents`` (a batch of ``{id, title?, text}`` encoded with the index's encoder, or of
+  ``{id, vector, title?, text?}``) and ``DELETE /documents/{id}``: one commit each, served at once.
 * ``GET /healthz``, ``GET /stats``.
-* ``GET /``: the search page (``static/index.html``, no build step).
+* ``GET /``: the search page (``static/index.html``, no build step); ``GET /docs``: the API
+  reference (``static/docs.html``, rendered from ``/openapi.json``, no CDN).
+
+Access (:class:`~sparsearch.service.guard.Access`, checked by the :class:`Guard` middleware before
+anything else): the ``Host`` header must name an allowed host (400 otherwise: DNS rebinding);
+each client address has a token bucket (``Limits.rate_limit_per_s`` / ``rate_limit_burst``; 429
+with ``Retry-After``); writes and any other non-read route need ``Authorization: Bearer TOKEN``
+(401), and are disabled (403) when the service has no token; with ``token_for_reads`` the read
+routes need it too (``/``, ``/docs``, ``/openapi.json`` and ``/healthz`` stay open).
 
 Robustness: request bodies are bounded (``Limits.max_body_bytes`` -> 413); the request schema is
 built from the app's :class:`Limits`, so every bound is checked by pydantic (-> 422 with the field
@@ -20,8 +30,10 @@ status by their class in one handler (:data:`STATUS`); an unexpected exception i
 with a message and counted in ``/stats``, and never takes the process down.
 
 Concurrency: searches and explanations run in a fixed pool of ``Limits.workers`` threads fed by a
-FIFO queue (requests are served in arrival order, which keeps the latency tail short under load);
-the other endpoints run in the server's thread pool.
+FIFO queue (requests are served in arrival order, which keeps the latency tail short under load),
+at most ``Limits.max_concurrent_searches`` queued or running (429 past it); writes run one at a
+time in their own thread (at most ``Limits.max_pending_writes`` waiting); the other endpoints run
+in the server's thread pool.
 """
 
 from __future__ import annotations
@@ -48,13 +60,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import (BackendError, ConflictError, CorruptIndexError, InvalidInputError, NotFoundError,
                       SparsearchError, UnsupportedError)
-from .backend import Document, Explanation, Limits, SearchResult, SearchService, ServedIndex
+from .backend import Document, Explanation, Limits, SearchResult, SearchService, ServedIndex, WriteResult
+from .guard import WILDCARD_BINDS, Access, Gate, RateLimiter
 
 log = logging.getLogger("sparsearch.service")
 
 STATIC = Path(__file__).parent / "static"
 
-__all__ = ["create_app", "serve", "request_models", "STATUS", "BodyLimit"]
+__all__ = ["create_app", "serve", "request_models", "write_model", "STATUS", "BodyLimit", "Guard", "Access"]
 
 #: HTTP status of each error class, first match wins (anything else: 500)
 STATUS: tuple[tuple[type[Exception], int], ...] = (
@@ -129,13 +142,53 @@ def request_models(limits: Limits) -> tuple[type[BaseModel], type[BaseModel]]:
     return SearchRequest, ExplainRequest
 
 
+class _NewDocumentFields(BaseModel):
+    """One document to add: ``text`` (encoded by the index's encoder) or a ``vector``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="after")
+    def _text_or_vector(self):
+        if self.vector is None and not (self.text or "").strip():
+            raise ValueError("give the document's 'text' (or a ready 'vector' {term: weight})")
+        if self.vector is not None and not any(w > 0 for w in self.vector.values()):
+            raise ValueError("'vector' has no positive weight")
+        return self
+
+
+@functools.lru_cache(maxsize=16)
+def write_model(limits: Limits) -> type[BaseModel]:
+    """The body of ``POST /documents``, bounded by ``limits`` (batch size, text length, vector terms)."""
+    weight = Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)]
+    term = Annotated[str, Field(min_length=1, max_length=limits.max_term_chars)]
+
+    class NewDocument(_NewDocumentFields):
+        id: str = Field(min_length=1, max_length=1000)
+        title: str | None = Field(None, max_length=limits.max_document_chars)
+        text: str | None = Field(None, max_length=limits.max_document_chars,
+                                 description="Encoded with the index's encoder (and stored), unless a vector is given.")
+        vector: dict[term, weight] | None = Field(None, max_length=limits.max_document_terms,
+                                                  description="A ready document vector {term: weight}.")
+
+    class AddDocumentsRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        documents: list[NewDocument] = Field(min_length=1, max_length=limits.max_batch_documents, description=(
+            "Documents to add in one commit: all with 'text' or all with 'vector'."))
+        index: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(
+            None, description="Index name (optional when one index is served).")
+        replace: bool = Field(False, description="Replace documents whose id is already live (else 409).")
+
+    return AddDocumentsRequest
+
+
 # --------------------------------------------------------------------------------- counters
 class Counters:
     """Request counters shown in ``/stats`` (thread-safe)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.values = {"requests": 0, "client_errors": 0, "server_errors": 0}
+        self.values = {"requests": 0, "client_errors": 0, "server_errors": 0, "refused_host": 0,
+                       "rate_limited": 0, "unauthorized": 0, "busy": 0}
 
     def add(self, name: str) -> None:
         with self._lock:
@@ -146,38 +199,103 @@ class Counters:
             return dict(self.values)
 
 
-def _error(counters: Counters, status: int, message: str, **extra: Any) -> JSONResponse:
+def _error(counters: Counters, status: int, message: str, headers: Mapping[str, str] | None = None,
+           **extra: Any) -> JSONResponse:
     counters.add("client_errors" if status < 500 else "server_errors")
-    return JSONResponse({"error": message, **extra}, status_code=status)
+    return JSONResponse({"error": message, **extra}, status_code=status, headers=dict(headers or {}))
+
+
+def busy(what: str, cap: int) -> StarletteHTTPException:
+    """The 429 answered when ``cap`` operations of a kind are already in flight."""
+    return StarletteHTTPException(429, f"the service is busy: {cap} {what} in progress; retry shortly",
+                                  headers={"Retry-After": "1"})
 
 
 # ------------------------------------------------------------------------------ middleware
-class BodyLimit:
-    """ASGI middleware: counts requests and answers 413 to a body over ``max_bytes`` (by its
-    Content-Length, or while reading it) before the app parses anything."""
+#: routes that need no token even with ``token_for_reads`` (and ``/healthz`` is never rate limited)
+PUBLIC_PATHS = frozenset({"/", "/docs", "/openapi.json", "/healthz"})
+#: POST routes that only read; every other route that is not GET/HEAD writes (or administers)
+READ_POSTS = frozenset({"/search", "/explain"})
 
-    def __init__(self, app: Any, max_bytes: int, counters: Counters) -> None:
-        self.app, self.max_bytes, self.counters = app, max_bytes, counters
+
+def route_kind(method: str, path: str) -> str:
+    """``"public"``, ``"read"`` or ``"write"`` (writes and admin actions: anything else)."""
+    if method in ("GET", "HEAD"):
+        return "public" if path in PUBLIC_PATHS else "read"
+    return "read" if method == "POST" and path in READ_POSTS else "write"
+
+
+class Guard:
+    """ASGI middleware, outermost: counts requests, then refuses a ``Host`` the service does not
+    answer to (400), a client over its rate (429 with ``Retry-After``), and a request without the
+    token its route needs (403 when writes are disabled, 401 otherwise), before any body is read."""
+
+    def __init__(self, app: Any, access: Access, limiter: RateLimiter | None, counters: Counters) -> None:
+        self.app, self.access, self.limiter, self.counters = app, access, limiter, counters
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         self.counters.add("requests")
-        too_big = _declared_too_big(dict(scope.get("headers") or []).get(b"content-length"), self.max_bytes)
+        refusal = self.refusal(scope)
+        if refusal is None:
+            return await self.app(scope, receive, send)
+        counter, status, message, headers = refusal
+        self.counters.add(counter)
+        return await _error(self.counters, status, message, headers)(scope, receive, send)
+
+    def refusal(self, scope) -> tuple[str, int, str, dict[str, str]] | None:
+        """``(counter, status, message, headers)`` for a request to refuse, else None."""
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
+        if not self.access.host_allowed(headers.get("host")):
+            return ("refused_host", 400, f"host {headers.get('host', '')[:100]!r} is not served here; start the service "
+                    f"with --allowed-host NAME to answer to another host name", {})
+        path = scope.get("path", "")
+        if self.limiter is not None and path != "/healthz":
+            client = (scope.get("client") or ("unknown",))[0]
+            wait = self.limiter.take(str(client))
+            if wait > 0:
+                return ("rate_limited", 429, f"too many requests: at most {self.limiter.rate:g} a second per client "
+                        f"(bursts of {self.limiter.burst:g}); retry later", {"Retry-After": RateLimiter.retry_after(wait)})
+        kind = route_kind(scope.get("method", "GET"), path)
+        if kind == "write" and self.access.token is None:
+            return ("unauthorized", 403, "writes are disabled: start the service with a token (--token TOKEN or "
+                    "SPARSEARCH_TOKEN=TOKEN) and send it as 'Authorization: Bearer TOKEN'", {})
+        if (kind == "write" or (kind == "read" and self.access.token_for_reads)) and \
+                not self.access.token_ok(headers.get("authorization")):
+            return ("unauthorized", 401, f"this {'write' if kind == 'write' else 'request'} needs the service's "
+                    f"token: send 'Authorization: Bearer TOKEN'", {"WWW-Authenticate": 'Bearer realm="sparsearch"'})
+        return None
+
+
+class BodyLimit:
+    """ASGI middleware: answers 413 to a body over ``max_bytes`` (``larger[path]`` for the POST
+    routes listed there) by its Content-Length, or while reading it, before the app parses anything."""
+
+    def __init__(self, app: Any, max_bytes: int, counters: Counters, larger: Mapping[str, int] | None = None) -> None:
+        self.app, self.max_bytes, self.counters, self.larger = app, max_bytes, counters, dict(larger or {})
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit = self.larger.get(scope.get("path", ""), self.max_bytes) if scope.get("method") == "POST" \
+            else self.max_bytes
+        too_big = _declared_too_big(dict(scope.get("headers") or []).get(b"content-length"), limit)
         if not too_big and scope.get("method") in ("POST", "PUT", "PATCH"):
-            body = await self._read(receive)
+            body = await self._read(receive, limit)
             if body is None:
                 return None  # the client went away
             if body is not False:
                 return await self.app(scope, _replay(body, receive), send)
             too_big = True
         if too_big:
-            resp = _error(self.counters, 413, f"request body larger than {self.max_bytes} bytes")
+            resp = _error(self.counters, 413, f"request body larger than {limit} bytes")
             return await resp(scope, receive, send)
         return await self.app(scope, receive, send)
 
-    async def _read(self, receive) -> bytes | bool | None:
-        """The whole body; False when it grows past the limit, None on disconnect."""
+    @staticmethod
+    async def _read(receive, limit: int) -> bytes | bool | None:
+        """The whole body; False when it grows past ``limit``, None on disconnect."""
         chunks, size, more = [], 0, True
         while more:
             msg = await receive()
@@ -185,7 +303,7 @@ class BodyLimit:
                 return None
             chunk = msg.get("body", b"")
             size += len(chunk)
-            if size > self.max_bytes:
+            if size > limit:
                 return False
             chunks.append(chunk)
             more = msg.get("more_body", False)
@@ -232,7 +350,9 @@ async def handle_error(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, RequestValidationError):
         return _validation_error(counters, exc)
     if isinstance(exc, StarletteHTTPException):
-        return _error(counters, exc.status_code, str(exc.detail))
+        if exc.status_code == 429:
+            counters.add("busy")
+        return _error(counters, exc.status_code, str(exc.detail), exc.headers)
     redact = request.app.state.service.redact  # clients see index names, not server paths
     for cls, status in STATUS:
         if isinstance(exc, cls):
@@ -242,13 +362,40 @@ async def handle_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 # --------------------------------------------------------------------------------- routes
-async def _in_pool(request: Request, fn: Callable[..., Any], *args: Any) -> Any:
-    """Run ``fn`` in the app's search pool (FIFO)."""
-    return await asyncio.get_running_loop().run_in_executor(request.app.state.pool, fn, *args)
+async def _gated(pool: ThreadPoolExecutor, gate: Gate, what: str, fn: Callable[..., Any]) -> Any:
+    """Run ``fn`` in ``pool`` if ``gate`` lets one more in (429 otherwise); the slot is held until
+    ``fn`` returns, even when the client has gone away meanwhile."""
+    if not gate.enter():
+        raise busy(what, gate.cap)
+    try:
+        fut = pool.submit(fn)
+    except BaseException:
+        gate.leave()
+        raise
+    fut.add_done_callback(lambda _: gate.leave())
+    return await asyncio.wrap_future(fut)
+
+
+async def _in_pool(request: Request, fn: Callable[..., Any]) -> Any:
+    """Run ``fn`` in the app's search pool (FIFO), at most ``Limits.max_concurrent_searches`` at once."""
+    state = request.app.state
+    return await _gated(state.pool, state.search_gate, "searches", fn)
+
+
+async def _in_writer(request: Request, fn: Callable[..., Any]) -> Any:
+    """Run ``fn`` in the app's writer thread (one write at a time), at most
+    ``Limits.max_pending_writes`` waiting or running."""
+    state = request.app.state
+    return await _gated(state.writer, state.write_gate, "writes", fn)
 
 
 def page() -> FileResponse:
     return FileResponse(STATIC / "index.html", media_type="text/html")
+
+
+def docs_page() -> FileResponse:
+    """The API reference, rendered in the browser from ``/openapi.json`` (no external asset)."""
+    return FileResponse(STATIC / "docs.html", media_type="text/html")
 
 
 def healthz(request: Request) -> dict[str, Any]:
@@ -284,6 +431,20 @@ async def explain(req: BaseModel, request: Request) -> Explanation:
     return await _in_pool(request, functools.partial(request.app.state.service.explain, **req.model_dump()))
 
 
+async def add_documents(req: BaseModel, request: Request) -> WriteResult:
+    """Add a batch of documents to an index in one commit (needs the service's token): texts are
+    encoded with the index's encoder; vectors are added as given. The new commit is served at once."""
+    docs = [d.model_dump() for d in req.documents]
+    return await _in_writer(request, functools.partial(request.app.state.service.add_documents, docs,
+                                                       req.index, req.replace))
+
+
+async def delete_document(request: Request, doc_id: Annotated[str, PathParam(max_length=1000)],
+                          index: Annotated[str | None, Query(max_length=200)] = None) -> WriteResult:
+    """Delete a live document from an index in one commit (needs the service's token)."""
+    return await _in_writer(request, functools.partial(request.app.state.service.delete_document, doc_id, index))
+
+
 def _with_body(endpoint: Callable[..., Any], model: type[BaseModel]) -> Callable[..., Any]:
     """``endpoint`` with its ``req`` parameter annotated ``model``: FastAPI reads the body schema
     from the signature, and the schema depends on the app's :class:`Limits`."""
@@ -301,11 +462,15 @@ def _with_body(endpoint: Callable[..., Any], model: type[BaseModel]) -> Callable
 def _add_routes(app: FastAPI, limits: Limits) -> None:
     search_model, explain_model = request_models(limits)
     app.add_api_route("/", page, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/docs", docs_page, methods=["GET"], include_in_schema=False)
     app.add_api_route("/healthz", healthz, methods=["GET"])
     app.add_api_route("/stats", stats, methods=["GET"])
     app.add_api_route("/documents/{doc_id:path}", document, methods=["GET"], response_model=Document)
     app.add_api_route("/explain", _with_body(explain, explain_model), methods=["POST"], response_model=Explanation)
     app.add_api_route("/search", _with_body(search, search_model), methods=["POST"], response_model=SearchResult)
+    write = {"openapi_extra": {"security": [{"bearer": []}]}, "response_model": WriteResult}
+    app.add_api_route("/documents", _with_body(add_documents, write_model(limits)), methods=["POST"], **write)
+    app.add_api_route("/documents/{doc_id:path}", delete_document, methods=["DELETE"], **write)
 
 
 # ------------------------------------------------------------------------------------ app
@@ -313,26 +478,47 @@ def _add_routes(app: FastAPI, limits: Limits) -> None:
 async def _lifespan(app: FastAPI):
     yield
     app.state.pool.shutdown(wait=False, cancel_futures=True)
+    app.state.writer.shutdown(wait=True)  # a commit in progress completes
+
+
+def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """The app's OpenAPI spec with the bearer scheme the write routes name."""
+
+    def spec() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            out = FastAPI.openapi(app)
+            out.setdefault("components", {})["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+            app.openapi_schema = out
+        return app.openapi_schema
+
+    return spec
 
 
 def create_app(index_dirs: Sequence[str | os.PathLike] | Mapping[str, str | os.PathLike] = (), *,
                limits: Limits | None = None, title: str = "sparsearch", warm: bool = True,
-               backends: Sequence[ServedIndex] = ()) -> FastAPI:
+               backends: Sequence[ServedIndex] = (), access: Access | None = None) -> FastAPI:
     """A FastAPI app serving ``index_dirs`` (a list, named by directory name, or ``{name: dir}``).
 
     ``backends``: further served indexes, e.g. Milvus collections (:func:`milvus_backends`);
     they answer the same API, and are searched and fused alongside local indexes.
     ``warm``: load each index's encoder and run one search up front, so that the first request
-    does not pay for loading the compiled kernels and the model.
+    does not pay for loading the compiled kernels and the model. ``access``: token and allowed
+    hosts (default: no token, so no writes; loopback host names only).
     """
-    limits = limits or Limits()
+    limits, access = limits or Limits(), access or Access()
     service = SearchService.open(index_dirs, limits=limits, backends=backends, warm=warm)
-    app = FastAPI(title=title, version="1.0", lifespan=_lifespan,
+    app = FastAPI(title=title, version="1.0", lifespan=_lifespan, docs_url=None, redoc_url=None,
                   description="Sparse retrieval service: BM25 / SPLADE / CSR indexes, fusion, explanations.")
+    app.openapi = _openapi(app)  # type: ignore[method-assign]
     app.state.service, app.state.limits, app.state.counters = service, limits, Counters()
-    app.state.served = service.served
+    app.state.served, app.state.access = service.served, access
     app.state.pool = ThreadPoolExecutor(max_workers=limits.workers, thread_name_prefix="sparsearch-search")
-    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes, counters=app.state.counters)
+    app.state.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sparsearch-write")
+    app.state.search_gate, app.state.write_gate = Gate(limits.max_concurrent_searches), Gate(limits.max_pending_writes)
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes, counters=app.state.counters,
+                       larger={"/documents": limits.max_write_body_bytes})
+    limiter = RateLimiter(limits.rate_limit_per_s, limits.rate_limit_burst) if limits.rate_limit_per_s > 0 else None
+    app.add_middleware(Guard, access=access, limiter=limiter, counters=app.state.counters)  # added last: runs first
     # SparsearchError separately: Starlette re-raises what only the catch-all ``Exception`` handler answered
     for cls in (RequestValidationError, StarletteHTTPException, SparsearchError, Exception):
         app.add_exception_handler(cls, handle_error)
@@ -341,9 +527,15 @@ def create_app(index_dirs: Sequence[str | os.PathLike] | Mapping[str, str | os.P
 
 
 def serve(index_dirs: Sequence[str | os.PathLike], host: str = "127.0.0.1", port: int = 8000, *,
-          limits: Limits | None = None, log_level: str = "info", backends: Sequence[ServedIndex] = ()) -> None:
-    """Run the service with uvicorn (blocking); ``backends`` as for :func:`create_app`."""
+          limits: Limits | None = None, log_level: str = "info", backends: Sequence[ServedIndex] = (),
+          access: Access | None = None) -> None:
+    """Run the service with uvicorn (blocking); ``backends`` and ``access`` as for :func:`create_app`
+    (the bound ``host`` is an allowed host name too)."""
     import uvicorn  # the 'service' extra
 
-    app = create_app(index_dirs, limits=limits, backends=backends)
+    access = (access or Access()).with_host(host)
+    if host in WILDCARD_BINDS and "*" not in access.allowed_hosts:
+        log.warning("listening on all interfaces: requests are answered only for the host names %s; add "
+                    "--allowed-host NAME for each name clients use", ", ".join(access.allowed_hosts))
+    app = create_app(index_dirs, limits=limits, backends=backends, access=access)
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
