@@ -95,3 +95,30 @@ def test_encoder_of_a_manifest_and_state_shipping(tmp_path):
     with pytest.raises(MissingExtraError, match="optional dependencies") as e:
         get_encoder("needs-extra")
     assert isinstance(e.value, ImportError)  # callers probing for an extra still catch ImportError
+
+
+def test_statistics_grow_with_new_documents_and_unknown_terms_are_refused():
+    """issue 15 item 2: a fitted BM25 used to drop terms it had not seen (silently); now the
+    statistics grow (update_statistics == fit on the whole corpus, old term ids kept) and encoding
+    an unseen term without growing them is an error naming it."""
+    old, new = DOCS[:3], ["a quokka smiles", "the cat met a quokka"]
+    enc = BM25Encoder().fit(old)
+    ids_before = list(enc.vocab.terms)
+    with pytest.raises(InvalidInputError, match="term 'quokka'"):
+        enc.encode_documents(new)
+    assert enc.update_statistics(new) is True
+    full = BM25Encoder().fit(old + new)
+    assert enc.vocab.terms[:len(ids_before)] == ids_before and enc.vocab.terms == full.vocab.terms
+    np.testing.assert_array_equal(enc.df, full.df)
+    assert (enc.n_docs, enc.n_tokens, enc.avgdl) == (full.n_docs, full.n_tokens, full.avgdl)
+    assert enc.encode_documents(new).to_dicts() == full.encode_documents(new).to_dicts()
+    assert "quokka" in enc.encode_documents(new).row_dict(0)
+
+
+def test_state_roundtrip_keeps_token_count(tmp_path):
+    enc = BM25Encoder().fit(DOCS)
+    enc.save_state(tmp_path)
+    again = BM25Encoder.from_config(enc.config(), tmp_path)
+    assert again.n_tokens == enc.n_tokens and again.statistics()["n_docs"] == 4
+    again.update_statistics(["quokka"])
+    assert again.n_docs == 5 and again.vocab.get("quokka") >= 0

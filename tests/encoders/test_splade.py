@@ -293,3 +293,23 @@ def test_scifact_subset_quality(tmp_path):
     idx = build_index(enc.encode_documents(texts, ids), tmp_path / "idx", encoder=enc)
     run = idx.search_run(enc.encode_queries([ds.queries[q] for q in qids], qids), 100)
     assert evaluate(run, qrels, metrics=("nDCG@10",))["nDCG@10"] > 0.4
+
+
+def test_inference_free_idf_grows_with_index_updates(tiny_model_dir, tmp_path):
+    """issue 15 item 2: inference-free SPLADE's query-side IDF used to stay at the build corpus, so
+    a word only added documents use weighed 0 in queries (the document was unfindable by it).
+    ``add_texts`` grows N and the document frequencies and commits them with the documents."""
+    from sparsearch.index import Index, build_index
+    from sparsearch.index.updates import add_texts
+
+    corpus = ["cats and dogs", "cats purr", "dogs bark loudly"]
+    enc = SpladeDocEncoder(tiny_model_dir, cache=False).fit(corpus)
+    assert enc.encode_queries(["zebra"]).nnz == 0  # never seen: no query weight
+    path = tmp_path / "idx"
+    build_index(enc.encode_documents(corpus, ["a", "b", "c"]), path, encoder=enc)
+    add_texts(path, [{"id": "z", "text": "a zebra runs"}])
+    grown = Index.open(path).load_encoder()
+    full = SpladeDocEncoder(tiny_model_dir, cache=False).fit(corpus + ["a zebra runs"])
+    assert grown.n_docs == 4
+    np.testing.assert_array_equal(grown.df, full.df)
+    assert grown.encode_queries(["zebra"]).row_dict(0) == full.encode_queries(["zebra"]).row_dict(0) != {}

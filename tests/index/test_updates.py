@@ -244,3 +244,35 @@ def test_open_follows_a_concurrent_commit_and_fails_fast_on_a_broken_index(tmp_p
     with pytest.raises(CorruptIndexError, match="really corrupt"):
         load_commit(path, broken)
     assert calls == [1]  # no newer commit: raised at once, no retries
+
+
+def test_add_texts_grows_the_vocabulary_and_bm25_statistics(tmp_path, tiny_beir):
+    """issue 15 item 2: a document about "quokka" added with add_texts used to be unfindable by
+    "quokka" (the word was dropped). The new document is weighted with the statistics of its
+    time (those of a fresh fit on all 7 documents), and the grown encoder state is committed
+    with it (a new encoder-<id>, the old one collected)."""
+    from sparsearch.evaluation import load_beir
+
+    ds = load_beir(tiny_beir, "test")
+    enc = get_encoder("bm25")
+    texts = ds.doc_texts()
+    enc.fit(texts)
+    path = tmp_path / "bm25"
+    build_index(enc.encode_documents(texts, ds.doc_ids), path, encoder=enc, documents=ds.corpus,
+                quantization="float32")
+    state_before = Index.open(path).manifest["encoder_state"]
+    new = {"id": "d7", "title": "Quokka", "text": "the quokka is a small marsupial that smiles at cats"}
+    add_texts(path, [new])
+    idx = Index.open(path)
+    assert idx.manifest["encoder_state"] != state_before and not (path / state_before).exists()
+    grown = idx.load_encoder()
+    assert grown.n_docs == 7 and grown.df[grown.vocab.id("quokka")] == 1 and grown.df[grown.vocab.id("cat")] == 2
+    s, d = idx.search(grown.encode_queries(["quokka"]), 3)
+    assert idx.doc_ids[d[0, 0]] == "d7" and s[0, 0] > 0 and d[0, 1] == -1
+    fresh = get_encoder("bm25")
+    fresh.fit(texts + ["Quokka " + new["text"]])
+    want = fresh.encode_documents(["Quokka " + new["text"]]).row_dict(0)
+    got = {c.term: c.doc_weight for c in idx.explain(grown.encode_queries([" ".join(want)]), idx.docnum("d7"))}
+    assert got.keys() == want.keys()
+    for t, w in want.items():
+        assert got[t] == pytest.approx(w, rel=1e-6)

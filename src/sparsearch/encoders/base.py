@@ -39,6 +39,25 @@ class SparseEncoder(ABC):
         order; the result must equal ``fit`` on the concatenated texts."""
         return self
 
+    def statistics(self) -> Any:
+        """The fitted corpus statistics as one :meth:`partial_statistics` part (``None``: none,
+        or not fitted yet)."""
+        return None
+
+    def update_statistics(self, texts: Sequence[str]) -> bool:
+        """Grow the fitted statistics with new documents ``texts`` (an index update): the
+        result equals ``fit`` on the old corpus followed by ``texts``, so new terms join the
+        vocabulary with their document frequencies and ``N`` / average length follow.
+
+        Returns whether anything changed (the index then saves the new state in the same
+        commit as the documents). Encoders without corpus statistics return ``False``.
+        """
+        current = self.statistics()
+        if current is None:
+            return False
+        self.fit_statistics([current, self.partial_statistics(texts)])
+        return True
+
     @classmethod
     def mergeable_fit(cls) -> bool:
         """True when ``fit`` is exactly ``fit_statistics([partial_statistics(texts)])``."""

@@ -8,6 +8,14 @@ BM25 and bm25s's eager scoring). Two variants:
   ``w = idf * tf / (tf + k1 * (1 - b + b * dl / avgdl))``.
 * ``robertson`` (the original): ``idf = ln((N - df + 0.5) / (df + 0.5))``, clipped at 0 because
   sparse weights must be non-negative, ``w = idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * dl / avgdl))``.
+
+Statistics grow with the index (as Lucene's do, segment by segment): :meth:`update_statistics`
+folds new documents into ``N``, the document frequencies and the average length, appending
+their new terms to the vocabulary. An index update (``add_texts``) does that, weights the new
+documents with the updated statistics (those of their time, themselves included) and commits
+the new state with them; documents indexed earlier keep the weights of their time (BM25 weights
+are baked into the postings), and deleted documents stay counted, as in Lucene until a merge.
+Queries are plain term counts, so the query side needs only the (grown) vocabulary.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InvalidInputError
 from ..text import Analyzer, WordAnalyzer, get_analyzer
 from ..vectors import SparseBatch, Vocabulary
 from .base import SparseEncoder
@@ -52,6 +61,7 @@ class BM25Encoder(SparseEncoder):
         self.vocab = Vocabulary()
         self.df = np.zeros(0, dtype=np.int64)
         self.n_docs = 0
+        self.n_tokens = 0
         self.avgdl = 0.0
 
     @classmethod
@@ -63,13 +73,19 @@ class BM25Encoder(SparseEncoder):
 
     # ------------------------------------------------------------- statistics
     def _term_ids(self, docs_terms: list[list[str]]) -> tuple[np.ndarray, np.ndarray]:
-        """Flatten analyzed docs to (row, term id) arrays; terms unseen by ``fit`` are dropped."""
+        """Flatten analyzed docs to (row, term id) arrays; a term the statistics lack is refused
+        (:class:`InvalidInputError`): its IDF is undefined, and dropping it would lose it silently."""
         lens = np.fromiter((len(t) for t in docs_terms), dtype=np.int64, count=len(docs_terms))
         get = self.vocab.get
         tids = np.fromiter((get(t) for terms in docs_terms for t in terms), dtype=np.int64, count=int(lens.sum()))
         rows = np.repeat(np.arange(len(docs_terms), dtype=np.int64), lens)
-        keep = tids >= 0
-        return rows[keep], tids[keep]
+        if len(tids) and tids.min() < 0:
+            bad = np.flatnonzero(tids < 0)
+            term = next(t for terms in docs_terms for t in terms if get(t) < 0)
+            raise InvalidInputError(f"BM25: term {term!r} ({len(np.unique(rows[bad]))} document(s)) is not in the "
+                                    f"fitted statistics ({self.n_docs} documents); call update_statistics(texts) "
+                                    f"first (index updates do) or fit on a corpus that includes these documents")
+        return rows, tids
 
     @staticmethod
     def _counts(rows: np.ndarray, tids: np.ndarray, n_rows: int, n_terms: int):
@@ -111,9 +127,15 @@ class BM25Encoder(SparseEncoder):
             df[ids] += p["df"]  # term ids are unique within a part
             n_docs += int(p["n_docs"])
             n_tokens += int(p["n_tokens"])
-        self.vocab, self.df, self.n_docs = vocab, df, n_docs
+        self.vocab, self.df, self.n_docs, self.n_tokens = vocab, df, n_docs, n_tokens
         self.avgdl = float(n_tokens) / max(n_docs, 1)
         return self
+
+    def statistics(self) -> dict[str, Any] | None:
+        """The fitted statistics as one part (see :meth:`partial_statistics`); ``None`` before ``fit``."""
+        if self.n_docs == 0:
+            return None
+        return {"terms": self.vocab.terms, "df": self.df, "n_docs": self.n_docs, "n_tokens": self.n_tokens}
 
     def idf(self) -> np.ndarray:
         """IDF per term id, float64 shape (V,)."""
@@ -126,7 +148,8 @@ class BM25Encoder(SparseEncoder):
     def encode_documents(self, texts: Sequence[str], ids: Sequence[str] | None = None) -> SparseBatch:
         """BM25 weight of every (document, term); fits on ``texts`` first if never fitted.
 
-        Terms unseen by ``fit`` are dropped: their IDF is undefined for the fitted corpus.
+        A term the fitted statistics lack raises :class:`InvalidInputError` (its IDF is undefined):
+        grow the statistics with :meth:`update_statistics` first (``add_texts`` does).
         """
         if self.n_docs == 0:
             self.fit(texts)
@@ -162,7 +185,8 @@ class BM25Encoder(SparseEncoder):
     def save_state(self, directory: Path) -> None:
         """Corpus statistics, so that documents added later get consistent weights."""
         Path(directory).mkdir(parents=True, exist_ok=True)
-        state = {"n_docs": self.n_docs, "avgdl": self.avgdl, "terms": self.vocab.terms, "df": self.df.tolist()}
+        state = {"n_docs": self.n_docs, "n_tokens": self.n_tokens, "avgdl": self.avgdl, "terms": self.vocab.terms,
+                 "df": self.df.tolist()}
         (Path(directory) / _STATE_FILE).write_text(json.dumps(state))
 
     @classmethod
@@ -175,4 +199,6 @@ class BM25Encoder(SparseEncoder):
             enc.vocab = Vocabulary(state["terms"])
             enc.df = np.asarray(state["df"], dtype=np.int64)
             enc.n_docs, enc.avgdl = int(state["n_docs"]), float(state["avgdl"])
+            # states saved before n_tokens was recorded: the token count avgdl was computed from
+            enc.n_tokens = int(state.get("n_tokens", round(enc.avgdl * enc.n_docs)))
         return enc

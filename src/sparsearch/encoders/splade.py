@@ -439,7 +439,10 @@ class SpladeDocEncoder(SpladeEncoder):
     no truncation); a query vector holds each distinct token of the query (special tokens
     excluded) with weight ``idf(t) = ln(1 + (N - df + 0.5) / (df + 0.5))``; tokens absent from
     the corpus are dropped (they cannot match a document). With ``query_tf=True`` a repeated
-    token counts once per occurrence.
+    token counts once per occurrence. The vocabulary is the model's (fixed: no document token is
+    ever dropped); index updates (``add_texts``) grow ``N`` and the document frequencies with the
+    new documents (:meth:`update_statistics`) in the same commit, so query IDF always follows the
+    current index (deleted documents stay counted until a rebuild).
     """
 
     name = "splade-doc"
@@ -480,6 +483,11 @@ class SpladeDocEncoder(SpladeEncoder):
         df[special[special < len(df)]] = 0
         self.df, self.n_docs = df, sum(int(p["n_docs"]) for p in parts)
         return self
+
+    def statistics(self) -> dict[str, Any] | None:
+        """The fitted document frequencies as one part (``None`` before ``fit``): an index update
+        (``add_texts``) grows them with the new documents, so query IDF follows the index."""
+        return None if self.df is None else {"df": self.df, "n_docs": self.n_docs}
 
     def idf(self) -> np.ndarray:
         """IDF per token id, float32 (V,); 0 for tokens no document contains."""

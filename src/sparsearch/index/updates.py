@@ -3,6 +3,9 @@
 * :func:`add_documents` writes the new vectors as a new segment (the vocabulary grows by
   appending, so existing term ids keep their meaning) and, if given, their texts into a new
   document store (a copy of the old one plus the new rows).
+* :func:`add_texts` encodes texts with the index's encoder after growing its corpus statistics
+  with them (BM25: vocabulary, document frequencies, N, average length), and commits the new
+  encoder state with the new segment.
 * :func:`delete_documents` writes a new deletion bitmap (``deletes-<uuid>.npy``, one bool per
   document of the segment) for every affected segment; search skips deleted documents.
 * :func:`merge` rewrites the live documents of all segments into one segment (and the store
@@ -31,7 +34,7 @@ import scipy.sparse as sp
 from .. import docstore
 from ..errors import ConflictError, InvalidInputError, NotFoundError
 from ..vectors import SparseBatch
-from .builder import publish_segment
+from .builder import publish_segment, save_encoder_state
 from .manifest import commit
 from .searcher import Index
 from .storage import Directory
@@ -50,6 +53,14 @@ def _live_ids(index: Index) -> set[str]:
 
 
 def add_documents(path: str | os.PathLike, batch: SparseBatch, documents: Any = None, *,
+def _check_batch(batch: SparseBatch) -> None:
+    if batch.ids is None:
+        raise InvalidInputError("add_documents needs document ids (batch.ids)")
+    if len(batch) == 0:
+        raise InvalidInputError("no documents to add")
+    batch.validate()
+
+
                   replace: bool = False) -> dict[str, Any]:
     """Add document vectors (and optionally their ``(id, title, text)``) as a new segment.
 
@@ -62,47 +73,69 @@ def add_documents(path: str | os.PathLike, batch: SparseBatch, documents: Any = 
 
     Returns the new manifest. The segment uses the index's quantization with its own scale.
     """
+    The index's encoder state is left as it is: vectors made elsewhere say nothing about
+    corpus statistics (:func:`add_texts` grows them).
     d = Directory(path)
-    if batch.ids is None:
-        raise InvalidInputError("add_documents needs document ids (batch.ids)")
-    if len(batch) == 0:
-        raise InvalidInputError("no documents to add")
-    batch.validate()
+    _check_batch(batch)
     with d.lock():
-        index = Index.open(d.path)
-        manifest = index.manifest
-        live = _live_ids(index)
-        clash = [i for i in batch.ids if i in live]
-        segments = [dict(s) for s in manifest["segments"]]
-        if clash:
-            if not replace:
-                raise ConflictError(f"document id {clash[0]!r} is already in the index "
-                                    f"({len(clash)} clashing ids); delete it first or pass replace=True")
-            segments = _mark_deleted(d, index, segments, set(clash))
-        vocab = index.vocab.copy()
-        n_before = len(vocab)
-        remapped = batch.remap(vocab, unknown="add")
-        remapped.ids = list(batch.ids)
-        name, meta = publish_segment(d, remapped, quantization=manifest.get("quantization", "uint8"),
-                                     codec=manifest.get("codec", "byte"))
-        segments.append({"name": name, "n_docs": meta["n_docs"], "deletes": None})
-        new = dict(manifest, segments=segments)
-        if documents is not None:
-            base = d / manifest["docstore"] if manifest.get("docstore") else None
-            new["docstore"] = docstore.write_docstore(d.path, documents, base=base)
-        return commit(d, new, vocab if len(vocab) > n_before else None)
+        return _add(d, Index.open(d.path), batch, documents, replace)
+
+
+def _add(d: Directory, index: Index, batch: SparseBatch, documents: Any, replace: bool,
+         encoder_state: str | None = None) -> dict[str, Any]:
+    """The commit of :func:`add_documents` (writer lock held; ``encoder_state``: a new encoder
+    state directory, already published, that the commit names)."""
+    manifest = index.manifest
+    live = _live_ids(index)
+    clash = [i for i in batch.ids if i in live]
+    segments = [dict(s) for s in manifest["segments"]]
+    if clash:
+        if not replace:
+            raise ConflictError(f"document id {clash[0]!r} is already in the index "
+                                f"({len(clash)} clashing ids); delete it first or pass replace=True")
+        segments = _mark_deleted(d, index, segments, set(clash))
+    vocab = index.vocab.copy()
+    n_before = len(vocab)
+    remapped = batch.remap(vocab, unknown="add")
+    remapped.ids = list(batch.ids)
+    name, meta = publish_segment(d, remapped, quantization=manifest.get("quantization", "uint8"),
+                                 codec=manifest.get("codec", "byte"))
+    segments.append({"name": name, "n_docs": meta["n_docs"], "deletes": None})
+    new = dict(manifest, segments=segments)
+    if encoder_state is not None:
+        new["encoder_state"] = encoder_state
+    if documents is not None:
+        base = d / manifest["docstore"] if manifest.get("docstore") else None
+        new["docstore"] = docstore.write_docstore(d.path, documents, base=base)
+    return commit(d, new, vocab if len(vocab) > n_before else None)
 
 
 def add_texts(path: str | os.PathLike, documents: Any, *, replace: bool = False) -> dict[str, Any]:
     """Encode ``documents`` (id, title, text) with the index's encoder and add them with their texts.
 
-    Uses the encoder state saved at build time (e.g. BM25's corpus statistics), so new documents
-    are weighted like the existing ones.
+    The encoder's corpus statistics grow with the new documents first
+    (:meth:`~sparsearch.encoders.base.SparseEncoder.update_statistics`: for BM25 the vocabulary,
+    document frequencies, ``N`` and average length; for inference-free SPLADE the query-side
+    document frequencies), so a word no earlier document used is indexed and searchable; the
+    new documents are weighted with the statistics of their time, themselves included
+    (documents indexed earlier keep theirs, as Lucene segments do until merged). The grown
+    state is saved as a new ``encoder-<id>`` directory named by the same commit as the
+    documents: a reader sees both or neither. Encoders with a fixed vocabulary (SPLADE, sparse
+    coding) drop nothing and keep their state.
     """
     rows = list(docstore.normalize_documents(documents))
-    enc = Index.open(path).load_encoder()
-    batch = enc.encode_documents([(t + " " + x).strip() for _, t, x in rows], [r[0] for r in rows])
-    return add_documents(path, batch, rows, replace=replace)
+    if not rows:
+        raise InvalidInputError("no documents to add")
+    d = Directory(path)
+    with d.lock():  # statistics read, grown and committed under one lock: concurrent adds add up
+        index = Index.open(d.path)
+        enc = index.load_encoder()
+        texts = [(t + " " + x).strip() for _, t, x in rows]
+        grown = enc.update_statistics(texts)
+        batch = enc.encode_documents(texts, [r[0] for r in rows])
+        _check_batch(batch)
+        state = save_encoder_state(d, enc) if grown else None
+        return _add(d, index, batch, rows, replace, state)
 
 
 def _mark_deleted(d: Directory, index: Index, segments: list[dict[str, Any]], ids: set[str]) -> list[dict[str, Any]]:
