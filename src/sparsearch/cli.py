@@ -451,8 +451,7 @@ def _docstores(idx) -> list:
         try:
             store = open_docstore(path, manifest)
         except (OSError, sqlite3.Error) as e:
-            raise CorruptIndexError(f"{Path(path) / str(manifest.get('docstore'))}: unreadable document store "
-                                    f"({e})") from None
+            raise CorruptIndexError(f"{path}: unreadable document store ({e})") from None
         if store is not None:
             stores.append(store)
     return stores

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 __all__ = ["SparsearchError", "InvalidInputError", "CorruptIndexError", "NotFoundError", "UnsupportedError",
            "ConflictError", "BackendError", "MissingExtraError",
-           "MissingFileError"]
+           "MissingFileError", "StorageError"]
 
 
 class SparsearchError(Exception):
@@ -57,3 +57,8 @@ class MissingExtraError(UnsupportedError, ImportError):
 class MissingFileError(NotFoundError, FileNotFoundError):
     """A file or folder the user named does not exist (a collection, a query file); also a
     ``FileNotFoundError``."""
+
+
+class StorageError(SparsearchError, OSError):
+    """The filesystem refused a write (or a read) of an index: a read-only directory, no
+    permission, a full disk; the message names the file and the reason. Also an ``OSError``."""

@@ -160,12 +160,18 @@ class Dedup:
         return False
 
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def _check_weight(w: object, where: str) -> float:
     if isinstance(w, bool) or not isinstance(w, (int, float)):
         raise FormatError(f"{where}: weight {w!r} is not a number")
-    f = float(w)
-    if not math.isfinite(f):
-        raise FormatError(f"{where}: weight {w!r} is not finite")
+    try:
+        f = float(w)
+    except OverflowError:
+        f = math.inf
+    if not math.isfinite(f) or f > _FLOAT32_MAX:  # weights are stored as float32
+        raise FormatError(f"{where}: weight {w!r:.40} is not finite in float32 (at most {_FLOAT32_MAX:.4g})")
     if f < 0:
         raise FormatError(f"{where}: weight {w!r} is negative (sparse retrieval weights must be >= 0)")
     return f

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidInputError, MissingExtraError
+from ..errors import CorruptIndexError, InvalidInputError, MissingExtraError, SparsearchError
 from .base import SparseEncoder
 
 # name -> "module:factory"; factories take (spec_argument: str | None, **options) and return an encoder.
@@ -81,10 +81,17 @@ def _import(name: str, path: str) -> Any:
 def load_encoder(config: Mapping[str, Any], directory: Path | None = None) -> SparseEncoder:
     """Rebuild the encoder an index was built with, from its manifest config and state dir."""
     name = config.get("name")
-    if name not in _CLASSES:
+    if not isinstance(name, str) or name not in _CLASSES:
         raise InvalidInputError(f"index was built with unknown encoder {name!r}; "
                                 f"available: {', '.join(sorted(_CLASSES))}")
-    return _import(str(name), _CLASSES[str(name)]).from_config(dict(config), directory)
+    cls = _import(str(name), _CLASSES[str(name)])
+    try:
+        return cls.from_config(dict(config), directory)
+    except (SparsearchError, ImportError):
+        raise
+    except (OSError, ValueError, KeyError, TypeError, ArithmeticError) as e:  # unreadable, non-UTF-8, malformed
+        raise CorruptIndexError(f"{directory or 'the manifest'}: corrupt or unreadable {name} encoder state "
+                                f"({type(e).__name__}: {e})") from None
 
 
 def load_encoder_of(path: str | Path, manifest: Mapping[str, Any]) -> SparseEncoder:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..encoders import load_encoder_of
-from ..errors import CorruptIndexError, InvalidInputError, NotFoundError, UnsupportedError
+from ..errors import CorruptIndexError, InvalidInputError, NotFoundError, SparsearchError, UnsupportedError
 from ..evaluation import to_run
 from ..searching import ApproxParams, ExactParams, check_k, require
 from ..vectors import SparseBatch, Vocabulary
@@ -80,7 +80,16 @@ class Index:
         group of segments this way and never touches the others' files.
         """
         path = Path(path)
-        return load_commit(path, lambda manifest: cls._load(path, manifest, mmap, verify, segments))
+
+        def load(manifest: dict[str, Any]) -> "Index":
+            try:
+                return cls._load(path, manifest, mmap, verify, segments)
+            except SparsearchError:
+                raise
+            except (TypeError, KeyError, AttributeError, IndexError, ValueError, ArithmeticError) as e:  # junk
+                raise CorruptIndexError(f"{path}: malformed index metadata ({type(e).__name__}: {e})") from None
+
+        return load_commit(path, load)
 
     @classmethod
     def _load(cls, path: Path, manifest: dict[str, Any], mmap: bool, verify: bool,

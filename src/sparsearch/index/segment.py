@@ -112,6 +112,8 @@ class Segment:
         if not isinstance(doc_ids, list) or len(doc_ids) != meta["n_docs"]:
             n = len(doc_ids) if isinstance(doc_ids, list) else "no list of"
             raise CorruptIndexError(f"{path / 'doc_ids.json'}: {n} ids for {meta['n_docs']} documents")
+        if not all(isinstance(i, str) for i in doc_ids):
+            raise CorruptIndexError(f"{path / 'doc_ids.json'}: a document id that is not a string")
         return cls(path, meta, doc_ids=doc_ids, **arrays)
 
     # ---------------------------------------------------------------- access

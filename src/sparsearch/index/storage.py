@@ -31,10 +31,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConflictError, CorruptIndexError, InvalidInputError
+from ..errors import ConflictError, CorruptIndexError, InvalidInputError, SparsearchError, StorageError
 
 __all__ = ["Directory", "MANAGED_PREFIXES", "PERMANENT_NAMES", "crc32_file", "fsync_dir", "load_npy",
-           "write_arrays", "read_arrays", "read_json", "read_versioned_json", "is_managed"]
+           "write_arrays", "read_arrays", "read_json", "read_versioned_json", "is_managed", "os_errors"]
 
 #: Names a commit owns: removed by garbage collection once the current manifest names none of
 #: them (segments, vocabularies, encoder states, deletion bitmaps, document stores, the
@@ -68,6 +68,18 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def os_errors(path: str | os.PathLike, doing: str) -> Iterator[None]:
+    """Turn an ``OSError`` of the filesystem (read-only, no permission, disk full) into a
+    :class:`~sparsearch.errors.StorageError` naming ``path``: ``"PATH: cannot DOING (reason)"``."""
+    try:
+        yield
+    except SparsearchError:
+        raise
+    except OSError as e:
+        raise StorageError(f"{path}: cannot {doing} ({e.strerror or e})") from None
 
 
 def _fsync_file(path: Path) -> None:
@@ -170,6 +182,8 @@ def read_arrays(directory: Path, header: dict[str, Any], names: tuple[str, ...],
         info, f = files.get(name), directory / f"{name}.npy"
         if info is None or not f.exists():
             raise CorruptIndexError(f"{directory}: array file {name}.npy is missing")
+        if not isinstance(info, dict) or not {"bytes", "crc32", "dtype", "shape"} <= set(info):
+            raise CorruptIndexError(f"{directory}: malformed metadata of array file {name}.npy")
         if f.stat().st_size != info["bytes"]:
             raise CorruptIndexError(f"{f}: size {f.stat().st_size} != {info['bytes']} recorded (truncated or corrupt)")
         if verify and crc32_file(f) != info["crc32"]:
@@ -214,14 +228,15 @@ class Directory:
                      durable: bool = True) -> Path:
         """Create or replace the file ``name`` with what ``write(fileobj)`` writes, atomically."""
         final, tmp = self.path / name, self._tmp_name(name)
-        try:
-            _write_file(tmp, write, "wb" if binary else "w")
-            os.replace(tmp, final)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        if durable:
-            fsync_dir(self.path)
+        with os_errors(final, "write it"):
+            try:
+                _write_file(tmp, write, "wb" if binary else "w")
+                os.replace(tmp, final)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+            if durable:
+                fsync_dir(self.path)
         return final
 
     def write_json(self, name: str, obj: Any, *, durable: bool = True) -> Path:
@@ -244,25 +259,27 @@ class Directory:
         final, tmp = self.path / name, self._tmp_name(name)
         if final.exists():
             raise ConflictError(f"{final} already exists")
-        try:
-            out = fill(tmp)
-            if tmp.is_dir():
-                _fsync_tree(tmp)
-            elif tmp.is_file():
-                _fsync_file(tmp)
-            else:
-                raise InvalidInputError(f"publishing {name}: nothing was written")
-            os.replace(tmp, final)
-        except BaseException:
-            _remove_path(tmp)
-            raise
-        fsync_dir(self.path)
+        with os_errors(final, "write it"):
+            try:
+                out = fill(tmp)
+                if tmp.is_dir():
+                    _fsync_tree(tmp)
+                elif tmp.is_file():
+                    _fsync_file(tmp)
+                else:
+                    raise InvalidInputError(f"publishing {name}: nothing was written")
+                os.replace(tmp, final)
+            except BaseException:
+                _remove_path(tmp)
+                raise
+            fsync_dir(self.path)
         return out
 
     # ----------------------------------------------------------------- removal
     def remove(self, name: str) -> None:
         """Remove a file or directory of the index (no error if it is already gone)."""
-        _remove_path(self.path / name)
+        with os_errors(self.path / name, "remove it"):
+            _remove_path(self.path / name)
 
     def entries(self) -> list[str]:
         return sorted(e.name for e in self.path.iterdir()) if self.path.is_dir() else []
@@ -270,9 +287,13 @@ class Directory:
     # -------------------------------------------------------------------- lock
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        """Exclusive writer lock on the index directory (creating it if needed); readers never block."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.path / ".lock", "w") as f:
+        """Exclusive writer lock on the index directory (creating it if needed); readers never block.
+        A directory the filesystem does not let us write raises :class:`StorageError`."""
+        with os_errors(self.path, "create the index directory"):
+            self.path.mkdir(parents=True, exist_ok=True)
+        with os_errors(self.path / ".lock", "lock the index for writing"):
+            f = open(self.path / ".lock", "w")
+        with f:
             fcntl.flock(f, fcntl.LOCK_EX)
             try:
                 yield
