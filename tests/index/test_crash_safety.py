@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sparsearch.docstore import DocStore
+from sparsearch.docstore import open_docstore, store_names
 from sparsearch.errors import NotFoundError
 from sparsearch.index import Index, build_index
 from sparsearch.index.updates import add_documents, delete_documents
@@ -141,7 +141,7 @@ def _check(path: Path, queries: SparseBatch, expected: dict[str, list], live_ids
     states = [name for name, res in expected.items() if res == got and n_segments[name] == len(index.segments)]
     assert states, "index answers neither like the old nor like the new state"
     state = states[0]
-    store = DocStore(path / index.manifest["docstore"])
+    store = open_docstore(path, index.manifest)
     live = {i for i in index.doc_ids if _is_live(index, i)}
     assert live == live_ids[state]
     assert set(store.ids()) >= live and all(store.get(i) is not None for i in list(live)[:20])
@@ -163,7 +163,7 @@ def _next_write_cleans(path: Path) -> None:
     add_documents(path, extra, {"zz-extra": ("extra", "added after the crash")})
     index = Index.open(path)
     named = {s["name"] for s in index.manifest["segments"]} | {s["deletes"] for s in index.manifest["segments"]}
-    named |= {index.manifest["vocab"], index.manifest.get("docstore")}
+    named |= {index.manifest["vocab"], *store_names(index.manifest)}
     for e in path.iterdir():
         assert not e.name.startswith(".tmp-"), f"leftover {e.name}"
         if e.name.startswith(("seg-", "deletes-", "docs-", "vocab-")):

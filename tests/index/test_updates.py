@@ -9,7 +9,7 @@ import threading
 import numpy as np
 import pytest
 
-from sparsearch.docstore import DocStore
+from sparsearch.docstore import DocStore, open_docstore, store_names
 from sparsearch.encoders import get_encoder
 from sparsearch.errors import ConflictError, CorruptIndexError, NotFoundError
 from sparsearch.index import Index, build_index
@@ -64,11 +64,11 @@ def test_add_delete_merge_equals_fresh_build(tmp_path, rng):
     assert len(merged.segments) == 1 and merged.n_docs == len(live)
     assert not any(len(d) for d in merged.deleted)
     assert_same_runs(run_of(merged, q), run_of(fresh, q))
-    store = DocStore(path / merged.manifest["docstore"])
+    store = open_docstore(path, merged.manifest)
     assert len(store) == len(live) and store.get("a0") is None and store.get("a1")["title"] == "title a1"
     # only the files of the last commit remain
     names = {e.name for e in path.iterdir()}
-    assert names == {".lock", "manifest.json", merged.manifest["vocab"], merged.manifest["docstore"],
+    assert names == {".lock", "manifest.json", merged.manifest["vocab"], *store_names(merged.manifest),
                      merged.manifest["segments"][0]["name"]}
 
 
@@ -110,7 +110,7 @@ def test_duplicate_ids_upsert_and_missing_deletes(tmp_path, rng):
     add_documents(path, again, {"a0": ("new title", "new text")}, replace=True)
     idx = Index.open(path)
     assert idx.n_live_docs == 50 and idx.doc_ids[idx.docnum("a0")] == "a0" and idx.docnum("a0") == 50
-    assert DocStore(path / idx.manifest["docstore"]).get("a0")["title"] == "new title"
+    assert open_docstore(path, idx.manifest).get("a0")["title"] == "new title"
     with pytest.raises(NotFoundError, match="zzz"):
         delete_documents(path, ["a1", "zzz"], missing="error")
     assert delete_documents(path, ["zzz"]) == 0
@@ -133,7 +133,7 @@ def test_add_texts_uses_the_index_encoder(tmp_path, tiny_beir):
     q = idx.load_encoder().encode_queries(["wolves pack"])
     s, d = idx.search(q, 2)
     assert idx.doc_ids[d[0, 0]] == "d7"
-    store = DocStore(path / idx.manifest["docstore"])
+    store = open_docstore(path, idx.manifest)
     assert store.get("d7")["title"] == "Wolves again" and store.get("d1")["title"] == "Cats"
 
 
@@ -276,3 +276,72 @@ def test_add_texts_grows_the_vocabulary_and_bm25_statistics(tmp_path, tiny_beir)
     assert got.keys() == want.keys()
     for t, w in want.items():
         assert got[t] == pytest.approx(w, rel=1e-6)
+
+
+def _files(path):
+    return {p.name: p.stat().st_size for p in path.iterdir()}
+
+
+def test_update_writes_only_the_changed_documents_to_the_store(tmp_path, rng):
+    """issue 15 item 10: every update used to copy the whole document store (O(index)); now each
+    segment has its own immutable store, an add writes a store of the new rows only (its size
+    does not grow with the index) and a delete writes none (the bitmap hides the rows)."""
+    new_store_bytes = []
+    for n in (200, 3000):
+        a = synth(rng, n, 50, "a")
+        path = tmp_path / f"n{n}"
+        build_index(a, path, quantization="float32",
+                    documents={i: (f"title {i}", f"a long text of document {i} " * 20) for i in a.ids})
+        before = _files(path)
+        add_documents(path, SparseBatch.from_dicts([{"t1": 1.0}], ids=["new"]), {"new": ("New", "one more")})
+        after = _files(path)
+        added = {k: v for k, v in after.items() if k not in before and k.startswith("docs-")}
+        assert len(added) == 1
+        new_store_bytes.append(sum(added.values()))
+        old_stores = [k for k in before if k.startswith("docs-")]
+        assert old_stores and all(after.get(k) == before[k] for k in old_stores)  # kept, not copied
+        idx = Index.open(path)
+        store = open_docstore(path, idx.manifest)
+        assert store.get("new") == {"id": "new", "title": "New", "text": "one more"} and len(store) == n + 1
+        store.close()
+        before = _files(path)
+        delete_documents(path, ["a1", "new"])
+        assert not [k for k in _files(path) if k not in before and k.startswith("docs-")]
+        store = open_docstore(path, Index.open(path).manifest)
+        assert store.get("a1") is None and store.get("new") is None and "a2" in store and len(store) == n - 1
+        assert set(store.get_many(["a1", "a2", "new"])) == {"a2"} and "a1" not in store.ids()
+        store.close()
+    assert new_store_bytes[0] == new_store_bytes[1] < 32 * 1024
+
+
+def test_index_wide_store_of_an_older_index_is_split_once(tmp_path, rng):
+    """issue 15 item 10: an index written with one store for all documents (manifest key
+    ``docstore``, no doc numbers) is read as is, and its first update splits it by segment."""
+    import json
+    import sqlite3
+
+    from sparsearch.index.manifest import commit as commit_manifest
+    from sparsearch.index.storage import Directory
+
+    a = synth(rng, 30, 20, "a")
+    path = tmp_path / "old"
+    build_index(a, path, quantization="float32")
+    con = sqlite3.connect(path / "docs-legacy.sqlite")
+    con.execute("CREATE TABLE docs (id TEXT PRIMARY KEY, title TEXT NOT NULL, text TEXT NOT NULL)")
+    con.executemany("INSERT INTO docs VALUES (?, ?, ?)", [(i, f"title {i}", "x") for i in a.ids + ["extra"]])
+    con.commit()
+    con.close()
+    manifest = json.loads((path / "manifest.json").read_text())
+    commit_manifest(Directory(path), dict(manifest, docstore="docs-legacy.sqlite"))
+    idx = Index.open(path)
+    assert open_docstore(path, idx.manifest).get("a3")["title"] == "title a3"
+    delete_documents(path, ["a3"])
+    idx = Index.open(path)
+    assert "docstore" not in idx.manifest and not (path / "docs-legacy.sqlite").exists()
+    store = open_docstore(path, idx.manifest)
+    assert store.get("a3") is None and store.get("a4")["title"] == "title a4" and store.get("extra") is not None
+    add_documents(path, SparseBatch.from_dicts([{"t1": 1.0}], ids=["a3"]), {"a3": ("again", "y")})
+    assert open_docstore(path, Index.open(path).manifest).get("a3")["title"] == "again"
+    merge(path)
+    store = open_docstore(path, Index.open(path).manifest)
+    assert len(store) == 30 and store.get("a3")["title"] == "again" and store.get("extra") is None

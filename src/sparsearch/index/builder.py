@@ -25,7 +25,7 @@ from . import kernels
 from .manifest import INDEX_FORMAT, INDEX_VERSION, check_target, commit, read_manifest
 from .searcher import Index
 from .segment import write_segment
-from .storage import Directory
+from .storage import Directory, read_json
 
 QUANTIZATIONS = ("uint8", "float32")
 # Doc-id codecs (kernels module docstring): "byte" rounds block widths to 8/16/32 bits for speed.
@@ -153,7 +153,7 @@ def new_manifest(directory: Directory | str | os.PathLike, old: dict[str, Any] |
                  extra: dict[str, Any] | None = None, documents: Any = None) -> dict[str, Any]:
     """The manifest of a freshly built index (to pass to :func:`commit`): its segments
     ``(name, metadata)`` in doc-number order, settings, the encoder's config and saved state,
-    the document store (written here) and ``extra`` entries."""
+    the segments' document stores (written here) and ``extra`` entries."""
     d = Directory.of(directory)
     manifest: dict[str, Any] = {
         "generation": old["generation"] if old else 0,
@@ -164,8 +164,10 @@ def new_manifest(directory: Directory | str | os.PathLike, old: dict[str, Any] |
         "encoder_state": save_encoder_state(d, encoder) if encoder is not None else None,
         **(extra or {}),
     }
-    if documents is not None:
-        manifest["docstore"] = docstore.write_docstore(d.path, documents)
+    if documents is not None:  # one store per segment, written with it (see sparsearch.docstore)
+        ids = [read_json(d / name / "doc_ids.json", "document ids") for name, _ in segments]
+        for entry, store in zip(manifest["segments"], docstore.write_segment_stores(d.path, documents, ids)):
+            entry["docstore"] = store
     return manifest
 
 

@@ -8,7 +8,7 @@ Index directory layout (Lucene-style commit points)::
       seg-<id>/            immutable segments (see segment.py)
       deletes-<id>.npy     deletion bitmaps (one bool per document of a segment)
       encoder-<id>/        state of the encoder that produced the document vectors
-      docs-<id>.sqlite     the document store (see sparsearch.docstore)
+      docs-<id>.sqlite     document stores, one per segment with texts (see sparsearch.docstore)
       approx-<id>/         the approximate index, named by approximate.json (see approximate.py)
       settings.json        search settings saved by ``sparsearch tune --save`` (survives commits)
 
@@ -64,6 +64,7 @@ def named_files(manifest: dict[str, Any]) -> set[str]:
     for s in manifest["segments"]:
         keep.add(s["name"])
         keep.add(s.get("deletes"))
+        keep.add(s.get("docstore"))
     keep.update(manifest.get("keep", []))
     keep.discard(None)
     return keep  # type: ignore[return-value]

@@ -1,15 +1,16 @@
 """Incremental updates of an existing index: add, delete, merge; each change is one commit.
 
 * :func:`add_documents` writes the new vectors as a new segment (the vocabulary grows by
-  appending, so existing term ids keep their meaning) and, if given, their texts into a new
-  document store (a copy of the old one plus the new rows).
+  appending, so existing term ids keep their meaning) and, if given, their texts into the new
+  segment's own document store: an add writes O(added documents), never a copy of the index.
 * :func:`add_texts` encodes texts with the index's encoder after growing its corpus statistics
   with them (BM25: vocabulary, document frequencies, N, average length), and commits the new
   encoder state with the new segment.
 * :func:`delete_documents` writes a new deletion bitmap (``deletes-<uuid>.npy``, one bool per
   document of the segment) for every affected segment; search skips deleted documents.
-* :func:`merge` rewrites the live documents of all segments into one segment (and the store
-  without the deleted rows), dropping the bitmaps.
+  The document stores are not touched: the bitmaps hide the deleted rows.
+* :func:`merge` rewrites the live documents of all segments into one segment (and its store
+  with the live rows), dropping the bitmaps.
 
 Every change happens under the index's writer lock and ends with :func:`manifest.commit`, which
 renames a new ``manifest.json`` over the old one: a reader that opens the index sees either the
@@ -25,7 +26,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -52,7 +53,6 @@ def _live_ids(index: Index) -> set[str]:
     return live
 
 
-def add_documents(path: str | os.PathLike, batch: SparseBatch, documents: Any = None, *,
 def _check_batch(batch: SparseBatch) -> None:
     if batch.ids is None:
         raise InvalidInputError("add_documents needs document ids (batch.ids)")
@@ -61,6 +61,7 @@ def _check_batch(batch: SparseBatch) -> None:
     batch.validate()
 
 
+def add_documents(path: str | os.PathLike, batch: SparseBatch, documents: Any = None, *,
                   replace: bool = False) -> dict[str, Any]:
     """Add document vectors (and optionally their ``(id, title, text)``) as a new segment.
 
@@ -72,9 +73,9 @@ def _check_batch(batch: SparseBatch) -> None:
             id raises :class:`ConflictError`.
 
     Returns the new manifest. The segment uses the index's quantization with its own scale.
-    """
     The index's encoder state is left as it is: vectors made elsewhere say nothing about
     corpus statistics (:func:`add_texts` grows them).
+    """
     d = Directory(path)
     _check_batch(batch)
     with d.lock():
@@ -88,7 +89,7 @@ def _add(d: Directory, index: Index, batch: SparseBatch, documents: Any, replace
     manifest = index.manifest
     live = _live_ids(index)
     clash = [i for i in batch.ids if i in live]
-    segments = [dict(s) for s in manifest["segments"]]
+    segments = _split_legacy_store(d, index, [dict(s) for s in manifest["segments"]])
     if clash:
         if not replace:
             raise ConflictError(f"document id {clash[0]!r} is already in the index "
@@ -100,13 +101,12 @@ def _add(d: Directory, index: Index, batch: SparseBatch, documents: Any, replace
     remapped.ids = list(batch.ids)
     name, meta = publish_segment(d, remapped, quantization=manifest.get("quantization", "uint8"),
                                  codec=manifest.get("codec", "byte"))
-    segments.append({"name": name, "n_docs": meta["n_docs"], "deletes": None})
-    new = dict(manifest, segments=segments)
+    # the new segment's own store: only the new rows are written (O(added documents))
+    store = docstore.write_docstore(d.path, documents, ids=remapped.ids) if documents is not None else None
+    segments.append({"name": name, "n_docs": meta["n_docs"], "deletes": None, "docstore": store})
+    new = _without_legacy_store(manifest, segments)
     if encoder_state is not None:
         new["encoder_state"] = encoder_state
-    if documents is not None:
-        base = d / manifest["docstore"] if manifest.get("docstore") else None
-        new["docstore"] = docstore.write_docstore(d.path, documents, base=base)
     return commit(d, new, vocab if len(vocab) > n_before else None)
 
 
@@ -136,6 +136,37 @@ def add_texts(path: str | os.PathLike, documents: Any, *, replace: bool = False)
         _check_batch(batch)
         state = save_encoder_state(d, enc) if grown else None
         return _add(d, index, batch, rows, replace, state)
+
+
+def _split_legacy_store(d: Directory, index: Index, segments: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Segment entries with their own document stores. An index written before per-segment
+    stores names one store for all its documents (manifest key ``docstore``): it is split by
+    segment here, once (O(index)), so that this update and every later one writes only its own
+    documents. Rows of ids no segment holds go to the first segment's store."""
+    legacy = index.manifest.get("docstore")
+    if not legacy:
+        return segments
+    store = docstore.open_docstore(d.path, {"docstore": legacy})
+    assert store is not None
+    try:
+        held = {i for seg in index.segments for i in seg.doc_ids}
+        extras = [i for i in store.ids() if i not in held]
+        out = []
+        for k, (entry, seg) in enumerate(zip(segments, index.segments)):
+            wanted = list(seg.doc_ids) + (extras if k == 0 else [])
+            rows = store.get_many(wanted)
+            docs = [(i, rows[i]["title"], rows[i]["text"]) for i in dict.fromkeys(wanted) if i in rows]
+            out.append(dict(entry, docstore=docstore.write_docstore(d.path, docs, ids=seg.doc_ids) if docs else None))
+        return out
+    finally:
+        store.close()
+
+
+def _without_legacy_store(manifest: dict[str, Any], segments: list[dict[str, Any]]) -> dict[str, Any]:
+    """The next manifest: ``segments``, and no index-wide store (see :func:`_split_legacy_store`)."""
+    new = dict(manifest, segments=segments)
+    new.pop("docstore", None)
+    return new
 
 
 def _mark_deleted(d: Directory, index: Index, segments: list[dict[str, Any]], ids: set[str]) -> list[dict[str, Any]]:
@@ -172,11 +203,10 @@ def delete_documents(path: str | os.PathLike, doc_ids: Iterable[str], *, missing
             raise NotFoundError(f"unknown or already deleted document id {sorted(ids - live)[0]!r}")
         if not gone:
             return 0
-        segments = _mark_deleted(d, index, [dict(s) for s in manifest["segments"]], gone)
-        new = dict(manifest, segments=segments)
-        if manifest.get("docstore"):
-            new["docstore"] = docstore.write_docstore(d.path, (), base=d / manifest["docstore"], delete=gone)
-        commit(d, new)
+        # the stores stay as they are: the new bitmaps hide the deleted rows (O(deleted documents))
+        segments = _mark_deleted(d, index, _split_legacy_store(d, index, [dict(s) for s in manifest["segments"]]),
+                                 gone)
+        commit(d, _without_legacy_store(manifest, segments))
         return len(gone)
 
 
@@ -191,6 +221,24 @@ def live_vectors(index: Index) -> SparseBatch:
         ids.extend(i for i, k in zip(seg.doc_ids, keep.tolist()) if k)
     m = sp.vstack(mats).tocsr() if mats else sp.csr_matrix((0, V))
     return SparseBatch.from_scipy(m, index.vocab, ids)
+
+
+def _merged_store(d: Directory, manifest: dict[str, Any], ids: list[str]) -> str | None:
+    """The merged segment's store: the live rows of ``ids`` (the merged doc order), read from the
+    current stores in chunks; ``None`` when the index has no texts."""
+    store = docstore.open_docstore(d.path, manifest)
+    if store is None:
+        return None
+
+    def rows() -> Iterator[tuple[str, str, str]]:
+        for a in range(0, len(ids), 2000):
+            got = store.get_many(ids[a:a + 2000])
+            yield from ((i, got[i]["title"], got[i]["text"]) for i in ids[a:a + 2000] if i in got)
+
+    try:
+        return docstore.write_docstore(d.path, rows(), ids=ids)
+    finally:
+        store.close()
 
 
 def merge(path: str | os.PathLike) -> dict[str, Any]:
@@ -211,8 +259,7 @@ def merge(path: str | os.PathLike) -> dict[str, Any]:
             raise InvalidInputError("cannot merge: the index has no live documents")
         name, meta = publish_segment(d, batch, quantization=manifest.get("quantization", "uint8"),
                                      codec=manifest.get("codec", "byte"))
-        new = dict(manifest, segments=[{"name": name, "n_docs": meta["n_docs"], "deletes": None}])
-        if manifest.get("docstore"):
-            new["docstore"] = docstore.write_docstore(d.path, (), base=d / manifest["docstore"], keep_only=batch.ids)
+        new = _without_legacy_store(manifest, [{"name": name, "n_docs": meta["n_docs"], "deletes": None,
+                                                "docstore": _merged_store(d, manifest, batch.ids)}])
         new["merged_at"] = time.time()
         return commit(d, new)
