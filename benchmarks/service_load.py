@@ -6,9 +6,18 @@ runs ``--clients`` concurrent HTTP clients (asyncio + httpx, keep-alive connecti
 reports throughput (QPS), latency percentiles, errors (non-200 answers and transport errors)
 and the server's resident memory (before, during (sampled every second) and after the load).
 
+With ``--bad-fraction F`` that share of the requests is bad, drawn in turn from :data:`BAD`
+(malformed JSON, out-of-range fields, unknown index/document/route, oversized body, a foreign
+``Host``, a write without token, ...): each must get its own 4xx, the good ones 200, and none a
+5xx (``unexpected`` lists any answer outside those).
+
     python benchmarks/service_load.py                         # SciFact BM25 index (built if missing)
     python benchmarks/service_load.py --index indexes/scifact-bm25 --index indexes/scifact-splade
+    python benchmarks/service_load.py --index /tmp/svc-bm25 --duration 60 --bad-fraction 0.3 \
+        --out benchmarks/results/service_load_mixed_60s.json
 
+The server's rate limiter is off by default here (``--rate-limit 0``: 32 clients on one address
+would otherwise be throttled as one client); the report records the server's limits.
 Defaults: 32 clients, 20 s, k=10, explanations and snippets on (what the web page asks for).
 Results are printed and written to ``benchmarks/results/service_load.json``.
 """
@@ -53,6 +62,35 @@ def ensure_index(collection: Path, out: Path) -> Path:
     return out
 
 
+#: bad requests, one per kind: (name, method, path, request kwargs, statuses expected)
+BAD: list[tuple[str, str, str, dict, tuple[int, ...]]] = [
+    ("malformed json", "POST", "/search", {"content": b'{"query": "cells", "k": '}, (422,)),
+    ("k zero", "POST", "/search", {"json": {"query": "cells", "k": 0}}, (422,)),
+    ("k huge", "POST", "/search", {"json": {"query": "cells", "k": 10 ** 12}}, (422,)),
+    ("empty query", "POST", "/search", {"json": {"query": "  "}}, (422,)),
+    ("query and vector", "POST", "/search", {"json": {"query": "a", "vector": {"a": 1}}}, (422,)),
+    ("unknown field", "POST", "/search", {"json": {"query": "cells", "topk": 3}}, (422,)),
+    ("unknown index", "POST", "/search", {"json": {"query": "cells", "indexes": ["nope"]}}, (404,)),
+    ("unknown mode", "POST", "/search", {"json": {"query": "cells", "mode": "fast"}}, (422,)),
+    ("no approximate index", "POST", "/search", {"json": {"query": "cells", "mode": "approximate"}}, (400,)),
+    ("vector NaN", "POST", "/search", {"content": b'{"vector": {"cell": NaN}}'}, (422,)),
+    ("vector negative", "POST", "/search", {"json": {"vector": {"cell": -1.0}}}, (422,)),
+    ("oversized query", "POST", "/search", {"json": {"query": "cells " * 400}}, (422,)),
+    ("oversized body", "POST", "/search", {"content": b'{"query": "' + b"a" * 300_000 + b'"}'}, (413,)),
+    ("binary garbage", "POST", "/search", {"content": bytes(range(256)) * 4}, (422,)),
+    ("deep nesting", "POST", "/search", {"content": b"[" * 5000 + b"]" * 5000}, (400, 422)),
+    ("not an object", "POST", "/search", {"json": ["cells"]}, (422,)),
+    ("explain unknown doc", "POST", "/explain", {"json": {"query": "cells", "doc_id": "no-such-doc"}}, (404,)),
+    ("explain no doc id", "POST", "/explain", {"json": {"query": "cells"}}, (422,)),
+    ("unknown document", "GET", "/documents/no-such-doc", {}, (404,)),
+    ("wrong method", "GET", "/search", {}, (405,)),
+    ("unknown route", "GET", "/no/such/route", {}, (404,)),
+    ("foreign host", "POST", "/search", {"json": {"query": "cells"}, "headers": {"host": "rebind.example"}}, (400,)),
+    ("write without token", "POST", "/documents", {"json": {"documents": [{"id": "x", "text": "y"}]}}, (401, 403)),
+    ("delete without token", "DELETE", "/documents/x", {}, (401, 403)),
+]
+
+
 def load_queries(collection: Path) -> list[str]:
     with open(collection / "queries.jsonl", encoding="utf-8") as f:
         return [json.loads(line)["text"] for line in f if line.strip()]
@@ -65,30 +103,52 @@ def rss_mb(pid: int) -> float:
 
 
 async def run_load(url: str, queries: list[str], clients: int, duration: float, k: int, explain: bool,
-                   server_pid: int) -> dict:
+                   server_pid: int, bad_fraction: float = 0.0) -> dict:
     import httpx
 
     lat: list[float] = []
+    bad_lat: list[float] = []
     statuses: dict[str, int] = {}
+    bad_statuses: dict[str, dict[str, int]] = {}
     errors: list[str] = []
+    unexpected: list[str] = []
     rss_series: list[float] = []
     deadline = time.perf_counter() + duration
     counter = iter(range(10 ** 12))
 
+    async def bad(c: httpx.AsyncClient, n: int):
+        name, method, path, kwargs, expect = BAD[n % len(BAD)]
+        kwargs = dict(kwargs)
+        if "content" in kwargs:
+            kwargs["headers"] = {"content-type": "application/json", **kwargs.get("headers", {})}
+        t = time.perf_counter()
+        r = await c.request(method, path, **kwargs)
+        bad_lat.append(time.perf_counter() - t)
+        per = bad_statuses.setdefault(name, {})
+        per[str(r.status_code)] = per.get(str(r.status_code), 0) + 1
+        return r, r.status_code in expect, name
+
+    async def good(c: httpx.AsyncClient, n: int):
+        t = time.perf_counter()
+        r = await c.post("/search", json={"query": queries[n % len(queries)], "k": k, "explain": explain})
+        if r.status_code == 200:
+            lat.append(time.perf_counter() - t)
+        return r, r.status_code == 200, "search"
+
     async def client(c: httpx.AsyncClient):
         while time.perf_counter() < deadline:
-            q = queries[next(counter) % len(queries)]
-            t = time.perf_counter()
+            n = next(counter)
+            is_bad = (n * 0.6180339887498949) % 1.0 < bad_fraction  # an even, deterministic spread
+            kind = BAD[n % len(BAD)][0] if is_bad else "search"
             try:
-                r = await c.post("/search", json={"query": q, "k": k, "explain": explain})
-                dt = time.perf_counter() - t
+                r, ok, name = await (bad(c, n) if is_bad else good(c, n))
                 statuses[str(r.status_code)] = statuses.get(str(r.status_code), 0) + 1
-                if r.status_code != 200:
+                if not ok:
+                    unexpected.append(f"{name}: {r.status_code}: {r.text[:200]}")
+                if r.status_code != 200 and not is_bad:
                     errors.append(f"{r.status_code}: {r.text[:200]}")
-                else:
-                    lat.append(dt)
-            except Exception as e:  # noqa: BLE001 - counted as an error
-                errors.append(f"{type(e).__name__}: {e}")
+            except Exception as e:  # noqa: BLE001 - counted as an error (a transport error, no status)
+                errors.append(f"{kind}: {type(e).__name__}: {e}")
 
     async def sampler():
         while time.perf_counter() < deadline:
@@ -100,11 +160,18 @@ async def run_load(url: str, queries: list[str], clients: int, duration: float, 
         t0 = time.perf_counter()
         await asyncio.gather(sampler(), *(client(c) for _ in range(clients)))
         wall = time.perf_counter() - t0
-    a = np.asarray(lat) * 1e3
+    a, b = np.asarray(lat) * 1e3, np.asarray(bad_lat) * 1e3
+    pct = (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))
+    total = sum(statuses.values())
     return {"requests_ok": len(lat), "errors": len(errors), "error_samples": errors[:5], "statuses": statuses,
             "wall_s": wall, "qps": len(lat) / wall,
-            "latency_ms": {p: float(np.percentile(a, q)) for p, q in
-                           (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))} if a.size else {},
+            "latency_ms": {p: float(np.percentile(a, q)) for p, q in pct} if a.size else {},
+            "requests_total": total, "total_rps": total / wall,
+            "bad_requests": len(bad_lat), "bad_fraction_sent": len(bad_lat) / max(total, 1),
+            "bad_latency_ms": {p: float(np.percentile(b, q)) for p, q in pct} if b.size else {},
+            "bad_statuses": bad_statuses,
+            "status_5xx": sum(v for s, v in statuses.items() if s.startswith("5")),
+            "unexpected": len(unexpected), "unexpected_samples": unexpected[:5],
             "rss_mb_during": rss_series}
 
 
@@ -117,6 +184,9 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=20.0)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--no-explain", dest="explain", action="store_false")
+    ap.add_argument("--bad-fraction", type=float, default=0.0, help="share of bad requests (e.g. 0.3)")
+    ap.add_argument("--rate-limit", type=float, default=0.0,
+                    help="the server's requests/s per client (0: off; all clients share one address here)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "service_load.json")
     args = ap.parse_args()
 
@@ -124,8 +194,9 @@ def main() -> None:
     queries = load_queries(args.collection)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    code = ("import sys; from sparsearch.service import serve; "
-            f"serve({[str(p) for p in indexes]!r}, host='127.0.0.1', port={port}, log_level='warning')")
+    code = ("import sys; from sparsearch.service import Limits, serve; "
+            f"serve({[str(p) for p in indexes]!r}, host='127.0.0.1', port={port}, log_level='warning', "
+            f"limits=Limits(rate_limit_per_s={args.rate_limit!r}))")
     server = subprocess.Popen([sys.executable, "-c", code], env=dict(os.environ, TOKENIZERS_PARALLELISM="false"))
     try:
         import httpx
@@ -143,7 +214,8 @@ def main() -> None:
             httpx.post(url + "/search", json={"query": q, "k": args.k}, timeout=30)
         rss_before = rss_mb(server.pid)
         load_before = os.getloadavg()
-        res = asyncio.run(run_load(url, queries, args.clients, args.duration, args.k, args.explain, server.pid))
+        res = asyncio.run(run_load(url, queries, args.clients, args.duration, args.k, args.explain, server.pid,
+                                   args.bad_fraction))
         rss_after = rss_mb(server.pid)
         stats = httpx.get(url + "/stats", timeout=10).json()
     finally:
@@ -154,11 +226,18 @@ def main() -> None:
     report = {
         "indexes": [str(p) for p in indexes], "n_docs": {n: s["n_live_docs"] for n, s in stats["indexes"].items()},
         "queries": len(queries), "clients": args.clients, "duration_s": args.duration, "k": args.k,
-        "explain": args.explain, **res,
+        "explain": args.explain, "bad_fraction": args.bad_fraction, "bad_kinds": [b[0] for b in BAD],
+        "server_limits": {k: stats["service"]["limits"][k] for k in
+                          ("rate_limit_per_s", "rate_limit_burst", "max_concurrent_searches", "workers",
+                           "max_body_bytes")},
+        "rate_limiter": "off (rate_limit_per_s=0)" if not args.rate_limit else f"{args.rate_limit}/s per client",
+        **res,
         "rss_mb": {"before": rss_before, "after": rss_after, "max_first_half": max(during[:half], default=None),
                    "max_second_half": max(during[half:], default=None), "samples": during},
         "server_side_latency_ms": stats["service"]["search_latency_ms"],
         "server_errors": {k: stats["service"][k] for k in ("client_errors", "server_errors")},
+        "server_counters": {k: v for k, v in stats["service"].items() if isinstance(v, int)},
+        "command": "python " + " ".join(sys.argv),
         "cpu_count": os.cpu_count(),
         # the machine may be shared: other processes' load skews every figure above
         "loadavg_1_5_15": {"before": load_before, "after": os.getloadavg()},
@@ -169,6 +248,8 @@ def main() -> None:
     print(f"{args.clients} clients x {res['wall_s']:.1f}s on loopback, {len(queries)} queries, k={args.k}, "
           f"explain={args.explain}: {res['qps']:.1f} QPS, p50 {lat.get('p50', float('nan')):.1f} ms, "
           f"p99 {lat.get('p99', float('nan')):.1f} ms, errors {res['errors']}, "
+          f"bad requests {res['bad_requests']} ({res['bad_fraction_sent']:.0%}), 5xx {res['status_5xx']}, "
+          f"unexpected {res['unexpected']}, statuses {res['statuses']}, "
           f"RSS {rss_before:.1f} -> {rss_after:.1f} MB (max first/second half "
           f"{report['rss_mb']['max_first_half']:.1f}/{report['rss_mb']['max_second_half']:.1f} MB); "
           f"load average before {load_before[0]:.1f} on {os.cpu_count()} cores")

@@ -36,7 +36,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from ..docstore import DocStore, SegmentedDocStore, open_docstore
+from ..docstore import DocStore
 from ..errors import (BackendError, CorruptIndexError, InvalidInputError, NotFoundError, SparsearchError,
                       UnsupportedError)
 from ..evaluation import to_run
@@ -81,6 +81,8 @@ class Limits:
     max_document_terms: int = 10_000  # terms of a document vector
     max_write_body_bytes: int = 8 * 2 ** 20  # body of POST /documents
     max_pending_writes: int = 4      # writes queued or running (one at a time); past it 429
+    keep_alive_s: int = 15           # idle keep-alive connections are closed after this (above the
+                                     # 5 s clients such as httpx keep them: no close/reuse race)
 
 
 # ------------------------------------------------------------------------------------ results
@@ -173,7 +175,7 @@ class Snapshot:
     """An immutable view of one index commit, with its lazily loaded encoder and approximate index."""
 
     index: Any
-    docstore: DocStore | SegmentedDocStore | None
+    docstore: DocStore | None
     generation: int
     key: tuple
     encoder: Any = None
@@ -262,7 +264,8 @@ class ServedIndex:
     def _open_once(self, old: Snapshot | None) -> Snapshot:
         key = _manifest_key(self.path)
         index = Index.open(self.path)  # follows a commit racing the open
-        store = open_docstore(self.path, index.manifest)  # the segments' stores, read as one
+        name = index.manifest.get("docstore")
+        store = DocStore(self.path / name) if name else None
         snap = Snapshot(index, store, int(index.manifest.get("generation", 0)), key)
         if old is not None and old.encoder is not None and all(
                 old.index.manifest.get(f) == index.manifest.get(f) for f in ("encoder", "encoder_state")):

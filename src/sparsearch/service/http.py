@@ -537,5 +537,7 @@ def serve(index_dirs: Sequence[str | os.PathLike], host: str = "127.0.0.1", port
     if host in WILDCARD_BINDS and "*" not in access.allowed_hosts:
         log.warning("listening on all interfaces: requests are answered only for the host names %s; add "
                     "--allowed-host NAME for each name clients use", ", ".join(access.allowed_hosts))
+    limits = limits or Limits()
     app = create_app(index_dirs, limits=limits, backends=backends, access=access)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False,
+                timeout_keep_alive=limits.keep_alive_s)
