@@ -36,7 +36,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from ..docstore import DocStore
+from ..docstore import DocStore, SegmentedDocStore, open_docstore
 from ..errors import (BackendError, CorruptIndexError, InvalidInputError, NotFoundError, SparsearchError,
                       UnsupportedError)
 from ..evaluation import to_run
@@ -175,7 +175,7 @@ class Snapshot:
     """An immutable view of one index commit, with its lazily loaded encoder and approximate index."""
 
     index: Any
-    docstore: DocStore | None
+    docstore: DocStore | SegmentedDocStore | None
     generation: int
     key: tuple
     encoder: Any = None
@@ -264,8 +264,7 @@ class ServedIndex:
     def _open_once(self, old: Snapshot | None) -> Snapshot:
         key = _manifest_key(self.path)
         index = Index.open(self.path)  # follows a commit racing the open
-        name = index.manifest.get("docstore")
-        store = DocStore(self.path / name) if name else None
+        store = open_docstore(self.path, index.manifest)  # the segments' stores, read as one
         snap = Snapshot(index, store, int(index.manifest.get("generation", 0)), key)
         if old is not None and old.encoder is not None and all(
                 old.index.manifest.get(f) == index.manifest.get(f) for f in ("encoder", "encoder_state")):
