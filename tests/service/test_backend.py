@@ -11,7 +11,7 @@ import pytest
 
 from sparsearch import fusion
 from sparsearch.errors import (BackendError, ConflictError, CorruptIndexError, InvalidInputError, NotFoundError,
-                               UnsupportedError)
+                               StorageError, UnsupportedError)
 from sparsearch.index import Index
 from sparsearch.index.approximate import ApproximateIndex, save_settings
 from sparsearch.searching import ApproxParams, ExactParams
@@ -114,20 +114,21 @@ def test_each_error_class_has_one_status(root):
     app = create_app([root / "bm25"], warm=False)
     errors = {"invalid": InvalidInputError("bad"), "missing": NotFoundError("gone"), "unsupported":
               UnsupportedError("no"), "conflict": ConflictError("exists"), "backend": BackendError("down"),
-              "corrupt": CorruptIndexError("broken"), "bug": RuntimeError("oops")}
+              "corrupt": CorruptIndexError("broken"), "storage": StorageError("idx/x: cannot write (read-only)"),
+              "bug": RuntimeError("oops")}
 
     def boom(kind: str):
         raise errors[kind]
 
     app.add_api_route("/boom/{kind}", boom, methods=["GET"])
     want = {"invalid": 400, "missing": 404, "unsupported": 400, "conflict": 409, "backend": 503, "corrupt": 503,
-            "bug": 500}
+            "storage": 503, "bug": 500}
     with TestClient(app, base_url="http://localhost", raise_server_exceptions=False) as c:
         for kind, status in want.items():
             r = c.get(f"/boom/{kind}")
             assert r.status_code == status and str(errors[kind]) in r.json()["error"], (kind, r.text)
         counters = c.get("/stats").json()["service"]
-        assert counters["server_errors"] == 3 and counters["client_errors"] == 4
+        assert counters["server_errors"] == 4 and counters["client_errors"] == 4
 
 
 def _functions(path: Path):

@@ -59,7 +59,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import (BackendError, ConflictError, CorruptIndexError, InvalidInputError, NotFoundError,
-                      SparsearchError, UnsupportedError)
+                      SparsearchError, StorageError, UnsupportedError)
 from .backend import Document, Explanation, Limits, SearchResult, SearchService, ServedIndex, WriteResult
 from .guard import WILDCARD_BINDS, Access, Gate, RateLimiter
 
@@ -73,6 +73,7 @@ __all__ = ["create_app", "serve", "request_models", "write_model", "STATUS", "Bo
 STATUS: tuple[tuple[type[Exception], int], ...] = (
     (BackendError, 503),        # Milvus failed or is unreachable (before NotFoundError: a dropped collection)
     (CorruptIndexError, 503),   # the index on disk is damaged: the server's problem, not the request's
+    (StorageError, 503),        # the filesystem refused a write (read-only, permission, disk full)
     (NotFoundError, 404),
     (ConflictError, 409),
     (UnsupportedError, 400),    # a mode or explanation an index cannot give
