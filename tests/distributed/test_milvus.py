@@ -249,8 +249,8 @@ def test_cli_export_and_serve_round_trip(tiny_beir, tmp_path, monkeypatch, torch
 
     served = milvus_backends(db)
     assert [s.name for s in served] == ["tiny_idx", "tiny_idx-dense"]
-    with TestClient(create_app(backends=served), raise_server_exceptions=False) as c, \
-            TestClient(create_app([out]), raise_server_exceptions=False) as local:
+    with TestClient(create_app(backends=served), base_url="http://localhost", raise_server_exceptions=False) as c, \
+            TestClient(create_app([out]), base_url="http://localhost", raise_server_exceptions=False) as local:
         q = {"query": "programming language compiler", "k": 3}
         got = c.post("/search", json=q | {"indexes": ["tiny_idx"]})
         want = local.post("/search", json=q)
