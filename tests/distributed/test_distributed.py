@@ -148,9 +148,10 @@ def test_one_and_two_workers_write_identical_segments(ray_bm25):
 
 
 def test_ray_index_scores_like_the_plain_index(ray_bm25, plain_bm25):
-    # one global scale and one global vocabulary: the segments quantize like the single segment
-    scales = {seg.scale for seg in ray_bm25[2].segments}
-    assert scales == {plain_bm25.segments[0].scale}
+    # one global grid per term and one global vocabulary: the segments quantize like the single
+    # segment (issue 15 item 1: per-term scales, the maxima merged over the shards)
+    for seg in ray_bm25[2].segments:
+        np.testing.assert_array_equal(seg.term_scale, plain_bm25.segments[0].term_scale[:seg.n_terms])
     assert ray_bm25[2].vocab.terms == plain_bm25.vocab.terms
     assert ray_bm25[2].doc_ids == plain_bm25.doc_ids
     enc = plain_bm25.load_encoder()

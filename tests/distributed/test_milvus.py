@@ -92,12 +92,14 @@ def test_recall_at_10_is_1_and_scores_match_exact(index, backend):
     assert ((docs >= 0).sum(axis=1) == n_valid).all()
     # the same score at every rank (tied documents may swap), and each document's own score
     valid = exact_d[:, :10] >= 0
-    np.testing.assert_allclose(scores[valid], exact_s[:, :10][valid], rtol=1e-5)
+    # (rtol 1e-4: exact search snaps the scaled query weights, x each term's 8-bit step, to one grid
+    # per query, issue 15 item 1; Milvus scores the float dequantized weights)
+    np.testing.assert_allclose(scores[valid], exact_s[:, :10][valid], rtol=1e-4)
     lookup = [dict(zip(d.tolist(), s.tolist())) for d, s in zip(exact_d, exact_s)]
     for qi in range(len(qs)):
         for d, s in zip(docs[qi].tolist(), scores[qi].tolist()):
             if d >= 0:
-                assert s == pytest.approx(lookup[qi][d], rel=1e-5)
+                assert s == pytest.approx(lookup[qi][d], rel=1e-4)  # see above: one snapping grid per query
     deleted = {index.doc_ids.index(i) for i in ("d3", "d100", "d599", "n0", "n39")}
     assert not deleted & set(docs.ravel().tolist())
 

@@ -27,15 +27,24 @@ def random_batch(rng, n_docs, n_terms, density, integer=False, prefix="d"):
 
 
 def brute_force(index: Index, queries: SparseBatch, k: int):
-    """Top-k by scipy on the index's own quantized impacts and snapped query weights."""
+    """Top-k by scipy on the index's own quantized impacts and snapped query weights (each
+    query weight times its term's scale, as the segment's kernels take them), checked against
+    the float dot product with the dequantized weights."""
     seg = index.segments[0]
     D = seg.impact_matrix(index.n_terms)
     qi, qt, qw = index.prepare_queries(queries)
-    qw = snap_rows(qi, qw)
+    raw = qw
+    qw = snap_rows(qi, index.segment_weights(seg, qi, qt, qw))  # snap_rows: as the kernels do
     keep = qt >= 0
     rows = np.repeat(np.arange(len(queries)), np.diff(qi))
     Q = sp.csr_matrix((qw[keep], (rows[keep], qt[keep])), shape=(len(queries), index.n_terms))
-    S = (Q @ D.T).toarray() * seg.scale
+    S = (Q @ D.T).toarray() * seg.score_scale
+    Q0 = sp.csr_matrix((raw[keep], (rows[keep], qt[keep])), shape=(len(queries), index.n_terms))
+    W = seg.weight_matrix(index.n_terms)
+    scaled = np.abs(seg.query_weights(qt, raw))  # snapping moves each by <= 2**-21 of the row's largest
+    slack = [2.0**-19 * 255 * (b - a) * (scaled[a:b].max() if b > a else 0.0) for a, b in zip(qi[:-1], qi[1:])]
+    ref = (Q0 @ W.T).toarray()
+    assert np.all(np.abs(S - ref) <= np.array(slack)[:, None] * seg.score_scale + 1e-6 * np.abs(ref))
     out = []
     for row in S:
         docs = np.nonzero(row > 0)[0]
@@ -163,14 +172,22 @@ def test_non_finite_query_weights_are_refused(tmp_path, rng):
 
 
 def test_quantization_error_is_bounded(tmp_path, rng):
+    """Per-term grids: a weight moves by at most half a step of its term's grid, or (a weight
+    under half a step, stored as one step) by less than one step; none is dropped."""
     docs = random_batch(rng, 500, 30, 0.2)
+    docs.values[::7] *= 1e-3  # weights far below their terms' maxima
     index = build_index(docs, tmp_path / "idx")
     seg = index.segments[0]
-    D = seg.impact_matrix(30).toarray() * seg.scale
+    D = seg.weight_matrix(30).toarray()
     ref = docs.to_scipy().toarray()
-    kept = D > 0
-    assert np.abs(D[kept] - ref[kept]).max() <= seg.scale / 2 + 1e-6
-    assert np.all(ref[~kept] < seg.scale / 2 + 1e-6)  # only weights rounding to 0 are dropped
+    step = np.broadcast_to(np.asarray(seg.term_scale), D.shape)
+    assert ((D > 0) == (ref > 0)).all()  # every posting kept
+    big = ref >= step / 2
+    assert np.all(np.abs(D - ref)[big] <= step[big] / 2 * (1 + 1e-9))
+    assert np.all((D == step)[(ref > 0) & ~big])  # the floor: one step
+    assert seg.meta["version"] == segment_mod.SEGMENT_VERSION == 2
+    with pytest.raises(UnsupportedError, match="per-term scales"):
+        seg.scale
 
 
 def test_query_terms_matched_by_string_unknown_dropped(tmp_path):
@@ -302,6 +319,7 @@ def test_k_and_params_validation(tmp_path, rng):
     for bad_k in (0, -3, 2.5, True):
         with pytest.raises(InvalidInputError, match="k must be"):
             index.search(q, bad_k)
+    assert index.search(q, 10**12)[1].shape == (1, 20)  # clamped to the documents (issue 15 item 7)
     with pytest.raises(UnsupportedError, match="ApproximateIndex"):
         index.search(q, 5, ApproxParams())
     with pytest.raises(UnsupportedError):
@@ -319,7 +337,6 @@ def test_docnum_and_explain_errors(tmp_path, rng):
     with pytest.raises(NotFoundError, match="nope"):
         index.docnum("nope")
     with pytest.raises(InvalidInputError):
-    assert index.search(q, 10**12)[1].shape == (1, 20)  # clamped to the documents (issue 15 item 7)
         index.explain(random_batch(rng, 1, 5, 1.0, prefix="q"), 20)
     with pytest.raises(InvalidInputError, match="no encoder"):
         index.load_encoder()

@@ -13,10 +13,11 @@ index. Everything a segment depends on beyond its own documents is made global f
 2. **encoding**: every worker loads the fitted encoder from its ``config()`` and saved state (what
    an index stores anyway, so no pickling of tokenizers or stemmers) and encodes its shards; the
    vectors stay in Ray's object store, the driver only receives per-shard sizes and maxima.
-3. **vocabulary and scale**: shard vocabularies are merged in shard order (with a fitted BM25 or a
-   tokenizer they are all one vocabulary) and uint8 impacts use one global
-   ``scale = max weight / 255``: a segment quantized with its own maximum would score
-   differently from the same documents in a one-segment index.
+3. **vocabulary and grid**: shard vocabularies are merged in shard order (with a fitted BM25 or a
+   tokenizer they are all one vocabulary) and uint8 impacts use one global grid per term,
+   ``term_scale[t] = max weight of t over all shards / 255`` (workers report their shards'
+   per-term maxima): a segment quantized with its own maxima would score differently from
+   the same documents in a one-segment index.
 4. **segments**: the worker that encoded a shard inverts and compresses it (its vectors are local
    to it) and writes the segment into the index directory, aside then renamed; the driver
    commits one manifest naming the segments in shard order, with the vocabulary, the encoder
@@ -41,7 +42,7 @@ import numpy as np
 from ..encoders import load_encoder, pack_state, unpack_state
 from ..encoders.base import SparseEncoder
 from ..errors import BackendError, InvalidInputError
-from ..index.builder import check_documents, check_settings, new_manifest, publish_segment, quantize
+from ..index.builder import check_documents, check_settings, new_manifest, publish_segment, term_maxima
 from ..index.manifest import check_target, commit
 from ..index.searcher import Index
 from ..index.storage import Directory
@@ -128,8 +129,7 @@ class ShardWorker:
         digest = _digest(batch.vocab.terms)
         if digest not in self._vocabs:
             self._vocabs[digest] = (batch.vocab, [ray.put(batch.vocab.terms)])
-        summary = {"n_docs": len(batch), "nnz": batch.nnz,
-                   "max_weight": float(batch.values.max()) if batch.nnz else 0.0,
+        summary = {"n_docs": len(batch), "nnz": batch.nnz, "term_max": term_maxima(batch),
                    "vocab": digest, "vocab_ref": self._vocabs[digest][1], "seconds": time.perf_counter() - t0}
         return (batch.indptr, batch.indices, batch.values, list(batch.ids or [])), summary
 
@@ -141,8 +141,10 @@ class ShardWorker:
         return self._vocabs[digest][0]
 
     def build(self, vectors: Vectors, vocab: tuple[str, list[Any]], target: tuple[str, list[Any]] | None,
-              directory: str, quantization: str, scale: float, codec: str) -> tuple[str, dict[str, Any]]:
-        """Invert, quantize (with the global ``scale``) and write one segment into ``directory``.
+              directory: str, quantization: str, term_scale: np.ndarray | None, codec: str
+              ) -> tuple[str, dict[str, Any]]:
+        """Invert, quantize (on the global per-term grid ``term_scale``, indexed by global term
+        ids) and write one segment into ``directory``.
 
         ``vocab`` is the shard's vocabulary as ``(digest, [object ref])``; ``target`` the global
         vocabulary when the shard's is not a prefix of it (its term ids are then remapped).
@@ -153,7 +155,7 @@ class ShardWorker:
         batch = SparseBatch(indptr, indices, values, self._vocab(*vocab), ids)
         if target is not None:
             batch = batch.remap(self._vocab(*target), unknown="error")
-        return publish_segment(directory, batch, quantization=quantization, codec=codec, scale=scale)
+        return publish_segment(directory, batch, quantization=quantization, codec=codec, term_scale=term_scale)
 
 
 def _dispatch(ray: Any, actors: list[Any], calls: list[tuple[str, tuple, int]], *, pin: list[int] | None = None,
@@ -295,13 +297,13 @@ def build_index_ray(
                     part = vectors[a:b]
                     vec_refs.append(ray.put((part.indptr, part.indices, part.values, ids[a:b])))
                     summaries.append({"n_docs": b - a, "nnz": part.nnz, "vocab": digest, "vocab_ref": vocab_box,
-                                      "max_weight": float(part.values.max()) if part.nnz else 0.0})
+                                      "term_max": term_maxima(part)})
                 where = []
             seconds["encode"] = time.perf_counter() - t
             t = time.perf_counter()
             vocab, targets = _global_vocabulary(ray, summaries)
-            gmax = max(s["max_weight"] for s in summaries)
-            scale = quantize(np.array([gmax], np.float32), quantization)[1]  # the one-segment arithmetic
+            # the one-segment arithmetic: each term's largest weight / 255, over the whole corpus
+            scale = ray.put(_global_term_maxima(ray, summaries, vocab) / 255.0) if quantization == "uint8" else None
             calls = [("build", (vec_refs[i], (s["vocab"], s["vocab_ref"]), targets[s["vocab"]], str(path),
                                 quantization, scale, codec), 1) for i, s in enumerate(summaries)]
             del vec_refs
@@ -320,7 +322,8 @@ def build_index_ray(
                                 extra=extra, documents=documents)
         seconds["commit"] = time.perf_counter() - t
         manifest["distributed"] = {"shard_size": shard_size, "n_shards": len(bounds), "workers": workers,
-                                   "threads_per_worker": threads_per_worker, "scale": scale, "seconds": seconds}
+                                   "threads_per_worker": threads_per_worker, "grid": "per-term, global",
+                                   "seconds": seconds}
         manifest["build_seconds"] = time.perf_counter() - t0
         commit(path, manifest, vocab)
     return Index.open(path)
@@ -338,6 +341,21 @@ def _fit(ray: Any, actors: list[Any], encoder: Any, texts: list[str], shards: li
     _, parts, _ = _dispatch(ray, actors, [("statistics", (s,), 1) for s in shards], desc="statistics",
                             progress=progress)
     encoder.fit_statistics(parts)
+
+
+def _global_term_maxima(ray: Any, summaries: list[dict[str, Any]], vocab: Vocabulary) -> np.ndarray:
+    """Largest weight of every term of the global ``vocab`` over all shards (their ``term_max``,
+    over their own vocabularies, mapped by term string)."""
+    out = np.zeros(len(vocab), np.float64)
+    ids: dict[str, np.ndarray] = {}
+    for s in summaries:
+        if s["vocab"] not in ids:
+            terms = ray.get(s["vocab_ref"][0])
+            ids[s["vocab"]] = np.fromiter((vocab.get(t) for t in terms), np.int64, len(terms))
+        m = np.asarray(s["term_max"], np.float64)
+        g = ids[s["vocab"]][:len(m)]  # distinct ids: one vocabulary maps each term once
+        out[g] = np.maximum(out[g], m)
+    return out
 
 
 def _global_vocabulary(ray: Any, summaries: list[dict[str, Any]]

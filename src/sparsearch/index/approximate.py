@@ -38,8 +38,8 @@ Query time (:class:`~sparsearch.searching.ApproxParams`)
         scored exactly (full query, all terms) against the *forward index*.
 
 Storage (all arrays; ``memory_bytes()`` is their total): the forward index (CSR of every
-document: ``uint16`` term ids when the vocabulary allows, the index's 8-bit impacts, one
-scale per document), the blocked lists (``uint32`` doc ids, and next to each a ``uint64``
+document: ``uint16`` term ids when the vocabulary allows, 8-bit impacts on one per-term grid
+``term_scale``, and one scale per document), the blocked lists (``uint32`` doc ids, and next to each a ``uint64``
 locator of the document's forward vector: offset and length, as Seismic packs them), and the summaries
 grouped by component as in Seismic's quantized summaries, per run of at most 256 blocks of a
 list (a *summary group*): ``uint8`` block numbers and values, ``uint16`` entry offsets, a
@@ -58,6 +58,17 @@ it). Query settings chosen by :func:`tune` can be saved in ``INDEX/settings.json
 With ``n_postings >= the longest list``, ``summary_energy=1``, ``query_cut >= query length``
 and ``heap_factor=1`` the summary scores are upper bounds of every document score in their
 block and the search returns the exact top-k (up to ties at the k-th score).
+
+Quantization: an index of per-term scaled segments (segment format 2) is copied onto one
+per-term grid, ``term_scale[t]`` = the largest of the segments' scales of ``t``; the query
+weights absorb it (``weight x term_scale[term]``, as exact search does per segment) and
+``doc_scale`` is 1. When all segments share their grid (one segment, a distributed build, a
+merged index) the impacts are the segments' own and scores equal exact search bit for bit;
+segments on different grids (added by updates) are re-quantized onto the common one (a
+weight moves by at most half a step of its term's grid; none becomes 0). Static pruning
+(the global threshold) and the clustering sketches compare the dequantized weights; the
+summaries are in grid units, like the forward values they bound. An index of version-1
+segments (one scale each) keeps ``term_scale`` empty and a scale per document.
 """
 
 from __future__ import annotations
@@ -80,14 +91,16 @@ from ..vectors import SparseBatch
 from . import kernels
 from . import kernels_approx as ka
 from .manifest import read_manifest
-from .searcher import Index
+from .searcher import Index, snap_multipliers
+from .segment import common_term_scale
 from .storage import Directory, read_arrays, read_json, read_versioned_json, write_arrays
 
 __all__ = ["ApproximateIndex", "ApproxBuildParams", "GlobalPruning", "FixedPruning", "tune", "save_settings",
            "load_settings", "POINTER", "SETTINGS"]
 
 APPROX_FORMAT = "sparsearch-approximate"
-APPROX_VERSION = 3  # 2: forward locators next to the blocked postings; 3: summary groups
+APPROX_VERSION = 4  # 2: forward locators next to the blocked postings; 3: summary groups; 4: term_scale
+READ_VERSIONS = (3, 4)
 POINTER = "approximate.json"
 HEADER = "segment.json"  # inside approx-<id>/: the arrays' dtypes, shapes, sizes, checksums and the build meta
 SETTINGS = "settings.json"
@@ -96,8 +109,9 @@ SETTINGS_VERSION = 1
 SUMMARY_ARRAYS = ("term_group_ptr", "group_block_ptr", "group_comp_ptr", "group_term_ptr", "group_word_ptr",
                   "comp_terms", "dir_words", "dir_rank", "comp_start", "group_ent_ptr", "ent_block", "ent_val",
                   "sum_scale")
-ARRAYS = ("fwd_ptr", "fwd_terms", "fwd_vals", "doc_scale", "term_block_ptr", "block_doc_ptr", "block_docs",
-          "block_fwd", *SUMMARY_ARRAYS)
+ARRAYS_V3 = ("fwd_ptr", "fwd_terms", "fwd_vals", "doc_scale", "term_block_ptr", "block_doc_ptr", "block_docs",
+             "block_fwd", *SUMMARY_ARRAYS)
+ARRAYS = (*ARRAYS_V3, "term_scale")
 
 
 # ------------------------------------------------------------------ build parameters
@@ -212,10 +226,21 @@ def _index_identity(index) -> dict[str, Any]:
             "segments": [s["name"] for s in index.manifest["segments"]], "n_docs": index.n_docs}
 
 
-def _forward_from_index(index) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The index's postings in document order: ``(fwd_ptr, fwd_terms, fwd_vals, doc_scale)``."""
+def _common_grid(index) -> np.ndarray | None:
+    """The per-term grid of the forward index (``segment.common_term_scale``); ``None`` when every
+    segment is of version 1 (the forward index then keeps a scale per document)."""
+    if all(seg.term_scale is None for seg in index.segments):
+        return None
+    return common_term_scale(index.segments, index.n_terms)
+
+
+def _forward_from_index(index) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """The index's postings in document order: ``(fwd_ptr, fwd_terms, fwd_vals, doc_scale,
+    term_scale)`` (``term_scale`` from :func:`_common_grid`; the impacts of a segment on another
+    grid are re-quantized onto it, never to 0)."""
     V = index.n_terms
     term_dtype = np.uint16 if V <= 1 << 16 else np.int32
+    grid = _common_grid(index)
     ptrs, terms, vals, scales = [np.zeros(1, np.int64)], [], [], []
     off = 0
     for seg in index.segments:
@@ -225,10 +250,31 @@ def _forward_from_index(index) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
         ptrs.append(p[1:] + off)
         off += int(p[-1])
         terms.append(t.astype(term_dtype))
+        if grid is None:
+            scales.append(np.full(seg.n_docs, seg.scale, np.float64))
+        else:
+            own = seg.term_scales(np.arange(seg.n_terms))
+            ratio = own / np.where(grid[:seg.n_terms] > 0, grid[:seg.n_terms], 1.0)
+            if v.dtype == np.uint8 and not np.all(ratio[np.diff(seg.term_post_ptr) > 0] == 1.0):
+                v = np.clip(np.rint(v * ratio[t]), 1, 255).astype(np.uint8)
+            scales.append(np.ones(seg.n_docs, np.float64))
         vals.append(np.asarray(v))
-        scales.append(np.full(seg.n_docs, seg.scale, np.float64))
     cat = (lambda xs, dt: np.concatenate(xs) if xs else np.zeros(0, dt))
-    return (np.concatenate(ptrs), cat(terms, term_dtype), cat(vals, np.uint8), cat(scales, np.float64))
+    val_dtype = index.segments[0].impacts.dtype if index.segments else np.uint8
+    return (np.concatenate(ptrs), cat(terms, term_dtype), cat(vals, val_dtype), cat(scales, np.float64), grid)
+
+
+def _dequantized(terms: np.ndarray | None, vals: np.ndarray, grid: np.ndarray | None) -> np.ndarray:
+    """``vals`` (of the terms ``terms``) times their terms' grid steps, as float32 (the
+    weights they stand for, for pruning and clustering decisions); ``vals`` itself without a grid."""
+    if grid is None:
+        return vals
+    out = np.empty(len(vals), np.float32)
+    step = 1 << 22
+    for a in range(0, len(vals), step):
+        b = min(len(vals), a + step)
+        np.multiply(vals[a:b], grid[terms[a:b]], out=out[a:b], casting="unsafe")
+    return out
 
 
 GROUP_BLOCKS = 256  # blocks per summary group: a block's number within its group fits a byte
@@ -307,6 +353,11 @@ class ApproximateIndex:
         for name in ARRAYS:
             setattr(self, name, arrays[name])
         self._n_docs = len(self.fwd_ptr) - 1
+        if len(self.term_scale) not in (0, len(self.term_block_ptr) - 1):
+            raise CorruptIndexError(f"{path}: {len(self.term_scale)} term scales for {len(self.term_block_ptr) - 1} "
+                                    f"lists (corrupt approximate index)")
+        # query-weight multipliers (the grid, then 0 for unknown terms); None: weights as given
+        self._qscale = np.append(self.term_scale, 0.0) if len(self.term_scale) else None
         #: the document scales as the kernels take them: one entry when every document shares
         #: one quantization grid (one segment, or segments on one grid), else ``doc_scale``
         #: itself (n_docs,): one scale per document
@@ -332,16 +383,21 @@ class ApproximateIndex:
         t0 = time.perf_counter()
         nch = _n_chunks(threads)
         V = index.n_terms
-        fwd_ptr, fwd_terms, fwd_vals, doc_scale = _forward_from_index(index)
+        fwd_ptr, fwd_terms, fwd_vals, doc_scale, grid = _forward_from_index(index)
         post_ptr, post_docs, post_vals = kernels.invert(fwd_ptr, fwd_terms, fwd_vals, V)
         pruning = params.pruning
-        if isinstance(pruning, GlobalPruning):
-            keep = ka.global_keep(post_ptr, post_vals, doc_scale, post_docs, pruning.n_postings, pruning.max_fraction)
+        if isinstance(pruning, GlobalPruning):  # one threshold over all lists: on the weights
+            post_terms = np.repeat(np.arange(V, dtype=np.int64), np.diff(post_ptr)) if grid is not None else None
+            keep = ka.global_keep(post_ptr, _dequantized(post_terms, post_vals, grid), doc_scale, post_docs,
+                                  pruning.n_postings, pruning.max_fraction)
+            del post_terms
         else:
             keep = np.full(V, pruning.n_postings, np.int64)
+        # (within one list the grid step is one constant: impacts order the postings like weights)
         list_ptr, list_docs = ka.prune_lists(post_ptr, post_docs, post_vals, doc_scale, keep)
         del post_ptr, post_docs, post_vals
-        sk_ptr, sk_terms, sk_vals = ka.doc_sketches(fwd_ptr, fwd_terms, fwd_vals, doc_scale, params.doc_cut)
+        sk_ptr, sk_terms, sk_vals = ka.doc_sketches(fwd_ptr, fwd_terms, _dequantized(fwd_terms, fwd_vals, grid),
+                                                    doc_scale, params.doc_cut)
         assign = ka.cluster_lists(list_ptr, list_docs, sk_ptr, sk_terms, sk_vals, V, params.centroid_fraction,
                                   params.min_cluster_size, params.kmeans_iterations, params.doc_cut, params.seed, nch)
         del sk_ptr, sk_terms, sk_vals
@@ -374,6 +430,7 @@ class ApproximateIndex:
             raise InvalidInputError(f"a document has more than {(1 << ka.LOC_BITS) - 1} non-zero entries")
         block_fwd = ka.forward_locators(block_docs, fwd_ptr)
         arrays = {"fwd_ptr": fwd_ptr, "fwd_terms": fwd_terms, "fwd_vals": fwd_vals, "doc_scale": doc_scale,
+                  "term_scale": grid if grid is not None else np.zeros(0, np.float64),
                   "term_block_ptr": term_block_ptr, "block_doc_ptr": block_doc_ptr, "block_docs": block_docs,
                   "block_fwd": block_fwd,
                   **summaries, "sum_scale": sum_scale}
@@ -424,13 +481,14 @@ class ApproximateIndex:
         root = Path(index.path)
         if not (root / POINTER).exists():
             raise NotFoundError(f"{root} has no approximate index; build it with `sparsearch build-approx {root}`")
-        ptr = read_versioned_json(root, POINTER, APPROX_FORMAT, APPROX_VERSION, "approximate index")
+        ptr = read_versioned_json(root, POINTER, APPROX_FORMAT, READ_VERSIONS, "approximate index")
         if ptr.get("index") != _index_identity(index):
             raise CorruptIndexError(f"{root}: the approximate index was built from another commit of the index "
                                     f"(stale); rebuild it with `sparsearch build-approx {root}`")
         d = root / ptr["dir"]
         meta = read_json(d / HEADER, "approximate index metadata")
-        arrays = read_arrays(d, meta, ARRAYS, mmap=mmap, verify=verify)
+        arrays = read_arrays(d, meta, ARRAYS if ptr["version"] >= 4 else ARRAYS_V3, mmap=mmap, verify=verify)
+        arrays.setdefault("term_scale", np.zeros(0, np.float64))  # version 3: no per-term grid
         # indexes saved by earlier versions stamped the header as a segment's ("kind", "approx_version")
         meta = {k: v for k, v in meta.items() if k not in ("files", "format", "version", "kind", "approx_version")}
         try:
@@ -466,7 +524,7 @@ class ApproximateIndex:
         return self.memory_bytes() / max(self.n_docs, 1)
 
     def stats(self) -> dict[str, Any]:
-        fwd = sum(getattr(self, n).nbytes for n in ("fwd_ptr", "fwd_terms", "fwd_vals", "doc_scale"))
+        fwd = sum(getattr(self, n).nbytes for n in ("fwd_ptr", "fwd_terms", "fwd_vals", "doc_scale", "term_scale"))
         inv = sum(getattr(self, n).nbytes for n in ("term_block_ptr", "block_doc_ptr", "block_docs", "block_fwd"))
         summ = sum(getattr(self, n).nbytes for n in SUMMARY_ARRAYS)
         nb_ = len(self.block_doc_ptr) - 1
@@ -539,6 +597,18 @@ class ApproximateIndex:
         q_indptr, terms, weights = self.index.prepare_queries(queries, params.unknown)
         return self.search_prepared(q_indptr, terms, weights, k, params)
 
+    def query_weights(self, terms: np.ndarray, weights: np.ndarray, q_indptr: np.ndarray | None = None
+                      ) -> np.ndarray:
+        """Query weights as the kernels take them (CSR rows ``q_indptr``; default one row): times
+        their term's grid step (0 for unknown terms), so that ``sum(weight x impact)`` is the
+        dequantized dot product, and snapped as exact search snaps them
+        (:meth:`Index.segment_weights`); as given for an index without a per-term grid."""
+        if self._qscale is None:
+            return weights
+        ref = weights * self._qscale[np.minimum(terms, len(self._qscale) - 1)]
+        grid = snap_multipliers(np.array([0, len(terms)]) if q_indptr is None else q_indptr, ref)
+        return np.round(ref * grid) / grid
+
     def search_run(self, queries: SparseBatch, k: int = 1000, params: ApproxParams | ExactParams | None = None
                    ) -> dict[str, dict[str, float]]:
         """Search and return a run ``{query_id: {doc_id: score}}`` (as ``Index.search_run``)."""
@@ -548,6 +618,7 @@ class ApproximateIndex:
                         params: ApproxParams) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`search` for queries already mapped to index term ids (``Index.prepare_queries``);
         ``k`` >= 1 (results are ``min(k, n_docs)`` wide), ``params`` already checked."""
+        weights = self.query_weights(terms, weights, q_indptr)
         nq = len(q_indptr) - 1
         kk = min(k, max(self._n_docs, 1))
         query_cut, heap_factor, threads = int(params.query_cut), float(params.heap_factor), params.threads

@@ -31,7 +31,8 @@ QUANTIZATIONS = ("uint8", "float32")
 # Doc-id codecs (kernels module docstring): "byte" rounds block widths to 8/16/32 bits for speed.
 CODECS = ("byte", "bitpack")
 
-__all__ = ["INDEX_FORMAT", "INDEX_VERSION", "QUANTIZATIONS", "CODECS", "build_index", "quantize", "check_settings",
+__all__ = ["INDEX_FORMAT", "INDEX_VERSION", "QUANTIZATIONS", "CODECS", "build_index", "quantize", "quantize_postings",
+           "term_scales", "term_maxima", "check_settings",
            "check_documents", "build_segment", "publish_segment", "new_segment_name", "save_encoder_state",
            "new_manifest", "commit", "read_manifest"]
 
@@ -55,11 +56,10 @@ def check_documents(ids: Sequence[str], values: np.ndarray | None = None) -> Non
 
 
 def quantize(values: np.ndarray, quantization: str, scale: float | None = None) -> tuple[np.ndarray, float]:
-    """Map float weights to impacts.
-
-    ``uint8``: linear quantization ``round(w / scale)`` with ``scale = max(w) / 255`` (weights
-    that round to 0 are dropped by the inverter). ``float32``: weights kept as they are.
-    Returns ``(impacts, scale)``; a score is ``sum(query_weight * impact) * scale``.
+    """One linear 8-bit grid for all ``values`` (the version-1 segment scheme, kept for callers):
+    ``round(w / scale)``, ``scale = max(w) / 255``; weights below ``scale / 2`` become 0.
+    Segments are quantized per term (:func:`quantize_postings`). ``float32``: weights as they are.
+    Returns ``(impacts, scale)``.
     """
     if quantization == "float32":
         return np.asarray(values, np.float32), 1.0
@@ -70,6 +70,65 @@ def quantize(values: np.ndarray, quantization: str, scale: float | None = None) 
         scale = mx / 255.0 if mx > 0 else 1.0
     q = np.rint(np.asarray(values, np.float64) / scale)
     return np.clip(q, 0, 255).astype(np.uint8), float(scale)
+
+
+def term_scales(post_ptr: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Per-term 8-bit step of postings in term order (``post_ptr`` as ``kernels.invert`` makes
+    it): ``max weight of the term / 255`` (float64), 0 for a term without postings."""
+    counts = np.diff(post_ptr)
+    out = np.zeros(len(counts), np.float64)
+    nonempty = counts > 0
+    if nonempty.any():
+        out[nonempty] = np.maximum.reduceat(np.asarray(values), post_ptr[:-1][nonempty]).astype(np.float64) / 255.0
+    return out
+
+
+def term_maxima(batch: SparseBatch) -> np.ndarray:
+    """Largest weight of each term of ``batch.vocab`` over the batch (float64, 0 where none):
+    what a distributed build merges (a maximum over shards) into one grid per term."""
+    post_ptr, _, post_vals = kernels.invert(batch.indptr, batch.indices, np.asarray(batch.values, np.float32),
+                                            len(batch.vocab))
+    return term_scales(post_ptr, post_vals) * 255.0
+
+
+_CHUNK = 1 << 20  # postings quantized per numpy pass (bounds the temporaries)
+
+
+def quantize_postings(post_ptr: np.ndarray, values: np.ndarray, quantization: str,
+                      scales: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Impacts of positive weights in term order, and each term's scale.
+
+    ``uint8``: every term on its own grid, ``impact = clip(round(w / scales[t]), 1, 255)`` with
+    ``scales[t] = max weight of t / 255`` (:func:`term_scales`) unless given (e.g. one grid
+    shared by the shards of a distributed build, kept as given for every term; each must be > 0
+    where the term has postings, and at least its largest weight / 255 or the weight is clipped
+    to 255 steps). A weight > 0
+    never becomes 0: one far larger than the rest of its term's weights (an outlier) costs them
+    resolution, not their postings. ``float32``: weights as they are, scales 1.
+    """
+    V = len(post_ptr) - 1
+    if quantization == "float32":
+        return np.asarray(values, np.float32), np.ones(V, np.float64)
+    if quantization != "uint8":
+        raise InvalidInputError(f"unknown quantization {quantization!r}; use one of {QUANTIZATIONS}")
+    counts = np.diff(post_ptr)
+    if scales is None:
+        scales = term_scales(post_ptr, values)
+    else:
+        scales = np.asarray(scales, np.float64)[:V]
+        if len(scales) < V or not (np.isfinite(scales) & ((scales > 0) | (counts == 0))).all():
+            raise InvalidInputError("term scales must be finite and > 0 for every term with postings")
+    out = np.empty(len(values), np.uint8)
+    t = 0
+    while t < V:  # runs of whole terms of about _CHUNK postings
+        u = max(t + 1, int(np.searchsorted(post_ptr, post_ptr[t] + _CHUNK, side="right")) - 1)
+        u = min(u, V)
+        a, b = int(post_ptr[t]), int(post_ptr[u])
+        if b > a:
+            step = np.repeat(scales[t:u], counts[t:u])
+            out[a:b] = np.clip(np.rint(np.asarray(values[a:b], np.float64) / step), 1, 255)
+        t = u
+    return out, scales
 
 
 def _collect(batches: SparseBatch | Iterable[SparseBatch], progress: bool) -> SparseBatch:
@@ -90,34 +149,38 @@ def _collect(batches: SparseBatch | Iterable[SparseBatch], progress: bool) -> Sp
 
 
 def build_segment(
-    batch: SparseBatch, directory: Path, *, quantization: str = "uint8", scale: float | None = None,
+    batch: SparseBatch, directory: Path, *, quantization: str = "uint8", term_scale: np.ndarray | None = None,
     codec: str = "byte",
 ) -> dict[str, Any]:
     """Invert, quantize and compress ``batch`` into a new segment directory; returns its metadata.
 
     ``directory`` must not exist (call it through :func:`publish_segment`). ``codec`` is
     ``"byte"`` (block widths of 8/16/32 bits, fastest) or ``"bitpack"`` (smallest widths,
-    fewer posting bytes); searchers read both. ``scale``: the uint8 quantization step to use
-    (default: the batch's largest weight / 255).
+    fewer posting bytes); searchers read both. ``term_scale``: the per-term uint8 steps to use,
+    indexed by the batch's term ids (default: each term's largest weight / 255; see
+    :func:`quantize_postings`).
     """
     check_settings(quantization, codec)
     if batch.ids is None:
         batch.ids = [str(i) for i in range(len(batch))]
     check_documents(batch.ids, batch.values)
-    impacts, scale = quantize(batch.values, quantization, scale)
     n_terms = len(batch.vocab)
-    post_ptr, post_docs, post_imp = kernels.invert(batch.indptr, batch.indices, impacts, n_terms)
+    # invert the float weights (zeros dropped), then quantize each term on its own grid
+    post_ptr, post_docs, post_vals = kernels.invert(batch.indptr, batch.indices,
+                                                    np.asarray(batch.values, np.float32), n_terms)
+    post_imp, scales = quantize_postings(post_ptr, post_vals, quantization, term_scale)
+    del post_vals
     term_block_ptr, block_last, block_max, block_bits, block_word_ptr, words = kernels.build_blocks(
         post_ptr, post_docs, post_imp, codec == "byte")
-    term_max = np.zeros(n_terms, impacts.dtype)
+    term_max = np.zeros(n_terms, post_imp.dtype)
     nonempty = np.diff(term_block_ptr) > 0
     if nonempty.any():
         term_max[nonempty] = np.maximum.reduceat(block_max, term_block_ptr[:-1][nonempty])
     arrays = {"term_post_ptr": post_ptr, "term_block_ptr": term_block_ptr, "term_max": term_max,
               "block_last": block_last, "block_max": block_max, "block_bits": block_bits,
-              "block_word_ptr": block_word_ptr, "words": words, "impacts": post_imp}
+              "block_word_ptr": block_word_ptr, "words": words, "impacts": post_imp, "term_scale": scales}
     meta = {"n_docs": len(batch), "n_terms": n_terms, "n_postings": int(post_ptr[-1]), "quantization": quantization,
-            "scale": scale, "block_size": kernels.BLOCK, "codec": codec}
+            "scaling": "per-term", "block_size": kernels.BLOCK, "codec": codec}
     write_segment(directory, arrays, meta, list(batch.ids))
     return meta
 
@@ -127,12 +190,13 @@ def new_segment_name() -> str:
 
 
 def publish_segment(directory: Directory | str | os.PathLike, batch: SparseBatch, *, quantization: str,
-                    codec: str = "byte", scale: float | None = None) -> tuple[str, dict[str, Any]]:
+                    codec: str = "byte", term_scale: np.ndarray | None = None) -> tuple[str, dict[str, Any]]:
     """Build a segment of ``batch`` and publish it atomically as ``seg-<id>`` in ``directory``;
-    returns ``(name, metadata)``. Not yet part of any commit: pass it to a manifest."""
+    returns ``(name, metadata)``. Not yet part of any commit: pass it to a manifest.
+    ``term_scale``: per-term uint8 steps shared with other segments (default: the batch's own)."""
     name = new_segment_name()
     meta = Directory.of(directory).publish(
-        name, lambda tmp: build_segment(batch, tmp, quantization=quantization, scale=scale, codec=codec))
+        name, lambda tmp: build_segment(batch, tmp, quantization=quantization, term_scale=term_scale, codec=codec))
     return name, meta
 
 
@@ -188,7 +252,8 @@ def build_index(
     Args:
         batches: one SparseBatch or a stream of them (ids are the document ids; vocabularies
             of later batches must extend earlier ones, as ``iter_jsonl_chunks`` produces).
-        quantization: ``"uint8"`` (linear 8-bit impacts, default) or ``"float32"``.
+        quantization: ``"uint8"`` (8-bit impacts on a linear grid per term, default; no
+            non-zero weight is dropped) or ``"float32"``.
         codec: doc-id compression, ``"byte"`` (default; byte-aligned block widths, fastest
             to score) or ``"bitpack"`` (smallest widths; fewer posting bytes, slower).
         encoder: the :class:`~sparsearch.encoders.SparseEncoder` that made the vectors; its

@@ -25,10 +25,10 @@ from ..searching import ApproxParams, ExactParams, check_k, require
 from ..vectors import SparseBatch, Vocabulary
 from . import kernels
 from .manifest import load_commit
-from .segment import Segment
+from .segment import Segment, common_term_scale
 from .storage import load_npy, read_json
 
-__all__ = ["Index", "Contribution", "open_index"]
+__all__ = ["Index", "Contribution", "open_index", "snap_multipliers"]
 
 _EXACT = ExactParams()
 
@@ -64,6 +64,10 @@ class Index:
         self._encoder = None
         # query vocabulary -> index term ids, cached for the last query vocabulary seen
         self._lut: tuple[Vocabulary, np.ndarray] | None = None
+        # each term's largest step over the per-term segments (+ a trailing 0 for unknown terms):
+        # the reference of the one snapping grid of a query, whatever segment scores it
+        per_term = [seg for seg in segments if seg.per_term]
+        self._grid = np.append(common_term_scale(per_term, len(vocab)), 0.0) if per_term else None
 
     # ------------------------------------------------------------------ open
     @classmethod
@@ -234,6 +238,29 @@ class Index:
                 lut[t] = get(terms[t])
         return lut
 
+    def segment_weights(self, seg: Segment, q_indptr: np.ndarray, terms: np.ndarray, weights: np.ndarray,
+                        grid: np.ndarray | None = None) -> np.ndarray:
+        """The query weights segment ``seg``'s kernels score with (CSR rows ``q_indptr``).
+
+        Per-term segments: each weight times its term's scale (:meth:`Segment.query_weights`),
+        snapped to a grid set by the query and the index (``kernels.snap_inplace``'s rule applied
+        to ``weight x the term's largest step over the segments``), not by the segment: every
+        segment, or shard of segments, of one grid scores a document alike, bit for bit, and the
+        kernels' own snapping leaves these weights as they are. ``grid``: the per-entry multipliers
+        (:meth:`snap_multipliers`), when already computed. Other segments: the raw weights.
+        """
+        if not seg.per_term:
+            return weights
+        if grid is None:
+            grid = self.snap_multipliers(q_indptr, terms, weights)
+        return np.round(seg.query_weights(terms, weights) * grid) / grid
+
+    def snap_multipliers(self, q_indptr: np.ndarray, terms: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """Per query entry, the power of two of its row's snapping grid (:func:`snap_multipliers`
+        of ``weight x the term's largest step over the per-term segments``)."""
+        ref = weights * self._grid[np.minimum(terms, len(self._grid) - 1)] if self._grid is not None else weights
+        return snap_multipliers(q_indptr, ref)
+
     def search(self, queries: SparseBatch, k: int = 10, params: ExactParams | None = None, *,
                dtype: type = np.float32) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` documents per query by dot product (exact, rank-safe).
@@ -272,6 +299,7 @@ class Index:
         if not serial:
             kernels.set_threads(threads)
         maxscore = not params.exhaustive
+        grid = self.snap_multipliers(q_indptr, terms, weights) if self._grid is not None else None
         per_seg_s, per_seg_d = [], []
         for seg, base, dele in zip(self.segments, self.bases, self.deleted):
             kk = min(k, max(seg.n_docs, 1))
@@ -279,19 +307,21 @@ class Index:
             out_d = np.empty((nq, kk), np.int64)
             # A segment spanning at most two windows has nothing for MaxScore to skip: score it
             # term-at-a-time (same exact arithmetic and tie-breaking, less bookkeeping).
+            w = self.segment_weights(seg, q_indptr, terms, weights, grid)  # x the terms' scales, snapped
             if maxscore and seg.n_docs > self.maxscore_min_docs:
                 run = kernels.maxscore_serial if serial else kernels.maxscore_batch
-                run(q_indptr, terms, weights, kk, dele, seg.term_block_ptr, seg.term_post_ptr,
+                run(q_indptr, terms, w, kk, dele, seg.term_block_ptr, seg.term_post_ptr,
                     seg.term_max, seg.block_last, seg.block_max, seg.block_bits,
                     seg.block_word_ptr, seg.words, seg.impacts, out_s, out_d)
             else:
-                args = (q_indptr, terms, weights, kk, seg.n_docs, dele, seg.term_block_ptr, seg.term_post_ptr,
+                args = (q_indptr, terms, w, kk, seg.n_docs, dele, seg.term_block_ptr, seg.term_post_ptr,
                         seg.block_last, seg.block_bits, seg.block_word_ptr, seg.words, seg.impacts, out_s, out_d)
                 if serial:
                     kernels.exhaustive_serial(*args)
                 else:  # a few runs of queries per thread: balanced, and one accumulator per run
                     kernels.exhaustive_batch(*args, 4 * kernels.n_threads())
-            out_s *= seg.scale
+            if seg.score_scale != 1.0:  # a version-1 segment: one scale for all its impacts
+                out_s *= seg.score_scale
             per_seg_s.append(out_s)
             if base:
                 out_d[out_d >= 0] += base
@@ -307,25 +337,51 @@ class Index:
     def explain(self, query: SparseBatch, docnum: int) -> list[Contribution]:
         """Per-term contributions to the score of document ``docnum`` for a one-row ``query``.
 
-        Weights are the ones search uses (snapped query weights, dequantized impacts), so the
-        contributions add up to the search score.
+        Weights are the ones search uses, so the contributions add up to the search score:
+        ``doc_weight`` is the dequantized impact (impact x its term's scale) and
+        ``query_weight`` the snapped query weight the segment's kernels use, divided by that scale.
         """
         if len(query) != 1:
             raise InvalidInputError(f"explain takes one query vector, got {len(query)}")
         if not 0 <= docnum < self.n_docs:
             raise InvalidInputError(f"doc number {docnum} out of range [0, {self.n_docs})")
         _, terms, weights = self.prepare_queries(query)
-        weights = kernels.snap_query_weights(weights)
         s = int(np.searchsorted(self.bases, docnum, side="right") - 1)
         seg = self.segments[s]
-        imp = seg.impacts_of(docnum - int(self.bases[s]), np.maximum(terms, 0)) * seg.scale
-        out = [Contribution(self.vocab.terms[t], int(t), float(w), float(d), float(w * d))
-               for t, w, d in zip(terms.tolist(), weights.tolist(), imp.tolist()) if t >= 0 and w * d > 0]
+        scales = seg.term_scales(terms)
+        # what the kernels score with
+        snapped = kernels.snap_query_weights(self.segment_weights(seg, np.array([0, len(terms)]), terms, weights))
+        imp = seg.impacts_of(docnum - int(self.bases[s]), np.maximum(terms, 0))
+        out = []
+        for t, w, i, sc in zip(terms.tolist(), snapped.tolist(), imp.tolist(), scales.tolist()):
+            if t >= 0 and w * i > 0:
+                if not seg.per_term:  # version 1 / float32: snapped raw weight x (impact x scale)
+                    out.append(Contribution(self.vocab.terms[t], int(t), w, i * sc, w * i * sc))
+                else:
+                    out.append(Contribution(self.vocab.terms[t], int(t), w / sc, i * sc, w * i))
         return sorted(out, key=lambda c: (-c.contribution, c.term))
 
     def __repr__(self) -> str:
         return (f"Index({str(self.path)!r}, docs={self.n_docs}, terms={self.n_terms}, "
                 f"segments={len(self.segments)}, quantization={self.manifest.get('quantization')})")
+
+
+def snap_multipliers(q_indptr: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Per entry of the CSR rows ``q_indptr``, the power of two ``p`` of its row's snapping grid:
+    ``round(w * p) / p`` keeps ``SNAP_BITS - 1`` significant bits of the row's largest ``ref``.
+    One bit coarser than ``kernels.snap_inplace``, so the kernels' own snapping leaves weights
+    snapped here as they are (their grid is then never coarser, even after rounding up)."""
+    lens = np.diff(q_indptr)
+    top = np.zeros(len(lens), np.float64)
+    rows = lens > 0
+    if rows.any():
+        top[rows] = np.maximum.reduceat(ref[:q_indptr[-1]], q_indptr[:-1][rows])
+    pos = top > 0
+    expo = np.zeros(len(lens), np.float64)
+    expo[pos] = (kernels.SNAP_BITS - 1) - np.ceil(np.log2(top[pos]) + 1e-12)
+    out = np.ones(len(ref), np.float64)  # entries outside the rows: left as they are
+    out[q_indptr[0]:q_indptr[-1]] = np.repeat(2.0 ** expo, lens)
+    return out
 
 
 def _merge_topk(scores: Sequence[np.ndarray], docs: Sequence[np.ndarray], k: int,

@@ -11,6 +11,8 @@ Arrays (V = terms known to the segment, B = blocks, P = postings):
 ``term_post_ptr``     int64     (V+1,) postings of term t are [ptr[t], ptr[t+1])
 ``term_block_ptr``    int64     (V+1,) blocks of term t
 ``term_max``          impact    (V,) largest impact of each term (MaxScore bound)
+``term_scale``        float64   (V,) weight of one impact unit of term t (version 2; 1 for
+                                float32 impacts; any value >= 0 for a term without postings)
 ``block_last``        uint32    (B,) last doc id of each block (skipping)
 ``block_max``         impact    (B,) largest impact in each block (block-max bound)
 ``block_bits``        uint8     (B,) bit width of the packed d-gaps
@@ -19,7 +21,15 @@ Arrays (V = terms known to the segment, B = blocks, P = postings):
 ``impacts``           uint8 or float32 (P,) quantized (or raw) weights, posting order
 ====================  ========  =====================================================
 
-The score of a posting is ``query_weight * impact * scale``.
+Quantization (version 2): every term has its own 8-bit grid, ``term_scale[t] = max weight of
+t in the segment / 255``, and a weight ``w > 0`` is stored as ``clip(round(w / term_scale[t]),
+1, 255)``: no non-zero weight becomes a zero impact, whatever the other terms' weights. The
+score of a posting is ``(query_weight * term_scale[t]) * impact``: search multiplies each query
+weight by its term's scale once per segment (:meth:`Segment.query_weights`) and the kernels
+see plain weights over integer impacts, so MaxScore / block-max bounds stay exact.
+
+Version 1 (still read): one scale per segment, ``meta["scale"] = max weight / 255``, and the
+score of a posting ``query_weight * impact * scale`` (weights below ``scale / 2`` were dropped).
 """
 
 from __future__ import annotations
@@ -31,16 +41,19 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from ..errors import CorruptIndexError
+from ..errors import CorruptIndexError, UnsupportedError
 from . import kernels
 from .storage import Directory, read_arrays, read_json, read_versioned_json, write_arrays
 
 SEGMENT_FORMAT = "sparsearch-segment"
-SEGMENT_VERSION = 1
-ARRAYS = ("term_post_ptr", "term_block_ptr", "term_max", "block_last", "block_max", "block_bits",
-          "block_word_ptr", "words", "impacts")
+SEGMENT_VERSION = 2  # 2: per-term scales (``term_scale``); 1: one scale per segment
+READ_VERSIONS = (1, 2)
+ARRAYS_V1 = ("term_post_ptr", "term_block_ptr", "term_max", "block_last", "block_max", "block_bits",
+             "block_word_ptr", "words", "impacts")
+ARRAYS = (*ARRAYS_V1, "term_scale")
 
-__all__ = ["Segment", "IndexFormatError", "SEGMENT_FORMAT", "SEGMENT_VERSION", "ARRAYS", "write_segment"]
+__all__ = ["Segment", "IndexFormatError", "SEGMENT_FORMAT", "SEGMENT_VERSION", "ARRAYS", "write_segment",
+           "common_term_scale"]
 
 #: The name this error had before the error tree (``sparsearch.errors``) existed; kept for callers.
 IndexFormatError = CorruptIndexError
@@ -52,6 +65,18 @@ def write_segment(directory: Path, arrays: dict[str, np.ndarray], meta: dict[str
     into place (the storage layer fsyncs every file)."""
     write_arrays(directory, arrays, {"format": SEGMENT_FORMAT, "version": SEGMENT_VERSION, **meta})
     Directory(directory).write_json("doc_ids.json", doc_ids)
+
+
+def common_term_scale(segments: "list[Segment]", n_terms: int) -> np.ndarray:
+    """Each term's largest step over ``segments`` (a version-1 segment counts its one scale for
+    the terms it has postings of; 0 for a term no segment has): one grid that holds every
+    segment's weights, on which the impacts of a segment already on it stay the same."""
+    grid = np.zeros(n_terms, np.float64)
+    for seg in segments:
+        n = min(seg.n_terms, n_terms)
+        own = seg.term_scales(np.arange(n)) * (np.diff(seg.term_post_ptr[:n + 1]) > 0)
+        np.maximum(grid[:n], own, out=grid[:n])
+    return grid
 
 
 @dataclass
@@ -70,6 +95,19 @@ class Segment:
     words: np.ndarray
     impacts: np.ndarray
     doc_ids: list[str]
+    #: per-term scales (version 2); ``None`` for a version-1 segment (one ``scale``)
+    term_scale: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        # the term scales with a trailing 0: unknown terms (id -1 or >= V) map to it
+        self._tscale = None if self.term_scale is None else np.append(np.asarray(self.term_scale, np.float64), 0.0)
+        # query-weight multipliers: only 8-bit per-term grids (float32 impacts take raw weights)
+        self._qscale = self._tscale if self.term_scale is not None and self.quantization == "uint8" else None
+
+    @property
+    def per_term(self) -> bool:
+        """Whether query weights absorb per-term scales here (an 8-bit version-2 segment)."""
+        return self._qscale is not None
 
     @property
     def n_docs(self) -> int:
@@ -85,8 +123,35 @@ class Segment:
 
     @property
     def scale(self) -> float:
-        """Score units per impact unit (1.0 for float impacts)."""
+        """The one scale of a version-1 segment (score units per impact unit). A version-2
+        segment has one scale per term: use :attr:`term_scale`, :meth:`weight_matrix` or
+        :meth:`query_weights`."""
+        if self.term_scale is not None:
+            raise UnsupportedError(f"{self.path}: segment has per-term scales (term_scale), not one scale")
         return float(self.meta["scale"])
+
+    @property
+    def score_scale(self) -> float:
+        """What kernel scores of this segment are multiplied by: 1 for per-term scales (the
+        query weights carry them), ``scale`` for a version-1 segment."""
+        return 1.0 if self.term_scale is not None else float(self.meta["scale"])
+
+    def query_weights(self, terms: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """Query weights as this segment's kernels take them: each multiplied by its term's
+        scale (0 for a term the segment does not hold, ``-1`` included), so that a kernel score
+        ``sum(weight * impact)`` is the dequantized dot product. A version-1 or float32
+        segment: unchanged."""
+        if self._qscale is None:
+            return weights
+        n = len(self._qscale) - 1
+        return weights * self._qscale[np.minimum(terms, n)]
+
+    def term_scales(self, terms: np.ndarray) -> np.ndarray:
+        """Weight of one impact unit of each term (float64; 0 for terms the segment lacks)."""
+        terms = np.asarray(terms, np.int64)
+        if self._tscale is None:
+            return np.where((terms >= 0) & (terms < self.n_terms), float(self.meta["scale"]), 0.0)
+        return self._tscale[np.minimum(terms, len(self._tscale) - 1)]
 
     @property
     def quantization(self) -> str:
@@ -106,8 +171,12 @@ class Segment:
         """Load a segment directory (arrays memory-mapped with ``mmap``; checksums verified with
         ``verify``); :class:`CorruptIndexError` naming the file when anything is off."""
         path = Path(path)
-        meta = read_versioned_json(path, "segment.json", SEGMENT_FORMAT, SEGMENT_VERSION, "segment")
-        arrays = read_arrays(path, meta, ARRAYS, mmap=mmap, verify=verify)
+        meta = read_versioned_json(path, "segment.json", SEGMENT_FORMAT, READ_VERSIONS, "segment")
+        arrays = read_arrays(path, meta, ARRAYS if meta["version"] >= 2 else ARRAYS_V1, mmap=mmap, verify=verify)
+        scale = arrays.get("term_scale")
+        if scale is not None and scale.shape != (len(arrays["term_post_ptr"]) - 1,):
+            raise CorruptIndexError(f"{path / 'term_scale.npy'}: {scale.shape} scales for "
+                                    f"{len(arrays['term_post_ptr']) - 1} terms")
         doc_ids = read_json(path / "doc_ids.json", "document ids")
         if not isinstance(doc_ids, list) or len(doc_ids) != meta["n_docs"]:
             n = len(doc_ids) if isinstance(doc_ids, list) else "no list of"
@@ -139,7 +208,8 @@ class Segment:
         return out
 
     def impact_matrix(self, n_terms: int | None = None) -> sp.csr_matrix:
-        """All postings as a (n_docs, V) CSR matrix of impacts (for tests and forward indexes)."""
+        """All postings as a (n_docs, V) CSR matrix of impacts (for tests and forward indexes);
+        :meth:`weight_matrix` for the weights they stand for."""
         V = self.n_terms if n_terms is None else n_terms
         rows, cols, vals = [], [], []
         for t in range(self.n_terms):
@@ -152,3 +222,12 @@ class Segment:
             return sp.csr_matrix((self.n_docs, V))
         return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
                              shape=(self.n_docs, V))
+
+    def weight_matrix(self, n_terms: int | None = None) -> sp.csr_matrix:
+        """All postings as a (n_docs, V) CSR matrix of dequantized weights (impact x its term's
+        scale, or x the segment's scale for version 1): what merge, exports and tests read."""
+        m = self.impact_matrix(n_terms).tocsr()
+        if self.term_scale is None:
+            return m * float(self.meta["scale"])
+        m.data *= self.term_scales(m.indices)
+        return m

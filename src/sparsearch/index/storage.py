@@ -127,8 +127,10 @@ def read_json(path: Path, what: str) -> Any:
         raise CorruptIndexError(f"{path}: corrupt {what} ({getattr(e, 'msg', e)})") from None
 
 
-def read_versioned_json(directory: Path, name: str, fmt: str, version: int, what: str) -> dict[str, Any]:
-    """Load ``directory/name`` and check its ``format`` tag and ``version`` (clear errors otherwise)."""
+def read_versioned_json(directory: Path, name: str, fmt: str, version: int | tuple[int, ...], what: str
+                        ) -> dict[str, Any]:
+    """Load ``directory/name`` and check its ``format`` tag and ``version`` (one, or a tuple of the
+    versions read; clear errors otherwise)."""
     path = Path(directory) / name
     if not path.exists():
         raise CorruptIndexError(f"{directory}: {name} is missing (not a sparsearch {what}, or a torn write)")
@@ -136,9 +138,11 @@ def read_versioned_json(directory: Path, name: str, fmt: str, version: int, what
     if not isinstance(doc, dict) or doc.get("format") != fmt:
         found = doc.get("format") if isinstance(doc, dict) else None
         raise CorruptIndexError(f"{directory}: not a sparsearch {what} (format {found!r})")
-    if doc.get("version") != version:
+    versions = version if isinstance(version, tuple) else (version,)
+    if doc.get("version") not in versions:
         raise CorruptIndexError(f"{directory}: {what} format version {doc.get('version')} is not supported "
-                                f"(this sparsearch reads version {version}); rebuild the index")
+                                f"(this sparsearch reads version {' or '.join(map(str, versions))}); "
+                                f"rebuild the index")
     return doc
 
 

@@ -38,6 +38,7 @@ from ..vectors import SparseBatch
 from .builder import publish_segment, save_encoder_state
 from .manifest import commit
 from .searcher import Index
+from .segment import common_term_scale
 from .storage import Directory
 
 __all__ = ["add_documents", "add_texts", "delete_documents", "merge", "live_vectors"]
@@ -215,7 +216,7 @@ def live_vectors(index: Index) -> SparseBatch:
     mats, ids = [], []
     V = index.n_terms
     for seg, dele in zip(index.segments, index.deleted):
-        m = seg.impact_matrix(V).tocsr() * seg.scale
+        m = seg.weight_matrix(V)
         keep = ~dele if len(dele) else np.ones(seg.n_docs, np.bool_)
         mats.append(m[np.flatnonzero(keep)])
         ids.extend(i for i, k in zip(seg.doc_ids, keep.tolist()) if k)
@@ -244,9 +245,12 @@ def _merged_store(d: Directory, manifest: dict[str, Any], ids: list[str]) -> str
 def merge(path: str | os.PathLike) -> dict[str, Any]:
     """Rewrite the live documents of all segments into one segment (one commit); returns the manifest.
 
-    Weights are the dequantized impacts of the old segments, re-quantized with one scale for
-    the merged segment (exact for ``float32`` indexes; for ``uint8`` a weight moves by at most
-    half a quantization step of the new scale). A single segment without deletions is left as is.
+    Weights are the dequantized impacts of the old segments, re-quantized per term for the
+    merged segment, on each term's largest step over the segments
+    (``segment.common_term_scale``): exact for ``float32`` indexes and for segments that share
+    their grid (one segment with deletions, a distributed build); otherwise a weight moves by
+    at most half a step of its term's grid, and none becomes 0 (an index with version-1
+    segments is re-quantized from its weights). A single segment without deletions is left as is.
     """
     d = Directory(path)
     with d.lock():
@@ -257,8 +261,11 @@ def merge(path: str | os.PathLike) -> dict[str, Any]:
         batch = live_vectors(index)
         if len(batch) == 0:
             raise InvalidInputError("cannot merge: the index has no live documents")
+        # per-term segments: keep each term's largest step (weights already on it stay exact)
+        grid = (common_term_scale(index.segments, index.n_terms)
+                if all(s.term_scale is not None for s in index.segments) else None)
         name, meta = publish_segment(d, batch, quantization=manifest.get("quantization", "uint8"),
-                                     codec=manifest.get("codec", "byte"))
+                                     codec=manifest.get("codec", "byte"), term_scale=grid)
         new = _without_legacy_store(manifest, [{"name": name, "n_docs": meta["n_docs"], "deletes": None,
                                                 "docstore": _merged_store(d, manifest, batch.ids)}])
         new["merged_at"] = time.time()
