@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from .errors import CorruptIndexError, InvalidInputError
-from .index.storage import Directory, load_npy
+from .index.storage import Directory, load_npy, verify_records
 
 __all__ = ["DocStore", "SegmentedDocStore", "write_docstore", "write_segment_stores", "normalize_documents", "open_docstore",
            "store_names"]
@@ -295,17 +295,21 @@ def store_names(manifest: Mapping[str, Any]) -> list[str]:
     return names
 
 
-def open_docstore(index_dir: str | os.PathLike, manifest: Mapping[str, Any], *, connections: int = 2
-                  ) -> DocStore | SegmentedDocStore | None:
+def open_docstore(index_dir: str | os.PathLike, manifest: Mapping[str, Any], *, connections: int = 2,
+                  verify: bool = True) -> DocStore | SegmentedDocStore | None:
     """The document store of an index's commit (``manifest``), or ``None`` when it has none.
 
     Per-segment stores are read together (:class:`SegmentedDocStore`, hiding the rows of
     deleted documents by the segments' deletion bitmaps); an index written before them has one
     :class:`DocStore`. Every file is opened here, so the store stays readable after a later
     commit removes the files (``connections`` per file). A missing or corrupt file is a
-    :class:`CorruptIndexError` naming it.
+    :class:`CorruptIndexError` naming it; so is a file whose size or CRC32 (``verify=False``: size
+    only) differs from the manifest's record (see :mod:`sparsearch.index.manifest`).
     """
     root = Path(index_dir)
+    read = store_names(manifest) + [s["deletes"] for s in manifest.get("segments", [])
+                                    if s.get("docstore") and s.get("deletes")]
+    verify_records(root, manifest.get("files"), read, full=verify)
     if manifest.get("docstore"):
         return _open_one(root / manifest["docstore"], connections)
     parts: list[tuple[DocStore, np.ndarray]] = []

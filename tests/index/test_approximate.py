@@ -178,6 +178,11 @@ def test_persistence_round_trip_and_staleness(tmp_path):
     meta["format"], meta["version"] = "sparsearch-segment", 1  # as earlier versions stamped the header
     meta["kind"], meta["approx_version"] = "sparsearch-approximate", 3
     meta_f.write_text(json.dumps(meta))
+    with pytest.raises(CorruptIndexError, match="segment.json: (size|checksum)"):  # the pointer's record of the header
+        ApproximateIndex.open(index)
+    ptr_f = tmp_path / "idx" / "approximate.json"  # as version 3 wrote it: no seal, no header record
+    ptr = json.loads(ptr_f.read_text())
+    ptr_f.write_text(json.dumps({k: v for k, v in ptr.items() if k not in ("checksum", "header")} | {"version": 3}))
     old = ApproximateIndex.open(index)
     assert old.params == ApproxBuildParams(pruning=GlobalPruning(n_postings=50, max_fraction=1.5),
                                            centroid_fraction=0.2, kmeans_iterations=0)
@@ -243,7 +248,7 @@ def test_search_params_dispatch_and_saved_settings(corpus, tmp_path):
     tuned = ApproxParams(query_cut=3, heap_factor=0.7)
     save_settings(path, tuned, {"recall": 0.9})
     doc = json.loads((path / "settings.json").read_text())
-    assert doc["format"] == "sparsearch-settings" and doc["version"] == 1 and doc["tuned"] == {"recall": 0.9}
+    assert doc["format"] == "sparsearch-settings" and doc["version"] == 2 and doc["tuned"] == {"recall": 0.9}
     assert load_settings(path) == tuned
     assert build(small).default_params == tuned
     small = build_index(zipf_batch(300, 200, 20, seed=12), path)  # a new commit

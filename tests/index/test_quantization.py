@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -173,6 +174,11 @@ def rewrite_as_version_1(index_path, batch):
     shutil.copy(seg.path / "doc_ids.json", tmp / "doc_ids.json")
     shutil.rmtree(seg.path)
     tmp.rename(seg.path)
+    # an index of version-1 segments has a version-1 manifest: no file records, no seal (item 4)
+    manifest_f = Path(index_path) / "manifest.json"
+    manifest = json.loads(manifest_f.read_text())
+    manifest_f.write_text(json.dumps({k: v for k, v in manifest.items() if k not in ("files", "checksum")}
+                                     | {"version": 1}))
     return scale
 
 

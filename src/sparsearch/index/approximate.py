@@ -93,7 +93,8 @@ from . import kernels_approx as ka
 from .manifest import read_manifest
 from .searcher import Index, snap_multipliers
 from .segment import common_term_scale
-from .storage import Directory, read_arrays, read_json, read_versioned_json, write_arrays
+from .storage import (Directory, check_seal, file_record, read_arrays, read_json, read_versioned_json, seal,
+                      verify_records, write_arrays)
 
 __all__ = ["ApproximateIndex", "ApproxBuildParams", "GlobalPruning", "FixedPruning", "tune", "save_settings",
            "load_settings", "POINTER", "SETTINGS"]
@@ -105,7 +106,7 @@ POINTER = "approximate.json"
 HEADER = "segment.json"  # inside approx-<id>/: the arrays' dtypes, shapes, sizes, checksums and the build meta
 SETTINGS = "settings.json"
 SETTINGS_FORMAT = "sparsearch-settings"
-SETTINGS_VERSION = 1
+SETTINGS_VERSION = 2  # 2: sealed (a checksum over its content); 1: not (still read)
 SUMMARY_ARRAYS = ("term_group_ptr", "group_block_ptr", "group_comp_ptr", "group_term_ptr", "group_word_ptr",
                   "comp_terms", "dir_words", "dir_rank", "comp_start", "group_ent_ptr", "ent_block", "ent_val",
                   "sum_scale")
@@ -457,8 +458,10 @@ class ApproximateIndex:
                 raise ConflictError(f"{d.path}: the index was committed to while its approximate index was built; "
                                     f"rebuild it with `sparsearch build-approx {d.path}`")
             d.publish(name, lambda tmp: write_arrays(tmp, arrays, header, HEADER))
-            d.write_json(POINTER, {"format": APPROX_FORMAT, "version": APPROX_VERSION, "dir": name,
-                                   "index": self.meta["index"], "params": self.meta["params"]})
+            # sealed, with the record of the arrays' header (which checksums the arrays)
+            d.write_json(POINTER, seal({"format": APPROX_FORMAT, "version": APPROX_VERSION, "dir": name,
+                                        "index": self.meta["index"], "params": self.meta["params"],
+                                        "header": file_record(d / name / HEADER)}))
             for old in d.entries():
                 if old.startswith("approx-") and old != name:
                     d.remove(old)
@@ -482,9 +485,14 @@ class ApproximateIndex:
         if not (root / POINTER).exists():
             raise NotFoundError(f"{root} has no approximate index; build it with `sparsearch build-approx {root}`")
         ptr = read_versioned_json(root, POINTER, APPROX_FORMAT, READ_VERSIONS, "approximate index")
+        sealed = "checksum" in ptr or ptr["version"] >= 4  # pointers written before seals (version 3) are not
+        if sealed:
+            check_seal(ptr, root / POINTER, "approximate index pointer")
         if ptr.get("index") != _index_identity(index):
             raise CorruptIndexError(f"{root}: the approximate index was built from another commit of the index "
                                     f"(stale); rebuild it with `sparsearch build-approx {root}`")
+        if sealed:  # the header (which checksums the arrays) against its record
+            verify_records(root, {f"{ptr['dir']}/{HEADER}": ptr.get("header")}, [ptr["dir"]])
         d = root / ptr["dir"]
         meta = read_json(d / HEADER, "approximate index metadata")
         arrays = read_arrays(d, meta, ARRAYS if ptr["version"] >= 4 else ARRAYS_V3, mmap=mmap, verify=verify)
@@ -696,7 +704,7 @@ def tune(approx: ApproximateIndex, queries: SparseBatch, target_recall: float = 
 
 def save_settings(index_path: str | os.PathLike, params: ApproxParams, tuned: dict[str, Any] | None = None) -> Path:
     """Save the approximate search settings next to the index, in ``INDEX/settings.json``:
-    ``{"format": "sparsearch-settings", "version": 1, "approximate": {"kind": "approximate", ...},
+    ``{"format": "sparsearch-settings", "version": 2, "approximate": {"kind": "approximate", ...},
     "tuned": tuned}`` (``tuned``: e.g. what :func:`tune` returned). Written atomically under the
     writer lock; commits keep it. :meth:`ApproximateIndex.search` without parameters uses it."""
     if not isinstance(params, ApproxParams):
@@ -704,8 +712,8 @@ def save_settings(index_path: str | os.PathLike, params: ApproxParams, tuned: di
     d = Directory(index_path)
     if not d.path.is_dir():
         raise NotFoundError(f"{d.path}: no such index directory")
-    doc = {"format": SETTINGS_FORMAT, "version": SETTINGS_VERSION, "approximate": params_to_dict(params.check()),
-           "tuned": tuned or {}}
+    doc = seal({"format": SETTINGS_FORMAT, "version": SETTINGS_VERSION, "approximate": params_to_dict(params.check()),
+                "tuned": tuned or {}})
     with d.lock():
         return d.write_json(SETTINGS, doc)
 
@@ -715,7 +723,9 @@ def load_settings(index_path: str | os.PathLike) -> ApproxParams | None:
     d = Directory(index_path)
     if not d.exists(SETTINGS):
         return None
-    doc = read_versioned_json(d.path, SETTINGS, SETTINGS_FORMAT, SETTINGS_VERSION, "settings file")
+    doc = read_versioned_json(d.path, SETTINGS, SETTINGS_FORMAT, (1, SETTINGS_VERSION), "settings file")
+    if "checksum" in doc or doc["version"] >= 2:  # version 1 was written before seals
+        check_seal(doc, d / SETTINGS, "settings file")
     try:
         params = params_from_dict(doc["approximate"])
     except (KeyError, TypeError, InvalidInputError) as e:

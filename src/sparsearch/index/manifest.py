@@ -19,6 +19,19 @@ that were complete before, so the previous index stays loadable. Files no manife
 removed by the next successful commit (:func:`collect_garbage`, driven by the storage layer's
 registry of managed names); an approximate index describes one commit, so any commit removes it.
 
+Integrity: every file an index reads is checked. The manifest records size + CRC32 of every
+file it names (``files``: ``{"seg-<id>/segment.json": {"bytes", "crc32"}, ...}``; a segment's
+``.npy`` arrays are covered by the CRC32s in its recorded ``segment.json``) and is sealed by a
+``checksum`` over its own canonical content, so a one-character edit anywhere (an id in
+``doc_ids.json``, ``"scale"`` in ``segment.json``, a number in ``manifest.json``) is a
+:class:`CorruptIndexError` naming the file. ``Index.open`` checks the manifest, vocabulary,
+segments, bitmaps and encoder state it reads (``verify=False``: sizes only, no CRC32);
+``docstore.open_docstore`` checks the stores; ``approximate.json`` and ``settings.json`` are
+sealed too. A commit reads only the files it adds (records of older entries are carried over).
+Indexes written before (manifest version 1: no records, no seal) are still opened, unverified;
+their next commit (any update) records and seals everything. A version-2 manifest without its
+seal or records is refused.
+
 Readers never lock: :func:`load_commit` reads the manifest and loads what it names; when a
 concurrent commit removed some of those files meanwhile, it retries with the newer manifest
 (one bounded loop; ``Index.open`` goes through it).
@@ -28,18 +41,23 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import ConflictError, CorruptIndexError, NotFoundError
 from ..vectors import Vocabulary
-from .storage import PERMANENT_NAMES, Directory, is_managed, read_versioned_json
+from .storage import (PERMANENT_NAMES, Directory, check_seal, describe_entry, is_managed, read_versioned_json, seal,
+                      verify_records)
 
-__all__ = ["INDEX_FORMAT", "INDEX_VERSION", "read_manifest", "commit", "collect_garbage", "check_target",
-           "load_commit", "named_files"]
+__all__ = ["INDEX_FORMAT", "INDEX_VERSION", "READ_VERSIONS", "read_manifest", "commit", "collect_garbage",
+           "check_target", "load_commit", "named_files", "verify_commit"]
 
 INDEX_FORMAT = "sparsearch-index"
-INDEX_VERSION = 1
+#: 2: the manifest is sealed (``checksum``) and records size + CRC32 of every file it names
+#: (``files``); 1: neither (still opened, unverified: see the module docstring)
+INDEX_VERSION = 2
+READ_VERSIONS = (1, 2)
 #: how many times :func:`load_commit` follows a newer commit before giving up
 OPEN_ATTEMPTS = 20
 
@@ -55,7 +73,23 @@ def read_manifest(path: str | os.PathLike | Directory) -> dict[str, Any]:
     path = Directory.of(path).path
     if not path.is_dir():
         raise NotFoundError(f"{path}: no such index directory")
-    return read_versioned_json(path, "manifest.json", INDEX_FORMAT, INDEX_VERSION, "index")
+    manifest = read_versioned_json(path, "manifest.json", INDEX_FORMAT, READ_VERSIONS, "index")
+    if "checksum" in manifest or manifest["version"] >= 2:
+        check_seal(manifest, path / "manifest.json", "index manifest")
+        if not isinstance(manifest.get("files"), dict):
+            raise CorruptIndexError(f"{path / 'manifest.json'}: the manifest records no file checksums")
+    if not isinstance(manifest.get("segments"), list):
+        raise CorruptIndexError(f"{path / 'manifest.json'}: the manifest lists no segments")
+    return manifest
+
+
+def verify_commit(path: str | os.PathLike, manifest: dict[str, Any], names: Iterable[str | None], *,
+                  full: bool = True) -> None:
+    """Check the files of the entries ``names`` (segments, vocabulary, bitmaps, encoder state,
+    document stores) against the size + CRC32 the manifest records (``full=False``: sizes only);
+    :class:`CorruptIndexError` naming the file. A manifest of version 1 records nothing: nothing
+    is checked."""
+    verify_records(Path(path), manifest.get("files"), [n for n in names if n], full=full)
 
 
 def named_files(manifest: dict[str, Any]) -> set[str]:
@@ -89,9 +123,24 @@ def commit(directory: Directory | str | os.PathLike, manifest: dict[str, Any],
         manifest["n_terms"] = len(vocab)
     manifest["n_docs"] = sum(int(s["n_docs"]) for s in manifest["segments"])
     manifest["committed_at"] = time.time()
+    manifest["files"] = _records(d, manifest)
+    manifest = seal(manifest)
     d.write_json("manifest.json", manifest)
     collect_garbage(d, manifest)
     return manifest
+
+
+def _records(d: Directory, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Size + CRC32 of every file ``manifest`` names: records of entries an earlier commit
+    already named are carried over (names are never reused, files never modified), only new
+    entries are read, so a commit costs O(what it adds)."""
+    named = named_files(manifest)
+    old = manifest.get("files") if isinstance(manifest.get("files"), dict) else {}
+    records = {rel: rec for rel, rec in old.items() if rel.split("/", 1)[0] in named}
+    have = {rel.split("/", 1)[0] for rel in records}
+    for name in sorted(named - have):
+        records.update(describe_entry(d.path, name))
+    return records
 
 
 def collect_garbage(directory: Directory | str | os.PathLike, manifest: dict[str, Any]) -> list[str]:
@@ -113,14 +162,21 @@ def check_target(directory: Directory | str | os.PathLike, overwrite: bool) -> d
     """Before building into ``directory``: its current manifest (``None`` if it holds no index).
 
     Raises :class:`ConflictError` when it holds an index and ``overwrite`` is false, or when it
-    holds anything that is not a sparsearch file (never write into a foreign directory).
+    holds anything that is not a sparsearch file (never write into a foreign directory). With
+    ``overwrite``, an index whose manifest is corrupt is replaced (rebuilding is the fix).
     """
     d = Directory.of(directory)
     if d.exists("manifest.json"):
-        old = read_manifest(d)
+        try:
+            old = read_manifest(d)
+        except CorruptIndexError:
+            if not overwrite:
+                raise
+            old = None
         if not overwrite:
             raise ConflictError(f"{d.path} already holds an index (use overwrite=True / --overwrite to replace it)")
-        return old
+        if old is not None:
+            return old
     foreign = [e for e in d.entries() if not is_managed(e)]
     if foreign:
         raise ConflictError(f"{d.path} exists and is not a sparsearch index ({foreign[0]!r} is not ours); "

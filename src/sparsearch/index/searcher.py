@@ -24,7 +24,7 @@ from ..evaluation import to_run
 from ..searching import ApproxParams, ExactParams, check_k, require
 from ..vectors import SparseBatch, Vocabulary
 from . import kernels
-from .manifest import load_commit
+from .manifest import load_commit, verify_commit
 from .segment import Segment, common_term_scale
 from .storage import load_npy, read_json
 
@@ -74,7 +74,8 @@ class Index:
     def open(cls, path: str | os.PathLike, *, mmap: bool = True, verify: bool = True,
              segments: Sequence[int] | None = None) -> "Index":
         """Load an index directory; refuses wrong, old or corrupt data (:class:`CorruptIndexError`;
-        :class:`NotFoundError` when there is no such directory).
+        :class:`NotFoundError` when there is no such directory). Every file it reads is checked
+        against the size and CRC32 the manifest records (``verify=False``: sizes only).
 
         Safe while a writer commits: when a commit removes files of the state being opened, the
         newer state is opened instead (``manifest.load_commit``, one bounded retry loop).
@@ -107,6 +108,9 @@ class Index:
             entries = [entries[i] for i in segments]
         if "vocab" not in manifest:
             raise CorruptIndexError(f"{path}: the manifest names no vocabulary")
+        # every file read below (and the encoder state, read on demand) against the manifest's records
+        verify_commit(path, manifest, [manifest["vocab"], manifest.get("encoder_state"),
+                                       *(n for s in entries for n in (s["name"], s.get("deletes")))], full=verify)
         terms = read_json(path / manifest["vocab"], "vocabulary")
         if not isinstance(terms, list) or len(terms) != manifest.get("n_terms", len(terms)):
             raise CorruptIndexError(f"{path}: vocabulary does not match the manifest "

@@ -8,6 +8,10 @@ Modelled on tantivy's ``Directory``: one place for
 * **the writer lock** (:meth:`Directory.lock`): one writer per index; readers never block;
 * **checksummed arrays** (:func:`write_arrays` / :func:`read_arrays`): ``.npy`` files described
   by a JSON header with dtype, shape, size and CRC32, verified on open;
+* **file records and seals** (:func:`describe_entry` / :func:`verify_records`, :func:`seal` /
+  :func:`check_seal`): size + CRC32 of every file a commit names (kept in the manifest), and a
+  checksum over a JSON document's canonical content (the manifest, ``approximate.json``,
+  ``settings.json``), so that no file an index reads goes unchecked;
 * **the registry of managed files** (:data:`MANAGED_PREFIXES`): which names in an index
   directory belong to sparsearch (and may be garbage-collected once no commit names them),
   which are permanent, and which mean "this directory is not ours".
@@ -25,7 +29,7 @@ import shutil
 import threading
 import uuid
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +38,7 @@ import numpy as np
 from ..errors import ConflictError, CorruptIndexError, InvalidInputError, SparsearchError, StorageError
 
 __all__ = ["Directory", "MANAGED_PREFIXES", "PERMANENT_NAMES", "crc32_file", "fsync_dir", "load_npy",
+           "file_record", "describe_entry", "verify_records", "canonical_checksum", "seal", "check_seal",
            "write_arrays", "read_arrays", "read_json", "read_versioned_json", "is_managed", "os_errors"]
 
 #: Names a commit owns: removed by garbage collection once the current manifest names none of
@@ -59,6 +64,106 @@ def crc32_file(path: Path) -> int:
         while chunk := f.read(1 << 22):
             crc = zlib.crc32(chunk, crc)
     return crc
+
+
+# ---------------------------------------------------------------- file records and seals
+#: the checksummed array header of a directory (a segment's or the approximate index's): the
+#: ``.npy`` files it describes under ``"files"`` are covered by its own record
+ARRAY_HEADER = "segment.json"
+
+
+def file_record(path: Path) -> dict[str, int]:
+    """``{"bytes", "crc32"}`` of one file."""
+    return {"bytes": path.stat().st_size, "crc32": crc32_file(path)}
+
+
+def _header_arrays(directory: Path) -> set[str]:
+    header = directory / ARRAY_HEADER
+    if not header.is_file():
+        return set()
+    try:
+        files = json.loads(header.read_text(encoding="utf-8")).get("files", {})
+    except (OSError, ValueError, AttributeError):
+        return set()
+    return {f"{n}.npy" for n, info in files.items() if isinstance(info, dict) and "crc32" in info} \
+        if isinstance(files, dict) else set()
+
+
+def describe_entry(root: Path, name: str) -> dict[str, dict[str, int]]:
+    """Records (:func:`file_record`) of every file of the index entry ``name`` (a file, or a
+    directory's files, recursively) keyed by path relative to ``root`` (``/``-separated).
+
+    ``.npy`` arrays that the directory's checksummed header (``segment.json``) describes are
+    left out: the header's own record covers them (a chain: manifest -> header -> arrays), so
+    they are read, and checksummed, once.
+    """
+    root = Path(root)
+    path = root / name
+    if path.is_file():
+        return {name: file_record(path)}
+    if not path.is_dir():
+        raise CorruptIndexError(f"{path}: named by the commit but missing")
+    out: dict[str, dict[str, int]] = {}
+    covered: dict[Path, set[str]] = {}
+    for f in sorted(path.rglob("*")):
+        if not f.is_file():
+            continue
+        if f.name in covered.setdefault(f.parent, _header_arrays(f.parent)):
+            continue
+        out[f.relative_to(root).as_posix()] = file_record(f)
+    return out
+
+
+def verify_records(root: Path, records: Any, names: Iterable[str], *, full: bool = True) -> None:
+    """Check the files of the entries ``names`` against ``records`` (see :func:`describe_entry`):
+    each recorded file exists with its size, and (``full``) its CRC32; every entry has records.
+    ``records is None`` (an index written before records existed) checks nothing.
+    Raises :class:`CorruptIndexError` naming the file."""
+    if records is None:
+        return
+    root = Path(root)
+    if not isinstance(records, dict):
+        raise CorruptIndexError(f"{root}: the commit's file records are unreadable")
+    wanted = {n for n in names if n}
+    seen: set[str] = set()
+    for rel, rec in records.items():
+        top = rel.split("/", 1)[0]
+        if top not in wanted:
+            continue
+        seen.add(top)
+        f = root / rel
+        try:
+            size = f.stat().st_size
+            if not isinstance(rec, dict) or size != rec.get("bytes"):
+                raise CorruptIndexError(f"{f}: size {size} differs from the {rec.get('bytes') if isinstance(rec, dict) else '?'} "
+                                        f"bytes recorded (truncated or edited)")
+            if full and crc32_file(f) != rec.get("crc32"):
+                raise CorruptIndexError(f"{f}: checksum mismatch (the file is corrupt or was edited)")
+        except FileNotFoundError:
+            raise CorruptIndexError(f"{f}: missing (the commit records it)") from None
+    missing = wanted - seen
+    if missing:
+        raise CorruptIndexError(f"{root / sorted(missing)[0]}: the commit records no checksum for it")
+
+
+def canonical_checksum(doc: dict[str, Any]) -> str:
+    """``"crc32:xxxxxxxx"`` of the canonical JSON of ``doc`` without its ``checksum`` key (sorted
+    keys, no whitespace): the same for the dict a writer holds and the one a reader parses."""
+    body = {k: v for k, v in doc.items() if k != "checksum"}
+    data = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return f"crc32:{zlib.crc32(data.encode('utf-8')):08x}"
+
+
+def seal(doc: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` with a ``checksum`` over its canonical content (:func:`canonical_checksum`)."""
+    return {**{k: v for k, v in doc.items() if k != "checksum"}, "checksum": canonical_checksum(doc)}
+
+
+def check_seal(doc: dict[str, Any], path: Path, what: str) -> None:
+    """Refuse (:class:`CorruptIndexError` naming ``path``) a sealed JSON document whose content
+    does not match its checksum (an edit, or corruption that still parses)."""
+    if doc.get("checksum") != canonical_checksum(doc):
+        raise CorruptIndexError(f"{path}: {what} checksum mismatch (the file was edited or is corrupt)")
 
 
 def fsync_dir(path: Path) -> None:
