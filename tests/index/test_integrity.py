@@ -153,3 +153,25 @@ def test_a_corrupt_index_can_be_replaced_with_overwrite(tmp_path):
         Index.open(path)
     _build(tmp_path)  # overwrite=True is build_index's default
     assert Index.open(path).n_docs == len(TEXTS)
+
+
+class _StatelessEncoder:
+    """An encoder whose state directory stays empty (it saves nothing)."""
+
+    def config(self):
+        return {"name": "stateless"}
+
+    def save_state(self, directory):
+        pass
+
+
+def test_an_encoder_without_saved_state_is_recorded_and_verified(tmp_path):
+    batch = SparseBatch.from_dicts([{"a": 1.0}, {"b": 2.0}], ids=["x", "y"])
+    path = tmp_path / "idx"
+    build_index(batch, path, encoder=_StatelessEncoder())
+    state = read_manifest(path)["encoder_state"]
+    assert not any((path / state).iterdir())
+    Index.open(path)  # an empty state directory is part of the commit, not an unrecorded entry
+    (path / state).rmdir()
+    with pytest.raises(CorruptIndexError, match="missing"):
+        Index.open(path)

@@ -111,7 +111,9 @@ def describe_entry(root: Path, name: str) -> dict[str, dict[str, int]]:
         if f.name in covered.setdefault(f.parent, _header_arrays(f.parent)):
             continue
         out[f.relative_to(root).as_posix()] = file_record(f)
-    return out
+    # a directory with no file of its own (an encoder that saves no state) is recorded as such,
+    # so that "no record" keeps meaning "not covered by the commit"
+    return out or {name: {"dir": True}}
 
 
 def verify_records(root: Path, records: Any, names: Iterable[str], *, full: bool = True) -> None:
@@ -132,6 +134,10 @@ def verify_records(root: Path, records: Any, names: Iterable[str], *, full: bool
             continue
         seen.add(top)
         f = root / rel
+        if isinstance(rec, dict) and rec.get("dir") is True:
+            if not f.is_dir():
+                raise CorruptIndexError(f"{f}: missing (the commit records it)")
+            continue
         try:
             size = f.stat().st_size
             if not isinstance(rec, dict) or size != rec.get("bytes"):
