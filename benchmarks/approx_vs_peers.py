@@ -100,12 +100,11 @@ def synthetic_vectors(n_docs: int, n_queries: int) -> tuple[str, SparseBatch, Sp
 
 # --------------------------------------------------------------- measurement
 def dequantized(index: Index, docs: SparseBatch) -> SparseBatch:
-    """The document vectors the index holds (8-bit impacts x scale), rows sorted by term id:
-    every system gets exactly these, so that exact search agrees across systems."""
-    seg = index.segments[0]
-    X = seg.impact_matrix(index.n_terms).tocsr()
+    """The document vectors the index holds (8-bit impacts x their term's scale), rows sorted by
+    term id: every system gets exactly these, so that exact search agrees across systems."""
+    X = index.segments[0].weight_matrix(index.n_terms).tocsr()
     X.sort_indices()
-    X.data = (X.data * seg.scale).astype(np.float32)
+    X.data = X.data.astype(np.float32)
     return SparseBatch.from_scipy(X, index.vocab, list(index.doc_ids)), X
 
 
@@ -304,8 +303,10 @@ def run_set(label, docs, qs, args, work: Path):
         searcher = bmp.Searcher(path)
         build_b = time.perf_counter() - t
         mem_b = os.path.getsize(path)
+        # BMP scores the integer impacts: the query weights absorb each term's 8-bit step
+        qv = qs.values * index.segments[0].term_scales(qs.indices)
         qd = [dict(zip(map(str, qs.indices[qs.indptr[i]:qs.indptr[i + 1]].tolist()),
-                       qs.values[qs.indptr[i]:qs.indptr[i + 1]].astype(float).tolist())) for i in range(nq)]
+                       qv[qs.indptr[i]:qs.indptr[i + 1]].astype(float).tolist())) for i in range(nq)]
         blook = {str(i): i for i in range(len(dq))}
         for alpha, beta in args.bmp_settings:
             name = "bmp exact" if alpha == 1.0 and beta == 1.0 else "bmp approx"

@@ -92,6 +92,14 @@ def term_maxima(batch: SparseBatch) -> np.ndarray:
 
 
 _CHUNK = 1 << 20  # postings quantized per numpy pass (bounds the temporaries)
+_TINY = np.float32(np.finfo(np.float32).smallest_subnormal)
+
+
+def stored_scales(scales: np.ndarray) -> np.ndarray:
+    """Term scales as segments store them: float32 (4 bytes a term), a positive one never
+    rounded to 0 (at least the smallest float32); quantization uses exactly these values."""
+    scales = np.asarray(scales, np.float64)
+    return np.where(scales > 0, np.maximum(scales.astype(np.float32), _TINY), np.float32(0)).astype(np.float32)
 
 
 def quantize_postings(post_ptr: np.ndarray, values: np.ndarray, quantization: str,
@@ -104,11 +112,12 @@ def quantize_postings(post_ptr: np.ndarray, values: np.ndarray, quantization: st
     where the term has postings, and at least its largest weight / 255 or the weight is clipped
     to 255 steps). A weight > 0
     never becomes 0: one far larger than the rest of its term's weights (an outlier) costs them
-    resolution, not their postings. ``float32``: weights as they are, scales 1.
+    resolution, not their postings. ``float32``: weights as they are, scales 1. Scales are
+    returned (and used) as :func:`stored_scales` makes them: float32.
     """
     V = len(post_ptr) - 1
     if quantization == "float32":
-        return np.asarray(values, np.float32), np.ones(V, np.float64)
+        return np.asarray(values, np.float32), np.ones(V, np.float32)
     if quantization != "uint8":
         raise InvalidInputError(f"unknown quantization {quantization!r}; use one of {QUANTIZATIONS}")
     counts = np.diff(post_ptr)
@@ -118,6 +127,7 @@ def quantize_postings(post_ptr: np.ndarray, values: np.ndarray, quantization: st
         scales = np.asarray(scales, np.float64)[:V]
         if len(scales) < V or not (np.isfinite(scales) & ((scales > 0) | (counts == 0))).all():
             raise InvalidInputError("term scales must be finite and > 0 for every term with postings")
+    scales = stored_scales(scales)
     out = np.empty(len(values), np.uint8)
     t = 0
     while t < V:  # runs of whole terms of about _CHUNK postings
@@ -125,7 +135,7 @@ def quantize_postings(post_ptr: np.ndarray, values: np.ndarray, quantization: st
         u = min(u, V)
         a, b = int(post_ptr[t]), int(post_ptr[u])
         if b > a:
-            step = np.repeat(scales[t:u], counts[t:u])
+            step = np.repeat(scales[t:u].astype(np.float64), counts[t:u])
             out[a:b] = np.clip(np.rint(np.asarray(values[a:b], np.float64) / step), 1, 255)
         t = u
     return out, scales

@@ -11,7 +11,7 @@ Arrays (V = terms known to the segment, B = blocks, P = postings):
 ``term_post_ptr``     int64     (V+1,) postings of term t are [ptr[t], ptr[t+1])
 ``term_block_ptr``    int64     (V+1,) blocks of term t
 ``term_max``          impact    (V,) largest impact of each term (MaxScore bound)
-``term_scale``        float64   (V,) weight of one impact unit of term t (version 2; 1 for
+``term_scale``        float32   (V,) weight of one impact unit of term t (version 2; 1 for
                                 float32 impacts; any value >= 0 for a term without postings)
 ``block_last``        uint32    (B,) last doc id of each block (skipping)
 ``block_max``         impact    (B,) largest impact in each block (block-max bound)
