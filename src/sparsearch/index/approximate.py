@@ -91,7 +91,7 @@ from ..vectors import SparseBatch
 from . import kernels
 from . import kernels_approx as ka
 from .manifest import read_manifest
-from .searcher import Index, snap_multipliers
+from .searcher import Index
 from .segment import common_term_scale
 from .storage import (Directory, check_seal, file_record, read_arrays, read_json, read_versioned_json, seal,
                       verify_records, write_arrays)
@@ -613,9 +613,8 @@ class ApproximateIndex:
         (:meth:`Index.segment_weights`); as given for an index without a per-term grid."""
         if self._qscale is None:
             return weights
-        ref = weights * self._qscale[np.minimum(terms, len(self._qscale) - 1)]
-        grid = snap_multipliers(np.array([0, len(terms)]) if q_indptr is None else q_indptr, ref)
-        return np.round(ref * grid) / grid
+        rows = np.array([0, len(terms)]) if q_indptr is None else q_indptr
+        return kernels.scale_snap_rows(rows, terms, weights, self._qscale, self._qscale)
 
     def search_run(self, queries: SparseBatch, k: int = 1000, params: ApproxParams | ExactParams | None = None
                    ) -> dict[str, dict[str, float]]:

@@ -79,6 +79,39 @@ def snap_query_weights(values: np.ndarray) -> np.ndarray:
     return out
 
 
+@njit(cache=True)
+def scale_snap_rows(q_indptr, q_terms, q_weights, scales, ref_scales):
+    """Query weights for a segment of per-term scales: ``w * scales[t]`` (the scale arrays end
+    with a 0 that term ids < 0 or beyond them map to), snapped per row to the power-of-two grid
+    that keeps ``SNAP_BITS - 1`` significant bits of the row's largest ``w * ref_scales[t]``.
+
+    ``ref_scales`` (the index-wide grid) is at least ``scales`` wherever a term has postings, so
+    every segment of one grid snaps alike, and the grid is one bit coarser than
+    :func:`snap_inplace`'s, which therefore leaves these weights as they are. Entries outside
+    the rows ``q_indptr`` are copied as given.
+    """
+    out = q_weights.astype(np.float64)
+    ns = scales.shape[0] - 1
+    nr = ref_scales.shape[0] - 1
+    for i in range(q_indptr.shape[0] - 1):
+        a = q_indptr[i]
+        b = q_indptr[i + 1]
+        m = 0.0
+        for j in range(a, b):
+            t = q_terms[j]
+            r = q_weights[j] * ref_scales[t if 0 <= t < nr else nr]
+            if r > m:
+                m = r
+        p = 1.0
+        if m > 0.0:
+            p = 2.0 ** (SNAP_BITS - 1 - np.int64(np.ceil(np.log2(m) + 1e-12)))
+        for j in range(a, b):
+            t = q_terms[j]
+            w = q_weights[j] * scales[t if 0 <= t < ns else ns]
+            out[j] = np.round(w * p) / p if w > 0 else 0.0
+    return out
+
+
 # ---------------------------------------------------------------- inversion
 @njit(cache=True)
 def invert(indptr, indices, impacts, n_terms):

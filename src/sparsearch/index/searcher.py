@@ -28,7 +28,7 @@ from .manifest import load_commit, verify_commit
 from .segment import Segment, common_term_scale
 from .storage import load_npy, read_json
 
-__all__ = ["Index", "Contribution", "open_index", "snap_multipliers"]
+__all__ = ["Index", "Contribution", "open_index"]
 
 _EXACT = ExactParams()
 
@@ -242,28 +242,20 @@ class Index:
                 lut[t] = get(terms[t])
         return lut
 
-    def segment_weights(self, seg: Segment, q_indptr: np.ndarray, terms: np.ndarray, weights: np.ndarray,
-                        grid: np.ndarray | None = None) -> np.ndarray:
+    def segment_weights(self, seg: Segment, q_indptr: np.ndarray, terms: np.ndarray, weights: np.ndarray
+                        ) -> np.ndarray:
         """The query weights segment ``seg``'s kernels score with (CSR rows ``q_indptr``).
 
         Per-term segments: each weight times its term's scale (:meth:`Segment.query_weights`),
-        snapped to a grid set by the query and the index (``kernels.snap_inplace``'s rule applied
-        to ``weight x the term's largest step over the segments``), not by the segment: every
-        segment, or shard of segments, of one grid scores a document alike, bit for bit, and the
-        kernels' own snapping leaves these weights as they are. ``grid``: the per-entry multipliers
-        (:meth:`snap_multipliers`), when already computed. Other segments: the raw weights.
+        snapped to a grid set by the query and the index (``weight x the term's largest step
+        over the segments``), not by the segment: every segment, or shard of segments, of one
+        grid scores a document alike, bit for bit, and the kernels' own snapping leaves these
+        weights as they are (``kernels.scale_snap_rows``: one pass). Other segments: the raw
+        weights (the kernels snap them).
         """
         if not seg.per_term:
             return weights
-        if grid is None:
-            grid = self.snap_multipliers(q_indptr, terms, weights)
-        return np.round(seg.query_weights(terms, weights) * grid) / grid
-
-    def snap_multipliers(self, q_indptr: np.ndarray, terms: np.ndarray, weights: np.ndarray) -> np.ndarray:
-        """Per query entry, the power of two of its row's snapping grid (:func:`snap_multipliers`
-        of ``weight x the term's largest step over the per-term segments``)."""
-        ref = weights * self._grid[np.minimum(terms, len(self._grid) - 1)] if self._grid is not None else weights
-        return snap_multipliers(q_indptr, ref)
+        return kernels.scale_snap_rows(q_indptr, terms, weights, seg.query_scales, self._grid)
 
     def search(self, queries: SparseBatch, k: int = 10, params: ExactParams | None = None, *,
                dtype: type = np.float32) -> tuple[np.ndarray, np.ndarray]:
@@ -303,7 +295,6 @@ class Index:
         if not serial:
             kernels.set_threads(threads)
         maxscore = not params.exhaustive
-        grid = self.snap_multipliers(q_indptr, terms, weights) if self._grid is not None else None
         per_seg_s, per_seg_d = [], []
         for seg, base, dele in zip(self.segments, self.bases, self.deleted):
             kk = min(k, max(seg.n_docs, 1))
@@ -311,7 +302,7 @@ class Index:
             out_d = np.empty((nq, kk), np.int64)
             # A segment spanning at most two windows has nothing for MaxScore to skip: score it
             # term-at-a-time (same exact arithmetic and tie-breaking, less bookkeeping).
-            w = self.segment_weights(seg, q_indptr, terms, weights, grid)  # x the terms' scales, snapped
+            w = self.segment_weights(seg, q_indptr, terms, weights)  # x the terms' scales, snapped
             if maxscore and seg.n_docs > self.maxscore_min_docs:
                 run = kernels.maxscore_serial if serial else kernels.maxscore_batch
                 run(q_indptr, terms, w, kk, dele, seg.term_block_ptr, seg.term_post_ptr,
@@ -368,24 +359,6 @@ class Index:
     def __repr__(self) -> str:
         return (f"Index({str(self.path)!r}, docs={self.n_docs}, terms={self.n_terms}, "
                 f"segments={len(self.segments)}, quantization={self.manifest.get('quantization')})")
-
-
-def snap_multipliers(q_indptr: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """Per entry of the CSR rows ``q_indptr``, the power of two ``p`` of its row's snapping grid:
-    ``round(w * p) / p`` keeps ``SNAP_BITS - 1`` significant bits of the row's largest ``ref``.
-    One bit coarser than ``kernels.snap_inplace``, so the kernels' own snapping leaves weights
-    snapped here as they are (their grid is then never coarser, even after rounding up)."""
-    lens = np.diff(q_indptr)
-    top = np.zeros(len(lens), np.float64)
-    rows = lens > 0
-    if rows.any():
-        top[rows] = np.maximum.reduceat(ref[:q_indptr[-1]], q_indptr[:-1][rows])
-    pos = top > 0
-    expo = np.zeros(len(lens), np.float64)
-    expo[pos] = (kernels.SNAP_BITS - 1) - np.ceil(np.log2(top[pos]) + 1e-12)
-    out = np.ones(len(ref), np.float64)  # entries outside the rows: left as they are
-    out[q_indptr[0]:q_indptr[-1]] = np.repeat(2.0 ** expo, lens)
-    return out
 
 
 def _merge_topk(scores: Sequence[np.ndarray], docs: Sequence[np.ndarray], k: int,

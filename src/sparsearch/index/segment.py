@@ -105,6 +105,12 @@ class Segment:
         self._qscale = self._tscale if self.term_scale is not None and self.quantization == "uint8" else None
 
     @property
+    def query_scales(self) -> np.ndarray | None:
+        """What query weights are multiplied by, per term id, then a 0 for unknown terms
+        (``None``: a version-1 or float32 segment, whose kernels take the raw weights)."""
+        return self._qscale
+
+    @property
     def per_term(self) -> bool:
         """Whether query weights absorb per-term scales here (an 8-bit version-2 segment)."""
         return self._qscale is not None
