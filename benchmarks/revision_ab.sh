@@ -6,7 +6,8 @@
 #   benchmarks/revision_ab.sh OLD_REV [NEW_REV] [bm25|approx|single ...]
 #
 # bm25:   benchmarks/bm25_vs_bm25s.py on SciFact (QPS and latency vs bm25s)
-# approx: benchmarks/approx_vs_peers.py, 200k synthetic documents, 300 queries, pyseismic-lsr
+# approx: benchmarks/approx_vs_peers.py, 200k synthetic documents, pyseismic-lsr (grid: $APPROX_ARGS,
+#         default 300 queries, query_cut 5 8 x heap_factor 0.8 0.9 1.0, 3 passes)
 # single: exact single-query latency of BM25 on SciFact (k=10, 1 thread), median over 300
 #         queries, best of 7 repetitions (benchmarks/single_query_latency.py)
 # Needs the bench extra (make bench). Outputs go to benchmarks/results/revision_ab/.
@@ -29,9 +30,9 @@ run() {  # $1 = benchmark, $2 = label, $3 = tree, $4 = pass
   local log="$out/$1_$2_$4.txt"
   case $1 in
     bm25) PYTHONPATH=$3/src "$py" "$3/benchmarks/bm25_vs_bm25s.py" --data "$data/scifact" --repeats 5 > "$log" 2>&1 ;;
-    approx) PYTHONPATH=$3/src "$py" "$3/benchmarks/approx_vs_peers.py" --sets synthetic --docs 200000 --queries 300 \
-              --peers seismic --query-cuts 5 8 --heap-factors 0.8 0.9 1.0 --passes 3 --out "$out/approx_$2_$4" \
-              --tag ab > "$log" 2>&1 ;;
+    approx) PYTHONPATH=$3/src "$py" "$3/benchmarks/approx_vs_peers.py" --sets synthetic --docs 200000 \
+              --peers seismic ${APPROX_ARGS:---queries 300 --query-cuts 5 8 --heap-factors 0.8 0.9 1.0 --passes 3} \
+              --out "$out/approx_$2_$4" --tag ab > "$log" 2>&1 ;;
     single) PYTHONPATH=$3/src SPARSEARCH_DATA=$data "$py" "$root/benchmarks/single_query_latency.py" > "$log" 2>&1 ;;
   esac
   echo "$(date +%T) $1 $2 pass $4 -> $log"

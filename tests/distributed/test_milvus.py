@@ -19,6 +19,7 @@ from sparsearch.errors import InvalidInputError, UnsupportedError  # noqa: E402
 from sparsearch.evaluation import recall_at_k  # noqa: E402
 from sparsearch.index import Index, build_index  # noqa: E402
 from sparsearch.index.updates import add_texts, delete_documents  # noqa: E402
+from sparsearch.milvus import _check_k as milvus_check_k
 from sparsearch.milvus import (CollectionExistsError, CollectionNotFoundError, MilvusBackend,  # noqa: E402
                                MilvusBackendError, collection_name, export, list_exported)
 from sparsearch.searching import ApproxParams, ExactParams  # noqa: E402
@@ -132,8 +133,9 @@ def test_vocabulary_mismatch_and_unknown_terms(index, backend):
         backend.search(SparseBatch(np.array([0, 1]), np.array([0]), np.array([np.inf]), index.vocab), 3)
     with pytest.raises(ValueError, match="k must be a positive integer"):
         backend.search(foreign, 0)
+    assert backend.search(foreign, 20000)[1].shape == (1, backend.n_docs)  # clamped first: under Milvus' limit
     with pytest.raises(ValueError, match="Milvus' largest search limit"):
-        backend.search(foreign, 20000)
+        milvus_check_k(20000, 50000)  # a collection larger than Milvus' limit refuses a deeper search
     assert backend.search(foreign, 5000)[1].shape == (1, backend.n_docs)  # k is clamped to the documents
     with pytest.raises(UnsupportedError, match="exact search, not approximate"):
         backend.search(foreign, 10, ApproxParams())

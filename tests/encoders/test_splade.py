@@ -8,6 +8,8 @@ import json
 import numpy as np
 import pytest
 
+from sparsearch.errors import CorruptIndexError
+
 torch = pytest.importorskip("torch", reason="SPLADE needs torch and transformers (the 'splade' extra)")
 transformers = pytest.importorskip("transformers", reason="SPLADE needs torch and transformers (the 'splade' extra)")
 
@@ -222,7 +224,7 @@ def test_config_roundtrip_through_registry(tiny_model_dir, tmp_path):
     assert isinstance(again, SpladeDocEncoder)
     np.testing.assert_array_equal(again.idf(), doc.idf())
     assert again.encode_queries(["cats bark"]).row_dict(0) == doc.encode_queries(["cats bark"]).row_dict(0)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(CorruptIndexError, match="splade_idf.json"):  # a missing state file is a corrupt index
         load_encoder(doc.config(), tmp_path / "nothing")
 
 
