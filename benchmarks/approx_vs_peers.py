@@ -412,7 +412,7 @@ def pareto_latency(rows, systems: str | tuple[str, ...], target):
 
 
 def report(all_rows: dict[str, list[dict]], args) -> str:
-    out = [f"# Approximate retrieval: sparsearch vs peers\n",
+    out = ["# Approximate retrieval: sparsearch vs peers\n",
            f"Machine: {os.cpu_count()} cores; k={K}; recall@{K} against sparsearch exact top-{K}. "
            f"Latency: one query at a time on one thread (mean, p99), the median of {args.passes} timed passes "
            f"over the queries, every system and setting interleaved in each pass (order reversed on every other "

@@ -31,7 +31,6 @@ result equals a brute-force product on the same quantized weights, bit for bit.
 
 from __future__ import annotations
 
-import math
 import sys
 
 import numba as nb

@@ -42,7 +42,7 @@ from ..errors import (BackendError, CorruptIndexError, InvalidInputError, NotFou
 from ..evaluation import to_run
 from ..fusion import METHODS as FUSIONS
 from ..fusion import fuse, ranked
-from ..index.approximate import ApproximateIndex, load_settings
+from ..index.approximate import ApproximateIndex
 from ..index import Index
 from ..index import updates
 from ..milvus import MilvusBackend, list_exported
@@ -180,7 +180,6 @@ class Snapshot:
     key: tuple
     encoder: Any = None
     approx: ApproximateIndex | None = None
-    approx_settings: ApproxParams | None = None
     approx_error: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
     encoder_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -380,8 +379,7 @@ class ServedIndex:
             with snap.lock:
                 if snap.approx is None and snap.approx_error is None:
                     try:
-                        approx, settings = ApproximateIndex.open(snap.index), load_settings(self.path)
-                        snap.approx_settings, snap.approx = settings, approx
+                        snap.approx = ApproximateIndex.open(snap.index)
                     except NotFoundError as e:
                         self._no_approximate(str(e))
                     except (CorruptIndexError, InvalidInputError) as e:
@@ -399,10 +397,8 @@ class ServedIndex:
         """Parameters of one single-threaded search in ``mode`` (:data:`~sparsearch.searching.SEARCH_MODES`);
         approximate knobs not given come from the settings saved next to the index
         (``sparsearch tune --save``), else the defaults."""
-        if mode == "approximate":
-            self.approximate(snap)
-        return params_for_mode(mode, threads=1, query_cut=query_cut, heap_factor=heap_factor,
-                               saved=snap.approx_settings)
+        saved = self.approximate(snap).default_params if mode == "approximate" else None
+        return params_for_mode(mode, threads=1, query_cut=query_cut, heap_factor=heap_factor, saved=saved)
 
     def search_run(self, snap: Snapshot, qv: Any, depth: int, params: SearchParams) -> dict[str, float]:
         """Top-``depth`` ``{doc_id: score}`` of one query vector."""
