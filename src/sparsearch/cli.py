@@ -76,25 +76,74 @@ HEAP_FACTOR_HELP = ("approximate: skip blocks whose summary score is below heap_
                     "(default: the setting saved by `tune --save`, else 0.9).")
 
 
+FUSION_HELP = "Hybrid index: fusion of the representations, rrf, minmax or zscore (default: the saved or default one)."
+WEIGHTS_HELP = ("Hybrid index: fusion weight per representation, NAME=W comma-separated (bm25=0.3,dense=0.7) or in "
+                "the index's order (0.3,0.7).")
+DEPTH_HELP = "Hybrid index: documents each representation returns before fusion."
+RRF_K_HELP = "Hybrid index: the RRF rank constant."
+
+
+def _parse_weights(text: str, names: list[str]) -> tuple[float, ...]:
+    """``--weights`` as one weight per representation, in the index's order."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    try:
+        if all("=" in p for p in parts):
+            given = {n.strip(): float(w) for n, _, w in (p.partition("=") for p in parts)}
+            unknown = set(given) - set(names)
+            if unknown:
+                raise InvalidInputError(f"--weights names {sorted(unknown)[0]!r}; the representations are "
+                                        f"{', '.join(names)}")
+            return tuple(given.get(n, 0.0) for n in names)
+        weights = tuple(float(p) for p in parts)
+    except ValueError:
+        raise InvalidInputError(f"--weights {text!r}: expected numbers (NAME=W or W, comma-separated)") from None
+    if len(weights) != len(names):
+        raise InvalidInputError(f"--weights gives {len(weights)} numbers for {len(names)} representations "
+                                f"({', '.join(names)})")
+    return weights
+
+
 def _search_params(mode: str, index: Path, *, threads: Optional[int] = None, strict_vocab: bool = False,
-                   query_cut: Optional[int] = None, heap_factor: Optional[float] = None):
-    """The parameter object of ``--mode``; approximate knobs not given come from ``tune --save``."""
+                   query_cut: Optional[int] = None, heap_factor: Optional[float] = None,
+                   fusion: Optional[str] = None, weights: Optional[str] = None, depth: Optional[int] = None,
+                   rrf_k: Optional[float] = None):
+    """The parameter object of ``--mode`` (for a hybrid index: its fusion, with ``--mode`` applied
+    to its sparse representations); knobs not given come from ``tune --save`` / ``tune-fusion --save``."""
+    from dataclasses import replace
+
     from .index.approximate import load_settings
+    from .index.hybrid import DEFAULT_FUSION, is_hybrid, load_fusion
+    from .index.manifest import read_manifest
     from .searching import params_for_mode
 
+    unknown = "error" if strict_vocab else "drop"
+    if is_hybrid(index):
+        sparse = params_for_mode(mode, threads=threads, unknown=unknown, query_cut=query_cut, heap_factor=heap_factor)
+        base = load_fusion(index) or DEFAULT_FUSION
+        names = [m["name"] for m in read_manifest(index)["members"]]
+        given = {k: v for k, v in {"fusion": fusion, "depth": depth, "rrf_k": rrf_k,
+                                   "weights": _parse_weights(weights, names) if weights else None}.items()
+                 if v is not None}
+        return replace(base, sparse=sparse, threads=threads, unknown=unknown, **given).check()
+    if fusion is not None or weights is not None or depth is not None or rrf_k is not None:
+        raise InvalidInputError(f"{index} is not a hybrid index: --fusion, --weights, --depth and --rrf-k do not apply")
     saved = load_settings(index) if mode == "approximate" else None
-    return params_for_mode(mode, threads=threads, unknown="error" if strict_vocab else "drop",
-                           query_cut=query_cut, heap_factor=heap_factor, saved=saved)
+    return params_for_mode(mode, threads=threads, unknown=unknown, query_cut=query_cut, heap_factor=heap_factor,
+                           saved=saved)
 
 
 def _open_searcher(index: Path, mode: str):
-    """``(exact Index, searcher)``: the index itself, or its approximate index for --mode approximate
-    (opened, never built: a missing one raises NotFoundError naming `sparsearch build-approx`)."""
+    """``(index, searcher)``: the index itself, or its approximate index for --mode approximate
+    (opened, never built: a missing one raises NotFoundError naming `sparsearch build-approx`). A
+    hybrid index is its own searcher (its sparse representations follow the mode's parameters)."""
     from .index import Index
     from .index.approximate import ApproximateIndex
+    from .index.hybrid import open_searcher
 
-    idx = Index.open(index)
-    return idx, (ApproximateIndex.open(idx) if mode == "approximate" else idx)
+    idx = open_searcher(index)
+    if isinstance(idx, Index) and mode == "approximate":
+        return idx, ApproximateIndex.open(idx)
+    return idx, idx
 
 
 DATA_HELP = ("What to index (detected, or named by --format): a BEIR folder (corpus.jsonl; queries/qrels optional), "
@@ -152,10 +201,15 @@ def _undo_on_failure(out: Path) -> Iterator[None]:
 def index_cmd(
     data: Annotated[Path, typer.Argument(help=DATA_HELP)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Index directory to create.")],
-    encoder: Annotated[str, typer.Option(help="Encoder spec for text collections: bm25, bm25:robertson, "
-                                              "splade[:MODEL], splade-doc[:MODEL] (inference-free), csr[:...].")] = "bm25",
+    encoder: Annotated[list[str], typer.Option(
+        help="Encoder spec for text collections: bm25, bm25:robertson, splade[:MODEL], splade-doc[:MODEL] "
+             "(inference-free), csr[:...], dense[:MODEL] (bundled MiniLM by default). Repeat it for a hybrid "
+             "index: one directory with every representation, searched together and fused.")] = ["bm25"],
     encoder_opt: Annotated[Optional[list[str]], typer.Option(
-        "--encoder-opt", help="Encoder setting as key=value, repeatable (e.g. k1=1.2 b=0.75 top_k=256).")] = None,
+        "--encoder-opt", help="Encoder setting as key=value, repeatable (e.g. k1=1.2 b=0.75 top_k=256); in a hybrid "
+                              "index prefix it with the representation's name (bm25.k1=1.2, dense.batch_size=32).")] = None,
+    dense_quantization: Annotated[str, typer.Option(
+        help="Storage of dense vectors: float32 (exact), float16 or int8 (smaller, slightly lossy).")] = "float32",
     fmt: Annotated[str, typer.Option("--format", help=FORMAT_HELP)] = "auto",
     id_field: Annotated[Optional[str], typer.Option(help=ID_FIELD_HELP)] = None,
     text_field: Annotated[Optional[str], typer.Option(help=TEXT_FIELD_HELP)] = None,
@@ -189,6 +243,14 @@ def index_cmd(
 
     t0 = time.perf_counter()
     ray = ray or ray_address is not None
+    if len(encoder) > 1 or encoder[0].partition(":")[0] == "dense":
+        if ray or approximate:
+            raise InvalidInputError("--ray and --approximate build single-representation indexes; build the hybrid, "
+                                    "then `sparsearch build-approx` it")
+        return _index_hybrid(data, out, encoder, encoder_opt, fmt=fmt, id_field=id_field, text_field=text_field,
+                             title_field=title_field, quantization=quantization, dense_quantization=dense_quantization,
+                             overwrite=overwrite, t0=t0)
+    encoder = encoder[0]
     with _undo_on_failure(out):
         src = _read_input(data, fmt, id_field, text_field, title_field)
         extra = {"source": str(data.resolve()), "input_format": src.format}
@@ -220,6 +282,41 @@ def index_cmd(
             e.args = (f"{e} (the index {out} was written; build its approximate index with "
                       f"`sparsearch build-approx {out}`)",)
             raise
+
+
+def _member_options(specs: list[str], names: list[str], encoder_opt: Optional[list[str]]) -> dict[str, dict[str, Any]]:
+    """``--encoder-opt`` of a hybrid build split by representation (``NAME.key=value``)."""
+    per: dict[str, dict[str, Any]] = {n: {} for n in names}
+    for key, value in _parse_opts(encoder_opt).items():
+        name, dot, opt = key.partition(".")
+        if not dot or name not in per:
+            raise InvalidInputError(f"--encoder-opt {key}=...: in a hybrid index name the representation, e.g. "
+                                    f"{names[0]}.{key.rpartition('.')[2]}=... (representations: {', '.join(names)})")
+        per[name][opt] = value
+    return per
+
+
+def _index_hybrid(data: Path, out: Path, specs: list[str], encoder_opt: Optional[list[str]], *, fmt: str,
+                  id_field: Optional[str], text_field: Optional[str], title_field: Optional[str], quantization: str,
+                  dense_quantization: str, overwrite: bool, t0: float) -> None:
+    """``sparsearch index --encoder A --encoder B ...``: one hybrid index of every representation."""
+    from .index.hybrid import build_hybrid, make_encoder, member_names
+    from .ingest import TextInput
+
+    names = member_names(specs)
+    options = _member_options(specs, names, encoder_opt) if len(specs) > 1 else {names[0]: _parse_opts(encoder_opt)}
+    with _undo_on_failure(out):
+        src = _read_input(data, fmt, id_field, text_field, title_field)
+        if not isinstance(src, TextInput):
+            raise InvalidInputError(f"{data}: a hybrid (or dense) index is built from texts, not ready vectors")
+        encoders = [(n, make_encoder(spec, **options[n])) for n, spec in zip(names, specs)]
+        idx = build_hybrid(out, src.encoder_texts(), src.ids, encoders, documents=src.rows(),
+                           quantization=quantization, dense_quantization=dense_quantization, overwrite=overwrite,
+                           extra={"source": str(data.resolve()), "input_format": src.format},
+                           log=lambda m: typer.echo(m, err=True))
+    st = idx.stats()
+    typer.echo(f"indexed {st['n_docs']:,} documents as a hybrid of {', '.join(idx.names)} in "
+               f"{time.perf_counter() - t0:.1f}s -> {out} ({st['index_bytes'] / 1e6:.1f} MB)")
 
 
 def _index_with_ray(src, out: Path, encoder: str, options: dict[str, Any], *, address: Optional[str],
@@ -363,6 +460,7 @@ def build_approx(
     """
     from .index import Index
     from .index.approximate import ApproxBuildParams, FixedPruning, GlobalPruning
+    from .index.hybrid import HybridIndex, open_searcher
 
     def given(**kw: Any) -> dict[str, Any]:
         return {k: v for k, v in kw.items() if v is not None}
@@ -378,7 +476,17 @@ def build_approx(
     params = ApproxBuildParams(pruning=prune, **given(
         centroid_fraction=centroid_fraction, summary_energy=summary_energy, min_cluster_size=min_cluster_size,
         doc_cut=doc_cut, seed=seed, kmeans_iterations=kmeans_iterations))
-    _build_approximate(Index.open(index), params, threads)
+    opened = open_searcher(index)
+    if isinstance(opened, HybridIndex):  # every sparse representation gets its own
+        targets = [m.searcher for m in opened.members if m.kind == "sparse"]
+    elif isinstance(opened, Index):
+        targets = [opened]
+    else:
+        targets = []
+    if not targets:
+        raise InvalidInputError(f"{index} has no sparse representation: approximate indexes are built for sparse ones")
+    for target in targets:
+        _build_approximate(target, params, threads)
 
 
 @app.command()
@@ -407,6 +515,10 @@ def search(
     ray: Annotated[bool, typer.Option("--ray", help="Shard searchers as Ray actors (the 'distributed' extra).")] = False,
     ray_address: Annotated[Optional[str], typer.Option(
         help="Ray to use for the shard actors (implies --ray): 'local' (default), 'auto', or ray://HOST:10001.")] = None,
+    fusion: Annotated[Optional[str], typer.Option(help=FUSION_HELP)] = None,
+    weights: Annotated[Optional[str], typer.Option(help=WEIGHTS_HELP)] = None,
+    depth: Annotated[Optional[int], typer.Option(help=DEPTH_HELP)] = None,
+    rrf_k: Annotated[Optional[float], typer.Option(help=RRF_K_HELP)] = None,
 ) -> None:
     """Search an index with text queries (encoded as at index time) or ready query vectors.
 
@@ -417,7 +529,7 @@ def search(
     ray = ray or ray_address is not None
     sharded = len(index) > 1 or shards is not None or processes or ray
     params = _search_params(mode, index[0], threads=threads, strict_vocab=strict_vocab, query_cut=query_cut,
-                            heap_factor=heap_factor)
+                            heap_factor=heap_factor, fusion=fusion, weights=weights, depth=depth, rrf_k=rrf_k)
     with contextlib.ExitStack() as stack:
         if sharded:
             from .distributed import ShardedIndex, ray_session
@@ -430,8 +542,12 @@ def search(
         else:
             idx, searcher = _open_searcher(index[0], mode)
         qv = _load_queries(idx, queries, query)
-        scores, docs = searcher.search(qv, k, params)
-        _print_hits(idx, qv, scores, docs, query, run, explain, as_json)
+        per_member = None
+        if hasattr(searcher, "search_detailed"):  # hybrid: keep each representation's ranking for the hits
+            scores, docs, per_member, _ = searcher.search_detailed(qv, k, params)
+        else:
+            scores, docs = searcher.search(qv, k, params)
+        _print_hits(idx, qv, scores, docs, query, run, explain, as_json, per_member)
 
 
 SNIPPET_WORDS = 30
@@ -474,14 +590,30 @@ def _stored_docs(stores: list, ids: list[str]) -> dict[str, dict[str, str]]:
     return found
 
 
-def _hits(idx, qv, scores: np.ndarray, docs: np.ndarray, query: list[str] | None, explain: bool) -> list[dict]:
+def _representations(per_member: dict[str, tuple[np.ndarray, np.ndarray]], qi: int, d: int) -> dict[str, Any]:
+    """Where a hybrid hit stands in each representation's own list: ``{name: {"rank", "score"}}``
+    (``None`` both when the representation did not return it within its depth)."""
+    out: dict[str, Any] = {}
+    for name, (s, dd) in per_member.items():
+        at = np.flatnonzero(dd[qi] == d)
+        out[name] = ({"rank": int(at[0]) + 1, "score": round(float(s[qi, at[0]]), 6)} if len(at)
+                     else {"rank": None, "score": None})
+    return out
+
+
+def _hits(idx, qv, scores: np.ndarray, docs: np.ndarray, query: list[str] | None, explain: bool,
+          per_member: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> list[dict]:
     """One ``{"query", "query_id", "hits": [{"rank", "id", "score", "title", "snippet"[, "spans",
-    "explanation"]}]}`` per query: titles and snippets (the best window of the stored text, query
-    words highlighted) come from the index's document store when it has one."""
+    "explanation", "representations"]}]}`` per query: titles and snippets (the best window of the
+    stored text, query words highlighted) come from the index's document store when it has one;
+    a hybrid index's hits say their rank and score in each representation (``per_member``)."""
     from .service.highlight import highlight_hit
 
     stores = _docstores(idx)
-    encoders = [idx.load_encoder()] if stores and idx.manifest.get("encoder") else []
+    if hasattr(idx, "highlight_encoders"):
+        encoders = idx.highlight_encoders() if stores else []
+    else:
+        encoders = [idx.load_encoder()] if stores and idx.manifest.get("encoder") else []
     out = []
     qids = qv.ids or [str(i) for i in range(len(qv))]
     try:
@@ -502,6 +634,8 @@ def _hits(idx, qv, scores: np.ndarray, docs: np.ndarray, query: list[str] | None
                 if explain:
                     hit["explanation"] = [{"term": c.term, "contribution": round(float(c.contribution), 6)}
                                           for c in contributions[:8]]
+                if per_member is not None:
+                    hit["representations"] = _representations(per_member, qi, d)
                 hits.append(hit)
             out.append({"query": query[qi] if query else None, "query_id": qid, "hits": hits})
     finally:
@@ -520,7 +654,8 @@ def _styled(snippet: str, spans: list[list[int]]) -> str:
 
 
 def _print_hits(idx, qv, scores: np.ndarray, docs: np.ndarray, query: list[str] | None, run: Optional[Path],
-                explain: bool, as_json: bool = False) -> None:
+                explain: bool, as_json: bool = False,
+                per_member: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> None:
     """Print ranked hits (id, score, title, snippet, explanations), one JSON object per query
     (``as_json``), or write them as a TREC run."""
     from .evaluation import to_run, write_trec_run
@@ -529,7 +664,7 @@ def _print_hits(idx, qv, scores: np.ndarray, docs: np.ndarray, query: list[str] 
         write_trec_run(to_run(scores, docs, idx.doc_ids, qv.ids), run)
         typer.echo(f"wrote {run}")
         return
-    for result in _hits(idx, qv, scores, docs, query, explain):
+    for result in _hits(idx, qv, scores, docs, query, explain, per_member):
         if as_json:
             for h in result["hits"]:
                 h.pop("spans", None)
@@ -542,6 +677,9 @@ def _print_hits(idx, qv, scores: np.ndarray, docs: np.ndarray, query: list[str] 
                 typer.echo("       " + _styled(h["snippet"], h["spans"]))
             if explain:
                 typer.echo("       " + ", ".join(f"{c['term']}={c['contribution']:.3f}" for c in h["explanation"]))
+            if "representations" in h:
+                typer.echo("       " + "  ".join(f"{n} #{r['rank']} ({r['score']:.4f})" if r["rank"] else f"{n} -"
+                                                 for n, r in h["representations"].items()))
 
 
 @app.command()
@@ -556,11 +694,19 @@ def evaluate(
     metrics: Annotated[str, typer.Option(help="Comma-separated ir-measures names.")] = "nDCG@10,R@100,R@1000,RR@10",
     run: Annotated[Optional[Path], typer.Option(help="Also write the TREC run file here.")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write all figures as JSON here.")] = None,
+    fusion: Annotated[Optional[str], typer.Option(help=FUSION_HELP)] = None,
+    weights: Annotated[Optional[str], typer.Option(help=WEIGHTS_HELP)] = None,
+    depth: Annotated[Optional[int], typer.Option(help=DEPTH_HELP)] = None,
+    rrf_k: Annotated[Optional[float], typer.Option(help=RRF_K_HELP)] = None,
 ) -> None:
-    """Effectiveness (nDCG@10, R@100, R@1000, MRR@10) and efficiency (latency, QPS, size) of an index."""
+    """Effectiveness (nDCG@10, R@100, R@1000, MRR@10) and efficiency (latency, QPS, size) of an index.
+
+    A hybrid index also reports each representation alone (the same search's lists), each one's
+    search and query-encoding time, and the fusion's time."""
     from .evaluation import load_beir, run_evaluation
 
-    params = _search_params(mode, index, query_cut=query_cut, heap_factor=heap_factor)
+    params = _search_params(mode, index, query_cut=query_cut, heap_factor=heap_factor, fusion=fusion,
+                            weights=weights, depth=depth, rrf_k=rrf_k)
     _, searcher = _open_searcher(index, mode)
     ds = load_beir(data, split)
     report = run_evaluation(searcher, ds, k=k, params=params, metrics=metrics.split(","), run_path=run)
@@ -584,9 +730,25 @@ def _print_report(r: dict[str, Any]) -> None:
                f"query encoding: {r['query_encoding_ms_per_query']:.3f} ms/query")
     ix = r["index"]
     bs = r.get("build_seconds") or 0.0
+    enc_s = r.get("encode_seconds")
+    enc_s = sum(enc_s.values()) if isinstance(enc_s, dict) else enc_s
     typer.echo(f"  index:    {ix['n_docs']:,} docs  {ix['n_postings']:,} postings  {ix['index_bytes'] / 1e6:.2f} MB  "
                f"{ix['bytes_per_posting']:.2f} B/posting  build {bs:.2f}s"
-               + (f" (+ encoding {r['encode_seconds']:.1f}s)" if r.get("encode_seconds") else ""))
+               + (f" (+ encoding {enc_s:.1f}s)" if enc_s else ""))
+    h = r.get("hybrid")
+    if h:
+        f = h["fusion"]
+        typer.echo(f"  fusion:   {f['fusion']}" + (f" k={f['rrf_k']:g}" if f["fusion"] == "rrf" else "")
+                   + (f" weights={f['weights']}" if f["weights"] else " equal weights")
+                   + f", depth {f['depth']} per representation, sparse {f['sparse']}")
+        lat = h["latency_k10_single_thread_ms"]
+        typer.echo(f"  {'representation':<16}" + "".join(f"{m:>10}" for m in q) + f"{'p50 ms':>9}{'encode ms/q':>13}")
+        for name in h["representations"]:
+            qq = h["quality_per_representation"][name]
+            typer.echo(f"  {name:<16}" + "".join(f"{qq[m]:>10.4f}" for m in q) + f"{lat[name]['p50_ms']:>9.3f}"
+                       + f"{h['query_encoding_ms_per_query'].get(name, 0.0):>13.2f}")
+        typer.echo(f"  {'fused':<16}" + "".join(f"{v:>10.4f}" for v in q.values()) + f"{lat['fusion']['p50_ms']:>9.3f}"
+                   + "  (fusion alone)")
 
 
 @app.command()
@@ -639,43 +801,82 @@ def tune(
         json_out.write_text(json.dumps(r, indent=1))
 
 
+@app.command("tune-fusion")
+def tune_fusion_cmd(
+    index: Annotated[Path, typer.Argument(help="Hybrid index directory.")],
+    data: Annotated[Path, typer.Argument(help="BEIR collection folder with queries.jsonl and qrels/<split>.tsv.")],
+    split: Annotated[str, typer.Option(help="Judged split to fit on: train or dev (never test).")] = "train",
+    metric: Annotated[str, typer.Option(help="ir-measures metric to maximise.")] = "nDCG@10",
+    step: Annotated[float, typer.Option(help="Weight grid step (weights are multiples of it summing to 1).")] = 0.1,
+    methods: Annotated[str, typer.Option(help="Fusions to try, comma-separated.")] = "rrf,minmax,zscore",
+    depth: Annotated[Optional[int], typer.Option(help=DEPTH_HELP)] = None,
+    save: Annotated[bool, typer.Option(
+        "--save", help="Save the chosen fusion with the index (fusion.json): search, evaluate and the service then "
+                       "use it by default.")] = False,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the whole grid here.")] = None,
+) -> None:
+    """Fit a hybrid index's fusion (method and per-representation weights) on train or dev qrels."""
+    from .evaluation import load_beir
+    from .index.hybrid import HybridIndex, save_fusion, tune_index_fusion
+
+    if split == "test":
+        raise InvalidInputError("tune-fusion fits on train or dev qrels; test qrels are for the final figure only")
+    if not 0 < step <= 0.5:
+        raise InvalidInputError(f"--step must be in (0, 0.5], got {step}")
+    idx = HybridIndex.open(index)
+    ds = load_beir(data, split)
+    qv = idx.load_encoder().encode_queries(ds.query_texts(), ds.query_ids)
+    params, choice = tune_index_fusion(idx, qv, ds.qrels, depth=depth, methods=tuple(methods.split(",")),
+                                       step=step, metric=metric)
+    typer.echo(f"{ds.name} {split}: {choice.n_queries} queries, {len(choice.table)} settings tried")
+    typer.echo(f"best {metric} {choice.score:.4f}: --fusion {params.fusion} --weights "
+               + ",".join(f"{n}={w:g}" for n, w in zip(idx.names, params.weights or ()))
+               + (f" --rrf-k {params.rrf_k:g}" if params.fusion == "rrf" else ""))
+    if save:
+        save_fusion(index, params, {"collection": ds.name, "split": split, "metric": metric, "score": choice.score,
+                                    "queries": choice.n_queries, "settings_tried": len(choice.table)})
+        typer.echo(f"saved as the default fusion of {index}")
+    if json_out is not None:
+        json_out.write_text(json.dumps({"chosen": {"fusion": params.fusion, "weights": list(params.weights or ()),
+                                                   "rrf_k": params.rrf_k, metric: choice.score},
+                                        "grid": choice.table}, indent=1))
+
+
 @app.command()
 def stats(index: Annotated[Path, typer.Argument(help="Index directory.")]) -> None:
-    """Print an index's manifest figures (documents, terms, postings, bytes, encoder)."""
-    from .index import Index
+    """Print an index's manifest figures (documents, terms, postings, bytes, encoder; for a hybrid
+    index also each representation's, under "members")."""
+    from .index.hybrid import open_searcher
 
-    typer.echo(json.dumps(Index.open(index).stats(), indent=1))
+    typer.echo(json.dumps(open_searcher(index).stats(), indent=1))
 
 
 @app.command()
 def demo(
     data: Annotated[Path, typer.Option(help="BEIR collection to index and evaluate.")] = DEFAULT_DATA,
-    encoder: Annotated[list[str], typer.Option(help="Encoder spec(s) to run, repeatable.")] = ["bm25"],
-    workdir: Annotated[Path, typer.Option(help="Where indexes are written.")] = Path("indexes"),
+    encoder: Annotated[list[str], typer.Option(help="Representations (encoder specs), repeatable.")] = ["bm25"],
+    workdir: Annotated[Path, typer.Option(help="Where the index is written.")] = Path("indexes"),
 ) -> None:
-    """The main job: index a BEIR collection, search its test queries, print quality and speed."""
-    from .encoders import get_encoder
+    """The main job: index a BEIR collection with every representation given (one hybrid index),
+    search its test queries, print quality and speed of each representation and of their fusion."""
     from .evaluation import load_beir, run_evaluation
-    from .index import build_index
+    from .index.hybrid import build_hybrid, make_encoder, member_names
 
     if not (data / "corpus.jsonl").exists():
         raise MissingFileError(f"no BEIR collection at {data} (expected corpus.jsonl); pass --data PATH")
     ds = load_beir(data, "test")
-    texts = ds.doc_texts()
-    for spec in encoder:
-        t0 = time.perf_counter()
+    encoders = []
+    for name, spec in zip(member_names(encoder), encoder):
         try:
-            enc = get_encoder(spec)
+            encoders.append((name, make_encoder(spec)))
         except MissingExtraError as e:  # the demo runs what the install allows
             typer.secho(f"skipping encoder {spec!r}: {e}", fg="yellow", err=True)
-            continue
-        enc.fit(texts)
-        batch = enc.encode_documents(texts, ds.doc_ids)
-        t_enc = time.perf_counter() - t0
-        out = workdir / f"{ds.name}-{spec.replace(':', '_').replace('/', '_')}"
-        idx = build_index(batch, out, encoder=enc, overwrite=True, documents=ds.corpus,
-                          extra={"source": str(data.resolve()), "encode_seconds": t_enc})
-        _print_report(run_evaluation(idx, ds))
+    if not encoders:
+        raise MissingExtraError("none of the demo's encoders is installed")
+    out = workdir / f"{ds.name}-{'+'.join(n for n, _ in encoders)}"
+    idx = build_hybrid(out, ds.doc_texts(), ds.doc_ids, encoders, documents=ds.corpus, overwrite=True,
+                       extra={"source": str(data.resolve())}, log=lambda m: typer.echo(m, err=True))
+    _print_report(run_evaluation(idx, ds))
 
 
 MILVUS_URI_HELP = ("Milvus to use: a path ending in .db (Milvus Lite, embedded; created on export) or "

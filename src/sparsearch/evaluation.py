@@ -379,6 +379,8 @@ def run_evaluation(searcher: Any, ds: BeirDataset, *, k: int = 1000, params: Sea
         write_trec_run(run, run_path)
     st = index.stats()
     manifest = getattr(index, "manifest", {}) or {}
+    hybrid = (_hybrid_report(searcher, enc, qv, ds, k, params, metrics)
+              if hasattr(searcher, "search_detailed") else None)
     return {
         "collection": ds.name, "split": ds.split, "queries": len(qv), "mode": mode_of(params), "k": k,
         "encoder": st.get("encoder"), "quality": quality, "quality_empty_as_zero": strict,
@@ -388,5 +390,36 @@ def run_evaluation(searcher: Any, ds: BeirDataset, *, k: int = 1000, params: Sea
         f"qps_k{k}_batch_all_threads": len(qv) / t_batch,
         "query_encoding_ms_per_query": 1e3 * t_enc / max(len(qv), 1),
         "build_seconds": manifest.get("build_seconds"), "encode_seconds": manifest.get("encode_seconds"),
-        "index": {k2: v for k2, v in st.items() if k2 != "encoder"},
+        "index": {k2: v for k2, v in st.items() if k2 not in ("encoder", "members")},
+        **({"hybrid": hybrid} if hybrid is not None else {}),
     }
+
+
+def _hybrid_report(searcher: Any, enc: Any, qv: Any, ds: BeirDataset, k: int, params: SearchParams | None,
+                   metrics: Sequence[str]) -> dict[str, Any]:
+    """For a hybrid index: each representation's own quality (its top ``k`` of the same search),
+    and the single-query time (k=10, 1 thread) split into each representation's search and the
+    fusion, plus each representation's query-encoding time."""
+    one = replace(params, threads=1) if params is not None else None
+    _, _, lists, _ = searcher.search_detailed(qv, k, params)
+    quality = {name: evaluate(to_run(s[:, :k], d[:, :k], searcher.doc_ids, qv.ids), ds.qrels, metrics)
+               for name, (s, d) in lists.items()}
+    parts: dict[str, list[float]] = {}
+
+    def one_query(i: int) -> None:
+        for name, sec in searcher.search_detailed(qv[i:i + 1], 10, one)[3].items():
+            parts.setdefault(name, []).append(sec)
+
+    time_queries(one_query, len(qv))
+    n = len(qv)
+    ms = {name: LatencyStats.measure(np.asarray(v[-n:])).summary() for name, v in parts.items()}
+    encoding = getattr(enc, "last_seconds", {}) or {}
+    return {"representations": list(lists), "quality_per_representation": quality,
+            "latency_k10_single_thread_ms": ms,
+            "query_encoding_ms_per_query": {name: 1e3 * sec / max(n, 1) for name, sec in encoding.items()},
+            "fusion": _fusion_summary(searcher.resolve_params(params))}
+
+
+def _fusion_summary(p: Any) -> dict[str, Any]:
+    return {"fusion": p.fusion, "weights": None if p.weights is None else list(p.weights), "rrf_k": p.rrf_k,
+            "depth": p.depth, "sparse": mode_of(p.sparse)}

@@ -12,6 +12,8 @@ A *run* is ``{query_id: {doc_id: score}}``.
   i.e. it is treated as ranked at the bottom of that run.
 * :func:`fuse`: the same fusions for the results of ONE query (``{doc_id: score}`` per searcher),
   as the search service fuses the indexes it serves.
+* :func:`fuse_topk`: the same fusions on searchers' ``(scores, docnums)`` arrays (the search
+  protocol's output) for a batch of queries: what a hybrid index fuses its representations with.
 * :func:`tune_interpolation` / :func:`tune_rrf`: grid search of the weight (or RRF ``k``) on
   *dev* qrels. The tuning functions only ever see the qrels passed to them; evaluate the
   chosen setting on test afterwards with :func:`interpolate` / :func:`rrf`.
@@ -26,9 +28,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import InvalidInputError
-from .evaluation import evaluate
+from .evaluation import evaluate, to_run
 
-__all__ = ["normalize_run", "rrf", "interpolate", "convex", "fuse", "ranked", "tune_interpolation", "tune_rrf",
+__all__ = ["fuse_topk", "tune_fusion", "weight_grid", "FusionChoice", "normalize_run", "rrf", "interpolate", "convex", "fuse", "ranked", "tune_interpolation", "tune_rrf",
            "TuneResult", "restrict"]
 
 Run = dict[str, dict[str, float]]
@@ -201,3 +203,130 @@ def tune_rrf(runs: Sequence[Mapping[str, Mapping[str, float]]], dev_qrels: Mappi
     views = _dev_view(runs, dev_qrels)
     table = {float(k): float(evaluate(rrf(views, k, weights, depth), dict(dev_qrels), (metric,))[metric]) for k in ks}
     return _pick(table, metric, len(dev_qrels), 60.0)
+
+
+def _fuse_row(results: Sequence[tuple[np.ndarray, np.ndarray]], qi: int, method: str, weights: np.ndarray,
+              rrf_k: float) -> tuple[np.ndarray, np.ndarray]:
+    """One query's fused ``(docnums, scores)`` over the union of the lists (unsorted)."""
+    docs, contrib, floors = [], [], np.zeros(len(results))
+    for m, (s, d) in enumerate(results):
+        valid = d[qi] >= 0
+        dm, sm = d[qi][valid], s[qi][valid].astype(np.float64)
+        if method == "rrf":
+            # rank by the list's own order (descending score, ties by docnum: the protocol's order)
+            c = weights[m] / (rrf_k + np.arange(1, len(dm) + 1))
+        else:
+            if len(sm):
+                if method == "minmax":
+                    lo, hi = sm.min(), sm.max()
+                    c = (sm - lo) / (hi - lo) if hi > lo else np.ones_like(sm)
+                else:
+                    mu, sd = sm.mean(), sm.std()
+                    c = (sm - mu) / sd if sd > 0 else np.zeros_like(sm)
+                # a document this list did not return counts as its lowest normalised score
+                floors[m] = weights[m] * c.min()
+                c = weights[m] * c
+            else:
+                c = sm
+        docs.append(dm)
+        contrib.append(c - floors[m] if method != "rrf" else c)
+    if not docs:
+        return np.zeros(0, np.int64), np.zeros(0)
+    alld = np.concatenate(docs).astype(np.int64)
+    uniq, inv = np.unique(alld, return_inverse=True)
+    fused = np.bincount(inv, weights=np.concatenate(contrib), minlength=len(uniq))
+    return uniq, fused + floors.sum()
+
+
+def fuse_topk(results: Sequence[tuple[np.ndarray, np.ndarray]], k: int, method: str = "rrf",
+              weights: Sequence[float] | None = None, rrf_k: float = 60.0) -> tuple[np.ndarray, np.ndarray]:
+    """Fuse several searchers' results for the same queries into one top-``k``.
+
+    Args:
+        results: per searcher ``(scores float (nq, k_i), docnums int (nq, k_i))`` in the search
+            protocol's form (rows sorted by descending score, ``-1`` padding); doc numbers must
+            name the same documents in every searcher.
+        k: fused results per query.
+        method: ``"rrf"``: ``sum_i w_i / (rrf_k + rank_i(d))``; ``"minmax"`` / ``"zscore"``:
+            ``sum_i w_i * norm_i(s_i(d))`` with per-query normalisation over the list, a document
+            missing from list ``i`` getting that list's lowest normalised score, and the weights
+            scaled to sum to 1 (as :func:`convex`).
+        weights: one per searcher (``None``: equal).
+
+    Returns ``(scores float32 (nq, k), docnums int64 (nq, k))``, descending, ties by ascending
+    doc number, ``-1`` / ``-inf`` padding when fewer than ``k`` documents were retrieved.
+    """
+    if not results:
+        raise InvalidInputError("fusion needs at least one result list")
+    if method not in METHODS:
+        raise InvalidInputError(f"unknown fusion {method!r}; use one of {METHODS}")
+    nq = len(results[0][1])
+    if any(len(d) != nq or len(s) != nq for s, d in results):
+        raise InvalidInputError("every result list must hold the same queries")
+    w = np.ones(len(results)) if weights is None else np.asarray(weights, dtype=np.float64)
+    if w.shape != (len(results),):
+        raise InvalidInputError(f"{len(w)} weights for {len(results)} result lists")
+    if method != "rrf":
+        if w.sum() <= 0:
+            raise InvalidInputError("fusion weights sum to 0")
+        w = w / w.sum()
+    out_s = np.full((nq, k), -np.inf, np.float32)
+    out_d = np.full((nq, k), -1, np.int64)
+    for qi in range(nq):
+        docs, fused = _fuse_row(results, qi, method, w, rrf_k)
+        order = np.lexsort((docs, -fused))[:k]
+        out_s[qi, :len(order)] = fused[order]
+        out_d[qi, :len(order)] = docs[order]
+    return out_s, out_d
+
+
+def weight_grid(n: int, step: float = 0.1) -> list[tuple[float, ...]]:
+    """Every weight vector of ``n`` non-negative multiples of ``step`` summing to 1 (``n = 1``: ``[(1.0,)]``)."""
+    units = int(round(1 / step))
+
+    def rec(left: int, parts: int) -> list[tuple[int, ...]]:
+        if parts == 1:
+            return [(left,)]
+        return [(i, *rest) for i in range(left + 1) for rest in rec(left - i, parts - 1)]
+
+    return [tuple(round(u / units, 6) for u in combo) for combo in rec(units, n)]
+
+
+@dataclass
+class FusionChoice:
+    """The best fusion found on judged queries, and every setting tried (``table``)."""
+
+    fusion: str
+    weights: tuple[float, ...]
+    rrf_k: float
+    score: float
+    metric: str
+    n_queries: int
+    table: list[dict] = field(default_factory=list)
+
+
+def tune_fusion(lists: Sequence[tuple[np.ndarray, np.ndarray]], doc_ids: Sequence[str], query_ids: Sequence[str],
+                qrels: Mapping[str, Mapping[str, int]], *, methods: Sequence[str] = METHODS,
+                step: float = 0.1, rrf_ks: Sequence[float] = (60.0,), k: int = 10, metric: str = "nDCG@10"
+                ) -> FusionChoice:
+    """Grid-search the fusion (method, weights on a ``step`` simplex grid, RRF constant) of several
+    searchers' result lists (:func:`fuse_topk` input) on ``qrels``: pass the lists of TRAIN or DEV
+    queries and their qrels, never the test ones. Ties in the metric go to the setting with the
+    most even weights (the safest on other queries), then to the order tried."""
+    qs = [i for i, q in enumerate(query_ids) if q in qrels]
+    if not qs:
+        raise InvalidInputError("none of the searched queries is judged in the qrels: search the split's queries")
+    sel = [(s[qs], d[qs]) for s, d in lists]
+    qids = [query_ids[i] for i in qs]
+    judged = {q: dict(qrels[q]) for q in qids}
+    table = []
+    for method in methods:
+        for w in weight_grid(len(lists), step):
+            for rk in (rrf_ks if method == "rrf" else (60.0,)):
+                fused = fuse_topk(sel, k, method, w, rk)
+                value = float(evaluate(to_run(*fused, doc_ids, qids), judged, (metric,))[metric])
+                table.append({"fusion": method, "weights": list(w), "rrf_k": rk, metric: value})
+    even = 1.0 / len(lists)
+    best = max(table, key=lambda r: (round(r[metric], 12), -sum(abs(x - even) for x in r["weights"])))
+    return FusionChoice(best["fusion"], tuple(best["weights"]), best["rrf_k"], best[metric], metric, len(qids), table)
+

@@ -18,14 +18,14 @@ kinds it does not support with :class:`~sparsearch.errors.UnsupportedError`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, ClassVar, Literal, Protocol, Union, runtime_checkable
 
 import numpy as np
 
 from .errors import InvalidInputError, UnsupportedError
 
-__all__ = ["ExactParams", "ApproxParams", "SearchParams", "Searcher", "params_from_dict", "check_k",
+__all__ = ["ExactParams", "ApproxParams", "HybridParams", "FUSIONS", "SearchParams", "Searcher", "params_from_dict", "check_k",
            "MAX_K", "SEARCH_KINDS", "SEARCH_MODES", "params_for_mode", "mode_of"]
 
 #: hard bound on the result width anywhere (the service bounds it lower); k is first clamped to
@@ -83,8 +83,61 @@ class ApproxParams:
         return self
 
 
-SearchParams = Union[ExactParams, ApproxParams]
-SEARCH_KINDS: dict[str, type] = {"exact": ExactParams, "approximate": ApproxParams}
+#: fusion methods of :class:`HybridParams` (see :mod:`sparsearch.fusion`)
+FUSIONS: tuple[str, ...] = ("rrf", "minmax", "zscore")
+
+
+@dataclass(frozen=True)
+class HybridParams:
+    """Search of a hybrid index: each representation retrieves its top ``depth``, the lists are fused.
+
+    Attributes:
+        fusion: ``"rrf"`` (reciprocal rank fusion), ``"minmax"`` or ``"zscore"`` (convex combination
+            of per-query normalised scores; see :func:`sparsearch.fusion.fuse_topk`).
+        weights: one weight per representation, in the index's order (``None``: equal weights).
+        rrf_k: the RRF rank constant.
+        depth: documents each representation returns before fusion (at least ``k`` is used).
+        sparse: parameters of the sparse representations (``None``: exact; an
+            :class:`ApproxParams` searches their approximate indexes).
+        threads / unknown: as :class:`ExactParams`, passed to every representation.
+    """
+
+    kind: ClassVar[str] = "hybrid"
+    fusion: str = "rrf"
+    weights: tuple[float, ...] | None = None
+    rrf_k: float = 60.0
+    depth: int = 100
+    sparse: ExactParams | ApproxParams | None = None
+    threads: int | None = None
+    unknown: Unknown = "drop"
+
+    def check(self) -> "HybridParams":
+        _check_common(self)
+        if self.fusion not in FUSIONS:
+            raise InvalidInputError(f"unknown fusion {self.fusion!r}; use one of {', '.join(FUSIONS)}")
+        if self.weights is not None:
+            if not all(isinstance(w, (int, float)) and w >= 0 and np.isfinite(w) for w in self.weights):
+                raise InvalidInputError(f"fusion weights must be finite numbers >= 0, got {list(self.weights)}")
+            if sum(self.weights) <= 0:
+                raise InvalidInputError("fusion weights sum to 0")
+        if not np.isfinite(self.rrf_k) or self.rrf_k < 0:
+            raise InvalidInputError(f"rrf_k must be a number >= 0, got {self.rrf_k!r}")
+        if isinstance(self.depth, bool) or not isinstance(self.depth, int) or not 1 <= self.depth <= MAX_K:
+            raise InvalidInputError(f"depth must be an integer in [1, {MAX_K:,}], got {self.depth!r}")
+        if self.sparse is not None:
+            require(self.sparse, [ExactParams, ApproxParams], "a hybrid index's sparse representations")
+            self.sparse.check()
+        return self
+
+    def member_params(self) -> "ExactParams | ApproxParams":
+        """The parameters each sparse representation is searched with (threads/unknown applied)."""
+        base = self.sparse or ExactParams()
+        return replace(base, threads=self.threads if self.threads is not None else base.threads,
+                       unknown=self.unknown)
+
+
+SearchParams = Union[ExactParams, ApproxParams, HybridParams]
+SEARCH_KINDS: dict[str, type] = {"exact": ExactParams, "approximate": ApproxParams, "hybrid": HybridParams}
 
 
 #: the search modes users name (CLI ``--mode``, the service's ``mode``): ``exact`` and ``exhaustive``
@@ -120,6 +173,8 @@ def mode_of(params: SearchParams | None) -> str:
         return "exact"
     if isinstance(params, ExactParams):
         return "exhaustive" if params.exhaustive else "exact"
+    if isinstance(params, HybridParams):
+        return f"hybrid ({params.fusion}, {mode_of(params.sparse)})"
     return params.kind
 
 
@@ -142,12 +197,22 @@ def params_from_dict(d: dict[str, Any]) -> SearchParams:
     if extra:
         raise InvalidInputError(f"{kind} search has no parameter {sorted(extra)[0]!r}; "
                                 f"it takes {', '.join(sorted(names))}")
-    return cls(**{k: v for k, v in d.items() if k != "kind"}).check()
+    values = {k: v for k, v in d.items() if k != "kind"}
+    if cls is HybridParams:
+        if isinstance(values.get("sparse"), dict):
+            values["sparse"] = params_from_dict(values["sparse"])
+        if isinstance(values.get("weights"), list):
+            values["weights"] = tuple(values["weights"])
+    return cls(**values).check()
 
 
 def params_to_dict(p: SearchParams) -> dict[str, Any]:
     """``{"kind": ..., field: value}``: the inverse of :func:`params_from_dict`."""
-    return {"kind": p.kind, **asdict(p)}
+    out = {"kind": p.kind, **asdict(p)}
+    if isinstance(p, HybridParams):
+        out["sparse"] = None if p.sparse is None else params_to_dict(p.sparse)
+        out["weights"] = None if p.weights is None else list(p.weights)
+    return out
 
 
 def check_k(k: Any, n_docs: int) -> int:

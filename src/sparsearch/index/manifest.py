@@ -12,6 +12,10 @@ Index directory layout (Lucene-style commit points)::
       approx-<id>/         the approximate index, named by approximate.json (see approximate.py)
       settings.json        search settings saved by ``sparsearch tune --save`` (survives commits)
 
+A hybrid index (``hybrid.py``) uses the same commit point with ``"kind": "hybrid"``: no
+segments, its representations as complete sub-indexes ``rep-<name>-<id>/`` (``members``) and
+one document store; the same commit, garbage collection and safe open apply.
+
 Every file a manifest names is complete and durable before the manifest is written (the
 storage layer publishes them atomically); :func:`commit` then renames a new ``manifest.json``
 over the old one. A crash at any point leaves the previous manifest, which only names files
@@ -99,6 +103,8 @@ def named_files(manifest: dict[str, Any]) -> set[str]:
         keep.add(s["name"])
         keep.add(s.get("deletes"))
         keep.add(s.get("docstore"))
+    for m in manifest.get("members", []):  # a hybrid index's representations (see hybrid.py)
+        keep.add(m["dir"])
     keep.update(manifest.get("keep", []))
     keep.discard(None)
     return keep  # type: ignore[return-value]
@@ -121,7 +127,8 @@ def commit(directory: Directory | str | os.PathLike, manifest: dict[str, Any],
         d.write_json(name, vocab.terms)
         manifest["vocab"] = name
         manifest["n_terms"] = len(vocab)
-    manifest["n_docs"] = sum(int(s["n_docs"]) for s in manifest["segments"])
+    if "members" not in manifest:  # a hybrid index counts its documents itself
+        manifest["n_docs"] = sum(int(s["n_docs"]) for s in manifest["segments"])
     manifest["committed_at"] = time.time()
     manifest["files"] = _records(d, manifest)
     manifest = seal(manifest)

@@ -100,6 +100,9 @@ class Index:
     def _load(cls, path: Path, manifest: dict[str, Any], mmap: bool, verify: bool,
               segments: Sequence[int] | None) -> "Index":
         """The index state ``manifest`` names."""
+        if manifest.get("kind") == "hybrid":
+            raise UnsupportedError(f"{path} is a hybrid index (several representations): open it with "
+                                   f"sparsearch.index.open_searcher; this operation needs a single-representation index")
         entries = list(manifest["segments"])
         if segments is not None:
             if list(segments) != sorted(set(segments)) or any(not 0 <= i < len(entries) for i in segments):

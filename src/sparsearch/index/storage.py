@@ -43,11 +43,12 @@ __all__ = ["Directory", "MANAGED_PREFIXES", "PERMANENT_NAMES", "crc32_file", "fs
 
 #: Names a commit owns: removed by garbage collection once the current manifest names none of
 #: them (segments, vocabularies, encoder states, deletion bitmaps, document stores, the
-#: approximate index and its pointer, and torn temporaries of any of these).
+#: approximate index and its pointer, a hybrid index's representations ``rep-*``, and torn
+#: temporaries of any of these).
 MANAGED_PREFIXES: tuple[str, ...] = ("seg-", "vocab-", "encoder-", "deletes-", "docs-", "approx-",
-                                     "approximate.json", ".tmp-", ".manifest.json")
-#: Names that are never garbage-collected.
-PERMANENT_NAMES: frozenset[str] = frozenset({"manifest.json", ".lock", "settings.json"})
+                                     "approximate.json", ".tmp-", ".manifest.json", "rep-")
+#: Names that are never garbage-collected (``fusion.json``: a hybrid index's saved fusion setting).
+PERMANENT_NAMES: frozenset[str] = frozenset({"manifest.json", ".lock", "settings.json", "fusion.json"})
 
 _NPY_LOCK = threading.Lock()
 
