@@ -80,11 +80,27 @@ def test_topk_rows_keeps_the_lowest_columns_tied_at_the_kth_score():
     scores = np.zeros((3, 50), np.float32)
     scores[1, [40, 45]] = 1.0
     scores[2] = np.arange(50) % 3
-    s, d = topk_rows(scores, 5)
-    np.testing.assert_array_equal(d[0], [0, 1, 2, 3, 4])
-    np.testing.assert_array_equal(d[1], [40, 45, 0, 1, 2])
-    np.testing.assert_array_equal(d[2], [2, 5, 8, 11, 14])
-    np.testing.assert_array_equal(s[1], [1, 1, 0, 0, 0])
+    for k in (5, 40):  # a heap (k small next to n), argpartition otherwise
+        s, d = topk_rows(scores, k)
+        np.testing.assert_array_equal(d[0], np.arange(k))
+        np.testing.assert_array_equal(d[1], [40, 45, *range(k - 2)])
+        np.testing.assert_array_equal(d[2], [*range(2, 50, 3), *range(1, 50, 3), *range(0, 50, 3)][:k])
+        np.testing.assert_array_equal(s[1], [1, 1] + [0] * (k - 2))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_topk_rows_equals_a_full_sort(dtype):
+    rng = np.random.default_rng(3)
+    for scores in (rng.normal(size=(7, 500)), rng.integers(-3, 4, size=(7, 500))):  # distinct, many ties
+        scores = scores.astype(dtype)
+        ref = np.lexsort((np.broadcast_to(np.arange(500), scores.shape), -scores), axis=1)
+        for k in (1, 3, 62, 63, 64, 200, 499, 500, 900):
+            s, d = topk_rows(scores, k)
+            assert s.dtype == np.float32 and d.dtype == np.int64 and d.shape == (7, min(k, 500))
+            np.testing.assert_array_equal(d, ref[:, :k])
+            np.testing.assert_array_equal(s, np.take_along_axis(scores, ref[:, :k], 1).astype(np.float32))
+    assert topk_rows(np.zeros((0, 5)), 3)[1].shape == (0, 3)
+    assert topk_rows(np.zeros((2, 0)), 3)[1].shape == (2, 0)
 
 
 # ------------------------------------------------------------------ quantization
