@@ -944,8 +944,10 @@ def _dense_embeddings(idx, model: Optional[str]) -> tuple[np.ndarray, dict[str, 
 @app.command()
 def serve(
     index_dirs: Annotated[list[str], typer.Argument(
-        help="Index directories to serve (named by directory name); several are searched together and fused. "
-             "With --backend milvus: the Milvus URI (path.db for Milvus Lite, or http(s)://HOST:19530).")],
+        help="Index directories to serve (named by directory name, or NAME=DIR); several are searched together "
+             "and fused. A hybrid index (`index --encoder A --encoder B`) is searched with its fusion, each hit "
+             "showing its rank in every representation. With --backend milvus: the Milvus URI (path.db for "
+             "Milvus Lite, or http(s)://HOST:19530).")],
     host: Annotated[str, typer.Option(help="Interface to bind (its name is an allowed host too).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
@@ -995,8 +997,18 @@ def serve(
         run_service([], host=host, port=port, log_level=log_level, limits=limits, access=access,
                     backends=milvus_backends(index_dirs[0], collection, token=milvus_token))
     else:
-        run_service([Path(p) for p in index_dirs], host=host, port=port, log_level=log_level, limits=limits,
-                    access=access)
+        # NAME=DIR names an index (an argument that is itself an existing path is a directory)
+        named = [a.partition("=") if "=" in a and not Path(a).exists() else ("", "", a) for a in index_dirs]
+        dirs: Any = [Path(d) for _, _, d in named]
+        if any(n for n, _, _ in named):
+            dirs = {}
+            for n, _, d in named:
+                name = n or Path(d).resolve().name
+                if not name or name in dirs:
+                    raise InvalidInputError(f"serve: index name {name!r} is empty or given twice; name each "
+                                            f"directory with NAME=DIR")
+                dirs[name] = Path(d)
+        run_service(dirs, host=host, port=port, log_level=log_level, limits=limits, access=access)
 
 
 def main(argv: Optional[list[str]] = None) -> None:

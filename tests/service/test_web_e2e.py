@@ -63,12 +63,19 @@ def browser():
         b.close()
 
 
-def test_search_page_end_to_end(server, browser):
+def _open_page(browser, url: str):
+    """``(page, errors)``: the search page loaded (the served indexes listed), and the script
+    errors it raises from now on."""
     page = browser.new_page(viewport={"width": 1100, "height": 900})
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(server)
+    page.goto(url)
     page.wait_for_function("document.getElementById('served').textContent.includes('docs')")
+    return page, errors
+
+
+def test_search_page_end_to_end(server, browser):
+    page, errors = _open_page(browser, server)
     assert "bm25 (5 docs)" in page.inner_text("#served")
     assert page.locator("#indexes input[type=checkbox]").count() == 2
 
@@ -113,6 +120,45 @@ def test_search_page_end_to_end(server, browser):
     page.press("#q", "Enter")
     page.wait_for_function("document.getElementById('status').textContent.startsWith('Error')")
     assert "Error 422" in page.inner_text("#status") and "1000 characters" in page.inner_text("#status")
+    assert not errors, errors
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def hybrid_server(tmp_path_factory):
+    """A hybrid index of two BM25 variants (no model to load), served alone."""
+    pytest.importorskip("uvicorn", reason="the server needs uvicorn (the 'service' extra)")
+    from sparsearch.index.hybrid import build_hybrid, make_encoder
+    from sparsearch.service import create_app
+
+    path = tmp_path_factory.mktemp("webhyb") / "hyb"
+    build_hybrid(path, [f"{t} {x}" for t, x in DOCS.values()], list(DOCS),
+                 [("bm25", make_encoder("bm25")), ("robertson", make_encoder("bm25:robertson"))],
+                 documents=[(i, t, x) for i, (t, x) in DOCS.items()])
+    with running_server(create_app([path])) as port:
+        yield f"http://127.0.0.1:{port}/"
+
+
+def test_hybrid_hits_show_their_rank_in_each_representation(hybrid_server, browser):
+    page, errors = _open_page(browser, hybrid_server)
+    assert "hyb (5 docs: bm25 + robertson)" in page.inner_text("#served")
+    assert page.locator("#hybrid-opt").is_visible()  # the hybrid fusion choice appears for a hybrid index
+    page.select_option("#hfusion", "minmax")
+    page.fill("#q", "wolves hunt")
+    page.press("#q", "Enter")
+    page.wait_for_selector("article.hit")
+    first = page.locator("article.hit").nth(0)
+    assert first.get_attribute("data-id") == "d3"
+    badges = first.locator("ul.reps li").all_inner_texts()
+    assert [b.split(" ")[0] for b in badges] == ["bm25", "robertson"] and all("#1" in b for b in badges)
+    assert first.locator("ul.reps").get_attribute("aria-label") == "rank in each representation"
+    info = page.inner_text("#hybrid-info")
+    assert "fused by minmax" in info and "fusion" in info and "bm25" in info
+    # Robertson's idf drops "hunt" (in 3 of 5 documents): the documents matching only it get a dash there
+    missing = page.locator("ul.reps li.none").all_inner_texts()
+    assert missing and all(m == "robertson –" for m in missing)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "web_e2e_hybrid.png"), full_page=True)
     assert not errors, errors
     page.close()
 

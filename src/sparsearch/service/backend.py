@@ -15,6 +15,14 @@ Served indexes:
   directory gets a new commit (``add_documents``/``delete_documents``/``merge`` from another
   process), the first request after ``Limits.reload_interval_s`` opens the new state and swaps
   the snapshot atomically: a request sees the old or the new state, never a mix.
+* :class:`ServedHybrid`: a hybrid index directory (:class:`~sparsearch.index.hybrid.HybridIndex`:
+  several representations of one collection, one document store), served from snapshots the same
+  way. A query text is encoded for every representation; the search runs each one to the fusion
+  depth and fuses them with the index's default fusion (saved by ``sparsearch tune-fusion``, else
+  :data:`~sparsearch.index.hybrid.DEFAULT_FUSION`), which a request may override (``hybrid``:
+  fusion, weights by representation name, depth, rrf_k). Every hit says where it stood in each
+  representation (``representations``: rank and score, ``None`` past the depth); explanations and
+  highlights come from the first sparse representation. Read-only (no writes through the service).
 * :class:`ServedMilvus` / :class:`ServedMilvusDense`: a collection written by
   :func:`sparsearch.milvus.export` (sparse vectors as ``NAME``, dense ones as ``NAME-dense``);
   see :func:`milvus_backends`. Exact search only, no explanations.
@@ -45,15 +53,18 @@ from ..fusion import fuse, ranked
 from ..index.approximate import ApproximateIndex
 from ..index import Index
 from ..index import updates
+from ..index.dense import DenseIndex
+from ..index.hybrid import FUSION_FILE, HybridIndex, HybridQueries, is_hybrid, open_searcher
 from ..milvus import MilvusBackend, list_exported
-from ..searching import MAX_K, ApproxParams, ExactParams, SearchParams, check_k, params_for_mode
+from ..searching import MAX_K, ApproxParams, ExactParams, HybridParams, SearchParams, check_k, params_for_mode
 from ..vectors import SparseBatch
 from .highlight import highlight_hit, label
 
 log = logging.getLogger("sparsearch.service")
 
 __all__ = ["Limits", "SearchService", "SearchResult", "WriteResult", "Hit", "HitScore", "Contribution", "Explanation", "Document",
-           "Snapshot", "ServedIndex", "ServedMilvus", "ServedMilvusDense", "milvus_backends", "FUSIONS"]
+           "Snapshot", "ServedIndex", "ServedHybrid", "ServedMilvus", "ServedMilvusDense", "milvus_backends", "FUSIONS",
+           "RepresentationRank", "Timing", "HybridUsed", "HybridOptions", "hybrid_params", "served_index"]
 
 @dataclass(frozen=True)
 class Limits:
@@ -68,6 +79,7 @@ class Limits:
     max_indexes: int = 16            # indexes named in one request (and weights given)
     max_query_cut: int = 1000        # approximate mode's query_cut
     fusion_depth: int = 100          # per-index depth fused when several indexes are searched
+    max_hybrid_depth: int = 1000     # documents a hybrid index's representation returns before fusion
     explain_hits: int = 50           # hits that carry an explanation and highlight spans
     explain_terms: int = 32          # contributions listed per hit
     snippet_words: int = 40
@@ -106,9 +118,45 @@ class HitScore:
 
 
 @dataclass
+class RepresentationRank:
+    """Where a hit stood in one representation of a hybrid index: its rank (from 1) and score in
+    that representation's own list, both ``None`` when the representation did not return it
+    within the fusion depth."""
+
+    rank: int | None
+    score: float | None
+
+
+@dataclass
+class Timing:
+    """Time one searched index took, in milliseconds: encoding the query text, searching
+    (for a hybrid index: every representation and the fusion), and for a hybrid index each
+    representation's search and the fusion on their own."""
+
+    encode_ms: float
+    search_ms: float
+    representations_ms: dict[str, float] = field(default_factory=dict)
+    fusion_ms: float | None = None
+
+
+@dataclass
+class HybridUsed:
+    """The fusion a hybrid index was searched with: ``weights`` by representation name (``None``:
+    equal), ``depth`` documents taken from each representation."""
+
+    fusion: str
+    weights: dict[str, float] | None
+    rrf_k: float
+    depth: int
+    representations: list[str]
+
+
+@dataclass
 class Hit:
     """A search hit. Highlight spans are ``(start, end, weight in (0, 1])`` character offsets
-    into ``snippet`` / ``title``; ``scores`` and ``explanation`` are keyed by index name."""
+    into ``snippet`` / ``title``; ``scores`` and ``explanation`` are keyed by index name.
+    ``representations``: for a hit of a hybrid index, its rank and score in each of the index's
+    representations (named ``INDEX/REPRESENTATION`` when several indexes were searched)."""
 
     rank: int
     id: str
@@ -119,11 +167,13 @@ class Hit:
     highlights: list[tuple[int, int, float]] = field(default_factory=list)
     scores: dict[str, HitScore] = field(default_factory=dict)
     explanation: dict[str, list[Contribution]] = field(default_factory=dict)
+    representations: dict[str, RepresentationRank] = field(default_factory=dict)
 
 
 @dataclass
 class SearchResult:
-    """The answer to :meth:`SearchService.search` (``fusion`` is None when one index was searched)."""
+    """The answer to :meth:`SearchService.search` (``fusion`` is None when one index was searched;
+    ``hybrid``: the fusion each searched hybrid index used; ``timings``: per searched index)."""
 
     query: str | None
     k: int
@@ -133,6 +183,8 @@ class SearchResult:
     took_ms: float
     hits: list[Hit]
     warnings: list[str] = field(default_factory=list)
+    hybrid: dict[str, HybridUsed] = field(default_factory=dict)
+    timings: dict[str, Timing] = field(default_factory=dict)
 
 
 @dataclass
@@ -225,6 +277,15 @@ def _manifest_key(path: Path) -> tuple:
     return st.st_ino, st.st_mtime_ns, st.st_size
 
 
+def _file_key(path: Path) -> tuple:
+    """``(inode, mtime, size)`` of an optional file, ``()`` when it does not exist."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return ()
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
 def _query_batch(vector: Mapping[str, float]) -> SparseBatch:
     try:
         return SparseBatch.from_dicts([dict(vector)], ids=["q"])
@@ -240,7 +301,11 @@ class ServedIndex:
     explains = True
     #: whether documents can be added and deleted through the service
     writable = True
+    #: whether this is a hybrid index (takes a request's ``hybrid`` fusion settings)
+    hybrid = False
     kind = "a local index"
+    #: the searcher class :func:`~sparsearch.index.hybrid.open_searcher` must return for this directory
+    index_class: type = Index
 
     def __init__(self, name: str, path: str | os.PathLike, reload_interval_s: float = 1.0) -> None:
         self.name, self.path, self.reload_interval_s = name, Path(path), reload_interval_s
@@ -260,13 +325,23 @@ class ServedIndex:
             time.sleep(0.01)
             return self._open_once(old)
 
+    def _key(self) -> tuple:
+        """What identifies the served state on disk: the manifest's (inode, mtime, size)."""
+        return _manifest_key(self.path)
+
+    #: manifest fields that, unchanged, let a new snapshot keep the loaded query encoder
+    ENCODER_FIELDS: tuple[str, ...] = ("encoder", "encoder_state")
+
     def _open_once(self, old: Snapshot | None) -> Snapshot:
-        key = _manifest_key(self.path)
-        index = Index.open(self.path)  # follows a commit racing the open
+        key = self._key()
+        index = open_searcher(self.path)  # follows a commit racing the open
+        if not isinstance(index, self.index_class):
+            raise InvalidInputError(f"{self.path} now holds {_kind_of(index)}, not {self.kind}; restart the "
+                                    f"service to serve it")
         store = open_docstore(self.path, index.manifest)  # the segments' stores, read as one
         snap = Snapshot(index, store, int(index.manifest.get("generation", 0)), key)
         if old is not None and old.encoder is not None and all(
-                old.index.manifest.get(f) == index.manifest.get(f) for f in ("encoder", "encoder_state")):
+                old.index.manifest.get(f) == index.manifest.get(f) for f in self.ENCODER_FIELDS):
             snap.encoder = old.encoder
         return snap
 
@@ -296,7 +371,7 @@ class ServedIndex:
         manifest that failed is retried after a growing pause while it stays the same (up to
         ``FAILED_RETRY_MAX_S``), and at the next check once it changes."""
         try:
-            key = _manifest_key(self.path)
+            key = self._key()
         except OSError as e:  # no manifest: opening fails below, and is retried like any failure
             key = ("unreadable", type(e).__name__)
         try:
@@ -371,7 +446,14 @@ class ServedIndex:
     def is_empty(self, qv: Any) -> bool:
         return qv.nnz == 0
 
+    def accepts_vector(self, snap: Snapshot) -> bool:
+        """Whether a ready sparse query vector can be searched here (else only query text)."""
+        return True
+
     # -- searching
+    def _open_approximate(self, snap: Snapshot) -> ApproximateIndex:
+        return ApproximateIndex.open(snap.index)
+
     def approximate(self, snap: Snapshot) -> ApproximateIndex:
         """The snapshot's approximate index, opened once (never built here). Its absence is not
         remembered (one built while serving is found); a stale or corrupt one is, per snapshot."""
@@ -379,7 +461,7 @@ class ServedIndex:
             with snap.lock:
                 if snap.approx is None and snap.approx_error is None:
                     try:
-                        snap.approx = ApproximateIndex.open(snap.index)
+                        snap.approx = self._open_approximate(snap)
                     except NotFoundError as e:
                         self._no_approximate(str(e))
                     except (CorruptIndexError, InvalidInputError) as e:
@@ -392,11 +474,11 @@ class ServedIndex:
         raise UnsupportedError(f"mode 'approximate' is not available for index {self.name!r}: {why}; "
                                f"or use mode 'exact'")
 
-    def search_params(self, snap: Snapshot, mode: str, query_cut: int | None,
-                      heap_factor: float | None) -> SearchParams:
+    def search_params(self, snap: Snapshot, mode: str, query_cut: int | None, heap_factor: float | None,
+                      hybrid: "HybridOptions | None" = None) -> SearchParams:
         """Parameters of one single-threaded search in ``mode`` (:data:`~sparsearch.searching.SEARCH_MODES`);
         approximate knobs not given come from the settings saved next to the index
-        (``sparsearch tune --save``), else the defaults."""
+        (``sparsearch tune --save``), else the defaults. ``hybrid`` applies to hybrid indexes only."""
         saved = self.approximate(snap).default_params if mode == "approximate" else None
         return params_for_mode(mode, threads=1, query_cut=query_cut, heap_factor=heap_factor, saved=saved)
 
@@ -405,6 +487,17 @@ class ServedIndex:
         searcher = self.approximate(snap) if isinstance(params, ApproxParams) else snap.index
         scores, docs = searcher.search(qv, depth, params)
         return to_run(scores, docs, snap.index.doc_ids, ["q"])["q"]
+
+    def search_detailed(self, snap: Snapshot, qv: Any, depth: int, params: SearchParams
+                        ) -> tuple[dict[str, float], dict[str, list[tuple[str, float]]] | None, dict[str, float]]:
+        """``(run, representations, seconds)``: :meth:`search_run`'s top hits, and for a hybrid
+        index each representation's own ranked ``[(doc_id, score)]`` and the seconds each one
+        and the fusion took (``None`` and ``{}`` for a single representation)."""
+        return self.search_run(snap, qv, depth, params), None, {}
+
+    def used_fusion(self, snap: Snapshot, params: SearchParams) -> "HybridUsed | None":
+        """The fusion of a hybrid index's representations a search used (None: not hybrid)."""
+        return None
 
     # -- documents and explanations
     def texts(self, snap: Snapshot, doc_ids: Sequence[str]) -> dict[str, dict[str, str]]:
@@ -426,17 +519,26 @@ class ServedIndex:
             return Document(id=doc_id, title=None, text=None, index=self.name, stored=False)
         return Document(id=doc_id, title=d["title"], text=d["text"], index=self.name, stored=True)
 
-    def contributions(self, snap: Snapshot, qv: SparseBatch, docnum: int, top: int | None) -> list[Contribution]:
+    def highlight_encoder(self, snap: Snapshot) -> Any:
+        """The encoder whose terms the explanations name (maps words of a text to them)."""
+        return snap.encoder
+
+    def contributions(self, snap: Snapshot, qv: Any, docnum: int, top: int | None) -> list[Contribution]:
         """The largest ``top`` (all: None) term contributions to document ``docnum``'s score."""
-        enc = snap.encoder
+        enc = self.highlight_encoder(snap)
         return [Contribution(term=c.term, label=label(enc, c.term) if enc is not None else None,
                              query_weight=c.query_weight, doc_weight=c.doc_weight, contribution=c.contribution)
                 for c in snap.index.explain(qv, docnum)[:top]]
 
-    def unmatched_terms(self, snap: Snapshot, qv: SparseBatch) -> list[str]:
+    def explained_query(self, snap: Snapshot, qv: Any) -> tuple[Index, SparseBatch]:
+        """The index and the sparse query vector the explanations are computed on."""
+        return snap.index, qv
+
+    def unmatched_terms(self, snap: Snapshot, qv: Any) -> list[str]:
         """The query's terms the index does not know."""
-        _, terms, _ = snap.index.prepare_queries(qv)
-        return [qv.vocab.terms[i] for i, tid in zip(qv.indices.tolist(), terms.tolist()) if tid < 0]
+        index, q = self.explained_query(snap, qv)
+        _, terms, _ = index.prepare_queries(q)
+        return [q.vocab.terms[i] for i, tid in zip(q.indices.tolist(), terms.tolist()) if tid < 0]
 
     def status(self) -> dict[str, Any]:
         """``{"status": "ok"}``, or ``"degraded"`` with the error that keeps the latest commit from
@@ -454,6 +556,203 @@ class ServedIndex:
         st.update(generation=snap.generation, stored_documents=len(snap.docstore) if snap.docstore is not None else 0,
                   approximate=snap.approx is not None, **self.status())
         return st
+
+
+# ------------------------------------------------------------------------------------ hybrid
+@dataclass(frozen=True)
+class HybridOptions:
+    """A request's overrides of a hybrid index's fusion (``None``: the index's default), and the
+    service's bound on ``depth`` (a saved default deeper than it is cut to it)."""
+
+    fusion: str | None = None
+    weights: Mapping[str, float] | None = None
+    depth: int | None = None
+    rrf_k: float | None = None
+    max_depth: int = 1000
+
+    @classmethod
+    def from_request(cls, given: Mapping[str, Any] | None, max_depth: int) -> "HybridOptions":
+        """The ``hybrid`` object of a search request (``{fusion?, weights?, depth?, rrf_k?}``)."""
+        given = dict(given or {})
+        extra = sorted(set(given) - {"fusion", "weights", "depth", "rrf_k"})
+        if extra:
+            raise InvalidInputError(f"'hybrid' has no field {extra[0]!r}; it takes fusion, weights, depth and rrf_k")
+        weights = given.get("weights")
+        if weights is not None and not isinstance(weights, Mapping):
+            raise InvalidInputError("hybrid weights are given as {representation name: weight}")
+        return cls(given.get("fusion"), weights, given.get("depth"), given.get("rrf_k"), max_depth)
+
+
+def hybrid_params(base: HybridParams, names: Sequence[str], options: HybridOptions | None, *, index: str,
+                  sparse: ExactParams | ApproxParams) -> HybridParams:
+    """The :class:`HybridParams` of one search of hybrid index ``index`` (representations
+    ``names``): its default ``base`` with the request's ``options`` (weights given by name; a
+    representation the request does not name keeps its default weight), ``sparse`` for its sparse
+    representations, single-threaded, and ``depth`` at most ``options.max_depth``. Bad values are
+    an :class:`InvalidInputError` naming the field."""
+    o = options or HybridOptions()
+    over: dict[str, Any] = {}
+    if o.fusion is not None:
+        over["fusion"] = o.fusion
+    if o.weights is not None:
+        unknown = [n for n in o.weights if n not in names]
+        if unknown:
+            raise InvalidInputError(f"hybrid weights: index {index!r} has no representation {unknown[0]!r} "
+                                    f"(it has {', '.join(names)})")
+        old = base.weights if base.weights is not None else (1.0,) * len(names)
+        over["weights"] = tuple(_number(o.weights.get(n, w), f"hybrid weight of {n!r}") for n, w in zip(names, old))
+    if o.rrf_k is not None:
+        over["rrf_k"] = _number(o.rrf_k, "hybrid rrf_k")
+    if o.depth is not None:
+        if isinstance(o.depth, bool) or not isinstance(o.depth, int) or not 1 <= o.depth <= o.max_depth:
+            raise InvalidInputError(f"hybrid depth must be an integer in [1, {o.max_depth}], got {o.depth!r}")
+        over["depth"] = o.depth
+    params = dataclasses.replace(base, sparse=sparse, threads=1, unknown="drop", **over)
+    if params.depth > o.max_depth:  # a saved default deeper than the service allows
+        params = dataclasses.replace(params, depth=o.max_depth)
+    try:
+        return params.check()
+    except InvalidInputError as e:
+        raise InvalidInputError(f"hybrid: {e}") from None
+
+
+def _number(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidInputError(f"{what} must be a number, got {value!r}")
+    return float(value)
+
+
+def _kind_of(index: Any) -> str:
+    if isinstance(index, HybridIndex):
+        return "a hybrid index"
+    if isinstance(index, DenseIndex):
+        return "a dense index (serve it as a representation of a hybrid index: sparsearch index --encoder dense ...)"
+    return "a local index"
+
+
+def _ranked_lists(per: Mapping[str, tuple[np.ndarray, np.ndarray]], doc_ids: Sequence[str]
+                  ) -> dict[str, list[tuple[str, float]]]:
+    """Each representation's first-query ``(scores, docnums)`` as ranked ``[(doc_id, score)]``."""
+    return {n: [(doc_ids[d], float(x)) for d, x in zip(dd[0].tolist(), ss[0].tolist()) if d >= 0]
+            for n, (ss, dd) in per.items()}
+
+
+class ServedHybrid(ServedIndex):
+    """A hybrid index directory (see the module docstring): one snapshot holds the opened
+    :class:`~sparsearch.index.hybrid.HybridIndex` (every representation) and the shared document
+    store; a new commit, or a new ``fusion.json`` (``sparsearch tune-fusion --save``), is served
+    from the next reload on. Query text only (a vector names no representation), read-only."""
+
+    writable = False
+    hybrid = True
+    kind = "a hybrid index"
+    index_class = HybridIndex
+    ENCODER_FIELDS = ("members",)  # the representations' directories: a rebuild names new ones
+
+    def _key(self) -> tuple:
+        return _manifest_key(self.path) + _file_key(self.path / FUSION_FILE)
+
+    @property
+    def explains(self) -> bool:  # type: ignore[override]
+        """Explanations (and highlights) come from the first sparse representation, if any."""
+        return _first_sparse(self._snap.index) is not None
+
+    def can_encode_text(self, snap: Snapshot) -> bool:
+        return all(m.searcher.encoder_config for m in snap.index.members)
+
+    def _load_encoder(self, snap: Snapshot) -> Any:
+        missing = [m.name for m in snap.index.members if not m.searcher.encoder_config]
+        if missing:
+            raise UnsupportedError(f"index {self.name!r}: representation {missing[0]!r} was built from vectors, "
+                                   f"without an encoder, so query text cannot be encoded for it")
+        return super()._load_encoder(snap)
+
+    def accepts_vector(self, snap: Snapshot) -> bool:
+        return False
+
+    def query_vector(self, snap: Snapshot, query: str | None, vector: Mapping[str, float] | None) -> HybridQueries:
+        if vector is not None:
+            raise InvalidInputError(f"index {self.name!r} is a hybrid index ({', '.join(snap.index.names)}): send a "
+                                    f"'query' text, not a 'vector'")
+        enc = self.encoder(snap)
+        with snap.encoder_lock:
+            return enc.encode_queries([query], ["q"])
+
+    def is_empty(self, qv: HybridQueries) -> bool:
+        """No representation can match: every part is a sparse vector without a term (a dense
+        query always scores)."""
+        return all(isinstance(p, SparseBatch) and p.nnz == 0 for p in qv.parts.values())
+
+    def warm(self) -> None:
+        snap = self._snap
+        try:
+            if self.can_encode_text(snap):
+                self.search_run(snap, self.query_vector(snap, "warm up", None), 1,
+                                self.search_params(snap, "exact", None, None))
+        except Exception as e:  # warming is an optimisation; errors surface on real requests
+            log.warning("index %s: warm-up failed: %s", self.name, e)
+
+    def _open_approximate(self, snap: Snapshot) -> ApproximateIndex:
+        """The first sparse representation's approximate index (its saved settings are the
+        defaults); the others' are opened by the search, which says when one is missing."""
+        first = _first_sparse(snap.index)
+        if first is None:
+            raise NotFoundError(f"index {self.name!r} has no sparse representation")
+        return ApproximateIndex.open(first.searcher)
+
+    def search_params(self, snap: Snapshot, mode: str, query_cut: int | None, heap_factor: float | None,
+                      hybrid: HybridOptions | None = None) -> HybridParams:
+        """The index's default fusion with the request's ``hybrid`` overrides; ``mode`` applies to
+        the sparse representations (approximate knobs default to the first one's saved settings)."""
+        saved = self.approximate(snap).default_params if mode == "approximate" else None
+        sparse = params_for_mode(mode, threads=1, query_cut=query_cut, heap_factor=heap_factor, saved=saved)
+        return hybrid_params(snap.index.default_params(), snap.index.names, hybrid, index=self.name, sparse=sparse)
+
+    def search_detailed(self, snap: Snapshot, qv: HybridQueries, depth: int, params: HybridParams
+                        ) -> tuple[dict[str, float], dict[str, list[tuple[str, float]]], dict[str, float]]:
+        try:
+            scores, docs, per, seconds = snap.index.search_detailed(qv, depth, params)
+        except (NotFoundError, CorruptIndexError) as e:
+            if not isinstance(params.sparse, ApproxParams):
+                raise
+            self._no_approximate(str(e))  # another sparse representation lacks its approximate index
+        ids = snap.index.doc_ids
+        return to_run(scores, docs, ids, ["q"])["q"], _ranked_lists(per, ids), seconds
+
+    def search_run(self, snap: Snapshot, qv: Any, depth: int, params: SearchParams) -> dict[str, float]:
+        return self.search_detailed(snap, qv, depth, params)[0]
+
+    def used_fusion(self, snap: Snapshot, params: HybridParams) -> HybridUsed:
+        names = snap.index.names
+        return HybridUsed(fusion=params.fusion, rrf_k=params.rrf_k, depth=params.depth, representations=names,
+                          weights=None if params.weights is None else dict(zip(names, params.weights)))
+
+    def highlight_encoder(self, snap: Snapshot) -> Any:
+        first = _first_sparse(snap.index)
+        return None if first is None or snap.encoder is None else snap.encoder.encoders.get(first.name)
+
+    def explained_query(self, snap: Snapshot, qv: HybridQueries) -> tuple[Index, SparseBatch]:
+        first = _first_sparse(snap.index)
+        if first is None:
+            raise UnsupportedError(f"index {self.name!r} has no sparse representation to explain scores with")
+        return first.searcher, qv.parts[first.name]
+
+    def health(self, snap: Snapshot) -> dict[str, Any]:
+        return {**super().health(snap), "kind": "hybrid",
+                "representations": [{"name": m.name, "kind": m.kind} for m in snap.index.members]}
+
+
+def _first_sparse(index: HybridIndex) -> Any:
+    """The first sparse representation (a :class:`~sparsearch.index.hybrid.Member`), or None."""
+    return next((m for m in index.members if m.kind == "sparse"), None)
+
+
+def served_index(name: str, path: str | os.PathLike, reload_interval_s: float = 1.0) -> ServedIndex:
+    """The served form of the index directory at ``path``: :class:`ServedHybrid` for a hybrid
+    index, :class:`ServedIndex` otherwise (which refuses what it cannot serve, naming it)."""
+    path = Path(path)
+    cls = ServedHybrid if is_hybrid(path) else ServedIndex
+    return cls(name, path, reload_interval_s)
 
 
 # ------------------------------------------------------------------------------------ Milvus
@@ -578,13 +877,17 @@ def milvus_backends(uri: str, collections: Sequence[str] | None = None, *, token
 # ------------------------------------------------------------------------------ the service
 @dataclass
 class _Searched:
-    """One index's part of a search: its snapshot, the query vector and the top hits."""
+    """One index's part of a search: its snapshot, the query vector and the top hits; for a
+    hybrid index each representation's ``{doc_id: (rank, score)}`` and the fusion used."""
 
     served: ServedIndex
     snap: Snapshot
     qv: Any
     run: dict[str, float]
     ranks: dict[str, int]
+    timing: Timing
+    representations: dict[str, dict[str, tuple[int, float]]] | None = None
+    fusion: HybridUsed | None = None
 
 
 def _names(paths: Sequence[Path]) -> list[str]:
@@ -659,7 +962,7 @@ class SearchService:
         else:
             paths = [Path(p) for p in index_dirs]
             pairs = list(zip(_names(paths), paths))
-        service = cls([ServedIndex(n, p, limits.reload_interval_s) for n, p in pairs] + list(backends), limits)
+        service = cls([served_index(n, p, limits.reload_interval_s) for n, p in pairs] + list(backends), limits)
         if warm:
             for s in service.served.values():
                 s.warm()
@@ -669,7 +972,8 @@ class SearchService:
     def search(self, query: str | None = None, vector: Mapping[str, float] | None = None, k: int = 10,
                mode: str = "exact", indexes: Sequence[str] | None = None, fusion: str = "rrf",
                weights: Mapping[str, float] | None = None, rrf_k: float = 60.0, explain: bool | None = True,
-               query_cut: int | None = None, heap_factor: float | None = None) -> SearchResult:
+               query_cut: int | None = None, heap_factor: float | None = None,
+               hybrid: Mapping[str, Any] | None = None) -> SearchResult:
         """Search one or several indexes with a query text or a vector ``{term: weight}``.
 
         ``mode``: ``"exact"``, ``"exhaustive"`` or ``"approximate"`` (the index's approximate index; ``query_cut`` /
@@ -681,6 +985,11 @@ class SearchService:
         per-term contributions and highlight spans to the first ``Limits.explain_hits`` hits and
         fails on an index that cannot explain; None does so where available (a warning
         elsewhere); False attaches none.
+
+        A hybrid index is searched with its default fusion of its representations, overridden
+        by ``hybrid`` (``{"fusion", "weights": {representation: weight}, "depth", "rrf_k"}``, each
+        optional; ``depth`` at most ``Limits.max_hybrid_depth``); its hits carry their rank and
+        score in each representation (``Hit.representations``).
         """
         t0 = time.perf_counter()
         _check_query(query, vector)
@@ -688,9 +997,13 @@ class SearchService:
         params_for_mode(mode, query_cut=query_cut, heap_factor=heap_factor)  # refuse bad ones before any work
         if fusion not in FUSIONS:
             raise InvalidInputError(f"unknown fusion {fusion!r}; use one of {', '.join(FUSIONS)}")
+        options = HybridOptions.from_request(hybrid, self.limits.max_hybrid_depth)
         names, warnings = self._plan(query, indexes, weights, explain)
+        if hybrid is not None and not any(self.served[n].hybrid for n in names):
+            raise InvalidInputError(f"'hybrid' sets the fusion of a hybrid index's representations, and no searched "
+                                    f"index is hybrid ({', '.join(names)})")
         depth = k if len(names) == 1 else max(k, min(self.limits.fusion_depth, self.limits.max_k))
-        searched = {n: self._search_one(n, query, vector, mode, query_cut, heap_factor, depth, warnings)
+        searched = {n: self._search_one(n, query, vector, mode, query_cut, heap_factor, depth, warnings, options)
                     for n in names}
         if len(names) == 1:
             fused, fusion_name = searched[names[0]].run, None
@@ -703,7 +1016,9 @@ class SearchService:
             self._searches += 1
             self._latencies.append(took)
         return SearchResult(query=query, k=k, mode=mode, indexes=names, fusion=fusion_name,
-                            took_ms=round(took * 1e3, 3), hits=hits, warnings=warnings)
+                            took_ms=round(took * 1e3, 3), hits=hits, warnings=warnings,
+                            hybrid={n: p.fusion for n, p in searched.items() if p.fusion is not None},
+                            timings={n: p.timing for n, p in searched.items()})
 
     def _pick(self, names: Sequence[str] | None) -> list[str]:
         if names is None:
@@ -735,6 +1050,13 @@ class SearchService:
                 raise InvalidInputError("no served index has an encoder to encode query text; send a 'vector'")
             names = [n for n in names if n not in skip]
             warnings += [f"index {n!r} has no encoder and was not searched (send a 'vector' for it)" for n in skip]
+        elif indexes is None:
+            # a vector searched in "all": leave out indexes that take query text only (hybrid, dense)
+            skip = [n for n in names if not self.served[n].accepts_vector(self.served[n].snapshot())]
+            if len(skip) == len(names):
+                raise InvalidInputError("no served index takes a query 'vector' (they encode query text); send a 'query'")
+            names = [n for n in names if n not in skip]
+            warnings += [f"index {n!r} takes query text only and was not searched with the vector" for n in skip]
         no_explain = [n for n in names if not self.served[n].explains]
         if no_explain and explain:
             raise UnsupportedError(f"explain is not available for {', '.join(map(repr, no_explain))} (served "
@@ -744,18 +1066,31 @@ class SearchService:
         return names, warnings
 
     def _search_one(self, name: str, query: str | None, vector: Mapping[str, float] | None, mode: str,
-                    query_cut: int | None, heap_factor: float | None, depth: int, warnings: list[str]) -> _Searched:
+                    query_cut: int | None, heap_factor: float | None, depth: int, warnings: list[str],
+                    hybrid: HybridOptions | None = None) -> _Searched:
         s = self.served[name]
         snap = s.snapshot()
-        params = s.search_params(snap, mode, query_cut, heap_factor)
+        params = s.search_params(snap, mode, query_cut, heap_factor, hybrid)
+        t0 = time.perf_counter()
         qv = s.query_vector(snap, query, vector)
+        t1 = time.perf_counter()
+        lists, seconds = None, {}
         if s.is_empty(qv):
             warnings.append(f"index {name!r}: the query has no indexable terms")
             run: dict[str, float] = {}
         else:
-            run = s.search_run(snap, qv, depth, params)
+            run, lists, seconds = s.search_detailed(snap, qv, depth, params)
+        t2 = time.perf_counter()
         ranks = {d: r for r, (d, _) in enumerate(ranked(run), 1)}
-        return _Searched(s, snap, qv, run, ranks)
+        fusion = s.used_fusion(snap, params)
+        reps = None
+        if fusion is not None:
+            lists = lists or {}
+            reps = {n: {d: (r, x) for r, (d, x) in enumerate(lists.get(n, []), 1)} for n in fusion.representations}
+        ms = {n: round(v * 1e3, 3) for n, v in seconds.items()}
+        timing = Timing(encode_ms=round((t1 - t0) * 1e3, 3), search_ms=round((t2 - t1) * 1e3, 3),
+                        fusion_ms=ms.pop("fusion", None), representations_ms=ms)
+        return _Searched(s, snap, qv, run, ranks, timing, reps, fusion)
 
     def _hits(self, top: list[tuple[str, float]], searched: dict[str, _Searched], explain: bool) -> list[Hit]:
         """The hits for the fused ``top``, with stored text, explanations and highlights."""
@@ -765,16 +1100,21 @@ class SearchService:
             if missing:
                 texts.update(part.served.texts(part.snap, missing))
         hits = []
+        qualify = len(searched) > 1  # representations named INDEX/REPRESENTATION
         for rank, (d, score) in enumerate(top, 1):
             hit = Hit(rank=rank, id=d, score=float(score),
                       scores={n: HitScore(p.run[d], p.ranks[d]) for n, p in searched.items() if d in p.run})
+            for n, p in searched.items():
+                for rep, pos in (p.representations or {}).items():
+                    r, x = pos.get(d, (None, None))
+                    hit.representations[f"{n}/{rep}" if qualify else rep] = RepresentationRank(r, x)
             explained = explain and rank <= self.limits.explain_hits
             if explained:
                 hit.explanation = self._explain_hit(d, searched)
             doc = texts.get(d)
             if doc is not None:
                 hit.title = doc["title"]
-                encoders = [searched[n].snap.encoder for n in hit.explanation]
+                encoders = [searched[n].served.highlight_encoder(searched[n].snap) for n in hit.explanation]
                 expl = list(hit.explanation.values()) if explained else None
                 hit.snippet, hit.highlights, hit.title_highlights = highlight_hit(
                     doc, encoders, expl, self.limits.snippet_words)
@@ -808,7 +1148,7 @@ class SearchService:
             raise NotFoundError(f"unknown document id {doc_id!r} in index {index!r}")
         cs = s.contributions(snap, qv, dn, None)
         return Explanation(index=index, doc_id=doc_id, score=float(sum(c.contribution for c in cs)),
-                           contributions=cs, query_terms=qv.row_dict(0),
+                           contributions=cs, query_terms=s.explained_query(snap, qv)[1].row_dict(0),
                            unmatched_query_terms=s.unmatched_terms(snap, qv))
 
     def _one(self, index: str | None) -> str:

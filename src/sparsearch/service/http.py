@@ -7,7 +7,11 @@ Endpoints (OpenAPI at ``/openapi.json``, interactive docs at ``/docs``):
   ``heap_factor``, default: the settings saved next to the index by ``sparsearch tune --save``);
   the indexes to search and, with several, their fusion (``rrf`` or score interpolation after
   ``minmax`` / ``zscore`` normalisation) with per-index weights. Hits carry title, snippet,
-  highlight spans and the per-term (per-latent) explanation.
+  highlight spans and the per-term (per-latent) explanation. A hybrid index (several
+  representations, e.g. BM25 + dense) fuses its representations with its default fusion, which
+  ``hybrid`` overrides (``fusion``, ``weights`` by representation name, ``depth``, ``rrf_k``); its
+  hits say their rank and score in each representation (``representations``), and ``timings``
+  gives each representation's search time and the fusion's.
 * ``GET /documents/{id}``: a stored document.
 * ``POST /explain``: the contributions of every matching term/latent to one document's score.
 * ``POST /documents`` (a batch of ``{id, title?, text}`` encoded with the index's encoder, or of
@@ -114,6 +118,21 @@ def request_models(limits: Limits) -> tuple[type[BaseModel], type[BaseModel]]:
             description="A ready query vector {term: weight} (weights finite, 0 to 1e9), matched to each index's "
                         "vocabulary by term string. Give exactly one of query and vector.")
 
+    class HybridFusion(BaseModel):
+        """Overrides of a hybrid index's fusion of its representations (each optional: the index's
+        default, saved by ``sparsearch tune-fusion``, otherwise)."""
+
+        model_config = ConfigDict(extra="forbid")
+        fusion: Literal["rrf", "minmax", "zscore"] | None = Field(
+            None, description="Reciprocal rank fusion, or a weighted sum of per-query min-max / z-score normalised "
+                              "scores of the representations.")
+        weights: dict[index_name, weight] | None = Field(
+            None, max_length=limits.max_indexes,
+            description="Weight per representation name (a representation not named keeps its default weight).")
+        depth: int | None = Field(None, ge=1, le=limits.max_hybrid_depth,
+                                  description="Documents each representation returns before fusion.")
+        rrf_k: float | None = Field(None, ge=0, le=10_000, allow_inf_nan=False, description="The RRF rank constant.")
+
     class SearchRequest(Q):
         k: int = Field(min(10, limits.max_k), ge=1, le=limits.max_k, description="Number of hits.")
         mode: Literal["exact", "approximate"] = Field(
@@ -135,6 +154,8 @@ def request_models(limits: Limits) -> tuple[type[BaseModel], type[BaseModel]]:
         heap_factor: float | None = Field(None, gt=0, le=1, allow_inf_nan=False, description=(
             "approximate mode: skip blocks whose bound is below heap_factor times the k-th score (default: the "
             "index's saved settings, else 0.9)."))
+        hybrid: HybridFusion | None = Field(None, description=(
+            "Hybrid indexes: how their representations are fused (default: each index's saved or default fusion)."))
 
     class ExplainRequest(Q):
         doc_id: str = Field(min_length=1, max_length=1000)
@@ -527,11 +548,12 @@ def create_app(index_dirs: Sequence[str | os.PathLike] | Mapping[str, str | os.P
     return app
 
 
-def serve(index_dirs: Sequence[str | os.PathLike], host: str = "127.0.0.1", port: int = 8000, *,
+def serve(index_dirs: Sequence[str | os.PathLike] | Mapping[str, str | os.PathLike], host: str = "127.0.0.1",
+          port: int = 8000, *,
           limits: Limits | None = None, log_level: str = "info", backends: Sequence[ServedIndex] = (),
           access: Access | None = None) -> None:
-    """Run the service with uvicorn (blocking); ``backends`` and ``access`` as for :func:`create_app`
-    (the bound ``host`` is an allowed host name too)."""
+    """Run the service with uvicorn (blocking); ``index_dirs``, ``backends`` and ``access`` as for
+    :func:`create_app` (the bound ``host`` is an allowed host name too)."""
     import uvicorn  # the 'service' extra
 
     access = (access or Access()).with_host(host)
