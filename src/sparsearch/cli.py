@@ -885,7 +885,7 @@ MILVUS_URI_HELP = ("Milvus to use: a path ending in .db (Milvus Lite, embedded; 
 
 @app.command()
 def export(
-    index: Annotated[Path, typer.Argument(help="Index directory to export.")],
+    index: Annotated[Path, typer.Argument(help="Index directory to export (an index or a hybrid index).")],
     milvus: Annotated[str, typer.Option("--milvus", help=MILVUS_URI_HELP)],
     collection: Annotated[Optional[str], typer.Option(
         help="Collection name (default: the index directory name; letters, digits and _).")] = None,
@@ -904,21 +904,29 @@ def export(
     batch_size: Annotated[int, typer.Option(help="Documents per insert request.")] = 1000,
 ) -> None:
     """Write an index's document vectors (dequantized impacts), ids, texts, vocabulary and encoder
-    into a Milvus collection, to search it there (`sparsearch serve --backend milvus`)."""
-    from .index import Index
+    into a Milvus collection, to search it there (`sparsearch serve --backend milvus`). A hybrid
+    index is written with one vector field per representation (its dense representations' stored
+    vectors, dequantized), searched and fused as the local hybrid index."""
+    from .index.hybrid import HybridIndex, open_searcher
     from .milvus import export as export_to_milvus
 
     t0 = time.perf_counter()
-    idx = Index.open(index)
+    idx = open_searcher(index)
+    if isinstance(idx, HybridIndex) and (dense or dense_model):
+        raise InvalidInputError(f"{index} is a hybrid index: its dense representations are exported from their "
+                                f"stored vectors; --dense and --dense-model do not apply")
     emb, dense_config = (_dense_embeddings(idx, dense_model) if dense else (None, None))
     backend = export_to_milvus(idx, milvus, collection, token=token, dense=emb, dense_encoder=dense_config,
                                index_type=index_type, batch_size=batch_size, overwrite=overwrite)
     st = backend.stats()
     skipped = f" ({st['skipped_empty_docs']} without terms skipped)" if st["skipped_empty_docs"] else ""
-    typer.echo(f"exported {st['n_docs']:,} documents{skipped}, {st['n_terms']:,} terms"
-               + (f", dense d={st['dense_dim']}" if st["dense_dim"] else "")
-               + f" to {milvus} collection {backend.collection!r} ({st['index_type']}) "
-               f"in {time.perf_counter() - t0:.1f}s")
+    if st.get("kind") == "hybrid":
+        what = ", ".join(f"{n} ({m['field']}: " + (f"{m['n_terms']:,} terms)" if m["kind"] == "sparse"
+                                                    else f"dense d={m['dim']})") for n, m in st["members"].items())
+    else:
+        what = f"{st['n_terms']:,} terms" + (f", dense d={st['dense_dim']}" if st["dense_dim"] else "")
+    typer.echo(f"exported {st['n_docs']:,} documents{skipped}, {what} to {milvus} collection "
+               f"{backend.collection!r} ({st['index_type']}) in {time.perf_counter() - t0:.1f}s")
     backend.close()
 
 

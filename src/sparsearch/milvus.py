@@ -28,6 +28,14 @@ What is exported (:func:`export`) into a collection ``NAME``:
   written last: a collection without it is an unfinished export and :meth:`MilvusBackend.open`
   says so.
 
+A hybrid index (:class:`~sparsearch.index.hybrid.HybridIndex`) is exported into one collection
+with one vector field per representation (``rep_<name>``, see :func:`field_names`): the sparse
+ones as above (each over its own vocabulary), the dense ones as FLOAT_VECTOR of the stored vectors
+dequantized (``float16`` widened, ``int8`` codes times their row's scale: the values the local
+index scores, never re-encoded). The sidecar (format version 2) records every representation's
+vocabulary, encoder and field, and the index's default fusion; :class:`MilvusHybridBackend`
+searches it (:meth:`MilvusBackend.open` returns one for such a collection).
+
 Search is by inner product (``metric_type="IP"``). With ``SPARSE_INVERTED_INDEX`` and
 ``drop_ratio_search=0`` Milvus scores every posting of the query terms, so its top-k equals the
 local exact top-k up to float32 rounding and the order of tied scores. Milvus Lite accepts only
@@ -50,7 +58,8 @@ import re
 import tempfile
 import time
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,18 +69,24 @@ from tqdm.auto import tqdm
 from .docstore import open_docstore
 from .encoders import load_encoder, pack_state, unpack_state
 from .encoders.dense import DenseEncoder
-from .errors import BackendError, ConflictError, InvalidInputError, MissingExtraError, NotFoundError
+from .errors import BackendError, ConflictError, InvalidInputError, MissingExtraError, NotFoundError, UnsupportedError
 from .evaluation import to_run
+from .fusion import fuse_topk
 from .index import Index
+from .index.dense import DenseIndex, as_float32
+from .index.hybrid import HybridEncoder, HybridIndex, HybridQueries, open_searcher
 from .index.updates import live_vectors
-from .searching import ExactParams, check_k, require
+from .searching import ExactParams, HybridParams, check_k, params_from_dict, params_to_dict, require
 from .vectors import SparseBatch, Vocabulary
 
-__all__ = ["MilvusBackend", "MilvusBackendError", "CollectionNotFoundError", "CollectionExistsError", "export",
-           "list_exported", "uri_kind", "collection_name", "META_SUFFIX", "SPARSE_INDEX_TYPES"]
+__all__ = ["MilvusBackend", "MilvusHybridBackend", "MilvusBackendError", "CollectionNotFoundError",
+           "CollectionExistsError", "export", "list_exported", "uri_kind", "collection_name", "field_names",
+           "dense_rows", "META_SUFFIX", "SPARSE_INDEX_TYPES"]
 
 FORMAT = "sparsearch-milvus"
-VERSION = 1
+VERSION = 1                    # metadata of an index's export
+HYBRID_VERSION = 2             # of a hybrid index's export (older readers refuse it, naming the version)
+READ_VERSIONS = (VERSION, HYBRID_VERSION)
 #: the sidecar collection holding vocabulary and encoder is named ``collection + META_SUFFIX``
 META_SUFFIX = "__sparsearch"
 #: sparse index types of Milvus; Milvus Lite builds only the first
@@ -193,11 +208,11 @@ def list_exported(uri: str, token: str | None = None, *, timeout: float = 10.0) 
 
 
 # ------------------------------------------------------------------------------- metadata I/O
-def _pack(meta: dict[str, Any]) -> list[str]:
+def _pack(meta: dict[str, Any], version: int = VERSION) -> list[str]:
     """Header + chunks: the JSON document zlib-compressed and base64-encoded (ASCII)."""
     blob = base64.b64encode(zlib.compress(json.dumps(meta).encode("utf-8"), 6)).decode("ascii")
     chunks = [blob[i:i + _CHUNK] for i in range(0, len(blob), _CHUNK)] or [""]
-    header = json.dumps({"format": FORMAT, "version": VERSION, "n_chunks": len(chunks),
+    header = json.dumps({"format": FORMAT, "version": version, "n_chunks": len(chunks),
                          "sha256": hashlib.sha256(blob.encode("ascii")).hexdigest()})
     return [header] + chunks
 
@@ -209,9 +224,10 @@ def _unpack(rows: Sequence[str], where: str) -> dict[str, Any]:
         raise MilvusBackendError(f"{where}: sparsearch metadata is missing or unreadable; re-export") from None
     if header.get("format") != FORMAT:
         raise MilvusBackendError(f"{where}: not a sparsearch export (format {header.get('format')!r})")
-    if header.get("version") != VERSION:
+    if header.get("version") not in READ_VERSIONS:
         raise MilvusBackendError(f"{where}: export format version {header.get('version')} is not supported "
-                                 f"(this sparsearch reads version {VERSION}); re-export the index")
+                                 f"(this sparsearch reads versions {', '.join(map(str, READ_VERSIONS))}); "
+                                 f"re-export the index")
     blob = "".join(rows[1:])
     if len(rows) - 1 != header["n_chunks"] or hashlib.sha256(blob.encode("ascii")).hexdigest() != header["sha256"]:
         raise MilvusBackendError(f"{where}: sparsearch metadata is incomplete or corrupt "
@@ -219,7 +235,7 @@ def _unpack(rows: Sequence[str], where: str) -> dict[str, Any]:
     return json.loads(zlib.decompress(base64.b64decode(blob)).decode("utf-8"))
 
 
-def _write_meta(client, name: str, meta: dict[str, Any]) -> None:
+def _write_meta(client, name: str, meta: dict[str, Any], version: int = VERSION) -> None:
     from pymilvus import DataType
 
     schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
@@ -231,7 +247,7 @@ def _write_meta(client, name: str, meta: dict[str, Any]) -> None:
     params.add_index(field_name="unused", index_type="FLAT", metric_type="L2", params={})
     with _quiet():
         client.create_collection(name, schema=schema, index_params=params)
-    rows = [{"chunk": i, "data": c, "unused": [0.0, 0.0]} for i, c in enumerate(_pack(meta))]
+    rows = [{"chunk": i, "data": c, "unused": [0.0, 0.0]} for i, c in enumerate(_pack(meta, version))]
     for a in range(0, len(rows), 200):
         client.insert(name, rows[a:a + 200])
     client.flush(name)
@@ -266,22 +282,40 @@ def _clip(text: str, max_bytes: int) -> str:
 
 
 # ----------------------------------------------------------------------------------- export
+@dataclass
+class _Plan:
+    """What an export writes: the vector fields (``(field, "sparse" | "dense", dim)``), one
+    candidate row per document (``ids``, ``pks``), their vectors (``vectors(a, b)``: per row in
+    ``[a, b)`` ``{field: vector}``, or None for a document with nothing to store), the metadata
+    particular to the kind of index, and the metadata format version."""
+
+    fields: list[tuple[str, str, int | None]]
+    ids: list[str]
+    pks: np.ndarray
+    vectors: Callable[[int, int], list[dict[str, Any] | None]]
+    meta: dict[str, Any]
+    version: int
+
+
 def export(index: Any, uri: str, collection: str | None = None, *, token: str | None = None,
            dense: np.ndarray | None = None, dense_encoder: Mapping[str, Any] | None = None,
            index_type: str = "SPARSE_INVERTED_INDEX", index_params: Mapping[str, Any] | None = None,
            batch_size: int = 1000, overwrite: bool = False, max_text_bytes: int = MAX_VARCHAR,
-           progress: bool = True, timeout: float = 10.0) -> "MilvusBackend":
+           progress: bool = True, timeout: float = 10.0) -> "MilvusBackend | MilvusHybridBackend":
     """Write the live documents of ``index`` into the Milvus collection ``collection`` at ``uri``.
 
     Args:
-        index: an opened :class:`~sparsearch.index.Index` or an index directory.
+        index: an opened :class:`~sparsearch.index.Index` or
+            :class:`~sparsearch.index.hybrid.HybridIndex`, or an index directory. A hybrid index
+            is exported with one vector field per representation (see :class:`MilvusHybridBackend`).
         uri: ``path.db`` (Milvus Lite, created if missing) or ``http(s)://HOST:19530``.
         collection: collection name (default: the index directory's name, made valid).
         token: credentials of a Milvus server (``"user:password"`` or an API key).
         dense: optional dense document vectors, float32 (index.n_docs, d), row ``i`` for doc
             number ``i`` (the order of ``index.doc_ids``; rows of deleted documents are ignored),
             stored as FLOAT_VECTOR for hybrid search. Inner product is the dense metric:
-            L2-normalise them for cosine.
+            L2-normalise them for cosine. Not for a hybrid index (its dense representations
+            are exported from their stored vectors).
         dense_encoder: config of the model that made ``dense``
             (:meth:`sparsearch.encoders.dense.DenseEncoder.config`), stored so that query text
             can be embedded the same way (the service needs it for dense search).
@@ -296,11 +330,15 @@ def export(index: Any, uri: str, collection: str | None = None, *, token: str | 
         progress: show a tqdm progress bar over the inserted documents.
         timeout: seconds to wait for a Milvus server to answer the connection.
 
-    Returns the opened :class:`MilvusBackend`. Raises :class:`MilvusBackendError` when Milvus
-    refuses the index type (the partial collection is dropped) or cannot be reached.
+    Returns the opened :class:`MilvusBackend` (:class:`MilvusHybridBackend` for a hybrid index).
+    Raises :class:`MilvusBackendError` when Milvus refuses the index type (the partial collection
+    is dropped) or cannot be reached.
     """
-    if not isinstance(index, Index):
-        index = Index.open(index)
+    if not isinstance(index, (Index, HybridIndex, DenseIndex)):
+        index = open_searcher(index)
+    if isinstance(index, DenseIndex):
+        raise InvalidInputError(f"{index.path} is a dense index; export the hybrid index that holds it "
+                                f"(sparsearch index --encoder bm25 --encoder dense ...)")
     collection = collection or collection_name(Path(index.path).resolve().name)
     _check_name(collection)
     if index_type not in SPARSE_INDEX_TYPES:
@@ -309,6 +347,25 @@ def export(index: Any, uri: str, collection: str | None = None, *, token: str | 
         raise InvalidInputError(f"max_text_bytes must be in [1, {MAX_VARCHAR}], got {max_text_bytes}")
     if batch_size < 1:
         raise InvalidInputError(f"batch_size must be >= 1, got {batch_size}")
+    if isinstance(index, HybridIndex):
+        if dense is not None:
+            raise InvalidInputError("a hybrid index exports the stored vectors of its dense representations; "
+                                    "extra dense vectors (--dense) do not apply")
+        plan = _hybrid_plan(index)
+    else:
+        plan = _index_plan(index, dense, dense_encoder)
+    return _write(index, uri, collection, plan, token=token, index_type=index_type, index_params=index_params,
+                  batch_size=batch_size, overwrite=overwrite, max_text_bytes=max_text_bytes, progress=progress,
+                  timeout=timeout)
+
+
+def _sparse_row(batch: SparseBatch, r: int) -> dict[int, float]:
+    lo, hi = batch.indptr[r], batch.indptr[r + 1]
+    return dict(zip(batch.indices[lo:hi].tolist(), batch.values[lo:hi].tolist()))
+
+
+def _index_plan(index: Index, dense: np.ndarray | None, dense_encoder: Mapping[str, Any] | None) -> _Plan:
+    """A sparse index: its live documents with at least one term, as ``sparse`` (+ ``dense``)."""
     if dense is not None:
         dense = np.ascontiguousarray(dense, dtype=np.float32)
         if dense.ndim != 2 or dense.shape[0] != index.n_docs or not 2 <= dense.shape[1] <= 32768:
@@ -316,11 +373,102 @@ def export(index: Any, uri: str, collection: str | None = None, *, token: str | 
                              f"got {dense.shape}")
         if not np.isfinite(dense).all():
             raise InvalidInputError("dense vectors must be finite")
-    t0 = time.perf_counter()
     batch = live_vectors(index)
     docnums = np.fromiter((index.docnum(i) for i in batch.ids), np.int64, len(batch))
+    lens = np.diff(batch.indptr)
+
+    def vectors(a: int, b: int) -> list[dict[str, Any] | None]:
+        return [None if lens[r] == 0 else {"sparse": _sparse_row(batch, r),
+                                           **({"dense": dense[docnums[r]].tolist()} if dense is not None else {})}
+                for r in range(a, b)]
+
+    fields: list[tuple[str, str, int | None]] = [("sparse", "sparse", None)]
+    if dense is not None:
+        fields.append(("dense", "dense", int(dense.shape[1])))
+    meta = {"vocab": batch.vocab.terms, "encoder": index.encoder_config, "encoder_state": _encoder_files(index),
+            "quantization": index.manifest.get("quantization"),
+            "dense": None if dense is None else {"dim": int(dense.shape[1]),
+                                                 "encoder": dict(dense_encoder) if dense_encoder else None}}
+    return _Plan(fields, batch.ids, docnums, vectors, meta, VERSION)
+
+
+def field_names(names: Sequence[str]) -> list[str]:
+    """Milvus field names of a hybrid index's representations: ``rep_`` + the name with other
+    characters than letters, digits and ``_`` as ``_`` (``bm25-2`` -> ``rep_bm25_2``), made unique."""
+    out: list[str] = []
+    for n in names:
+        base = "rep_" + re.sub(r"[^A-Za-z0-9_]", "_", n)[:200]
+        name, i = base, 2
+        while name in out:
+            name, i = f"{base}_{i}", i + 1
+        out.append(name)
+    return out
+
+
+def dense_rows(index: DenseIndex, a: int, b: int) -> np.ndarray:
+    """Stored vectors ``a:b`` of a dense index, dequantized to float32 (int8 codes times their
+    row's scale): what its inner products score."""
+    x = as_float32(np.asarray(index.vectors[a:b]))
+    return x * index.scale[a:b, None] if index.scale is not None else x
+
+
+def _hybrid_plan(index: HybridIndex) -> _Plan:
+    """A hybrid index: every document, one field per representation. A document without a term in
+    a sparse representation gets a placeholder there (Milvus refuses empty sparse vectors): weight
+    1 on the term id ``pad_term`` (the vocabulary's size), which no query holds, so that it never
+    matches, as locally; a document with no term anywhere and no dense representation is left out."""
+    n, fields = index.n_docs, field_names(index.names)
+    members: list[dict[str, Any]] = []
+    vector_fields: list[tuple[str, str, int | None]] = []
+    sources: list[tuple[str, Any, np.ndarray | None, int]] = []
+    for m, field in zip(index.members, fields):
+        if m.kind == "sparse":
+            batch = live_vectors(m.searcher)
+            row_of = np.full(n, -1, np.int64)
+            has_terms = np.diff(batch.indptr) > 0
+            at = np.fromiter((m.searcher.docnum(i) for i in batch.ids), np.int64, len(batch))
+            row_of[at[has_terms]] = np.flatnonzero(has_terms)
+            pad = len(batch.vocab)
+            members.append({"name": m.name, "kind": "sparse", "field": field, "vocab": batch.vocab.terms,
+                            "pad_term": pad, "encoder": m.searcher.encoder_config,
+                            "encoder_state": _encoder_files(m.searcher),
+                            "quantization": m.searcher.manifest.get("quantization")})
+            sources.append((field, batch, row_of, pad))
+            vector_fields.append((field, "sparse", None))
+        else:
+            members.append({"name": m.name, "kind": "dense", "field": field, "dim": m.searcher.dim,
+                            "encoder": m.searcher.encoder_config, "quantization": m.searcher.quantization})
+            sources.append((field, m.searcher, None, 0))
+            vector_fields.append((field, "dense", m.searcher.dim))
+    any_dense = any(row_of is None for _, _, row_of, _ in sources)
+
+    def vectors(a: int, b: int) -> list[dict[str, Any] | None]:
+        cols: dict[str, list[Any]] = {}
+        for field, src, row_of, _ in sources:
+            if row_of is None:
+                cols[field] = dense_rows(src, a, b).tolist()
+            else:
+                cols[field] = [_sparse_row(src, r) if r >= 0 else None for r in row_of[a:b].tolist()]
+        out: list[dict[str, Any] | None] = []
+        for i in range(b - a):
+            if not any_dense and all(cols[f][i] is None for f, *_ in sources):
+                out.append(None)
+                continue
+            out.append({f: cols[f][i] if cols[f][i] is not None else {pad: 1.0} for f, _, _, pad in sources})
+        return out
+
+    meta = {"kind": "hybrid", "members": members, "fusion": params_to_dict(index.default_params())}
+    return _Plan(vector_fields, list(index.doc_ids), np.arange(n, dtype=np.int64), vectors, meta, HYBRID_VERSION)
+
+
+def _write(index: Any, uri: str, collection: str, plan: _Plan, *, token: str | None, index_type: str,
+           index_params: Mapping[str, Any] | None, batch_size: int, overwrite: bool, max_text_bytes: int,
+           progress: bool, timeout: float) -> "MilvusBackend | MilvusHybridBackend":
+    """Create the collection, insert the plan's rows (with stored title and text) and write the
+    sidecar metadata last (see the module docstring)."""
+    t0 = time.perf_counter()
     store = open_docstore(index.path, index.manifest)
-    id_bytes = max((len(i.encode("utf-8")) for i in batch.ids), default=1)
+    id_bytes = max((len(i.encode("utf-8")) for i in plan.ids), default=1)
     if id_bytes > MAX_VARCHAR:
         raise InvalidInputError(f"a document id is {id_bytes} bytes long; Milvus stores at most {MAX_VARCHAR}")
 
@@ -334,28 +482,22 @@ def export(index: Any, uri: str, collection: str | None = None, *, token: str | 
         for n in found:
             client.drop_collection(n)
         _create_collection(client, uri, collection, index_type, dict(index_params or {}), id_bytes,
-                           store is not None, max_text_bytes, None if dense is None else dense.shape[1])
+                           store is not None, max_text_bytes, plan.fields)
         skipped = 0
-        lens = np.diff(batch.indptr)
-        with tqdm(total=len(batch), unit="doc", desc=f"export {collection}", disable=not progress) as bar:
-            for a in range(0, len(batch), batch_size):
-                b = min(a + batch_size, len(batch))
-                texts = store.get_many(batch.ids[a:b]) if store is not None else {}
+        with tqdm(total=len(plan.ids), unit="doc", desc=f"export {collection}", disable=not progress) as bar:
+            for a in range(0, len(plan.ids), batch_size):
+                b = min(a + batch_size, len(plan.ids))
+                texts = store.get_many(plan.ids[a:b]) if store is not None else {}
                 rows = []
-                for r in range(a, b):
-                    if lens[r] == 0:
+                for r, vec in zip(range(a, b), plan.vectors(a, b)):
+                    if vec is None:
                         skipped += 1
                         continue
-                    lo, hi = batch.indptr[r], batch.indptr[r + 1]
-                    row: dict[str, Any] = {"pk": int(docnums[r]), "doc_id": batch.ids[r],
-                                           "sparse": dict(zip(batch.indices[lo:hi].tolist(),
-                                                              batch.values[lo:hi].tolist()))}
+                    row: dict[str, Any] = {"pk": int(plan.pks[r]), "doc_id": plan.ids[r], **vec}
                     if store is not None:
-                        doc = texts.get(batch.ids[r]) or {"title": "", "text": ""}
+                        doc = texts.get(plan.ids[r]) or {"title": "", "text": ""}
                         row["title"] = _clip(doc["title"], max_text_bytes)
                         row["text"] = _clip(doc["text"], max_text_bytes)
-                    if dense is not None:
-                        row["dense"] = dense[docnums[r]].tolist()
                     rows.append(row)
                 if rows:
                     client.insert(collection, rows)
@@ -363,17 +505,14 @@ def export(index: Any, uri: str, collection: str | None = None, *, token: str | 
         client.flush(collection)
         client.load_collection(collection)
         meta = {
-            "collection": collection, "n_docs": len(batch) - skipped, "skipped_empty_docs": skipped,
-            "vocab": batch.vocab.terms, "encoder": index.encoder_config, "encoder_state": _encoder_files(index),
-            "quantization": index.manifest.get("quantization"), "index_type": index_type,
-            "index_params": dict(index_params or {}), "has_text": store is not None, "max_text_bytes": max_text_bytes,
-            "dense": None if dense is None else {"dim": int(dense.shape[1]),
-                                                 "encoder": dict(dense_encoder) if dense_encoder else None},
+            "collection": collection, "n_docs": len(plan.ids) - skipped, "skipped_empty_docs": skipped, **plan.meta,
+            "index_type": index_type, "index_params": dict(index_params or {}), "has_text": store is not None,
+            "max_text_bytes": max_text_bytes,
             "source": {"path": str(Path(index.path).resolve()), "generation": index.manifest.get("generation"),
                        "n_live_docs": index.n_live_docs},
             "exported_at": time.time(), "export_seconds": time.perf_counter() - t0,
         }
-        _write_meta(client, meta_name, meta)
+        _write_meta(client, meta_name, meta, plan.version)
     except MilvusBackendError:
         client.close()
         raise
@@ -385,11 +524,11 @@ def export(index: Any, uri: str, collection: str | None = None, *, token: str | 
     finally:
         if store is not None:
             store.close()
-    return MilvusBackend(client, uri, collection, meta)
+    return (MilvusHybridBackend if plan.version == HYBRID_VERSION else MilvusBackend)(client, uri, collection, meta)
 
 
 def _create_collection(client, uri: str, name: str, index_type: str, index_params: dict[str, Any], id_bytes: int,
-                       text: bool, text_bytes: int, dense_dim: int | None) -> None:
+                       text: bool, text_bytes: int, vector_fields: Sequence[tuple[str, str, int | None]]) -> None:
     """The document collection with its indexes (created empty, so that a refused index type
     fails before any data is sent); a refusal drops it and raises :class:`MilvusBackendError`."""
     from pymilvus import DataType
@@ -397,16 +536,17 @@ def _create_collection(client, uri: str, name: str, index_type: str, index_param
     schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
     schema.add_field("pk", DataType.INT64, is_primary=True)
     schema.add_field("doc_id", DataType.VARCHAR, max_length=max(1, id_bytes))
-    schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
     if text:
         schema.add_field("title", DataType.VARCHAR, max_length=text_bytes)
         schema.add_field("text", DataType.VARCHAR, max_length=text_bytes)
-    if dense_dim is not None:
-        schema.add_field("dense", DataType.FLOAT_VECTOR, dim=dense_dim)
     params = client.prepare_index_params()
-    params.add_index(field_name="sparse", index_type=index_type, metric_type="IP", params=index_params)
-    if dense_dim is not None:
-        params.add_index(field_name="dense", index_type="FLAT", metric_type="IP", params={})
+    for field, kind, dim in vector_fields:
+        if kind == "sparse":
+            schema.add_field(field, DataType.SPARSE_FLOAT_VECTOR)
+            params.add_index(field_name=field, index_type=index_type, metric_type="IP", params=index_params)
+        else:
+            schema.add_field(field, DataType.FLOAT_VECTOR, dim=dim)
+            params.add_index(field_name=field, index_type="FLAT", metric_type="IP", params={})
     try:
         with _quiet():
             client.create_collection(name, schema=schema, index_params=params)
@@ -420,26 +560,19 @@ def _create_collection(client, uri: str, name: str, index_type: str, index_param
 
 
 # ---------------------------------------------------------------------------------- backend
-class MilvusBackend:
-    """A collection exported by :func:`export`, searched like a local :class:`~sparsearch.index.Index`
-    (a :class:`~sparsearch.searching.Searcher` for exact search only: Milvus scores every posting).
-
-    Doc numbers (``pk``) are those of the exported index commit; :meth:`search` returns them in
-    FAISS-style arrays, :meth:`search_run` returns external ids (as Milvus returns them with the
-    hits: the backend holds no id table). Thread-safe for searching (the pymilvus client is).
-    """
+class _Collection:
+    """What every exported collection offers: the connection, its metadata, stored documents,
+    and batched searches of one vector field. :meth:`open` returns the class the export needs:
+    :class:`MilvusBackend` (an index) or :class:`MilvusHybridBackend` (a hybrid index)."""
 
     def __init__(self, client: Any, uri: str, collection: str, meta: dict[str, Any]) -> None:
         self.client, self.uri, self.collection, self.meta = client, uri, collection, meta
-        self.vocab = Vocabulary(meta["vocab"])
-        self._encoder = None
-        self._dense_encoder = None
-
-    export = staticmethod(export)
 
     @classmethod
-    def open(cls, uri: str, collection: str, *, token: str | None = None, timeout: float = 10.0) -> "MilvusBackend":
-        """Connect to an exported collection; :class:`CollectionNotFoundError` names the ones there."""
+    def open(cls, uri: str, collection: str, *, token: str | None = None, timeout: float = 10.0
+             ) -> "MilvusBackend | MilvusHybridBackend":
+        """Connect to an exported collection (a hybrid index's export opens as a
+        :class:`MilvusHybridBackend`); :class:`CollectionNotFoundError` names the ones there."""
         _check_name(collection)
         client = connect(uri, token, timeout=timeout)
         try:
@@ -463,28 +596,143 @@ class MilvusBackend:
         except Exception as e:
             client.close()
             raise MilvusBackendError(f"cannot open collection {collection!r} at {uri}: {_message(e)}") from None
-        return cls(client, uri, collection, meta)
+        kind = MilvusHybridBackend if meta.get("kind") == "hybrid" else MilvusBackend
+        return kind(client, uri, collection, meta)
 
     def close(self) -> None:
         self.client.close()
 
-    def __enter__(self) -> "MilvusBackend":
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
+    @property
+    def n_docs(self) -> int:
+        """Documents in the collection (the exported live documents that have something to search)."""
+        return int(self.meta["n_docs"])
+
+    @property
+    def n_live_docs(self) -> int:
+        return self.n_docs
+
+    @property
+    def has_text(self) -> bool:
+        return bool(self.meta.get("has_text"))
+
+    def _call(self, what: str, fn, *args: Any, **kwargs: Any):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:
+            if type(e).__module__.startswith(("pymilvus", "grpc")):
+                raise MilvusBackendError(f"Milvus {what} on collection {self.collection!r} at {self.uri} failed: "
+                                         f"{_message(e)}") from None
+            raise
+
+    def _search_field(self, field: str, data: Sequence[Any], k: int, search_params: dict[str, Any],
+                      fields: list[str]) -> list[list[tuple]]:
+        """Top-``k`` hits of each query row of ``data`` in vector field ``field`` (1,000 queries per
+        request); an empty sparse row matches nothing and is not sent."""
+        hits: list[list[tuple]] = [[] for _ in data]
+        todo = [i for i, r in enumerate(data) if not isinstance(r, dict) or r]
+        for a in range(0, len(todo), _SEARCH_BATCH):
+            part = todo[a:a + _SEARCH_BATCH]
+            res = self._call("search", self.client.search, self.collection, data=[data[i] for i in part],
+                             anns_field=field, limit=k, search_params=search_params, output_fields=fields)
+            for i, r in zip(part, res):
+                hits[i] = _sorted_hits(r, fields)
+        return hits
+
+    def documents(self, doc_ids: Sequence[str]) -> dict[str, dict[str, str | None]]:
+        """``{"id", "title", "text"}`` of the given ids that are in the collection (missing ones
+        absent). Texts as cut at export; ``None`` when the exported index had no document store."""
+        out: dict[str, dict[str, str | None]] = {}
+        ids = [str(i) for i in doc_ids]
+        fields = ["doc_id", "title", "text"] if self.has_text else ["doc_id"]
+        for a in range(0, len(ids), 500):
+            part = ids[a:a + 500]
+            # a JSON list of strings is a valid Milvus string-list literal (quotes and backslashes escaped)
+            expr = "doc_id in " + json.dumps(part, ensure_ascii=False)
+            rows = self._call("query", self.client.query, self.collection, filter=expr, output_fields=fields,
+                              limit=len(part))
+            out.update((r["doc_id"], {"id": r["doc_id"], "title": r.get("title"), "text": r.get("text")})
+                       for r in rows)
+        return out
+
+    def _stats(self) -> dict[str, Any]:
+        m = self.meta
+        return {"backend": "milvus", "uri": self.uri, "collection": self.collection, "n_docs": self.n_docs,
+                "n_live_docs": self.n_docs, "index_type": m["index_type"], "index_params": m.get("index_params"),
+                "source": m.get("source"), "skipped_empty_docs": m.get("skipped_empty_docs", 0)}
+
+
+def _rebuild_encoder(config: Mapping[str, Any], state: Mapping[str, str] | None):
+    """A sparse encoder from its recorded config and saved state (``{relative path: base64}``)."""
+    files = {rel: base64.b64decode(data) for rel, data in (state or {}).items()}
+    with tempfile.TemporaryDirectory(prefix="sparsearch-milvus-") as tmp:
+        return load_encoder(dict(config), unpack_state(files, tmp))
+
+
+def _sparse_rows(queries: SparseBatch, vocab: Vocabulary, unknown: str, collection: str) -> list[dict[int, float]]:
+    """Query vectors as Milvus sparse rows ``{term id: weight}`` over ``vocab`` (see
+    :meth:`MilvusBackend.prepare_queries`)."""
+    if unknown not in ("drop", "error"):
+        raise InvalidInputError(f"unknown must be 'drop' or 'error', got {unknown!r}")
+    weights = queries.values.astype(np.float64)
+    if not np.isfinite(weights.sum()):
+        raise InvalidInputError("query weights must be finite (a query vector holds NaN or inf)")
+    terms, get = queries.vocab.terms, vocab.get
+    used = np.unique(queries.indices)
+    lut = dict(zip(used.tolist(), (get(terms[t]) for t in used.tolist())))
+    if unknown == "error":
+        bad = next((t for t, i in lut.items() if i < 0), None)
+        if bad is not None:
+            raise InvalidInputError(f"unknown token {terms[bad]!r}: not in the vocabulary of collection "
+                                    f"{collection!r} ({len(vocab)} terms); were the queries encoded with "
+                                    f"the exported index's encoder?")
+    out = []
+    for q in range(len(queries)):
+        lo, hi = queries.indptr[q], queries.indptr[q + 1]
+        row = {}
+        for t, w in zip(queries.indices[lo:hi].tolist(), weights[lo:hi].tolist()):
+            tid = lut[t]
+            if tid >= 0 and w > 0:
+                row[tid] = w
+        out.append(row)
+    return out
+
+
+def _dense_queries(dense_queries: Any, dim: int) -> np.ndarray:
+    emb = np.asarray(dense_queries, dtype=np.float32)
+    if emb.ndim != 2 or emb.shape[1] != dim:
+        raise InvalidInputError(f"dense queries must have shape (nq, {dim}), got {emb.shape}")
+    if not np.isfinite(emb).all():
+        raise InvalidInputError("dense queries must be finite")
+    return emb
+
+
+class MilvusBackend(_Collection):
+    """A collection exported by :func:`export`, searched like a local :class:`~sparsearch.index.Index`
+    (a :class:`~sparsearch.searching.Searcher` for exact search only: Milvus scores every posting).
+
+    Doc numbers (``pk``) are those of the exported index commit; :meth:`search` returns them in
+    FAISS-style arrays, :meth:`search_run` returns external ids (as Milvus returns them with the
+    hits: the backend holds no id table). Thread-safe for searching (the pymilvus client is).
+    """
+
+    def __init__(self, client: Any, uri: str, collection: str, meta: dict[str, Any]) -> None:
+        super().__init__(client, uri, collection, meta)
+        self.vocab = Vocabulary(meta["vocab"])
+        self._encoder = None
+        self._dense_encoder = None
+
+    export = staticmethod(export)
+
     def __repr__(self) -> str:
         return f"MilvusBackend({self.uri!r}, {self.collection!r}, docs={self.n_docs}, terms={len(self.vocab)})"
 
     # ------------------------------------------------------------------ properties
-    @property
-    def n_docs(self) -> int:
-        """Documents in the collection (the exported live documents that have a term)."""
-        return int(self.meta["n_docs"])
-
-    n_live_docs = n_docs
-
     @property
     def n_terms(self) -> int:
         return len(self.vocab)
@@ -497,18 +745,11 @@ class MilvusBackend:
     def has_dense(self) -> bool:
         return self.meta.get("dense") is not None
 
-    @property
-    def has_text(self) -> bool:
-        return bool(self.meta.get("has_text"))
-
     def stats(self) -> dict[str, Any]:
         """Sizes and settings of the export (no disk figures: Milvus owns the storage)."""
         m = self.meta
-        return {"backend": "milvus", "uri": self.uri, "collection": self.collection, "n_docs": self.n_docs,
-                "n_live_docs": self.n_docs, "n_terms": self.n_terms, "index_type": m["index_type"],
-                "index_params": m.get("index_params"), "quantization": m.get("quantization"),
-                "dense_dim": m["dense"]["dim"] if m.get("dense") else None, "encoder": self.encoder_config,
-                "source": m.get("source"), "skipped_empty_docs": m.get("skipped_empty_docs", 0)}
+        return {**self._stats(), "n_terms": self.n_terms, "quantization": m.get("quantization"),
+                "dense_dim": m["dense"]["dim"] if m.get("dense") else None, "encoder": self.encoder_config}
 
     def load_encoder(self):
         """The encoder the exported index was built with, rebuilt from its stored config and state."""
@@ -516,9 +757,7 @@ class MilvusBackend:
             if not self.encoder_config:
                 raise InvalidInputError(f"collection {self.collection!r}: the exported index has no encoder; "
                                         f"pass query vectors instead of text")
-            files = {rel: base64.b64decode(data) for rel, data in (self.meta.get("encoder_state") or {}).items()}
-            with tempfile.TemporaryDirectory(prefix="sparsearch-milvus-") as tmp:
-                self._encoder = load_encoder(self.encoder_config, unpack_state(files, tmp))
+            self._encoder = _rebuild_encoder(self.encoder_config, self.meta.get("encoder_state"))
         return self._encoder
 
     def load_dense_encoder(self):
@@ -541,70 +780,18 @@ class MilvusBackend:
         :class:`~sparsearch.errors.InvalidInputError` naming it: use that for vectors from a fixed
         model vocabulary, where an unknown token means the queries were encoded for another index.
         """
-        if unknown not in ("drop", "error"):
-            raise InvalidInputError(f"unknown must be 'drop' or 'error', got {unknown!r}")
-        weights = queries.values.astype(np.float64)
-        if not np.isfinite(weights.sum()):
-            raise InvalidInputError("query weights must be finite (a query vector holds NaN or inf)")
-        terms, get = queries.vocab.terms, self.vocab.get
-        used = np.unique(queries.indices)
-        lut = dict(zip(used.tolist(), (get(terms[t]) for t in used.tolist())))
-        if unknown == "error":
-            bad = next((t for t, i in lut.items() if i < 0), None)
-            if bad is not None:
-                raise InvalidInputError(f"unknown token {terms[bad]!r}: not in the vocabulary of collection "
-                               f"{self.collection!r} ({self.n_terms} terms); were the queries encoded with "
-                               f"the exported index's encoder?")
-        out = []
-        for q in range(len(queries)):
-            lo, hi = queries.indptr[q], queries.indptr[q + 1]
-            row = {}
-            for t, w in zip(queries.indices[lo:hi].tolist(), weights[lo:hi].tolist()):
-                tid = lut[t]
-                if tid >= 0 and w > 0:
-                    row[tid] = w
-            out.append(row)
-        return out
-
-    def _call(self, what: str, fn, *args: Any, **kwargs: Any):
-        try:
-            return fn(*args, **kwargs)
-        except Exception as e:
-            if type(e).__module__.startswith(("pymilvus", "grpc")):
-                raise MilvusBackendError(f"Milvus {what} on collection {self.collection!r} at {self.uri} failed: "
-                                         f"{_message(e)}") from None
-            raise
+        return _sparse_rows(queries, self.vocab, unknown, self.collection)
 
     def _sparse_hits(self, rows: list[dict[int, float]], k: int, fields: list[str]) -> list[list[tuple]]:
-        hits: list[list[tuple]] = [[] for _ in rows]
-        todo = [i for i, r in enumerate(rows) if r]  # a query without a known term matches nothing
-        for a in range(0, len(todo), _SEARCH_BATCH):
-            part = todo[a:a + _SEARCH_BATCH]
-            res = self._call("search", self.client.search, self.collection, data=[rows[i] for i in part],
-                             anns_field="sparse", limit=k, search_params=_SPARSE_PARAMS, output_fields=fields)
-            for i, r in zip(part, res):
-                hits[i] = _sorted_hits(r, fields)
-        return hits
+        return self._search_field("sparse", rows, k, _SPARSE_PARAMS, fields)
 
     def _dense_hits(self, dense_queries: np.ndarray, k: int, fields: list[str]) -> list[list[tuple]]:
-        emb = self._check_dense(dense_queries)
-        hits: list[list[tuple]] = []
-        for a in range(0, len(emb), _SEARCH_BATCH):
-            res = self._call("dense search", self.client.search, self.collection, data=emb[a:a + _SEARCH_BATCH].tolist(),
-                             anns_field="dense", limit=k, search_params=_DENSE_PARAMS, output_fields=fields)
-            hits.extend(_sorted_hits(r, fields) for r in res)
-        return hits
+        return self._search_field("dense", self._check_dense(dense_queries).tolist(), k, _DENSE_PARAMS, fields)
 
     def _check_dense(self, dense_queries: np.ndarray) -> np.ndarray:
         if not self.has_dense:
             raise InvalidInputError(f"collection {self.collection!r} has no dense vectors (export with dense=... / --dense)")
-        emb = np.asarray(dense_queries, dtype=np.float32)
-        dim = self.meta["dense"]["dim"]
-        if emb.ndim != 2 or emb.shape[1] != dim:
-            raise InvalidInputError(f"dense queries must have shape (nq, {dim}), got {emb.shape}")
-        if not np.isfinite(emb).all():
-            raise InvalidInputError("dense queries must be finite")
-        return emb
+        return _dense_queries(dense_queries, self.meta["dense"]["dim"])
 
     def _exact(self, params: ExactParams | None, k: int) -> tuple[ExactParams, int]:
         """``params`` checked (exact only: Milvus has no approximate mode here) and ``k`` clamped."""
@@ -701,21 +888,204 @@ class MilvusBackend:
         k = _check_k(k, self.n_docs)
         return _run(self._hybrid_hits(queries, dense_queries, k, fields=["doc_id"], **kw), k, queries.ids)
 
-    def documents(self, doc_ids: Sequence[str]) -> dict[str, dict[str, str | None]]:
-        """``{"id", "title", "text"}`` of the given ids that are in the collection (missing ones
-        absent). Texts as cut at export; ``None`` when the exported index had no document store."""
-        out: dict[str, dict[str, str | None]] = {}
-        ids = [str(i) for i in doc_ids]
-        fields = ["doc_id", "title", "text"] if self.has_text else ["doc_id"]
-        for a in range(0, len(ids), 500):
-            part = ids[a:a + 500]
-            # a JSON list of strings is a valid Milvus string-list literal (quotes and backslashes escaped)
-            expr = "doc_id in " + json.dumps(part, ensure_ascii=False)
-            rows = self._call("query", self.client.query, self.collection, filter=expr, output_fields=fields,
-                              limit=len(part))
-            out.update((r["doc_id"], {"id": r["doc_id"], "title": r.get("title"), "text": r.get("text")})
-                       for r in rows)
-        return out
+
+class MilvusHybridBackend(_Collection):
+    """A hybrid index (:class:`~sparsearch.index.hybrid.HybridIndex`) exported by :func:`export`:
+    one collection with one vector field per representation, ``rep_<name>`` (see
+    :func:`field_names`): SPARSE_FLOAT_VECTOR of a sparse representation's dequantized impacts
+    over its own vocabulary, FLOAT_VECTOR of a dense one's stored vectors, dequantized (not
+    re-encoded); ``pk`` is the hybrid index's doc number. The sidecar records each
+    representation's vocabulary and encoder and the index's default fusion.
+
+    Search follows the hybrid index: queries are :class:`~sparsearch.index.hybrid.HybridQueries`
+    (:meth:`load_encoder`), parameters a :class:`~sparsearch.searching.HybridParams` (default:
+    the fusion saved with the index when it was exported; sparse representations are searched
+    exactly). :meth:`search_detailed` searches each field in Milvus (its top ``depth``) and fuses
+    the lists here with :func:`~sparsearch.fusion.fuse_topk`, so every fusion of the local index
+    is available and the results equal the local index's up to float rounding and tied scores.
+    :meth:`search` lets Milvus fuse (one ``hybrid_search`` request with ``RRFRanker``) when
+    Milvus' ranker computes the same thing: RRF with equal weights and an integer ``rrf_k`` in
+    [1, 16384). Milvus' ``WeightedRanker`` adds raw (or arctan-normalised) scores, which is none of
+    ``minmax`` / ``zscore``, so those fusions, and weighted RRF, are fused here.
+    """
+
+    def __init__(self, client: Any, uri: str, collection: str, meta: dict[str, Any]) -> None:
+        super().__init__(client, uri, collection, meta)
+        self.members: list[dict[str, Any]] = list(meta["members"])
+        self.vocabs = {m["name"]: Vocabulary(m["vocab"]) for m in self.members if m["kind"] == "sparse"}
+        self._encoder: HybridEncoder | None = None
+
+    export = staticmethod(export)
+
+    def __repr__(self) -> str:
+        return f"MilvusHybridBackend({self.uri!r}, {self.collection!r}, docs={self.n_docs}, {', '.join(self.names)})"
+
+    @property
+    def names(self) -> list[str]:
+        """The representations, in the hybrid index's order (the order of fusion weights)."""
+        return [m["name"] for m in self.members]
+
+    @property
+    def encoder_config(self) -> dict[str, Any]:
+        return {"name": "hybrid", "members": {m["name"]: m.get("encoder") for m in self.members}}
+
+    def stats(self) -> dict[str, Any]:
+        return {**self._stats(), "kind": "hybrid", "encoder": self.encoder_config,
+                "fusion": self.meta.get("fusion"), "representations": self.names,
+                "members": {m["name"]: {"kind": m["kind"], "field": m["field"], "quantization": m.get("quantization"),
+                                        **({"n_terms": len(m["vocab"])} if m["kind"] == "sparse" else
+                                           {"dim": m["dim"]})} for m in self.members}}
+
+    def load_encoder(self) -> HybridEncoder:
+        """Every representation's encoder, rebuilt from the recorded configs (and saved states)."""
+        if self._encoder is None:
+            missing = [m["name"] for m in self.members if not m.get("encoder")]
+            if missing:
+                raise InvalidInputError(f"collection {self.collection!r}: representation {missing[0]!r} was built "
+                                        f"without an encoder; pass HybridQueries of vectors instead of text")
+            self._encoder = HybridEncoder({
+                m["name"]: _rebuild_encoder(m["encoder"], m.get("encoder_state")) if m["kind"] == "sparse"
+                else DenseEncoder.from_config(m["encoder"]) for m in self.members})
+        return self._encoder
+
+    def default_params(self) -> HybridParams:
+        """The fusion saved with the exported index (exact search of the sparse representations)."""
+        try:
+            params = params_from_dict(self.meta["fusion"])
+        except (InvalidInputError, KeyError, TypeError) as e:
+            raise MilvusBackendError(f"collection {self.collection!r}: unreadable fusion setting ({e}); "
+                                     f"re-export") from None
+        return replace(params, sparse=None)
+
+    def resolve_params(self, params: Any) -> HybridParams:
+        """The :class:`HybridParams` a search with ``params`` uses: ``None`` is
+        :meth:`default_params`, an :class:`ExactParams` the default fusion with its
+        ``threads``/``unknown``; approximate search is refused (:class:`UnsupportedError`)."""
+        if params is None:
+            return self.default_params()
+        if isinstance(params, ExactParams):
+            return replace(self.default_params(), threads=params.threads, unknown=params.unknown).check()
+        require(params, [HybridParams, ExactParams], "the Milvus backend")
+        if params.sparse is not None:
+            require(params.sparse, [ExactParams], "the Milvus backend")
+        if params.weights is not None and len(params.weights) != len(self.members):
+            raise InvalidInputError(f"{len(params.weights)} fusion weights for {len(self.members)} representations "
+                                    f"({', '.join(self.names)})")
+        return params.check()
+
+    def _check_queries(self, queries: Any) -> HybridQueries:
+        if not isinstance(queries, HybridQueries):
+            raise InvalidInputError("a hybrid collection is searched with HybridQueries (backend.load_encoder()"
+                                    ".encode_queries(texts)); got " + type(queries).__name__)
+        missing = [n for n in self.names if n not in queries.parts]
+        if missing:
+            raise InvalidInputError(f"the queries have no {missing[0]!r} part (the representations are "
+                                    f"{', '.join(self.names)})")
+        return queries
+
+    def _member_hits(self, m: dict[str, Any], part: Any, depth: int, unknown: str, fields: list[str]
+                     ) -> list[list[tuple]]:
+        if m["kind"] == "sparse":
+            rows = _sparse_rows(part, self.vocabs[m["name"]], unknown, self.collection)
+            return self._search_field(m["field"], rows, depth, _SPARSE_PARAMS, fields)
+        return self._search_field(m["field"], _dense_queries(part, m["dim"]).tolist(), depth, _DENSE_PARAMS, fields)
+
+    def _detailed(self, queries: Any, k: int, params: Any, fields: list[str]):
+        params = self.resolve_params(params)
+        queries = self._check_queries(queries)
+        k = _check_k(k, self.n_docs)
+        depth = _check_k(max(k, params.depth), self.n_docs)
+        per, hits, seconds = {}, {}, {}
+        for m in self.members:
+            t = time.perf_counter()
+            hits[m["name"]] = self._member_hits(m, queries.parts[m["name"]], depth, params.unknown, fields)
+            per[m["name"]] = _arrays(hits[m["name"]], depth)
+            seconds[m["name"]] = time.perf_counter() - t
+        t = time.perf_counter()
+        if len(self.members) == 1:  # nothing to fuse
+            s, d = per[self.names[0]]
+            scores, docs = s[:, :k], d[:, :k]
+        else:
+            scores, docs = fuse_topk([per[n] for n in self.names], k, params.fusion, params.weights, params.rrf_k)
+        seconds["fusion"] = time.perf_counter() - t
+        return scores, docs, per, seconds, hits
+
+    def search_detailed(self, queries: HybridQueries, k: int = 10, params: Any = None
+                        ) -> tuple[np.ndarray, np.ndarray, dict[str, tuple[np.ndarray, np.ndarray]], dict[str, float]]:
+        """As :meth:`sparsearch.index.hybrid.HybridIndex.search_detailed`: the fused top-``k``
+        (fused here), each representation's own ``(scores, docnums)`` (top ``depth``, from Milvus)
+        and the seconds each search and the fusion took."""
+        scores, docs, per, seconds, _ = self._detailed(queries, k, params, [])
+        return scores, docs, per, seconds
+
+    def search_detailed_run(self, queries: HybridQueries, k: int = 10, params: Any = None
+                            ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, list[tuple[str, float]]]],
+                                       dict[str, float]]:
+        """:meth:`search_detailed` with document ids: the fused run ``{query_id: {doc_id: score}}``,
+        per representation ``{query_id: [(doc_id, score)]}`` ranked, and the seconds."""
+        scores, docs, per, seconds, hits = self._detailed(queries, k, params, ["doc_id"])
+        ids = {pk: doc_id for rows in hits.values() for row in rows for _, pk, doc_id in row}
+        qids = queries.ids or [str(i) for i in range(len(queries))]
+        lists = {n: {q: [(doc_id, s) for s, _, doc_id in h] for q, h in zip(qids, rows)} for n, rows in hits.items()}
+        return to_run(scores, docs, ids, qids), lists, seconds  # type: ignore[arg-type]
+
+    def milvus_ranker(self, params: HybridParams) -> tuple[Any, float] | None:
+        """``(pymilvus RRFRanker, weight)`` when Milvus' own fusion computes ``params`` (RRF, equal
+        weights ``weight``, an integer ``rrf_k`` in [1, 16384)), else None."""
+        from pymilvus import RRFRanker
+
+        weights = set(params.weights) if params.weights is not None else {1.0}
+        if params.fusion != "rrf" or len(weights) != 1 or float(params.rrf_k) != int(params.rrf_k) \
+                or not 1 <= params.rrf_k < 16384 or len(self.members) < 2:
+            return None
+        return RRFRanker(int(params.rrf_k)), float(weights.pop())
+
+    def search(self, queries: HybridQueries, k: int = 10, params: Any = None, *, fuse: str = "auto"
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Fused top-``k``: ``(scores float32 (nq, k'), docnums int64 (nq, k'))`` as the hybrid index.
+
+        ``fuse``: ``"milvus"`` (one ``hybrid_search`` request per 1,000 queries, Milvus' RRFRanker;
+        :class:`UnsupportedError` for a fusion it cannot compute, see the class docstring),
+        ``"local"`` (each field searched by Milvus, fused here), or ``"auto"``: Milvus where it can.
+        """
+        if fuse not in ("auto", "milvus", "local"):
+            raise InvalidInputError(f"fuse must be 'auto', 'milvus' or 'local', got {fuse!r}")
+        p = self.resolve_params(params)
+        ranker = None if fuse == "local" else self.milvus_ranker(p)
+        if ranker is None:
+            if fuse == "milvus":
+                raise UnsupportedError(f"Milvus' own fusion computes RRF with equal weights and an integer rrf_k in "
+                                       f"[1, 16384), not {p.fusion} with weights {p.weights} and rrf_k {p.rrf_k}; "
+                                       f"use fuse='local'")
+            return self.search_detailed(queries, k, p)[:2]
+        return self._milvus_fused(self._check_queries(queries), k, p, *ranker)
+
+    def _milvus_fused(self, queries: HybridQueries, k: int, params: HybridParams, ranker: Any, weight: float
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        from pymilvus import AnnSearchRequest
+
+        k = _check_k(k, self.n_docs)
+        depth = _check_k(max(k, params.depth), self.n_docs)
+        data = {}
+        for m in self.members:
+            part = queries.parts[m["name"]]
+            data[m["name"]] = (_sparse_rows(part, self.vocabs[m["name"]], params.unknown, self.collection)
+                               if m["kind"] == "sparse" else _dense_queries(part, m["dim"]).tolist())
+        hits: list[list[tuple]] = []
+        for a in range(0, len(queries), _SEARCH_BATCH):
+            b = min(a + _SEARCH_BATCH, len(queries))
+            reqs = [AnnSearchRequest(data=data[m["name"]][a:b], anns_field=m["field"], limit=depth,
+                                     param=_SPARSE_PARAMS if m["kind"] == "sparse" else _DENSE_PARAMS)
+                    for m in self.members]
+            res = self._call("hybrid search", self.client.hybrid_search, self.collection, reqs, ranker, limit=k,
+                             output_fields=[])
+            hits.extend(_sorted_hits(r, []) for r in res)
+        scores, docs = _arrays(hits, k)
+        return scores * np.float32(weight), docs
+
+    def search_run(self, queries: HybridQueries, k: int = 1000, params: Any = None) -> dict[str, dict[str, float]]:
+        """The fused top-``k`` as a run ``{query_id: {doc_id: score}}`` (fused here)."""
+        return self.search_detailed_run(queries, k, params)[0]
 
 
 def _check_k(k: int, n_docs: int) -> int:

@@ -25,7 +25,8 @@ Served indexes:
   highlights come from the first sparse representation. Read-only (no writes through the service).
 * :class:`ServedMilvus` / :class:`ServedMilvusDense`: a collection written by
   :func:`sparsearch.milvus.export` (sparse vectors as ``NAME``, dense ones as ``NAME-dense``);
-  see :func:`milvus_backends`. Exact search only, no explanations.
+  see :func:`milvus_backends`. Exact search only, no explanations. :class:`ServedMilvusHybrid`:
+  a hybrid index exported to Milvus (one field per representation), served as the local one.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ from ..index import Index
 from ..index import updates
 from ..index.dense import DenseIndex
 from ..index.hybrid import FUSION_FILE, HybridIndex, HybridQueries, is_hybrid, open_searcher
-from ..milvus import MilvusBackend, list_exported
+from ..milvus import MilvusBackend, MilvusHybridBackend, list_exported
 from ..searching import MAX_K, ApproxParams, ExactParams, HybridParams, SearchParams, check_k, params_for_mode
 from ..vectors import SparseBatch
 from .highlight import highlight_hit, label
@@ -63,7 +64,7 @@ from .highlight import highlight_hit, label
 log = logging.getLogger("sparsearch.service")
 
 __all__ = ["Limits", "SearchService", "SearchResult", "WriteResult", "Hit", "HitScore", "Contribution", "Explanation", "Document",
-           "Snapshot", "ServedIndex", "ServedHybrid", "ServedMilvus", "ServedMilvusDense", "milvus_backends", "FUSIONS",
+           "Snapshot", "ServedIndex", "ServedHybrid", "ServedMilvus", "ServedMilvusDense", "ServedMilvusHybrid", "milvus_backends", "FUSIONS",
            "RepresentationRank", "Timing", "HybridUsed", "HybridOptions", "hybrid_params", "served_index"]
 
 @dataclass(frozen=True)
@@ -637,35 +638,18 @@ def _ranked_lists(per: Mapping[str, tuple[np.ndarray, np.ndarray]], doc_ids: Seq
             for n, (ss, dd) in per.items()}
 
 
-class ServedHybrid(ServedIndex):
-    """A hybrid index directory (see the module docstring): one snapshot holds the opened
-    :class:`~sparsearch.index.hybrid.HybridIndex` (every representation) and the shared document
-    store; a new commit, or a new ``fusion.json`` (``sparsearch tune-fusion --save``), is served
-    from the next reload on. Query text only (a vector names no representation), read-only."""
+class _HybridServing:
+    """What serving a hybrid index takes, from a directory or from Milvus (``snap.index`` has
+    ``names`` and ``default_params()``): query text only, encoded for every representation, the
+    index's fusion with the request's overrides, the fusion used and each representation's list
+    reported. Mixed in before the served class it completes."""
 
     writable = False
     hybrid = True
-    kind = "a hybrid index"
-    index_class = HybridIndex
-    ENCODER_FIELDS = ("members",)  # the representations' directories: a rebuild names new ones
 
-    def _key(self) -> tuple:
-        return _manifest_key(self.path) + _file_key(self.path / FUSION_FILE)
-
-    @property
-    def explains(self) -> bool:  # type: ignore[override]
-        """Explanations (and highlights) come from the first sparse representation, if any."""
-        return _first_sparse(self._snap.index) is not None
-
-    def can_encode_text(self, snap: Snapshot) -> bool:
-        return all(m.searcher.encoder_config for m in snap.index.members)
-
-    def _load_encoder(self, snap: Snapshot) -> Any:
-        missing = [m.name for m in snap.index.members if not m.searcher.encoder_config]
-        if missing:
-            raise UnsupportedError(f"index {self.name!r}: representation {missing[0]!r} was built from vectors, "
-                                   f"without an encoder, so query text cannot be encoded for it")
-        return super()._load_encoder(snap)
+    def _representations(self, snap: Snapshot) -> list[tuple[str, str]]:
+        """``(name, kind)`` of each representation."""
+        raise NotImplementedError
 
     def accepts_vector(self, snap: Snapshot) -> bool:
         return False
@@ -684,21 +668,13 @@ class ServedHybrid(ServedIndex):
         return all(isinstance(p, SparseBatch) and p.nnz == 0 for p in qv.parts.values())
 
     def warm(self) -> None:
-        snap = self._snap
+        snap = self.snapshot()
         try:
             if self.can_encode_text(snap):
                 self.search_run(snap, self.query_vector(snap, "warm up", None), 1,
                                 self.search_params(snap, "exact", None, None))
         except Exception as e:  # warming is an optimisation; errors surface on real requests
             log.warning("index %s: warm-up failed: %s", self.name, e)
-
-    def _open_approximate(self, snap: Snapshot) -> ApproximateIndex:
-        """The first sparse representation's approximate index (its saved settings are the
-        defaults); the others' are opened by the search, which says when one is missing."""
-        first = _first_sparse(snap.index)
-        if first is None:
-            raise NotFoundError(f"index {self.name!r} has no sparse representation")
-        return ApproximateIndex.open(first.searcher)
 
     def search_params(self, snap: Snapshot, mode: str, query_cut: int | None, heap_factor: float | None,
                       hybrid: HybridOptions | None = None) -> HybridParams:
@@ -707,6 +683,58 @@ class ServedHybrid(ServedIndex):
         saved = self.approximate(snap).default_params if mode == "approximate" else None
         sparse = params_for_mode(mode, threads=1, query_cut=query_cut, heap_factor=heap_factor, saved=saved)
         return hybrid_params(snap.index.default_params(), snap.index.names, hybrid, index=self.name, sparse=sparse)
+
+    def search_run(self, snap: Snapshot, qv: Any, depth: int, params: SearchParams) -> dict[str, float]:
+        return self.search_detailed(snap, qv, depth, params)[0]
+
+    def used_fusion(self, snap: Snapshot, params: HybridParams) -> HybridUsed:
+        names = snap.index.names
+        return HybridUsed(fusion=params.fusion, rrf_k=params.rrf_k, depth=params.depth, representations=names,
+                          weights=None if params.weights is None else dict(zip(names, params.weights)))
+
+    def health(self, snap: Snapshot) -> dict[str, Any]:
+        return {**super().health(snap), "kind": "hybrid",  # type: ignore[misc]
+                "representations": [{"name": n, "kind": k} for n, k in self._representations(snap)]}
+
+
+class ServedHybrid(_HybridServing, ServedIndex):
+    """A hybrid index directory (see the module docstring): one snapshot holds the opened
+    :class:`~sparsearch.index.hybrid.HybridIndex` (every representation) and the shared document
+    store; a new commit, or a new ``fusion.json`` (``sparsearch tune-fusion --save``), is served
+    from the next reload on. Query text only (a vector names no representation), read-only."""
+
+    kind = "a hybrid index"
+    index_class = HybridIndex
+    ENCODER_FIELDS = ("members",)  # the representations' directories: a rebuild names new ones
+
+    def _key(self) -> tuple:
+        return _manifest_key(self.path) + _file_key(self.path / FUSION_FILE)
+
+    def _representations(self, snap: Snapshot) -> list[tuple[str, str]]:
+        return [(m.name, m.kind) for m in snap.index.members]
+
+    @property
+    def explains(self) -> bool:  # type: ignore[override]
+        """Explanations (and highlights) come from the first sparse representation, if any."""
+        return _first_sparse(self._snap.index) is not None
+
+    def can_encode_text(self, snap: Snapshot) -> bool:
+        return all(m.searcher.encoder_config for m in snap.index.members)
+
+    def _load_encoder(self, snap: Snapshot) -> Any:
+        missing = [m.name for m in snap.index.members if not m.searcher.encoder_config]
+        if missing:
+            raise UnsupportedError(f"index {self.name!r}: representation {missing[0]!r} was built from vectors, "
+                                   f"without an encoder, so query text cannot be encoded for it")
+        return super()._load_encoder(snap)
+
+    def _open_approximate(self, snap: Snapshot) -> ApproximateIndex:
+        """The first sparse representation's approximate index (its saved settings are the
+        defaults); the others' are opened by the search, which says when one is missing."""
+        first = _first_sparse(snap.index)
+        if first is None:
+            raise NotFoundError(f"index {self.name!r} has no sparse representation")
+        return ApproximateIndex.open(first.searcher)
 
     def search_detailed(self, snap: Snapshot, qv: HybridQueries, depth: int, params: HybridParams
                         ) -> tuple[dict[str, float], dict[str, list[tuple[str, float]]], dict[str, float]]:
@@ -719,14 +747,6 @@ class ServedHybrid(ServedIndex):
         ids = snap.index.doc_ids
         return to_run(scores, docs, ids, ["q"])["q"], _ranked_lists(per, ids), seconds
 
-    def search_run(self, snap: Snapshot, qv: Any, depth: int, params: SearchParams) -> dict[str, float]:
-        return self.search_detailed(snap, qv, depth, params)[0]
-
-    def used_fusion(self, snap: Snapshot, params: HybridParams) -> HybridUsed:
-        names = snap.index.names
-        return HybridUsed(fusion=params.fusion, rrf_k=params.rrf_k, depth=params.depth, representations=names,
-                          weights=None if params.weights is None else dict(zip(names, params.weights)))
-
     def highlight_encoder(self, snap: Snapshot) -> Any:
         first = _first_sparse(snap.index)
         return None if first is None or snap.encoder is None else snap.encoder.encoders.get(first.name)
@@ -736,10 +756,6 @@ class ServedHybrid(ServedIndex):
         if first is None:
             raise UnsupportedError(f"index {self.name!r} has no sparse representation to explain scores with")
         return first.searcher, qv.parts[first.name]
-
-    def health(self, snap: Snapshot) -> dict[str, Any]:
-        return {**super().health(snap), "kind": "hybrid",
-                "representations": [{"name": m.name, "kind": m.kind} for m in snap.index.members]}
 
 
 def _first_sparse(index: HybridIndex) -> Any:
@@ -856,11 +872,37 @@ class ServedMilvusDense(ServedMilvus):
         return self._call(self.backend.dense_search_run, qv, depth, ["q"]).get("q", {})
 
 
+class ServedMilvusHybrid(_HybridServing, ServedMilvus):
+    """A hybrid index exported to Milvus (:class:`~sparsearch.milvus.MilvusHybridBackend`), served
+    like the local hybrid index: query text encoded for every representation (encoders rebuilt
+    from the export), each representation's field searched by Milvus to the fusion depth and the
+    lists fused with the export's default fusion or the request's; hits carry their rank in each
+    representation. Exact search, no explanations (as every Milvus collection)."""
+
+    def _representations(self, snap: Snapshot) -> list[tuple[str, str]]:
+        return [(m["name"], m["kind"]) for m in self.backend.members]
+
+    def can_encode_text(self, snap: Snapshot) -> bool:
+        return all(m.get("encoder") for m in self.backend.members)
+
+    def _load_encoder(self, snap: Snapshot) -> Any:
+        try:
+            return self.backend.load_encoder()
+        except (ImportError, ValueError, OSError, SparsearchError) as e:
+            raise UnsupportedError(f"index {self.name!r}: cannot load its encoders: {e}") from None
+
+    def search_detailed(self, snap: Snapshot, qv: HybridQueries, depth: int, params: HybridParams
+                        ) -> tuple[dict[str, float], dict[str, list[tuple[str, float]]], dict[str, float]]:
+        run, lists, seconds = self._call(self.backend.search_detailed_run, qv, depth, params)
+        return run.get("q", {}), {n: per.get("q", []) for n, per in lists.items()}, seconds
+
+
 def milvus_backends(uri: str, collections: Sequence[str] | None = None, *, token: str | None = None,
                     dense: bool = True, timeout: float = 10.0) -> list[ServedIndex]:
     """Served indexes for the collections at ``uri`` (default: every collection sparsearch
     exported there): ``NAME`` for the sparse vectors and, when the collection holds dense
-    vectors with a recorded model and ``dense`` is true, ``NAME-dense``."""
+    vectors with a recorded model and ``dense`` is true, ``NAME-dense``; an exported hybrid index
+    is served as ``NAME`` (:class:`ServedMilvusHybrid`)."""
     names = list(collections) if collections else list_exported(uri, token, timeout=timeout)
     if not names:
         raise NotFoundError(f"no sparsearch collection at {uri}; export one with: "
@@ -868,6 +910,9 @@ def milvus_backends(uri: str, collections: Sequence[str] | None = None, *, token
     out: list[ServedIndex] = []
     for n in names:
         b = MilvusBackend.open(uri, n, token=token, timeout=timeout)
+        if isinstance(b, MilvusHybridBackend):
+            out.append(ServedMilvusHybrid(n, b))
+            continue
         out.append(ServedMilvus(n, b))
         if dense and (b.meta.get("dense") or {}).get("encoder"):
             out.append(ServedMilvusDense(f"{n}-dense", b))
