@@ -18,11 +18,12 @@ pytest.importorskip("httpx", reason="FastAPI's test client needs httpx (the 'tes
 
 from sparsearch import fusion  # noqa: E402
 from sparsearch.encoders import get_encoder  # noqa: E402
-from sparsearch.errors import InvalidInputError, MissingExtraError  # noqa: E402
+from sparsearch.errors import InvalidInputError, MissingExtraError, UnsupportedError  # noqa: E402
 from sparsearch.evaluation import to_run  # noqa: E402
 from sparsearch.index import Index, build_index  # noqa: E402
 from sparsearch.index.dense import DenseIndex  # noqa: E402
-from sparsearch.index.hybrid import HybridIndex, build_hybrid, make_encoder, save_fusion  # noqa: E402
+from sparsearch.index.hybrid import (HybridIndex, build_hybrid, build_hybrid_from_vectors, make_encoder,  # noqa: E402
+                                     save_fusion)
 from sparsearch.searching import HybridParams  # noqa: E402
 from sparsearch.service import Access, Limits, SearchService, create_app  # noqa: E402
 from sparsearch.service.http import STATIC  # noqa: E402
@@ -256,6 +257,18 @@ def test_a_directory_that_changes_kind_keeps_the_last_good_state(tmp_path):
     assert svc.search(QUERY, k=1).hits[0].representations  # still the hybrid snapshot
     h = svc.health()["indexes"]["h"]
     assert h["status"] == "degraded" and "restart the service" in h["error"]
+
+
+def test_a_hybrid_without_encoders_or_sparse_representation_says_why(tmp_path):
+    build_hybrid_from_vectors(tmp_path / "v", ["a", "b"], [("vec", np.eye(2, 3, dtype=np.float32))])
+    svc = SearchService.open({"v": tmp_path / "v"})
+    assert svc.served["v"].explains is False and svc.served["v"].hybrid
+    with pytest.raises(UnsupportedError, match="'vec' was built from vectors, without an encoder"):
+        svc.search(QUERY, indexes=["v"], explain=False)
+    with pytest.raises(UnsupportedError, match="explain is not available for 'v'"):
+        svc.search(QUERY, indexes=["v"], explain=True)
+    with pytest.raises(InvalidInputError, match="no served index has an encoder"):
+        svc.search(QUERY)
 
 
 def test_a_stand_alone_dense_index_is_refused_with_a_reason(tmp_path):
