@@ -1,30 +1,106 @@
 """Text analyzers: text -> list of terms.
 
-* :class:`WordAnalyzer`: Unicode word tokens, lowercased, English stopwords removed, stemmed
-  with PyStemmer (Snowball ``english`` or the classic ``porter``), as Lucene/Anserini's
-  English analyzer does for BM25 baselines.
+* :class:`WordAnalyzer`: Unicode word tokens, lowercased, stopwords removed (a named list:
+  ``lucene``, Lucene's classic 33 words, ``english``, a fuller list of English function words,
+  or ``none``; or your own file or list), stemmed with PyStemmer (Snowball ``english``, the
+  classic ``porter``, any other PyStemmer algorithm, or ``none``), as Lucene/Anserini's English
+  analyzer does for BM25 baselines. The defaults (:data:`DEFAULT_STOPWORDS`,
+  :data:`DEFAULT_STEMMER`) were chosen on train/dev judgements (``benchmarks/bm25_analyzer.py``).
 * :class:`WordPieceAnalyzer`: a Hugging Face tokenizer's wordpieces (the vocabulary that
   learned sparse models such as SPLADE live in).
+
+A word analyzer's ``config()`` carries ``"version": 2``. Configs without it were written when the
+only named stopword list was Lucene's and was called ``"english"``: :func:`get_analyzer` reads
+their ``"english"`` as ``"lucene"`` (and their missing settings as that time's defaults), so
+indexes built then analyze queries exactly as before.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import Stemmer
 
-__all__ = ["Analyzer", "WordAnalyzer", "WordPieceAnalyzer", "ENGLISH_STOPWORDS", "get_analyzer"]
+from .errors import InvalidInputError
 
-# Lucene's classic English stop set (the one Anserini's BM25 baselines use).
-ENGLISH_STOPWORDS: frozenset[str] = frozenset(
+__all__ = ["Analyzer", "WordAnalyzer", "WordPieceAnalyzer", "LUCENE_STOPWORDS", "ENGLISH_STOPWORDS",
+           "STOPWORD_LISTS", "DEFAULT_STOPWORDS", "DEFAULT_STEMMER", "stemmer_names", "get_analyzer"]
+
+# Lucene's classic English stop set (EnglishAnalyzer; Anserini's BM25 baselines and bm25s's "en").
+LUCENE_STOPWORDS: frozenset[str] = frozenset(
     "a an and are as at be but by for if in into is it no not of on or such that the their then "
     "there these they this to was will with".split()
 )
 
+# English function words, grouped by part of speech. Left out on purpose: single letters other
+# than "a" ("vitamin d", "t cells", "type i" are content in technical text), "i" and "us" (roman
+# numeral, country), and quantity/comparison words that carry meaning in claims ("less", "fewer",
+# "increase"). Stopwords are matched on lowercased, unstemmed \w+ tokens, so the fragments that
+# contractions split into ("doesn't" -> "doesn" "t") are listed without the apostrophe.
+_ENGLISH_FUNCTION_WORDS = {
+    "pronouns": "me my mine myself we our ours ourselves you your yours yourself yourselves he him his "
+                "himself she her hers herself it its itself they them their theirs themselves one oneself "
+                "who whom whose which what whatever whoever whomever whichever anyone anybody anything "
+                "someone somebody something everyone everybody everything nobody nothing",
+    "determiners": "a an the this that these those each every either neither some any no none all both "
+                   "few many much more most other others another such same several own",
+    "prepositions": "about above across after against along alongside amid among amongst around at before "
+                    "behind below beneath beside besides between beyond by despite down during except for "
+                    "from in inside into near of off on onto out outside over past per since than through "
+                    "throughout till to toward towards under underneath unlike until up upon via with within "
+                    "without",
+    "conjunctions": "and but or nor so yet because although though while whilst whereas whether if unless "
+                    "as once whenever wherever lest",
+    "auxiliaries": "am is are was were be been being have has having had do does did doing will would "
+                   "shall should can could may might must ought",
+    "contractions": "aren isn wasn weren hasn haven hadn don doesn didn wouldn shouldn couldn mustn "
+                    "ll re ve",
+    "adverbs": "also just only very quite rather too often always never sometimes usually already still "
+               "even again ever here there where when why how then now thus hence therefore however "
+               "moreover furthermore nevertheless nonetheless otherwise instead indeed perhaps almost "
+               "enough else not hereby thereby whereby wherein therein herein thereof whereof "
+               "accordingly meanwhile",
+    "other": "etc ie eg vs",
+}
+ENGLISH_STOPWORDS: frozenset[str] = frozenset(w for words in _ENGLISH_FUNCTION_WORDS.values() for w in words.split())
+
+STOPWORD_LISTS: dict[str, frozenset[str]] = {"lucene": LUCENE_STOPWORDS, "english": ENGLISH_STOPWORDS,
+                                             "none": frozenset()}
+DEFAULT_STOPWORDS = "english"
+DEFAULT_STEMMER = "porter"
+_CONFIG_VERSION = 2
+_LEGACY_DEFAULTS = {"stemmer": "english", "stopwords": "lucene"}  # what a version-1 config left out meant
+
 _TOKEN = re.compile(r"\w+", re.UNICODE)
+
+
+def stemmer_names() -> list[str]:
+    """Accepted stemmer names: ``none`` and PyStemmer's algorithms (``english``, ``porter``, ...)."""
+    return ["none", *Stemmer.algorithms()]
+
+
+def _read_stopword_file(path: Path) -> list[str]:
+    """One word per line; blank lines and ``#`` comments skipped; errors name the file (and line)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
+        raise InvalidInputError(f"stopwords {str(path)!r}: neither a list name ({', '.join(STOPWORD_LISTS)}) "
+                                f"nor a readable file of one word per line ({why})") from None
+    words = []
+    for n, line in enumerate(lines, 1):
+        word = line.strip()
+        if not word or word.startswith("#"):
+            continue
+        if len(word.split()) > 1:
+            raise InvalidInputError(f"stopword file {str(path)!r} line {n}: {word!r} is not one word")
+        words.append(word)
+    return words
 
 
 class Analyzer:
@@ -49,37 +125,54 @@ class WordAnalyzer(Analyzer):
     """Lowercase word tokenizer with stopwords and stemming.
 
     Args:
-        stemmer: PyStemmer algorithm (``"porter"``, ``"english"``, ...) or ``None`` for none.
-        stopwords: ``"english"`` (Lucene's list), ``None``, or an explicit list of words.
+        stemmer: a PyStemmer algorithm (``"english"``: Snowball/porter2, ``"porter"``: the
+            classic Porter stemmer, or any of :func:`stemmer_names`), or ``"none"`` / ``None``.
+        stopwords: a list name (``"lucene"``, ``"english"``, ``"none"``; see
+            :data:`STOPWORD_LISTS`), ``None`` (none), the path of a file with one word per line
+            (blank lines and ``#`` comments skipped), or a sequence of words. Words from a file or
+            a sequence are lowercased when ``lowercase`` is set, and recorded in ``config()``
+            themselves, so an index does not depend on the file afterwards.
         lowercase: fold case before stopping and stemming.
         min_length: drop tokens shorter than this many characters.
+
+    Unknown stemmers and unreadable stopword files raise :class:`~sparsearch.errors.InvalidInputError`.
     """
 
     def __init__(
         self,
-        stemmer: str | None = "english",
-        stopwords: str | Sequence[str] | None = "english",
+        stemmer: str | None = DEFAULT_STEMMER,
+        stopwords: str | os.PathLike | Sequence[str] | None = DEFAULT_STOPWORDS,
         lowercase: bool = True,
         min_length: int = 1,
     ) -> None:
-        self.stemmer_name = stemmer
-        if stopwords == "english":
-            self.stopwords: frozenset[str] = ENGLISH_STOPWORDS
-        elif stopwords is None:
-            self.stopwords = frozenset()
-        elif isinstance(stopwords, str):
-            raise ValueError(f"unknown stopword list {stopwords!r} (use 'english', None or a list of words)")
-        else:
-            self.stopwords = frozenset(stopwords)
-        self._stopwords_spec = stopwords if isinstance(stopwords, str) or stopwords is None else sorted(self.stopwords)
         self.lowercase = lowercase
         self.min_length = min_length
-        if stemmer is not None and stemmer not in Stemmer.algorithms():
-            raise ValueError(f"unknown stemmer {stemmer!r}; PyStemmer offers {', '.join(Stemmer.algorithms())}")
+        self.stopwords, self._stopwords_spec = self._resolve_stopwords(stopwords)
+        if stemmer is None or stemmer == "none":
+            stemmer = None
+        elif stemmer not in Stemmer.algorithms():
+            raise InvalidInputError(f"unknown stemmer {stemmer!r}; use one of {', '.join(stemmer_names())}")
+        self.stemmer_name = stemmer
         self._stemmer = Stemmer.Stemmer(stemmer) if stemmer else None
         # Stems repeat heavily across a corpus; PyStemmer keeps an internal cache too, but
         # skipping the call entirely for known words is what makes analysis cheap.
         self._memo: dict[str, str] = {}
+
+    def _resolve_stopwords(self, spec: Any) -> tuple[frozenset[str], str | list[str]]:
+        """(the stop set, what ``config()`` records: a list name or the words themselves)."""
+        if spec is None:
+            return frozenset(), "none"
+        if isinstance(spec, str) and spec in STOPWORD_LISTS:
+            return STOPWORD_LISTS[spec], spec
+        if isinstance(spec, (str, os.PathLike)):
+            words = _read_stopword_file(Path(spec))
+        elif isinstance(spec, Sequence) and all(isinstance(w, str) for w in spec):
+            words = list(spec)
+        else:
+            raise InvalidInputError(f"stopwords must be a list name ({', '.join(STOPWORD_LISTS)}), a file path "
+                                    f"or a list of words, got {type(spec).__name__}")
+        stop = frozenset(w.lower() if self.lowercase else w for w in words)
+        return stop, sorted(stop)
 
     def tokens(self, text: str) -> list[str]:
         """Unstemmed tokens (after case folding, stopwords and length filter)."""
@@ -95,16 +188,17 @@ class WordAnalyzer(Analyzer):
         memo = self._memo
         missing = [t for t in set(toks) if t not in memo]
         if missing:
+            # a token the stemmer reduces to nothing (Porter: "s") stays itself: no empty terms
             for t, s in zip(missing, self._stemmer.stemWords(missing)):
-                memo[t] = s
+                memo[t] = s or t
             if len(memo) > 2_000_000:  # bound memory on huge vocabularies
                 memo.clear()
-                return self._stemmer.stemWords(toks)
+                return [s or t for t, s in zip(toks, self._stemmer.stemWords(toks))]
         return [memo[t] for t in toks]
 
     def config(self) -> dict[str, Any]:
-        return {"type": "word", "stemmer": self.stemmer_name, "stopwords": self._stopwords_spec,
-                "lowercase": self.lowercase, "min_length": self.min_length}
+        return {"type": "word", "version": _CONFIG_VERSION, "stemmer": self.stemmer_name or "none",
+                "stopwords": self._stopwords_spec, "lowercase": self.lowercase, "min_length": self.min_length}
 
 
 class WordPieceAnalyzer(Analyzer):
@@ -159,11 +253,20 @@ def _load_fast_tokenizer(name: str):
 
 
 def get_analyzer(config: dict[str, Any]) -> Analyzer:
-    """Rebuild an analyzer from its ``config()``."""
+    """Rebuild an analyzer from its ``config()``; word-analyzer configs older than version 2
+    (no ``"version"`` key) read ``stopwords: "english"`` as Lucene's list (see module docstring)."""
     cfg = dict(config)
     kind = cfg.pop("type", "word")
     if kind == "word":
+        version = cfg.pop("version", 1)
+        if not isinstance(version, int) or not 1 <= version <= _CONFIG_VERSION:
+            raise InvalidInputError(f"word analyzer config version {version!r} is not one this sparsearch "
+                                    f"reads (1 to {_CONFIG_VERSION})")
+        if version == 1:
+            cfg = {**_LEGACY_DEFAULTS, **cfg}
+            if cfg["stopwords"] == "english":
+                cfg["stopwords"] = "lucene"
         return WordAnalyzer(**cfg)
     if kind == "wordpiece":
         return WordPieceAnalyzer(**cfg)
-    raise ValueError(f"unknown analyzer type {kind!r}")
+    raise InvalidInputError(f"unknown analyzer type {kind!r}")

@@ -21,8 +21,10 @@ def lucene_bm25(term, doc_terms, corpus_terms, k1, b):
 
 
 def test_analyzer_lowercases_stops_and_stems():
-    a = WordAnalyzer()
-    assert a.analyze("The Cats were RUNNING, and the dog's barking!") == ["cat", "were", "run", "dog", "s", "bark"]
+    a = WordAnalyzer()  # default: the fuller English stopword list, Porter stemmer
+    assert a.analyze("The Cats were RUNNING, and the dog's barking!") == ["cat", "run", "dog", "s", "bark"]
+    lucene = WordAnalyzer(stemmer="english", stopwords="lucene")  # the default before issue 16
+    assert lucene.analyze("The Cats were RUNNING, and the dog's barking!") == ["cat", "were", "run", "dog", "s", "bark"]
     assert WordAnalyzer(stemmer=None, stopwords=None).analyze("The Cats") == ["the", "cats"]
     with pytest.raises(ValueError, match="unknown stemmer"):
         WordAnalyzer(stemmer="klingon")

@@ -32,9 +32,13 @@ from ..text import Analyzer, WordAnalyzer, get_analyzer
 from ..vectors import SparseBatch, Vocabulary
 from .base import SparseEncoder
 
-__all__ = ["BM25Encoder"]
+__all__ = ["BM25Encoder", "DEFAULT_K1", "DEFAULT_B"]
 
 _STATE_FILE = "bm25_stats.json"
+DEFAULT_K1 = 1.2
+DEFAULT_B = 0.5
+_ENCODER_OPTIONS = frozenset({"k1", "b", "method"})
+_ANALYZER_OPTIONS = frozenset({"stopwords", "stemmer", "lowercase", "min_length"})
 
 
 class BM25Encoder(SparseEncoder):
@@ -44,18 +48,30 @@ class BM25Encoder(SparseEncoder):
         k1: term-frequency saturation (>= 0).
         b: document-length normalisation in [0, 1].
         method: ``"lucene"`` or ``"robertson"`` (see module docstring).
-        analyzer: defaults to :class:`~sparsearch.text.WordAnalyzer` (Snowball English stemmer,
-            Lucene stopwords). Defaults k1=1.5, b=0.75 are bm25s's and Robertson's common
-            setting; Anserini uses 0.9/0.4 (on SciFact nDCG@10 0.688 vs 0.680).
+        analyzer: defaults to :class:`~sparsearch.text.WordAnalyzer` with its default stopword
+            list and stemmer (:data:`~sparsearch.text.DEFAULT_STOPWORDS`,
+            :data:`~sparsearch.text.DEFAULT_STEMMER`).
+
+    The defaults (k1, b, the stopword list and the stemmer) were chosen together by a grid
+    search on training and development judgements only (SciFact train, NFCorpus train and
+    dev; never a test split): ``benchmarks/bm25_analyzer.py``, whose grid, criterion and
+    held-out test figures are in ``benchmarks/results/bm25_analyzer.md``.
+
+    Analyzer settings go through :meth:`from_spec` (the CLI's ``--encoder-opt stopwords=lucene
+    --encoder-opt stemmer=english``, or ``get_encoder("bm25", stopwords=..., stemmer=...)``) or an
+    explicit ``analyzer``; they are part of :meth:`config`, so an index analyzes its queries the
+    way it analyzed its documents (indexes built with earlier defaults keep theirs). The previous
+    defaults are ``BM25Encoder.from_spec(None, k1=1.5, b=0.75, stopwords="lucene", stemmer="english")``.
     """
 
     name = "bm25"
 
-    def __init__(self, k1: float = 1.5, b: float = 0.75, method: str = "lucene", analyzer: Analyzer | None = None) -> None:
+    def __init__(self, k1: float = DEFAULT_K1, b: float = DEFAULT_B, method: str = "lucene",
+                 analyzer: Analyzer | None = None) -> None:
         if method not in ("lucene", "robertson"):
-            raise ValueError(f"unknown BM25 method {method!r} (use 'lucene' or 'robertson')")
-        if k1 < 0 or not 0 <= b <= 1:
-            raise ValueError(f"BM25 needs k1 >= 0 and 0 <= b <= 1, got k1={k1}, b={b}")
+            raise InvalidInputError(f"unknown BM25 method {method!r} (use 'lucene' or 'robertson')")
+        if not isinstance(k1, (int, float)) or not isinstance(b, (int, float)) or k1 < 0 or not 0 <= b <= 1:
+            raise InvalidInputError(f"BM25 needs k1 >= 0 and 0 <= b <= 1, got k1={k1!r}, b={b!r}")
         self.k1, self.b, self.method = float(k1), float(b), method
         self.analyzer = analyzer or WordAnalyzer()
         self.vocab = Vocabulary()
@@ -66,10 +82,17 @@ class BM25Encoder(SparseEncoder):
 
     @classmethod
     def from_spec(cls, arg: str | None = None, **options: Any) -> "BM25Encoder":
-        """``bm25`` or ``bm25:robertson`` / ``bm25:lucene``."""
+        """``bm25`` or ``bm25:robertson`` / ``bm25:lucene``; options are ``k1``, ``b``, ``method``
+        and the word analyzer's ``stopwords``, ``stemmer``, ``lowercase``, ``min_length``
+        (e.g. ``from_spec(None, stopwords="none", stemmer="porter")``)."""
         if arg:
             options.setdefault("method", arg)
-        return cls(**options)
+        unknown = sorted(set(options) - _ENCODER_OPTIONS - _ANALYZER_OPTIONS)
+        if unknown:
+            raise InvalidInputError(f"bm25: unknown option {unknown[0]!r} (options: "
+                                    f"{', '.join(sorted(_ENCODER_OPTIONS | _ANALYZER_OPTIONS))})")
+        analyzer_opts = {k: options.pop(k) for k in _ANALYZER_OPTIONS & set(options)}
+        return cls(**options, analyzer=WordAnalyzer(**analyzer_opts) if analyzer_opts else None)
 
     # ------------------------------------------------------------- statistics
     def _term_ids(self, docs_terms: list[list[str]]) -> tuple[np.ndarray, np.ndarray]:
