@@ -136,6 +136,22 @@ def test_float16_conversion_is_exact_for_every_finite_half():
     np.testing.assert_array_equal(as_float32(np.array([[-127, 0, 5]], np.int8)), [[-127.0, 0.0, 5.0]])
 
 
+@pytest.mark.parametrize("quantization", ["float16", "int8"])
+def test_small_batches_and_large_ones_score_alike(tmp_path, data, monkeypatch, quantization):
+    """Up to FUSED_MAX_QUERIES queries: rows converted in cache by numba; more: converted in
+    chunks then BLAS (several chunks here). Both are the float32 scores of the stored values."""
+    x, q, ids = data
+    index = DenseIndex.build(x, ids, tmp_path / "d", quantization=quantization)
+    stored = as_float32(np.asarray(index.vectors)) * (index.scale[:, None] if index.scale is not None else 1)
+    ref = brute_force(q, stored, 50)
+    monkeypatch.setattr(dense_mod, "CONVERT_BYTES", 100 * 4 * D)
+    for fused in (0, len(q)):
+        monkeypatch.setattr(dense_mod, "FUSED_MAX_QUERIES", fused)
+        s, d = index.search(q, 50)
+        np.testing.assert_array_equal(d, ref[1])
+        np.testing.assert_allclose(s, ref[0], rtol=1e-5, atol=1e-6)
+
+
 def test_int8_all_zero_vector_scores_zero(tmp_path):
     x = np.array([[0.0, 0.0], [2.0, -254.0]], np.float32)  # scale 2: codes [1, -127], exact
     index = DenseIndex.build(x, ["z", "a"], tmp_path / "d", quantization="int8")

@@ -72,7 +72,10 @@ MANIFEST = "manifest.json"
 IDS = "doc_ids.json"
 #: bytes a search may use for one block's (nq, rows) scores
 BLOCK_BYTES = 64 << 20
-#: float16 / int8 rows are converted to float32 this many bytes at a time (fits a core's L2)
+#: float16 / int8 rows: batches of up to this many queries are scored by a numba loop that
+#: converts each row in cache; larger ones convert CONVERT_BYTES of rows at a time (fits a
+#: core's L2) into float32 and use BLAS
+FUSED_MAX_QUERIES = 16
 CONVERT_BYTES = 512 << 10
 MIN_BLOCK_ROWS = 1024
 #: rows converted per step while quantizing a build (bounds its temporaries)
@@ -113,6 +116,37 @@ def _half_bits_to_float(h: np.ndarray, out: np.ndarray) -> None:  # pragma: no c
         b = min(a + 4096, h.size)
         _half_bits(h[a:b], bits[a:b])
         _rebias(out[a:b])
+
+
+@nb.njit(cache=True, nogil=True, fastmath=True)
+def _dot(qa: np.ndarray, xr: np.ndarray) -> float:  # pragma: no cover - compiled
+    """float32 inner product of a query and one stored row (float32 values or int8 codes),
+    vectorised (fastmath lets the sum be reordered, as BLAS does)."""
+    acc = np.float32(0.0)
+    for j in range(xr.size):
+        acc += qa[j] * np.float32(xr[j])
+    return acc
+
+
+@nb.njit(cache=True, nogil=True)
+def _scores_int8(q: np.ndarray, x: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
+    """``out[a, i] = q[a] . x[i]`` for int8 codes ``x``, converted in registers (no float32 copy)."""
+    for i in range(x.shape[0]):
+        for a in range(q.shape[0]):
+            out[a, i] = _dot(q[a], x[i])
+
+
+@nb.njit(cache=True, nogil=True)
+def _scores_half(q: np.ndarray, h: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
+    """``out[a, i] = q[a] . x[i]`` for float16 rows given as bit patterns ``h``: each row is
+    converted exactly into one float32 row buffer (cache-resident), then multiplied."""
+    row = np.empty(h.shape[1], np.uint32)
+    values = row.view(np.float32)
+    for i in range(h.shape[0]):
+        _half_bits(h[i], row)
+        _rebias(values)
+        for a in range(q.shape[0]):
+            out[a, i] = _dot(q[a], values)
 
 
 def to_float32(x: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -406,12 +440,20 @@ class DenseIndex:
     def _scores(self, q: np.ndarray, rows: slice | np.ndarray) -> np.ndarray:
         """float32 scores (nq, len(rows)) of the stored vectors ``rows`` for queries ``q``.
 
-        float16 / int8 rows are converted ``convert_rows`` at a time into one small float32
-        buffer (cache-resident, reused) and multiplied from there: a conversion of the whole
-        block would cost a large allocation and a second trip through memory per search."""
+        float32 rows: one BLAS product. float16 / int8 rows: up to ``FUSED_MAX_QUERIES``
+        queries, a numba loop converting each row in cache while it is multiplied (a query
+        reads the matrix once, at its stored size); larger batches convert ``CONVERT_BYTES``
+        of rows at a time into a float32 buffer and use BLAS (the conversion is then shared
+        by all queries)."""
         x = self.vectors[rows]
         if x.dtype == np.float32:
             s = q @ x.T
+        elif len(q) <= FUSED_MAX_QUERIES:
+            s = np.empty((len(q), len(x)), np.float32)
+            if x.dtype == np.int8:
+                _scores_int8(q, x, s)
+            else:
+                _scores_half(q, np.ascontiguousarray(x).view(np.uint16), s)
         else:
             s = np.empty((len(q), len(x)), np.float32)
             step = max(1, CONVERT_BYTES // (4 * self.dim))
