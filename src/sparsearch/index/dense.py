@@ -2,22 +2,28 @@
 
 :class:`DenseIndex` holds one vector per document (row ``i`` = doc number ``i``) and answers
 the :class:`~sparsearch.searching.Searcher` protocol with dense queries (a float (nq, d)
-array): every document is scored, one numpy/BLAS matrix product per block of rows, so the
-top-k is exact for the stored vectors (ties by ascending doc number) and memory stays bounded
-whatever the corpus size (the matrix itself is memory-mapped, never loaded). Together with a
-sparse :class:`~sparsearch.index.Index` over the same documents it makes dense + sparse
-hybrid search possible without a second system.
+array): every document is scored, block of rows by block of rows, so the top-k is exact for
+the stored vectors (ties by ascending doc number) and memory stays bounded whatever the
+corpus size (the matrix itself is memory-mapped, never loaded; one block's (nq, rows) scores
+take at most ``block_bytes``). Together with a sparse :class:`~sparsearch.index.Index` over
+the same documents it makes dense + sparse hybrid search possible without a second system.
 
 Stored precision (``quantization``), a size/quality trade-off measured in
 ``benchmarks/results/dense_quantization.md``:
 
-* ``float32``: the vectors as given; scores are the float32 inner products.
-* ``float16``: stored half precision (half the bytes); each block is converted to float32 (by
-  a numba loop: numpy's own float16 cast is ~20x slower than the product) and scored in
+* ``float32``: the vectors as given; scores are the float32 inner products (one BLAS
+  product per block).
+* ``float16``: stored half precision (half the bytes); rows are converted exactly to float32
+  (a numba bit shift: numpy's own float16 cast is ~20x slower than the product) and scored in
   float32, so a score is the float32 product of the query and the rounded vector.
 * ``int8``: one symmetric scale per vector, ``scale_i = max_j |x_ij| / 127``, codes
   ``rint(x_ij / scale_i)`` in [-127, 127] (a quarter of the bytes, plus 4 per document);
-  ``score = scale_i * (q . codes_i)``, computed in float32 blocks.
+  ``score = scale_i * (q . codes_i)`` in float32.
+
+For float16 / int8, batches of up to ``FUSED_MAX_QUERIES`` queries are scored by numba loops
+that convert each row in cache while multiplying it (a query reads the matrix at its stored
+size; int8 single queries come out faster than float32); larger batches convert
+``CONVERT_BYTES`` of rows at a time into float32 and use BLAS.
 
 On disk (everything through :mod:`~sparsearch.index.storage`; nothing pickled)::
 
@@ -270,8 +276,9 @@ class DenseIndex:
 
     Build with :meth:`build`, open with :meth:`open`. ``search`` takes a float (nq, d) query
     array and only :class:`~sparsearch.searching.ExactParams` (``threads``, ``unknown`` and
-    ``exhaustive`` do not apply: every document is scored; BLAS threads follow numpy's
-    settings, e.g. ``OPENBLAS_NUM_THREADS``). Thread-safe for concurrent searches.
+    ``exhaustive`` do not apply: every document is scored; BLAS products use numpy's BLAS
+    threads, e.g. ``OPENBLAS_NUM_THREADS``, the numba loops the calling thread, without the
+    GIL). Thread-safe for concurrent searches.
 
     Attributes:
         path: the index directory.
