@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # torch is pinned to the CPU build; any other spec would pull GBs of CUDA packages.
 TORCH := torch==2.13.0
 EXTRAS ?= splade,dense,service,distributed,milvus,test
-DEMO_ENCODERS ?= --encoder bm25 --encoder splade --encoder splade-doc
+DEMO_ENCODERS ?= --encoder bm25 --encoder dense --encoder splade-doc
 
 .PHONY: demo test bench env clean
 

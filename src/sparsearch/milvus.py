@@ -974,14 +974,7 @@ class MilvusHybridBackend(_Collection):
         return params.check()
 
     def _check_queries(self, queries: Any) -> HybridQueries:
-        if not isinstance(queries, HybridQueries):
-            raise InvalidInputError("a hybrid collection is searched with HybridQueries (backend.load_encoder()"
-                                    ".encode_queries(texts)); got " + type(queries).__name__)
-        missing = [n for n in self.names if n not in queries.parts]
-        if missing:
-            raise InvalidInputError(f"the queries have no {missing[0]!r} part (the representations are "
-                                    f"{', '.join(self.names)})")
-        return queries
+        return HybridQueries.check(queries, self.names, "hybrid collection")
 
     def _member_hits(self, m: dict[str, Any], part: Any, depth: int, unknown: str, fields: list[str]
                      ) -> list[list[tuple]]:

@@ -234,7 +234,7 @@ def test_text_hybrid_of_two_bm25_variants(tmp_path):
 CLI = [sys.executable, "-m", "sparsearch.cli"]
 
 
-def test_cli_hybrid_index_search_evaluate_stats(tmp_path):
+def _tiny_beir(tmp_path: Path) -> Path:
     corpus = tmp_path / "c"
     (corpus / "qrels").mkdir(parents=True)
     docs = [("a", "Bone", "bone density and vitamin d"), ("b", "Heart", "heart disease risk factors"),
@@ -244,6 +244,22 @@ def test_cli_hybrid_index_search_evaluate_stats(tmp_path):
                                                     [("1", "bone density"), ("2", "heart risk"), ("3", "cold vitamin")]))
     (corpus / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n1\ta\t1\n2\tb\t1\n3\tc\t1\n")
     (corpus / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\n1\td\t1\n2\tb\t1\n")
+    return corpus
+
+
+def test_cli_demo_reports_each_representation_and_the_fusion(tmp_path):
+    corpus = _tiny_beir(tmp_path)
+    r = subprocess.run([*CLI, "demo", "--data", str(corpus), "--encoder", "bm25", "--encoder", "bm25:robertson",
+                        "--workdir", str(tmp_path / "w")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert any(line.split()[:1] == ["bm25"] for line in lines) and any(line.split()[:1] == ["bm25-2"] for line in lines)
+    assert any(line.split()[:1] == ["fused"] for line in lines) and "fusion:" in r.stdout
+    assert HybridIndex.open(tmp_path / "w" / "c-bm25+bm25-2").names == ["bm25", "bm25-2"]
+
+
+def test_cli_hybrid_index_search_evaluate_stats(tmp_path):
+    corpus = _tiny_beir(tmp_path)
     out = tmp_path / "idx"
     r = subprocess.run([*CLI, "index", str(corpus), "--out", str(out), "--encoder", "bm25", "--encoder",
                         "bm25:robertson", "--encoder-opt", "bm25.k1=1.2"], capture_output=True, text=True)

@@ -113,6 +113,19 @@ class HybridQueries:
     def __len__(self) -> int:
         return self._n
 
+    @staticmethod
+    def check(queries: Any, names: Sequence[str], what: str = "hybrid index") -> "HybridQueries":
+        """``queries`` if they are HybridQueries with a part for every representation in ``names``;
+        else one :class:`InvalidInputError` line saying what is wrong."""
+        if not isinstance(queries, HybridQueries):
+            raise InvalidInputError(f"a {what} is searched with HybridQueries (load_encoder().encode_queries(texts)); "
+                                    f"got {type(queries).__name__}")
+        missing = [n for n in names if n not in queries.parts]
+        if missing:
+            raise InvalidInputError(f"the queries have no {missing[0]!r} part (the representations are "
+                                    f"{', '.join(names)})")
+        return queries
+
     def __getitem__(self, item: slice) -> "HybridQueries":
         if not isinstance(item, slice):
             raise InvalidInputError("hybrid queries are sliced with a range (q[i:j])")
@@ -255,13 +268,7 @@ class HybridIndex:
         """:meth:`search` plus each representation's own ``(scores, docnums)`` (its top ``depth``)
         and the time spent (seconds: ``{name: ..., "fusion": ...}``)."""
         params = self.resolve_params(params)
-        if not isinstance(queries, HybridQueries):
-            raise InvalidInputError("a hybrid index is searched with HybridQueries (index.load_encoder()"
-                                    ".encode_queries(texts)); got " + type(queries).__name__)
-        missing = [n for n in self.names if n not in queries.parts]
-        if missing:
-            raise InvalidInputError(f"the queries have no {missing[0]!r} part (the index's representations are "
-                                    f"{', '.join(self.names)})")
+        HybridQueries.check(queries, self.names)
         k = check_k(k, self.n_live_docs)
         depth = check_k(max(k, params.depth), self.n_live_docs)
         results, seconds = {}, {}
