@@ -330,3 +330,12 @@ def test_opening_a_coder_never_executes_a_pickle(tmp_path):
     with pytest.raises(CorruptIndexError, match="coder.pt: not a weights-only"):
         CSREncoder.from_config(config, state)
     assert not marker.exists()
+
+
+def test_csr_config_with_a_named_dense_config_round_trips():
+    """The dense config inside a CSR config carries ``"name": "dense"``; rebuilding must accept it
+    (an index of CSR vectors built with it has to open and encode queries again)."""
+    cfg = CSREncoder(None, k=8, query_k=4).config()
+    assert cfg["dense"]["name"] == "dense"
+    again = CSREncoder.from_config(cfg)
+    assert again.config() == cfg

@@ -711,7 +711,8 @@ class CSREncoder(SparseEncoder):
         opts = {"k": config.get("k", 32), "query_k": config.get("query_k"), "expansion": config.get("expansion", 8),
                 "h": config.get("h"), "coder": config.get("coder", "topk"), **(config.get("train") or {})}
         opts.update(overrides)
-        enc = cls(model, dense_options={k: v for k, v in dense.items() if k != "model"}, **opts)
+        # the dense config names its encoder ("name": "dense"); the rest are DenseEncoder options
+        enc = cls(model, dense_options={k: v for k, v in dense.items() if k not in ("model", "name")}, **opts)
         if directory is not None and (Path(directory) / _CODER_FILE).exists():
             enc.coder = _coder_from_blob(_load_blob(Path(directory) / _CODER_FILE))
             enc.vocab = Vocabulary.from_size(enc.coder.h, LATENT_PREFIX)
