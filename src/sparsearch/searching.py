@@ -103,10 +103,12 @@ class HybridParams:
     """
 
     kind: ClassVar[str] = "hybrid"
-    fusion: str = "rrf"
+    # the label-free default (min-max over each representation's top 1000, equal weights) was
+    # chosen on train/dev splits only: benchmarks/hybrid.py, results/hybrid.md
+    fusion: str = "minmax"
     weights: tuple[float, ...] | None = None
     rrf_k: float = 60.0
-    depth: int = 100
+    depth: int = 1000
     sparse: ExactParams | ApproxParams | None = None
     threads: int | None = None
     unknown: Unknown = "drop"

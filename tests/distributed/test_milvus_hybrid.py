@@ -74,10 +74,11 @@ def _same_top(local: tuple[np.ndarray, np.ndarray], milvus: tuple[np.ndarray, np
     ls, ld = ls[:, :w], ld[:, :w]
     valid = ld >= 0
     assert ((md >= 0) == valid).all()
-    np.testing.assert_allclose(ms[valid], ls[valid], rtol=rtol, atol=1e-7)
+    # float32 scores near 0 (deep in a list) differ by a few ulps of the larger terms summed into them
+    np.testing.assert_allclose(ms[valid], ls[valid], rtol=rtol, atol=1e-5)
     for i in range(len(ld)):
         for j in np.flatnonzero(ld[i] != md[i]):
-            tied = np.isclose(ls[i], ls[i, j], rtol=rtol, atol=1e-7)
+            tied = np.isclose(ls[i], ls[i, j], rtol=rtol, atol=1e-5)
             assert md[i, j] in ld[i][tied] or tied[-1], (i, j, ld[i], md[i])
 
 
@@ -129,7 +130,7 @@ def test_fused_results_equal_the_local_hybrid_index(hyb, backend, params):
 
 def test_milvus_fuses_rrf_itself(hyb, backend):
     idx, q = hyb
-    p = HybridParams(rrf_k=60.0, weights=(2.0, 2.0, 2.0), depth=50)
+    p = HybridParams(fusion="rrf", rrf_k=60.0, weights=(2.0, 2.0, 2.0), depth=50)
     assert backend.milvus_ranker(p) is not None
     _same_top(idx.search(q, 10, p), backend.search(q, 10, p, fuse="milvus"))
     for p in (HybridParams(fusion="minmax"), HybridParams(weights=(1.0, 2.0, 1.0)), HybridParams(rrf_k=0.5)):
@@ -142,8 +143,9 @@ def test_queries_without_a_known_term_and_bad_input(hyb, backend):
     idx, q = hyb
     none = HybridQueries({"a": SparseBatch.from_dicts([{"zzz": 1.0}]), "b-2": SparseBatch.from_dicts([{"t3": 1.0}]),
                           "vec": q.parts["vec"][:1]}, ["x"])
+    rrf = HybridParams(fusion="rrf")  # Milvus fuses by itself only RRF with equal weights
     for fuse in ("local", "milvus"):
-        _same_top(idx.search(none, 8), backend.search(none, 8, fuse=fuse))
+        _same_top(idx.search(none, 8, rrf), backend.search(none, 8, rrf, fuse=fuse))
     with pytest.raises(InvalidInputError, match="unknown token 'zzz'"):
         backend.search(none, 5, ExactParams(unknown="error"))
     with pytest.raises(UnsupportedError, match="exact search, not approximate"):

@@ -22,7 +22,7 @@ from sparsearch.errors import InvalidInputError, MissingExtraError, UnsupportedE
 from sparsearch.evaluation import to_run  # noqa: E402
 from sparsearch.index import Index, build_index  # noqa: E402
 from sparsearch.index.dense import DenseIndex  # noqa: E402
-from sparsearch.index.hybrid import (HybridIndex, build_hybrid, build_hybrid_from_vectors, make_encoder,  # noqa: E402
+from sparsearch.index.hybrid import (DEFAULT_FUSION, HybridIndex, build_hybrid, build_hybrid_from_vectors, make_encoder,  # noqa: E402
                                      save_fusion)
 from sparsearch.searching import HybridParams  # noqa: E402
 from sparsearch.service import Access, Limits, SearchService, create_app  # noqa: E402
@@ -90,8 +90,8 @@ def test_hits_equal_the_hybrid_index_with_ranks_per_representation(client, hyb):
     assert [h["id"] for h in res["hits"]] == [d for d, _ in want]
     assert [h["score"] for h in res["hits"]] == pytest.approx([s for _, s in want], rel=1e-6)
     assert res["fusion"] is None and res["indexes"] == ["hyb"]
-    assert res["hybrid"]["hyb"] == {"fusion": "rrf", "weights": None, "rrf_k": 60.0, "depth": 100,
-                                    "representations": REPS}
+    assert res["hybrid"]["hyb"] == {"fusion": DEFAULT_FUSION.fusion, "weights": None, "rrf_k": DEFAULT_FUSION.rrf_k,
+                                    "depth": DEFAULT_FUSION.depth, "representations": REPS}
     missing = 0
     for h in res["hits"]:
         assert list(h["representations"]) == REPS
@@ -129,7 +129,7 @@ def test_timings_per_representation_and_fusion(client):
     ({"fusion": "zscore", "weights": {"bm25": 2, "dense": 1, "bm25-2": 0.5}, "depth": 3},
      HybridParams(fusion="zscore", weights=(2.0, 1.0, 0.5), depth=3)),
     ({"rrf_k": 1, "depth": 2, "weights": {"bm25-2": 3}}, HybridParams(rrf_k=1.0, depth=2, weights=(1.0, 1.0, 3.0))),
-    ({"fusion": "rrf", "rrf_k": 0}, HybridParams(rrf_k=0.0)),
+    ({"fusion": "rrf", "rrf_k": 0}, HybridParams(fusion="rrf", rrf_k=0.0)),
 ])
 def test_request_overrides_the_fusion(client, hyb, given, params):
     res = _search(client, query=QUERY, k=4, indexes=["hyb"], hybrid=given)
@@ -232,7 +232,7 @@ def test_a_new_fusion_setting_and_a_rebuild_are_served_after_reload(tmp_path):
     path = tmp_path / "h"
     _small_hybrid(path, ["bm25", "bm25:robertson"])
     svc = SearchService.open({"h": path}, limits=Limits(reload_interval_s=0, max_hybrid_depth=40))
-    assert svc.search(QUERY, k=2).hybrid["h"].fusion == "rrf"
+    assert svc.search(QUERY, k=2).hybrid["h"].fusion == DEFAULT_FUSION.fusion
     save_fusion(path, HybridParams(fusion="minmax", weights=(0.2, 0.8), depth=300))  # tune-fusion --save
     used = svc.search(QUERY, k=2).hybrid["h"]
     assert (used.fusion, used.weights, used.depth) == ("minmax", {"bm25": 0.2, "bm25-2": 0.8}, 40)  # depth bounded
@@ -241,7 +241,7 @@ def test_a_new_fusion_setting_and_a_rebuild_are_served_after_reload(tmp_path):
     (path / "fusion.json").unlink()  # its two weights would not fit the rebuild's three representations
     _small_hybrid(path, ["bm25", "bm25:robertson", "bm25"])  # rebuilt with a third representation
     res = svc.search(QUERY, k=2)
-    assert res.hybrid["h"].representations == ["bm25", "bm25-2", "bm25-3"] and res.hybrid["h"].fusion == "rrf"
+    assert res.hybrid["h"].representations == ["bm25", "bm25-2", "bm25-3"] and res.hybrid["h"].fusion == DEFAULT_FUSION.fusion
     assert list(res.hits[0].representations) == ["bm25", "bm25-2", "bm25-3"]
     assert svc.health()["status"] == "ok"
 

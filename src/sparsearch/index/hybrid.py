@@ -55,7 +55,8 @@ __all__ = ["HybridIndex", "HybridQueries", "HybridEncoder", "build_hybrid", "ope
 
 FUSION_FILE = "fusion.json"
 FUSION_FORMAT = "sparsearch-fusion"
-#: the label-free default fusion (chosen on train/dev splits: benchmarks/results/hybrid_fusion_choice.md)
+#: the label-free default fusion: min-max, each representation's top 1000, equal weights (chosen
+#: on train/dev splits only by benchmarks/hybrid.py; see benchmarks/results/hybrid.md)
 DEFAULT_FUSION = HybridParams()
 
 
