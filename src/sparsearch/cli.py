@@ -607,7 +607,7 @@ def _hits(idx, qv, scores: np.ndarray, docs: np.ndarray, query: list[str] | None
     "explanation", "representations"]}]}`` per query: titles and snippets (the best window of the
     stored text, query words highlighted) come from the index's document store when it has one;
     a hybrid index's hits say their rank and score in each representation (``per_member``)."""
-    from .service.highlight import highlight_hit
+    from .highlight import highlight_hit
 
     stores = _docstores(idx)
     if hasattr(idx, "highlight_encoders"):

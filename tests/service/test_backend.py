@@ -138,12 +138,13 @@ def _functions(path: Path):
 
 
 def test_service_shape_backend_without_fastapi_and_short_functions():
-    for name in ("backend.py", "highlight.py"):
-        tree = ast.parse((SERVICE / name).read_text(encoding="utf-8"))
+    highlight = SERVICE.parent / "highlight.py"  # outside the service package: the CLI uses it too
+    for path in (SERVICE / "backend.py", highlight):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
         imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         imported |= {(n.module or "").split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-        assert not imported & {"fastapi", "pydantic", "starlette"}, name
-    long = [f"{p.name}:{f.name} ({f.end_lineno - f.lineno + 1} lines)" for p in SERVICE.glob("*.py")
+        assert not imported & {"fastapi", "pydantic", "starlette"}, path.name
+    long = [f"{p.name}:{f.name} ({f.end_lineno - f.lineno + 1} lines)" for p in [*SERVICE.glob("*.py"), highlight]
             for f in _functions(p) if f.end_lineno - f.lineno + 1 > 80]
     assert not long, long
     assert not (SERVICE / "app.py").exists()

@@ -7,8 +7,8 @@ or from the shell: ``sparsearch serve indexes/scifact-bm25 indexes/scifact-splad
 
 Layout: :mod:`.backend` (no FastAPI: served indexes, snapshots, :class:`SearchService`),
 :mod:`.http` (request models, middleware, the error handler, routes, :func:`create_app`),
-:mod:`.highlight` (snippets and highlight spans), :mod:`.guard` (token, allowed hosts, rate limit,
-caps on work in flight).
+:mod:`.guard` (token, allowed hosts, rate limit, caps on work in flight); snippets and highlight
+spans come from :mod:`sparsearch.highlight` (no FastAPI: the CLI's ``search`` shares it).
 """
 
 from ..errors import UnsupportedError

@@ -51,6 +51,7 @@ from ..errors import (BackendError, CorruptIndexError, InvalidInputError, NotFou
 from ..evaluation import to_run
 from ..fusion import METHODS as FUSIONS
 from ..fusion import fuse, ranked
+from ..highlight import highlight_hit, label
 from ..index.approximate import ApproximateIndex
 from ..index import Index
 from ..index import updates
@@ -59,7 +60,6 @@ from ..index.hybrid import FUSION_FILE, HybridIndex, HybridQueries, is_hybrid, o
 from ..milvus import MilvusBackend, MilvusHybridBackend, list_exported
 from ..searching import MAX_K, ApproxParams, ExactParams, HybridParams, SearchParams, check_k, params_for_mode
 from ..vectors import SparseBatch
-from .highlight import highlight_hit, label
 
 log = logging.getLogger("sparsearch.service")
 
