@@ -11,9 +11,9 @@ import pytest
 torch = pytest.importorskip("torch", reason="training needs torch (the 'splade' extra)")
 pytest.importorskip("transformers", reason="training needs transformers (the 'splade' extra)")
 
-from sparsearch.encoders.splade import SpladeEncoder  # noqa: E402
+from sparsearch.encoders.splade import SpladeEncoder, splade_pool  # noqa: E402
 from sparsearch.encoders.splade_train import (  # noqa: E402
-    SpladeTrainer, TrainingExample, examples_from_qrels, flops_regularizer, margin_mse,
+    SpladeTrainer, TrainingExample, _pool, examples_from_qrels, flops_regularizer, idf_flops_weights, margin_mse,
 )
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -74,8 +74,9 @@ def make_trainer(tokenizer, **kw):
     kw.setdefault("lr", 3e-3)
     kw.setdefault("lambda_q", 0.0)
     kw.setdefault("lambda_d", 0.0)
-    return SpladeTrainer(tiny_model(tokenizer), tokenizer, query_max_length=8, doc_max_length=12, device="cpu",
-                         seed=0, **kw)
+    kw.setdefault("query_max_length", 8)
+    kw.setdefault("doc_max_length", 12)
+    return SpladeTrainer(tiny_model(tokenizer), tokenizer, device="cpu", seed=0, **kw)
 
 
 def test_regularisers():
@@ -95,7 +96,7 @@ def test_lambda_warmup_is_quadratic(tokenizer):
 def test_loss_goes_down(tokenizer):
     ex = synthetic_examples(96)
     held_out = synthetic_examples(16, seed=1)
-    tr = make_trainer(tokenizer)
+    tr = make_trainer(tokenizer, lr_schedule="constant")  # the learning signal, not the schedule
     before = tr.evaluate_loss(held_out)["rank_loss"]
     hist = tr.train(ex, batch_size=8, epochs=3)
     assert len(hist) == 36
@@ -158,3 +159,236 @@ def test_examples_from_qrels():
     assert len(ex) == 1 and ex[0].positive == "cats" and ex[0].negatives[0] == "fish"
     assert len(ex[0].negatives) == 2 and "cats" not in ex[0].negatives
     assert ex[0].teacher_positive == 5.0 and ex[0].teacher_negatives[0] == 1.0
+
+
+# ------------------------------------------------ issue 20: the six trainer defects
+
+
+def record_batches(tr, train=True):
+    """Make ``tr.train_step`` record its batches (and skip the optimisation when ``train`` is False)."""
+    seen = []
+    step = tr.train_step
+
+    def wrapped(batch):
+        seen.append(list(batch))
+        if train:
+            return step(batch)
+        tr.step_count += 1
+        return {"loss": 0.0}
+
+    tr.train_step = wrapped
+    return seen
+
+
+def test_pool_takes_the_max_of_raw_logits_first():
+    """Defect 1: same values and gradients as the reference pooling (activation over every token)."""
+    gen = torch.Generator().manual_seed(0)
+    logits = (3 * torch.randn(4, 7, 11, generator=gen, dtype=torch.float64)).requires_grad_(True)
+    mask = torch.ones(4, 7, dtype=torch.long)
+    mask[1, 5:] = 0
+    mask[2, 2:] = 0
+    mask[3, 6:] = 0
+    with torch.no_grad():  # a padding position with the largest logit must not count
+        logits[2, 4, :] = 50.0
+    upstream = torch.rand(4, 11, generator=gen, dtype=torch.float64)
+    ref = splade_pool(logits, mask)
+    (g_ref,) = torch.autograd.grad((ref * upstream).sum(), logits)
+    new = _pool(logits, mask)
+    (g_new,) = torch.autograd.grad((new * upstream).sum(), logits)
+    assert (ref == 0).any() and (ref > 0).any()  # both branches of the ReLU are exercised
+    torch.testing.assert_close(new, ref)
+    torch.testing.assert_close(g_new, g_ref)
+    assert float(g_new[2, 2:].abs().sum()) == 0.0
+    # the activation runs on the pooled (B, V) array, not on every token's (B, L, V) logits
+    fresh = _pool(logits, mask)
+    assert fresh.grad_fn.name().startswith("Log1P") and tuple(fresh.grad_fn._saved_self.shape) == (4, 11)
+    assert fresh.grad_fn.next_functions[0][0].name().startswith("Relu")
+
+
+def test_lambda_warmup_follows_the_run_length(tokenizer):
+    """Defect 2: by default the warm-up is a third of the run, so a short run reaches the final lambdas."""
+    ex = synthetic_examples(32)
+    tr = make_trainer(tokenizer, lambda_q=0.2, lambda_d=0.1)
+    hist = tr.train(ex, batch_size=8, max_steps=12)
+    assert tr.lambda_warmup() == 4
+    lam = [h["lambda_d"] for h in hist]
+    assert lam[0] == 0.0 and lam == sorted(lam)
+    assert lam[4:] == pytest.approx([0.1] * 8) and hist[-1]["lambda_q"] == pytest.approx(0.2)
+    # an explicit warm-up still wins
+    slow = make_trainer(tokenizer, lambda_q=0.2, lambda_d=0.1, lambda_warmup_steps=1000)
+    assert slow.train(ex, batch_size=8, max_steps=12)[-1]["lambda_d"] < 0.001
+    frac = make_trainer(tokenizer, lambda_d=0.1, lambda_warmup_fraction=0.5)
+    frac.train(ex, batch_size=8, epochs=3)
+    assert frac.lambda_warmup() == 6
+    none = make_trainer(tokenizer, lambda_d=0.1, lambda_warmup_fraction=0.0)
+    assert none.train(ex, batch_size=8, max_steps=2)[0]["lambda_d"] == pytest.approx(0.1)
+
+
+def test_query_length_matches_the_encoder(tokenizer, tmp_path):
+    """Defect 3: the trainer's default query limit is the encoder's, so a long query trains as it is encoded."""
+    tr = SpladeTrainer(tiny_model(tokenizer), tokenizer, device="cpu", doc_max_length=12)
+    d = tr.save(tmp_path / "m")
+    enc = SpladeEncoder(str(d), cache=False, backend="torch")
+    assert tr.query_max_length == enc.query_max_length > 32
+    words = TOPICS["space"].split() + TOPICS["sea"].split()
+    long_query = " ".join(words * 3)  # 48 tokens: beyond the old limit of 32
+    assert len(tokenizer(long_query)["input_ids"]) > 40
+    tr.model.eval()
+    with torch.no_grad():
+        ours = tr.encode([long_query], tr.query_max_length).numpy()
+    np.testing.assert_allclose(enc.encode_queries([long_query]).to_scipy().toarray(), ours, atol=1e-5)
+
+
+def test_train_time_budget(tokenizer):
+    """Defect 4: no step starts after ``max_seconds``."""
+    tr = make_trainer(tokenizer)
+    tr.clock = lambda: float(tr.step_count)  # every step takes one 'second'
+    hist = tr.train(synthetic_examples(32), batch_size=8, epochs=10, max_seconds=5)
+    assert len(hist) == 5 and tr.stop_reason == "max_seconds"
+    assert tr.epoch_stats[-1]["partial"] and tr.epoch_stats[-1]["steps"] == 1
+
+
+def test_train_epoch_hook_validates_and_stops(tokenizer):
+    """Defect 4: a per-epoch hook gets the epoch's statistics, may validate, and may stop training."""
+    held_out = synthetic_examples(8, seed=3)
+    calls = []
+
+    def hook(epoch, stats):
+        calls.append((epoch, stats, tr.evaluate_loss(held_out)["rank_loss"]))
+        return epoch == 1
+
+    tr = make_trainer(tokenizer)
+    hist = tr.train(synthetic_examples(32), batch_size=8, epochs=5, on_epoch=hook)
+    assert [c[0] for c in calls] == [0, 1] and len(hist) == 8 and tr.stop_reason == "on_epoch"
+    stats = calls[1][1]
+    assert stats["steps"] == 4 and stats["step"] == 8 and not stats["partial"]
+    assert stats["loss"] == pytest.approx(np.mean([h["loss"] for h in hist[4:]]))
+    assert calls[1][2] < calls[0][2]  # validation after each epoch; the model trains on after it
+    assert tr.epoch_stats == [c[1] for c in calls]
+    # without a hook every epoch runs
+    tr2 = make_trainer(tokenizer)
+    tr2.train(synthetic_examples(32), batch_size=8, epochs=3)
+    assert tr2.stop_reason == "epochs" and [s["epoch"] for s in tr2.epoch_stats] == [0, 1, 2]
+
+
+def test_train_learning_rate_decays_linearly(tokenizer):
+    """Defect 4: linear warm-up, then linear decay towards 0 over the run; ``constant`` keeps it."""
+    ex = synthetic_examples(32)
+    tr = make_trainer(tokenizer, lr=1e-3, warmup_steps=2)
+    lrs = [h["lr"] for h in tr.train(ex, batch_size=8, max_steps=10)]
+    assert lrs[:2] == pytest.approx([5e-4, 1e-3])
+    assert lrs[2:] == pytest.approx([1e-3 * (10 - s) / 8 for s in range(2, 10)])
+    assert lrs[-1] > 0
+    flat = make_trainer(tokenizer, lr=1e-3, lr_schedule="constant")
+    assert [h["lr"] for h in flat.train(ex, batch_size=8, max_steps=6)] == pytest.approx([1e-3] * 6)
+    with pytest.raises(ValueError):
+        make_trainer(tokenizer, lr_schedule="cosine")
+
+
+def test_train_redraws_examples_between_epochs(tokenizer):
+    """Defect 4: ``resample(epoch)`` supplies every later epoch's examples (fresh negatives)."""
+    first = synthetic_examples(16, seed=0)
+    fresh = {e: synthetic_examples(16, seed=10 + e) for e in (1, 2)}
+    asked = []
+
+    def resample(epoch):
+        asked.append(epoch)
+        return fresh[epoch]
+
+    tr = make_trainer(tokenizer)
+    seen = record_batches(tr)
+    tr.train(first, batch_size=8, epochs=3, resample=resample)
+    assert asked == [1, 2] and len(seen) == 6
+    ids = [{id(e) for b in seen[2 * k: 2 * k + 2] for e in b} for k in range(3)]
+    assert ids[0] == {id(e) for e in first}
+    assert ids[1] == {id(e) for e in fresh[1]} and ids[2] == {id(e) for e in fresh[2]}
+
+
+def test_examples_from_qrels_samples_negatives():
+    """Defect 5: seeded sampling of negatives from the top-N candidates."""
+    corpus = {f"d{i}": f"text {i}" for i in range(40)}
+    ranked = [f"d{i}" for i in range(40)]
+    qrels = {"q": {"d0": 1, "d1": 1}}
+    top = examples_from_qrels({"q": "x"}, corpus, qrels, {"q": ranked}, n_negatives=3)
+    assert [e.negatives for e in top] == [["text 2", "text 3", "text 4"]] * 2  # default: the top-ranked
+
+    def draw(seed):
+        ex = examples_from_qrels({"q": "x"}, corpus, qrels, {"q": ranked}, n_negatives=3, sample_from=10, seed=seed)
+        return [tuple(e.negatives) for e in ex]
+
+    assert draw(1) == draw(1)
+    assert len({draw(s)[0] for s in range(6)}) > 1
+    for s in range(6):
+        for negs in draw(s):
+            assert len(set(negs)) == 3
+            assert all(2 <= int(n.split()[1]) <= 11 for n in negs)  # the 10 best non-relevant candidates
+
+
+def test_batches_keep_a_query_out_of_its_own_batch(tokenizer):
+    """Defect 5: two examples of one query never share a batch when that can be avoided."""
+    ex = [TrainingExample(f"q{i}", f"p{i}-{j}", ["n"]) for i, k in enumerate([4, 3, 2, 1, 1, 1, 1, 1, 1, 1, 1])
+          for j in range(k)]  # 17 examples, the multi-positive queries next to each other
+    tr = make_trainer(tokenizer)
+    for shuffle in (False, True):
+        seen = record_batches(tr, train=False)
+        tr.train(ex, batch_size=4, epochs=20, shuffle=shuffle)
+        assert len(seen) == 20 * 5 and all(len(b) <= 4 for b in seen)
+        for b in seen:
+            assert len({e.query for e in b}) == len(b)
+        assert sorted(e.positive for b in seen[:5] for e in b) == sorted(e.positive for e in ex)
+    # unavoidable (6 examples of one query, 3 batches): spread as evenly as possible
+    many = [TrainingExample("q", f"p{j}", ["n"]) for j in range(6)] + [TrainingExample("r", "p", ["n"])]
+    batches = tr.batches(many, 3)
+    assert len(batches) == 3 and max(sum(e.query == "q" for e in b) for b in batches) == 2
+    # queries that are all distinct keep the plain shuffled chunks
+    plain = synthetic_examples(20)
+    assert [len(b) for b in tr.batches(plain, 8)] == [8, 8, 4]
+
+
+def test_idf_aware_flops():
+    """Defect 6: the weighted regulariser is ``sum_t c_t (mean_i |w_it|)^2``; IDF weights favour informative terms."""
+    x = torch.tensor([[1.0, 0.0, 2.0], [3.0, 0.0, 0.0]])
+    w = torch.tensor([0.5, 7.0, 3.0])
+    assert float(flops_regularizer(x, w)) == pytest.approx(0.5 * 2.0 ** 2 + 7.0 * 0 + 3.0 * 1.0 ** 2)
+    assert float(flops_regularizer(x, torch.ones(3))) == pytest.approx(float(flops_regularizer(x)))
+    idf = np.array([0.0, 1.0, 2.0, 4.0, 0.0], dtype=np.float32)
+    c = idf_flops_weights(idf)
+    mean = (1.0 + 2.0 + 4.0) / 3
+    np.testing.assert_allclose(c, [mean / 1.0, mean / 1.0, mean / 2.0, mean / 4.0, mean / 1.0], rtol=1e-6)
+    np.testing.assert_allclose(idf_flops_weights(idf, power=2.0)[1:4], [(mean / v) ** 2 for v in (1, 2, 4)],
+                               rtol=1e-6)
+    assert c[3] < c[2] < c[1]  # the rarer the term, the lighter its penalty
+
+
+def test_flops_weights_reach_the_loss(tokenizer):
+    """Defect 6: the document-side weights enter the loss and its gradient (inference-free and q+d)."""
+    batch = synthetic_examples(6, seed=4)
+    V = len(tokenizer)
+    idf = np.linspace(0.5, 3.0, V).astype(np.float32)
+    rng = np.random.default_rng(0)
+    weights = rng.uniform(0.0, 5.0, V).astype(np.float32)
+    for query_idf in (None, idf):
+        tr = make_trainer(tokenizer, lambda_d=0.3, lambda_warmup_steps=0, flops_weights=weights,
+                          query_idf=query_idf)
+        parts = tr.evaluate_loss(batch)
+        with torch.no_grad():
+            docs = [e.positive for e in batch] + [e.negatives[0] for e in batch]
+            d = tr.encode(docs, tr.doc_max_length)
+        expected = float((torch.as_tensor(weights) * d.abs().mean(0) ** 2).sum())
+        assert parts["flops_reg_d"] == pytest.approx(expected, rel=1e-5)
+        assert parts["loss"] == pytest.approx(parts["rank_loss"] + 0.3 * expected, rel=1e-5)
+    # zero weights on every term remove the regulariser's gradient; large weights change it
+    grads = {}
+    for name, w in (("zero", np.zeros(V, np.float32)), ("big", np.full(V, 100.0, np.float32))):
+        tr = make_trainer(tokenizer, lambda_d=0.3, lambda_warmup_steps=0, flops_weights=w, query_idf=idf)
+        tr.model.train()
+        loss, parts = tr.loss(batch)
+        loss.backward()
+        grads[name] = tr.model.cls.predictions.decoder.bias.grad.clone()
+        if name == "zero":
+            assert parts["loss"] == pytest.approx(parts["rank_loss"])
+    assert not torch.allclose(grads["zero"], grads["big"])
+    tr = make_trainer(tokenizer, lambda_d=0.3, query_idf=idf, flops_weights="idf")
+    np.testing.assert_allclose(tr.flops_weights.numpy(), idf_flops_weights(idf))
+    with pytest.raises(ValueError):
+        make_trainer(tokenizer, flops_weights="idf")

@@ -4,16 +4,25 @@ The loss of a batch of ``B`` queries, each with one positive and ``n`` hard nega
 
 * **in-batch + hard negatives** cross-entropy: query ``i`` scores all ``B * (1 + n)`` documents
   of the batch (its own positive, the other queries' positives, every hard negative) by dot
-  product and should put its own positive first;
+  product and should put its own positive first. Batches are drawn so that no query appears
+  twice in one batch when that can be avoided (one example's positive would otherwise be a
+  false in-batch negative of the other);
 * **MarginMSE** distillation (optional, Hofstaetter et al.): when teacher scores are given, the
   student margin ``s(q, d+) - s(q, d-)`` regresses onto the teacher's margin for every negative;
 * **FLOPS** regularisation (Paria et al.; SPLADE): ``sum_t (mean_i w_{i,t})^2`` over the batch's
   query vectors and, separately, document vectors, weighted by ``lambda_q`` and ``lambda_d``. Both
-  lambdas grow quadratically from 0 to their final value over ``lambda_warmup_steps`` steps, as in
-  SPLADE's training recipe, so that the ranking signal shapes the vectors before sparsity bites.
+  lambdas grow quadratically from 0 to their final value over the lambda warm-up (by default a
+  third of the steps of the :meth:`SpladeTrainer.train` call), as in SPLADE's training recipe,
+  so that the ranking signal shapes the vectors before sparsity bites. The document side may be
+  weighted per term (``flops_weights``): IDF-aware FLOPS (Geng et al. 2024) penalises
+  informative (high-IDF) terms less than frequent ones (:func:`idf_flops_weights`).
 
 With ``query_idf`` the trainer trains an *inference-free* model: queries are IDF-weighted token
-bags (no model), only documents go through the model.
+bags (no model), only documents go through the model, and the only regulariser is the
+document side's (``lambda_d``, optionally IDF-aware).
+
+:meth:`SpladeTrainer.train` takes a time budget, a per-epoch hook (validation, early stopping),
+a linear learning-rate decay and a hook that re-draws the examples (negatives) between epochs.
 
 Everything runs on CPU (tests train a tiny random BERT in seconds) and on a GPU when present.
 The trained model is a plain Hugging Face masked-LM: ``save`` it and load it with
@@ -22,18 +31,27 @@ The trained model is a plain Hugging Face masked-LM: ``save`` it and load it wit
 
 from __future__ import annotations
 
+import inspect
 import math
 import random
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .splade import resolve_model
+from .splade import SpladeEncoder, resolve_model
 
-__all__ = ["TrainingExample", "SpladeTrainer", "flops_regularizer", "margin_mse", "examples_from_qrels"]
+__all__ = ["TrainingExample", "SpladeTrainer", "flops_regularizer", "idf_flops_weights", "margin_mse",
+           "examples_from_qrels"]
+
+# token limits of the encoders that load the trained model: training sees what encoding sees
+_ENCODER_DEFAULTS = inspect.signature(SpladeEncoder.__init__).parameters
+QUERY_MAX_LENGTH: int = _ENCODER_DEFAULTS["query_max_length"].default
+DOC_MAX_LENGTH: int = _ENCODER_DEFAULTS["max_length"].default
+LR_SCHEDULES = ("linear", "constant")
 
 
 @dataclass
@@ -50,9 +68,32 @@ class TrainingExample:
     teacher_negatives: list[float] | None = None
 
 
-def flops_regularizer(reps):
-    """FLOPS regulariser of a batch of vectors (B, V): ``sum_t (mean_i |w_{i,t}|)^2``."""
-    return (reps.abs().mean(dim=0) ** 2).sum()
+def flops_regularizer(reps, weights=None):
+    """FLOPS regulariser of a batch of vectors (B, V): ``sum_t c_t (mean_i |w_{i,t}|)^2``.
+
+    ``weights`` (V,): the per-term factors ``c_t`` (``None``: all 1, plain FLOPS).
+    """
+    per_term = reps.abs().mean(dim=0) ** 2
+    return per_term.sum() if weights is None else (per_term * weights).sum()
+
+
+def idf_flops_weights(idf: Any, power: float = 1.0) -> np.ndarray:
+    """Per-term FLOPS weights for IDF-aware FLOPS: informative terms are penalised less.
+
+    ``c_t = (mean_idf / idf_t) ** power`` where ``mean_idf`` is the mean IDF of the terms that
+    occur in the corpus (``idf_t > 0``), so a term of average IDF keeps weight 1 and ``lambda_d``
+    keeps its meaning; a term no document contains (``idf_t == 0``: a query never matches it,
+    as :class:`~sparsearch.encoders.splade.SpladeDocEncoder` drops it) gets the largest weight of
+    any corpus term. ``idf``: the query side's IDF per token id (e.g. ``SpladeDocEncoder.idf()``).
+    """
+    idf = np.asarray(idf, dtype=np.float64)
+    seen = idf > 0
+    if not seen.any():
+        return np.ones(idf.shape, dtype=np.float32)
+    w = np.ones(idf.shape, dtype=np.float64)
+    w[seen] = (idf[seen].mean() / idf[seen]) ** float(power)
+    w[~seen] = w[seen].max()
+    return w.astype(np.float32)
 
 
 def margin_mse(student_pos, student_neg, teacher_pos, teacher_neg):
@@ -61,9 +102,31 @@ def margin_mse(student_pos, student_neg, teacher_pos, teacher_neg):
 
 
 def _pool(logits, mask):
+    """SPLADE pooling ``max_i log1p(relu(logit_{i,t}))`` over the unmasked tokens, (B, L, V) -> (B, V).
+
+    ``log1p(relu(.))`` is monotone, so it is applied after the max: the max runs over the raw
+    logits with padding positions set to the lowest float, and the activation touches ``B x V``
+    numbers instead of ``B x L x V`` (as the ONNX export does). Values and gradients equal
+    :func:`~sparsearch.encoders.splade.splade_pool`'s.
+    """
     import torch
 
-    return (torch.log1p(torch.relu(logits)) * mask.unsqueeze(-1).to(logits.dtype)).amax(dim=1)
+    padded = logits.masked_fill(~mask.bool().unsqueeze(-1), torch.finfo(logits.dtype).min)
+    return torch.log1p(torch.relu(padded.amax(dim=1)))
+
+
+def _spread_batches(order: Sequence[int], keys: Sequence[Any], n_batches: int) -> list[list[int]]:
+    """``order`` dealt into ``n_batches`` batches so that equal keys land in different batches.
+
+    Indices are grouped by key (groups in order of first appearance, largest first) and dealt
+    round-robin: the ``k`` members of a group go to ``k`` different batches whenever
+    ``k <= n_batches`` (otherwise as evenly as possible). Batch sizes differ by at most one.
+    """
+    groups: dict[Any, list[int]] = {}
+    for i in order:
+        groups.setdefault(keys[i], []).append(i)
+    flat = [i for g in sorted(groups.values(), key=len, reverse=True) for i in g]
+    return [flat[j::n_batches] for j in range(n_batches)]
 
 
 class SpladeTrainer:
@@ -73,12 +136,21 @@ class SpladeTrainer:
         model: folder or hub id of a masked-LM checkpoint (``None``: the bundled SPLADE-tiny), or a
             loaded ``transformers`` masked-LM module (then pass ``tokenizer`` too).
         tokenizer: tokenizer matching ``model`` (loaded from ``model`` when it is a path).
-        lambda_q, lambda_d: final FLOPS weights of query and document vectors.
-        lambda_warmup_steps: steps of the quadratic lambda warm-up (0: constant lambdas).
+        lambda_q, lambda_d: final FLOPS weights of query and document vectors (each its own scale;
+            inference-free training uses ``lambda_d`` only).
+        lambda_warmup_steps: steps of the quadratic lambda warm-up (0: constant lambdas). Default
+            ``None``: ``lambda_warmup_fraction`` of the planned steps of the first :meth:`train`
+            call, so a short fine-tune reaches its final lambdas too (before any ``train`` call,
+            e.g. with bare :meth:`train_step` calls, the lambdas are at full strength).
+        lambda_warmup_fraction: that fraction (default a third).
         lr, weight_decay, warmup_steps: AdamW with linear learning-rate warm-up.
+        lr_schedule: ``"linear"`` (default): after the warm-up, the learning rate decays linearly
+            towards 0 over the planned steps of each :meth:`train` call; ``"constant"``: no decay.
         contrastive_weight: weight of the in-batch + hard-negative cross-entropy.
         distill_weight: weight of MarginMSE (used on examples that carry teacher scores).
-        query_max_length, doc_max_length: token limits.
+        query_max_length, doc_max_length: token limits; by default those of
+            :class:`~sparsearch.encoders.splade.SpladeEncoder` (queries and documents are trained
+            as they will be encoded).
         grad_clip: gradient-norm clip (``None``: off).
         device: ``"cpu"``, ``"cuda"``...; default: CUDA when available.
         seed: seeds python, numpy and torch (shuffling, dropout).
@@ -86,17 +158,25 @@ class SpladeTrainer:
             encodes): a query is the bag of its tokenizer tokens weighted by this IDF array
             (indexed by token id, e.g. ``SpladeDocEncoder(...).fit(corpus).idf()``); only the
             document side goes through the model and ``lambda_q`` is unused.
+        flops_weights: per-term factors of the document-side FLOPS (an array indexed by token id),
+            or ``"idf"``: IDF-aware FLOPS from ``query_idf`` (:func:`idf_flops_weights`).
+            ``None``: plain FLOPS.
     """
 
     def __init__(self, model: Any = None, tokenizer: Any = None, *, lambda_q: float = 3e-4,
-                 lambda_d: float = 1e-4, lambda_warmup_steps: int = 1000, lr: float = 2e-5,
-                 weight_decay: float = 0.01, warmup_steps: int = 0, contrastive_weight: float = 1.0,
-                 distill_weight: float = 0.0, query_max_length: int = 32, doc_max_length: int = 256,
-                 grad_clip: float | None = 1.0, device: str | None = None, seed: int = 0,
-                 query_idf: Any = None) -> None:
+                 lambda_d: float = 1e-4, lambda_warmup_steps: int | None = None,
+                 lambda_warmup_fraction: float = 1 / 3, lr: float = 2e-5, weight_decay: float = 0.01,
+                 warmup_steps: int = 0, lr_schedule: str = "linear", contrastive_weight: float = 1.0,
+                 distill_weight: float = 0.0, query_max_length: int = QUERY_MAX_LENGTH,
+                 doc_max_length: int = DOC_MAX_LENGTH, grad_clip: float | None = 1.0, device: str | None = None,
+                 seed: int = 0, query_idf: Any = None, flops_weights: Any = None) -> None:
         import torch
         from transformers import AutoModelForMaskedLM, AutoTokenizer
 
+        if lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, not {lr_schedule!r}")
+        if not 0.0 <= lambda_warmup_fraction <= 1.0:
+            raise ValueError("lambda_warmup_fraction must be in [0, 1]")
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
@@ -111,15 +191,28 @@ class SpladeTrainer:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model.to(self.device)
         self.lambda_q, self.lambda_d = float(lambda_q), float(lambda_d)
-        self.lambda_warmup_steps = int(lambda_warmup_steps)
+        self.lambda_warmup_steps = None if lambda_warmup_steps is None else int(lambda_warmup_steps)
+        self.lambda_warmup_fraction = float(lambda_warmup_fraction)
+        self._auto_lambda_warmup: int | None = None
         self.contrastive_weight, self.distill_weight = float(contrastive_weight), float(distill_weight)
         self.query_max_length, self.doc_max_length = int(query_max_length), int(doc_max_length)
         self.grad_clip = grad_clip
         self.warmup_steps = int(warmup_steps)
+        self.lr_schedule = lr_schedule
+        self._lr_plan: tuple[int, int] | None = None  # (first step, end step) of the running train() call
         self.lr = float(lr)
         self.query_idf = None
         if query_idf is not None:
             self.query_idf = torch.as_tensor(np.asarray(query_idf, dtype=np.float32), device=self.device)
+        self.flops_weights = None
+        if isinstance(flops_weights, str):
+            if flops_weights != "idf":
+                raise ValueError(f"flops_weights must be an array or 'idf', not {flops_weights!r}")
+            if query_idf is None:
+                raise ValueError("flops_weights='idf' needs query_idf")
+            flops_weights = idf_flops_weights(query_idf)
+        if flops_weights is not None:
+            self.flops_weights = torch.as_tensor(np.asarray(flops_weights, dtype=np.float32), device=self.device)
         no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
         params = [
             {"params": [p for n, p in self.model.named_parameters() if not n.endswith(no_decay)],
@@ -129,22 +222,35 @@ class SpladeTrainer:
         self.optimizer = torch.optim.AdamW(params, lr=self.lr)
         self.step_count = 0
         self.history: list[dict[str, float]] = []
+        self.epoch_stats: list[dict[str, Any]] = []
+        self.stop_reason: str | None = None
+        self.clock: Callable[[], float] = time.monotonic
         self._rng = random.Random(seed)
 
     # ------------------------------------------------------------ schedules
+    def lambda_warmup(self) -> int:
+        """Steps of the lambda warm-up in effect (the explicit value, else the one set by ``train``)."""
+        if self.lambda_warmup_steps is not None:
+            return self.lambda_warmup_steps
+        return self._auto_lambda_warmup or 0
+
     def lambdas(self, step: int | None = None) -> tuple[float, float]:
         """(lambda_q, lambda_d) at ``step``: quadratic warm-up ``lambda * min(1, step / T)^2``."""
         step = self.step_count if step is None else step
-        if self.lambda_warmup_steps <= 0:
-            f = 1.0
-        else:
-            f = min(1.0, step / self.lambda_warmup_steps) ** 2
+        warmup = self.lambda_warmup()
+        f = 1.0 if warmup <= 0 else min(1.0, step / warmup) ** 2
         return self.lambda_q * f, self.lambda_d * f
 
-    def _lr_factor(self) -> float:
-        if self.warmup_steps <= 0:
-            return 1.0
-        return min(1.0, (self.step_count + 1) / self.warmup_steps)
+    def _lr_factor(self, step: int | None = None) -> float:
+        """Learning-rate factor at ``step``: linear warm-up, then the schedule's decay."""
+        step = self.step_count if step is None else step
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        if self.lr_schedule == "linear" and self._lr_plan is not None:
+            start, end = max(self._lr_plan[0], self.warmup_steps), self._lr_plan[1]
+            if end > start:
+                return max(0.0, min(1.0, (end - step) / (end - start)))
+        return 1.0
 
     # ------------------------------------------------------------- encoding
     def encode(self, texts: Sequence[str], max_length: int):
@@ -205,7 +311,7 @@ class SpladeTrainer:
             total = total + self.distill_weight * mm
             parts["margin_mse"] = float(mm.detach())
         lq, ld = self.lambdas()
-        fq, fd = flops_regularizer(q), flops_regularizer(d)
+        fq, fd = flops_regularizer(q), flops_regularizer(d, self.flops_weights)
         total = total + ld * fd + (lq * fq if self.query_idf is None else 0.0)
         with torch.no_grad():
             nzq, nzd = (q > 0), (d > 0)
@@ -221,8 +327,9 @@ class SpladeTrainer:
         import torch
 
         self.model.train()
+        lr = self.lr * self._lr_factor()
         for g in self.optimizer.param_groups:
-            g["lr"] = self.lr * self._lr_factor()
+            g["lr"] = lr
         loss, parts = self.loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -230,40 +337,123 @@ class SpladeTrainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
         self.optimizer.step()
         self.step_count += 1
+        parts["lr"] = lr
         parts["step"] = self.step_count
         self.history.append(parts)
         return parts
 
+    def batches(self, examples: Sequence[TrainingExample], batch_size: int,
+                shuffle: bool = True) -> list[list[TrainingExample]]:
+        """One epoch's batches: shuffled (when ``shuffle``), no query twice in a batch when avoidable.
+
+        When the plain chunks of the (shuffled) order repeat a query within a batch, the
+        examples are dealt round-robin by query instead (:func:`_spread_batches`; same number
+        of batches, sizes differ by at most one).
+        """
+        order = list(range(len(examples)))
+        if shuffle:
+            self._rng.shuffle(order)
+        chunks = [order[s: s + batch_size] for s in range(0, len(order), batch_size)]
+        keys = [e.query for e in examples]
+        if any(len({keys[i] for i in c}) < len(c) for c in chunks):
+            chunks = _spread_batches(order, keys, len(chunks))
+            if shuffle:
+                self._rng.shuffle(chunks)
+        return [[examples[i] for i in c] for c in chunks]
+
     def train(self, examples: Sequence[TrainingExample], *, batch_size: int = 16, epochs: int = 1,
-              max_steps: int | None = None, shuffle: bool = True, progress: bool = False) -> list[dict[str, float]]:
-        """Train for ``epochs`` passes (or ``max_steps`` steps) over ``examples``; returns the history."""
+              max_steps: int | None = None, shuffle: bool = True, progress: bool = False,
+              max_seconds: float | None = None,
+              on_epoch: Callable[[int, dict[str, Any]], bool | None] | None = None,
+              resample: Callable[[int], Sequence[TrainingExample]] | None = None) -> list[dict[str, float]]:
+        """Train for ``epochs`` passes (or ``max_steps`` steps) over ``examples``; returns the history.
+
+        Args:
+            max_seconds: time budget of the call (wall clock, :attr:`clock`): no step starts after it.
+                The schedules (lambda warm-up, learning-rate decay) follow the planned steps, not
+                the budget: plan ``epochs`` / ``max_steps`` to fit it.
+            on_epoch: called after every epoch (also one cut short by ``max_steps`` or the time
+                budget) with the epoch index and its statistics: ``epoch``, ``steps`` (of the
+                epoch), ``step`` (total), ``seconds`` (since the call started), ``partial`` and
+                the mean of every logged figure over the epoch's steps (``loss``, ``rank_loss``,
+                ``nnz_d``...). Returning ``True`` stops training (early stopping after a
+                validation, say). The statistics are also kept in :attr:`epoch_stats`.
+            resample: called with the epoch index before every epoch after the first; returns
+                that epoch's examples (e.g. negatives drawn afresh with
+                ``examples_from_qrels(..., sample_from=50, seed=epoch)``).
+
+        :attr:`stop_reason` says why the call ended: ``"epochs"``, ``"max_steps"``,
+        ``"max_seconds"`` or ``"on_epoch"``.
+        """
         if not examples:
             raise ValueError("no training examples")
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         n_batches = math.ceil(len(examples) / batch_size)
-        total = n_batches * epochs if max_steps is None else max_steps
+        planned = n_batches * epochs if max_steps is None else max_steps
+        if self.lambda_warmup_steps is None and self._auto_lambda_warmup is None:
+            self._auto_lambda_warmup = self.step_count + round(self.lambda_warmup_fraction * planned)
+        self._lr_plan = (self.step_count, self.step_count + planned)
+        start = self.clock()
         bar = None
         if progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=total, desc="SPLADE training", unit="step")
-        done = 0
-        order = list(range(len(examples)))
-        while done < total:
-            if shuffle:
-                self._rng.shuffle(order)
-            for s in range(0, len(order), batch_size):
-                if done >= total:
+            bar = tqdm(total=planned, desc="SPLADE training", unit="step")
+        done, epoch, stop = 0, 0, None
+        current = examples
+
+        def out_of_time() -> bool:
+            return max_seconds is not None and self.clock() - start >= max_seconds
+
+        try:
+            while stop is None:
+                if max_steps is None and epoch >= epochs:
+                    stop = "epochs"
                     break
-                parts = self.train_step([examples[i] for i in order[s: s + batch_size]])
-                done += 1
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{parts['loss']:.3f}", nnz_d=f"{parts['nnz_d']:.0f}")
-        if bar is not None:
-            bar.close()
+                if out_of_time():
+                    stop = "max_seconds"
+                    break
+                if epoch > 0 and resample is not None:
+                    current = list(resample(epoch))
+                    if not current:
+                        raise ValueError(f"resample({epoch}) returned no examples")
+                logged: list[dict[str, float]] = []
+                cut = False
+                for batch in self.batches(current, batch_size, shuffle):
+                    if (max_steps is not None and done >= max_steps) or (logged and out_of_time()):
+                        cut = True
+                        break
+                    parts = self.train_step(batch)
+                    logged.append(parts)
+                    done += 1
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix(loss=f"{parts['loss']:.3f}", nnz_d=f"{parts.get('nnz_d', 0.0):.0f}")
+                if max_steps is not None and done >= max_steps:
+                    stop = "max_steps"
+                elif cut:
+                    stop = "max_seconds"
+                if not logged:
+                    break
+                stats = self._epoch_stats(epoch, logged, self.clock() - start, partial=cut)
+                self.epoch_stats.append(stats)
+                if on_epoch is not None and on_epoch(epoch, stats) is True and stop is None:
+                    stop = "on_epoch"
+                epoch += 1
+        finally:
+            self._lr_plan = None
+            if bar is not None:
+                bar.close()
+        self.stop_reason = stop
         return self.history
+
+    def _epoch_stats(self, epoch: int, logged: list[dict[str, float]], seconds: float,
+                     partial: bool) -> dict[str, Any]:
+        names = sorted({k for p in logged for k in p if k != "step"})
+        means = {k: float(np.mean([p[k] for p in logged if k in p])) for k in names}
+        return {**means, "epoch": epoch, "steps": len(logged), "step": self.step_count, "seconds": seconds,
+                "partial": partial}
 
     def evaluate_loss(self, batch: Sequence[TrainingExample]) -> dict[str, float]:
         """Loss parts of ``batch`` without training (eval mode, no gradients)."""
@@ -285,12 +475,17 @@ class SpladeTrainer:
 def examples_from_qrels(queries: Mapping[str, str], corpus: Mapping[str, str], qrels: Mapping[str, Mapping[str, int]],
                         negatives: Mapping[str, Iterable[str]] | None = None, *, n_negatives: int = 1,
                         teacher: Mapping[str, Mapping[str, float]] | None = None,
-                        seed: int = 0) -> list[TrainingExample]:
+                        seed: int = 0, sample_from: int | None = None) -> list[TrainingExample]:
     """Training examples from judgements: one per (query, relevant document).
 
-    Hard negatives come from ``negatives[qid]`` (e.g. BM25's top results) minus the relevant
-    documents, else random documents. ``teacher[qid][docid]`` scores enable MarginMSE.
+    Hard negatives come from ``negatives[qid]`` (e.g. BM25's top results, best first) minus the
+    relevant documents: its first ``n_negatives``, or with ``sample_from`` a seeded random draw
+    of ``n_negatives`` among its first ``sample_from`` (one draw per example; vary ``seed`` to
+    re-draw, e.g. per epoch). Missing negatives are random documents. ``teacher[qid][docid]``
+    scores enable MarginMSE.
     """
+    if sample_from is not None and sample_from < 1:
+        raise ValueError("sample_from must be >= 1")
     rng = random.Random(seed)
     doc_ids = list(corpus)
     out = []
@@ -299,9 +494,14 @@ def examples_from_qrels(queries: Mapping[str, str], corpus: Mapping[str, str], q
             continue
         positives = [d for d, g in rel.items() if g > 0 and d in corpus]
         pool = [d for d in (negatives or {}).get(qid, []) if d not in rel and d in corpus]
+        n_free = len(doc_ids) - sum(1 for d in rel if d in corpus)  # documents that may serve as negatives
         for pos in positives:
-            negs = pool[:n_negatives]
-            while len(negs) < n_negatives and len(doc_ids) > len(rel):
+            if sample_from is None:
+                negs = pool[:n_negatives]
+            else:
+                top = pool[:sample_from]
+                negs = rng.sample(top, min(n_negatives, len(top)))
+            while len(negs) < min(n_negatives, n_free):
                 d = rng.choice(doc_ids)
                 if d not in rel and d not in negs:
                     negs.append(d)
