@@ -4,6 +4,8 @@ queries, persistence, caching, and index / CLI integration (tiny models, synthet
 from __future__ import annotations
 
 import json
+import os
+import shutil
 
 import numpy as np
 import pytest
@@ -15,7 +17,7 @@ transformers = pytest.importorskip("transformers", reason="SPLADE needs torch an
 
 from sparsearch.encoders import get_encoder, load_encoder  # noqa: E402
 from sparsearch.encoders.splade import (  # noqa: E402
-    SpladeDocEncoder, SpladeEncoder, bundled_splade_path, flops, sparse_stats,
+    SpladeDocEncoder, SpladeEncoder, _model_identity, bundled_splade_path, flops, sparse_stats,
 )
 from sparsearch.vectors import SparseBatch, Vocabulary  # noqa: E402
 
@@ -315,3 +317,17 @@ def test_inference_free_idf_grows_with_index_updates(tiny_model_dir, tmp_path):
     assert grown.n_docs == 4
     np.testing.assert_array_equal(grown.df, full.df)
     assert grown.encode_queries(["zebra"]).row_dict(0) == full.encode_queries(["zebra"]).row_dict(0) != {}
+
+
+def test_model_identity_follows_content_not_modification_time(tmp_path):
+    """The encoding cache is keyed by the model's content: a copy of the same files (another
+    environment's install, new mtimes) has the same identity; a changed weight file does not."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    (a / "config.json").write_text('{"x": 1}')
+    (a / "model.safetensors").write_bytes(b"\x00" * 1000)
+    shutil.copytree(a, b)
+    os.utime(b / "model.safetensors", (1, 1))
+    assert _model_identity(str(a)).split("|")[1] == _model_identity(str(b)).split("|")[1]
+    (b / "model.safetensors").write_bytes(b"\x01" * 1000)
+    assert _model_identity(str(a)).split("|")[1] != _model_identity(str(b)).split("|")[1]

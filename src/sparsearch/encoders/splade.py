@@ -42,8 +42,10 @@ settings and a hash of the texts, so re-running a demo or benchmark does not re-
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -94,12 +96,25 @@ def resolve_model(model: str | None) -> str:
 
 
 def _model_identity(model: str) -> str:
-    """Cache-key identity of a model: its name plus size and mtime of its weight files when local."""
+    """Cache-key identity of a model: its name plus a SHA-256 of its weight and config files when
+    local. Content, not modification times: the same model installed in another environment (a
+    fresh clone's venv) reuses the cached encodings, an edited one does not."""
     path = Path(resolve_model(model))
     if not path.is_dir():
         return model
     files = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin", ".json"))
-    return model + "|" + ";".join(f"{p.name}:{p.stat().st_size}:{int(p.stat().st_mtime)}" for p in files)
+    return model + "|" + ";".join(f"{p.name}:{_file_digest(str(p), p.stat().st_size, p.stat().st_mtime_ns)}"
+                                  for p in files)
+
+
+@lru_cache(maxsize=64)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    """SHA-256 of a file (memoised per path, size and mtime within a process)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return f"{size}:{h.hexdigest()[:24]}"
 
 
 def splade_pool(logits, attention_mask):
