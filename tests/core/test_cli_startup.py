@@ -2,7 +2,8 @@
 BM25 text search (structure only; the wall time is ``benchmarks/cli_startup.py``'s business).
 
 A BM25 search needs numpy, numba and the index, never the deep-learning stack (torch,
-transformers, ...), the HTTP service (FastAPI, uvicorn) or the scale-out backends.
+transformers, ...), the HTTP service (FastAPI, uvicorn) or the scale-out backends. At exit, the
+console script skips the interpreter's final garbage collections (``gc.freeze``).
 """
 
 from __future__ import annotations
@@ -67,3 +68,21 @@ def test_a_bm25_text_search_imports_no_deep_learning_or_service_package(tiny_bei
     assert "1. d6" in stdout and "Compilers" in stdout  # a hit with its title and snippet
     assert not _heavy(modules), f"a BM25 search imported {_heavy(modules)}"
     assert "sparsearch.highlight" in modules and "sparsearch.index.searcher" in modules  # the path ran
+
+
+_FREEZE_PROBE = r"""
+import atexit, gc, os
+atexit.register(lambda: os.write(1, b"FROZEN=%d\n" % gc.get_freeze_count()))  # runs after main's own hook
+from sparsearch.cli import main
+try:
+    main(["--help"])
+except SystemExit:
+    pass
+assert gc.get_freeze_count() == 0  # nothing frozen while the process lives on (tests call main in-process)
+"""
+
+
+def test_main_skips_the_final_garbage_collections_at_exit_only():
+    r = subprocess.run([sys.executable, "-c", _FREEZE_PROBE], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert int(r.stdout.rpartition("FROZEN=")[2]) > 0
