@@ -354,13 +354,18 @@ def add(
         "--replace", help="Replace documents whose id is already in the index (an upsert); without it such an "
                           "id is an error and nothing is added.")] = False,
 ) -> None:
-    """Add documents to an index as a new segment (one commit; readers see all of them or none)."""
+    """Add documents to an index as a new segment (one commit; readers see all of them or none).
+
+    A hybrid index is updated in every representation, in one commit of the whole hybrid."""
     from .index import Index
     from .index.approximate import ApproximateIndex
+    from .index.hybrid import is_hybrid
     from .index.updates import add_documents, add_texts
     from .ingest import TextInput
 
     t0 = time.perf_counter()
+    if is_hybrid(index):
+        return _add_to_hybrid(index, _read_input(data, fmt, id_field, text_field, title_field), replace, t0)
     idx = Index.open(index)
     had_approx = ApproximateIndex.exists(idx)
     src = _read_input(data, fmt, id_field, text_field, title_field)
@@ -384,6 +389,25 @@ def add(
                f"{st['n_segments']} segments" + _approx_note(index, had_approx))
 
 
+def _add_to_hybrid(index: Path, src: Any, replace: bool, t0: float) -> None:
+    """``sparsearch add`` on a hybrid index: texts only, every representation in one commit."""
+    from .index.hybrid import HybridIndex
+    from .index.hybrid_updates import add_to_hybrid
+    from .ingest import TextInput
+
+    if not isinstance(src, TextInput):
+        raise InvalidInputError(f"{index} is a hybrid index: add documents as texts (each representation encodes "
+                                f"them), not ready vectors")
+    try:
+        add_to_hybrid(index, src.rows(), replace=replace)
+    except ConflictError as e:  # the library's wording names its keyword argument
+        e.args = (str(e).replace("pass replace=True", "pass --replace"),)
+        raise
+    idx = HybridIndex.open(index)
+    typer.echo(f"added {len(src):,} documents to the hybrid index {index} in {time.perf_counter() - t0:.1f}s: "
+               f"{idx.n_live_docs:,} documents in {', '.join(idx.names)}")
+
+
 @app.command()
 def delete(
     index: Annotated[Path, typer.Argument(help="Index directory.")],
@@ -395,8 +419,14 @@ def delete(
     """Delete documents from an index (one commit; `sparsearch merge` later reclaims their space)."""
     from .index import Index
     from .index.approximate import ApproximateIndex
+    from .index.hybrid import is_hybrid
+    from .index.hybrid_updates import delete_from_hybrid
     from .index.updates import delete_documents
 
+    if is_hybrid(index):  # every representation, one commit of the whole hybrid
+        n = delete_from_hybrid(index, ids, ignore_missing=ignore_missing)
+        typer.echo(f"deleted {n:,} documents from the hybrid index {index}")
+        return
     had_approx = ApproximateIndex.exists(Index.open(index))
     with _undo_on_failure(index):
         n = delete_documents(index, ids, missing="ignore" if ignore_missing else "error")

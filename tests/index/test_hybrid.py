@@ -287,5 +287,15 @@ def test_cli_hybrid_index_search_evaluate_stats(tmp_path):
     r = subprocess.run([*CLI, "index", str(corpus), "--out", str(tmp_path / "i2"), "--encoder", "bm25", "--encoder",
                         "bm25", "--encoder-opt", "k1=1.2"], capture_output=True, text=True)
     assert r.returncode == 2 and "bm25.k1" in r.stderr and not (tmp_path / "i2" / "manifest.json").exists()
-    r = subprocess.run([*CLI, "add", str(out), str(corpus)], capture_output=True, text=True)
-    assert r.returncode == 2 and "hybrid" in r.stderr
+    more = tmp_path / "more.jsonl"
+    more.write_text(json.dumps({"id": "e", "title": "Bones", "text": "bone marrow density scans"}) + "\n")
+    r = subprocess.run([*CLI, "add", str(out), str(more)], capture_output=True, text=True)
+    assert r.returncode == 0 and "5 documents" in r.stdout, r.stderr
+    r = subprocess.run([*CLI, "search", str(out), "-q", "marrow", "--json"], capture_output=True, text=True)
+    assert json.loads(r.stdout)["hits"][0]["id"] == "e"
+    r = subprocess.run([*CLI, "delete", str(out), "e"], capture_output=True, text=True)
+    assert r.returncode == 0 and "deleted 1" in r.stdout, r.stderr
+    r = subprocess.run([*CLI, "search", str(out), "-q", "marrow", "--json"], capture_output=True, text=True)
+    assert "e" not in [h["id"] for h in json.loads(r.stdout)["hits"]]
+    r = subprocess.run([*CLI, "delete", str(out), "nope"], capture_output=True, text=True)
+    assert r.returncode == 2 and "nope" in r.stderr
