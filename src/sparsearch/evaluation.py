@@ -382,7 +382,7 @@ def run_evaluation(searcher: Any, ds: BeirDataset, *, k: int = 1000, params: Sea
     hybrid = (_hybrid_report(searcher, enc, qv, ds, k, params, metrics)
               if hasattr(searcher, "search_detailed") else None)
     return {
-        "collection": ds.name, "split": ds.split, "queries": len(qv), "mode": mode_of(params), "k": k,
+        "collection": ds.name, "split": ds.split, "queries": len(qv), "mode": mode_of(searcher.resolve_params(params) if hasattr(searcher, "resolve_params") else params), "k": k,
         "encoder": st.get("encoder"), "quality": quality, "quality_empty_as_zero": strict,
         "queries_without_results": sum(1 for q in ds.qrels if not run.get(q)),
         "latency_k10_single_thread": lat10.summary(),
