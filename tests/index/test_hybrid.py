@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sparsearch.errors import ConflictError, CorruptIndexError, InvalidInputError, UnsupportedError
+from sparsearch.errors import ConflictError, CorruptIndexError, InvalidInputError, NotFoundError, UnsupportedError
 from sparsearch.fusion import convex, fuse_topk, rrf, tune_fusion, weight_grid
-from sparsearch.index import Index
+from sparsearch.index import ApproximateIndex, Index
 from sparsearch.index.dense import DenseIndex
 from sparsearch.index.hybrid import (HybridIndex, HybridQueries, build_hybrid, build_hybrid_from_vectors,
                                      load_fusion, make_encoder, member_names, open_searcher, save_fusion,
@@ -142,6 +142,19 @@ def test_params_check_and_round_trip(data):
         data["idx"].search(data["q"].parts["a"], 10)
     with pytest.raises(InvalidInputError, match="no 'vec' part"):
         data["idx"].search(HybridQueries({"a": data["q"].parts["a"], "b": data["q"].parts["b"]}), 10)
+
+
+def test_approximate_search_needs_the_members_approximate_indexes(tmp_path, data):
+    a, b, _ = data["parts"]
+    idx = build_hybrid_from_vectors(tmp_path / "h", data["ids"], [("a", a), ("b", b)])
+    q = HybridQueries({"a": data["q"].parts["a"], "b": data["q"].parts["b"]}, data["q"].ids)
+    with pytest.raises(NotFoundError, match=f"build-approx {idx.path}"):
+        idx.search(q, 10, ApproxParams())
+    for m in idx.members:
+        ApproximateIndex.build(m.searcher, save=True)
+    s, d = HybridIndex.open(idx.path).search(q, 10, ApproxParams(query_cut=50, heap_factor=1.0))
+    se, de = idx.search(q, 10)
+    assert (d >= 0).all() and np.mean([len(set(x) & set(y)) / 10 for x, y in zip(d, de)]) > 0.8
 
 
 def test_exact_params_apply_to_sparse_members(data):

@@ -260,7 +260,11 @@ class HybridIndex:
         p = params.member_params()
         if isinstance(p, ApproxParams):
             if m.name not in self._approx:
-                self._approx[m.name] = ApproximateIndex.open(m.searcher)
+                try:
+                    self._approx[m.name] = ApproximateIndex.open(m.searcher)
+                except NotFoundError:
+                    raise NotFoundError(f"{self.path}: representation {m.name!r} has no approximate index; build "
+                                        f"them with `sparsearch build-approx {self.path}`") from None
             return self._approx[m.name].search(queries, depth, p)
         return m.searcher.search(queries, depth, p)
 
