@@ -317,7 +317,8 @@ def _index_hybrid(data: Path, out: Path, specs: list[str], encoder_opt: Optional
                            extra={"source": str(data.resolve()), "input_format": src.format},
                            log=lambda m: typer.echo(m, err=True))
     st = idx.stats()
-    typer.echo(f"indexed {st['n_docs']:,} documents as a hybrid of {', '.join(idx.names)} in "
+    what = f"as a hybrid of {', '.join(idx.names)}" if len(idx.names) > 1 else f"with {idx.names[0]}"
+    typer.echo(f"indexed {st['n_docs']:,} documents {what} in "
                f"{time.perf_counter() - t0:.1f}s -> {out} ({st['index_bytes'] / 1e6:.1f} MB)")
 
 
