@@ -9,7 +9,18 @@
 * :class:`WordPieceAnalyzer`: a Hugging Face tokenizer's wordpieces (the vocabulary that
   learned sparse models such as SPLADE live in).
 
-A word analyzer's ``config()`` carries ``"version": 2``. Configs without it were written when the
+A word analyzer's ``language`` (issue 17) is ``english`` (the default), another Snowball language of
+PyStemmer (:func:`language_names`: its stemmer by default, no stopwords, as no permissive list for
+it ships with sparsearch's dependencies; pass ``stopwords=FILE`` for one), or ``cjk``: Chinese,
+Japanese and Korean text as overlapping character bigrams (Lucene's CJKAnalyzer/CJKBigramFilter:
+a run of Han, Hiragana, Katakana or Hangul characters gives its bigrams, a lone character itself),
+other words in the same text as words. Non-English languages normalise text to NFC (``cjk``: NFKC,
+which also folds full-width Latin and half-width Katakana, as Lucene's CJKWidthFilter) and keep
+combining marks inside words (Devanagari vowel signs, decomposed accents), so the Snowball
+stemmers see whole words; English analysis is unchanged.
+
+A word analyzer's ``config()`` carries ``"version": 2`` (``3`` with a ``"language"`` other than
+English; configs without a language are English). Configs without a version were written when the
 only named stopword list was Lucene's and was called ``"english"``: :func:`get_analyzer` reads
 their ``"english"`` as ``"lucene"`` (and their missing settings as that time's defaults), so
 indexes built then analyze queries exactly as before.
@@ -19,6 +30,7 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -29,7 +41,8 @@ import Stemmer
 from .errors import InvalidInputError
 
 __all__ = ["Analyzer", "WordAnalyzer", "WordPieceAnalyzer", "LUCENE_STOPWORDS", "ENGLISH_STOPWORDS",
-           "STOPWORD_LISTS", "DEFAULT_STOPWORDS", "DEFAULT_STEMMER", "stemmer_names", "get_analyzer"]
+           "STOPWORD_LISTS", "DEFAULT_STOPWORDS", "DEFAULT_STEMMER", "stemmer_names", "language_names",
+           "get_analyzer"]
 
 # Lucene's classic English stop set (EnglishAnalyzer; Anserini's BM25 baselines and bm25s's "en").
 LUCENE_STOPWORDS: frozenset[str] = frozenset(
@@ -73,10 +86,47 @@ STOPWORD_LISTS: dict[str, frozenset[str]] = {"lucene": LUCENE_STOPWORDS, "englis
                                              "none": frozenset()}
 DEFAULT_STOPWORDS = "english"
 DEFAULT_STEMMER = "porter"
-_CONFIG_VERSION = 2
+_CONFIG_VERSION = 3  # written only for a non-English language; English configs stay version 2
 _LEGACY_DEFAULTS = {"stemmer": "english", "stopwords": "lucene"}  # what a version-1 config left out meant
+_FROM_LANGUAGE: Any = object()  # "the language's default" for stemmer and stopwords
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
+# Han (radicals, ideographs, iteration marks), Hiragana, Katakana (without the middle dot), Hangul.
+_CJK = ("\u2e80-\u2fdf\u3005-\u3007\u3021-\u3029\u3038-\u303b\u3041-\u3096\u3099\u309a\u309d-\u309f"
+        "\u30a1-\u30fa\u30fc-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f"
+        "\u1100-\u11ff\u3130-\u318f\ua960-\ua97f\uac00-\ud7ff\U00020000-\U0003134f")
+_NOT_LANGUAGES = ("porter", "dutch_porter")  # PyStemmer algorithms that are variants, not languages
+
+
+def language_names() -> list[str]:
+    """Accepted languages: ``cjk`` and PyStemmer's Snowball languages (``english``, ``french``, ...)."""
+    return ["cjk", *(a for a in Stemmer.algorithms() if a not in _NOT_LANGUAGES)]
+
+
+@lru_cache(maxsize=1)
+def _word_patterns() -> tuple[re.Pattern, re.Pattern]:
+    """(word pattern, CJK-aware pattern) for non-English languages: ``\\w`` plus the combining marks
+    (Unicode category M) of the Basic Multilingual Plane that ``\\w`` leaves out."""
+    marks = "".join(chr(c) for c in range(0x300, 0x10000)
+                    if unicodedata.category(chr(c))[0] == "M" and not _TOKEN.match(chr(c)))
+    marks = re.escape(marks)
+    word = re.compile(f"[\\w{marks}]+")
+    cjk = re.compile(f"([{_CJK}]+)|(?:(?![{_CJK}])[\\w{marks}])+")
+    return word, cjk
+
+
+def _cjk_tokens(text: str) -> list[str]:
+    """Words, and overlapping bigrams of each CJK run (a run of one character: itself)."""
+    out: list[str] = []
+    for m in _word_patterns()[1].finditer(text):
+        run = m.group(1)
+        if run is None:
+            out.append(m.group(0))
+        elif len(run) == 1:
+            out.append(run)
+        else:
+            out.extend(run[i:i + 2] for i in range(len(run) - 1))
+    return out
 
 
 def stemmer_names() -> list[str]:
@@ -134,17 +184,30 @@ class WordAnalyzer(Analyzer):
             themselves, so an index does not depend on the file afterwards.
         lowercase: fold case before stopping and stemming.
         min_length: drop tokens shorter than this many characters.
+        language: ``"english"``, another of :func:`language_names` or ``"cjk"`` (see the module
+            docstring). It sets the defaults of ``stemmer`` (English: :data:`DEFAULT_STEMMER`;
+            another Snowball language: its own; ``cjk``: none) and ``stopwords`` (English:
+            :data:`DEFAULT_STOPWORDS`; others: none), and the tokenization.
 
-    Unknown stemmers and unreadable stopword files raise :class:`~sparsearch.errors.InvalidInputError`.
+    Unknown stemmers and languages and unreadable stopword files raise
+    :class:`~sparsearch.errors.InvalidInputError`.
     """
 
     def __init__(
         self,
-        stemmer: str | None = DEFAULT_STEMMER,
-        stopwords: str | os.PathLike | Sequence[str] | None = DEFAULT_STOPWORDS,
+        stemmer: str | None = _FROM_LANGUAGE,
+        stopwords: str | os.PathLike | Sequence[str] | None = _FROM_LANGUAGE,
         lowercase: bool = True,
         min_length: int = 1,
+        language: str = "english",
     ) -> None:
+        if not isinstance(language, str) or language not in language_names():
+            raise InvalidInputError(f"unknown language {language!r}; use one of {', '.join(language_names())}")
+        self.language = language
+        if stemmer is _FROM_LANGUAGE:
+            stemmer = DEFAULT_STEMMER if language == "english" else None if language == "cjk" else language
+        if stopwords is _FROM_LANGUAGE:
+            stopwords = DEFAULT_STOPWORDS if language == "english" else "none"
         self.lowercase = lowercase
         self.min_length = min_length
         self.stopwords, self._stopwords_spec = self._resolve_stopwords(stopwords)
@@ -176,10 +239,15 @@ class WordAnalyzer(Analyzer):
 
     def tokens(self, text: str) -> list[str]:
         """Unstemmed tokens (after case folding, stopwords and length filter)."""
-        if self.lowercase:
-            text = text.lower()
+        if self.language == "english":
+            toks = _TOKEN.findall(text.lower() if self.lowercase else text)
+        else:
+            text = unicodedata.normalize("NFKC" if self.language == "cjk" else "NFC", text)
+            if self.lowercase:
+                text = text.lower()
+            toks = _cjk_tokens(text) if self.language == "cjk" else _word_patterns()[0].findall(text)
         sw, m = self.stopwords, self.min_length
-        return [t for t in _TOKEN.findall(text) if len(t) >= m and t not in sw]
+        return [t for t in toks if len(t) >= m and t not in sw]
 
     def analyze(self, text: str) -> list[str]:
         toks = self.tokens(text)
@@ -197,8 +265,13 @@ class WordAnalyzer(Analyzer):
         return [memo[t] for t in toks]
 
     def config(self) -> dict[str, Any]:
-        return {"type": "word", "version": _CONFIG_VERSION, "stemmer": self.stemmer_name or "none",
-                "stopwords": self._stopwords_spec, "lowercase": self.lowercase, "min_length": self.min_length}
+        """English configs stay version 2 (readable by releases before languages); others are
+        version 3 and record their ``language``."""
+        cfg = {"type": "word", "version": 2, "stemmer": self.stemmer_name or "none",
+               "stopwords": self._stopwords_spec, "lowercase": self.lowercase, "min_length": self.min_length}
+        if self.language != "english":
+            cfg.update(version=_CONFIG_VERSION, language=self.language)
+        return cfg
 
 
 class WordPieceAnalyzer(Analyzer):
@@ -254,7 +327,8 @@ def _load_fast_tokenizer(name: str):
 
 def get_analyzer(config: dict[str, Any]) -> Analyzer:
     """Rebuild an analyzer from its ``config()``; word-analyzer configs older than version 2
-    (no ``"version"`` key) read ``stopwords: "english"`` as Lucene's list (see module docstring)."""
+    (no ``"version"`` key) read ``stopwords: "english"`` as Lucene's list, and configs without a
+    ``"language"`` are English (see module docstring)."""
     cfg = dict(config)
     kind = cfg.pop("type", "word")
     if kind == "word":

@@ -38,7 +38,7 @@ _STATE_FILE = "bm25_stats.json"
 DEFAULT_K1 = 1.2
 DEFAULT_B = 0.5
 _ENCODER_OPTIONS = frozenset({"k1", "b", "method"})
-_ANALYZER_OPTIONS = frozenset({"stopwords", "stemmer", "lowercase", "min_length"})
+_ANALYZER_OPTIONS = frozenset({"stopwords", "stemmer", "lowercase", "min_length", "language"})
 
 
 class BM25Encoder(SparseEncoder):
@@ -60,7 +60,9 @@ class BM25Encoder(SparseEncoder):
     Analyzer settings go through :meth:`from_spec` (the CLI's ``--encoder-opt stopwords=lucene
     --encoder-opt stemmer=english``, or ``get_encoder("bm25", stopwords=..., stemmer=...)``) or an
     explicit ``analyzer``; they are part of :meth:`config`, so an index analyzes its queries the
-    way it analyzed its documents (indexes built with earlier defaults keep theirs). The previous
+    way it analyzed its documents (indexes built with earlier defaults keep theirs). ``language``
+    (``--encoder-opt language=french``, or ``cjk`` for Chinese/Japanese/Korean character bigrams)
+    chooses the language's stemmer and tokenization (:class:`~sparsearch.text.WordAnalyzer`). The previous
     defaults are ``BM25Encoder.from_spec(None, k1=1.5, b=0.75, stopwords="lucene", stemmer="english")``.
     """
 
@@ -83,8 +85,8 @@ class BM25Encoder(SparseEncoder):
     @classmethod
     def from_spec(cls, arg: str | None = None, **options: Any) -> "BM25Encoder":
         """``bm25`` or ``bm25:robertson`` / ``bm25:lucene``; options are ``k1``, ``b``, ``method``
-        and the word analyzer's ``stopwords``, ``stemmer``, ``lowercase``, ``min_length``
-        (e.g. ``from_spec(None, stopwords="none", stemmer="porter")``)."""
+        and the word analyzer's ``language``, ``stopwords``, ``stemmer``, ``lowercase``, ``min_length``
+        (e.g. ``from_spec(None, stopwords="none", stemmer="porter")``, ``from_spec(None, language="german")``)."""
         if arg:
             options.setdefault("method", arg)
         unknown = sorted(set(options) - _ENCODER_OPTIONS - _ANALYZER_OPTIONS)
