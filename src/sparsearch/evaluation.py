@@ -367,8 +367,13 @@ def run_evaluation(searcher: Any, ds: BeirDataset, *, k: int = 1000, params: Sea
     one = replace(params, threads=1) if params is not None else ExactParams(threads=1)
     searcher.search(qv[:2], 10, params)  # compile / warm caches outside the timings
     t = time.perf_counter()
-    run = to_run(*searcher.search(qv, k, params), searcher.doc_ids, qv.ids)
+    lists = None
+    if hasattr(searcher, "search_detailed"):  # a hybrid index: keep each representation's list too
+        scores, docnums, lists, _ = searcher.search_detailed(qv, k, params)
+    else:
+        scores, docnums = searcher.search(qv, k, params)
     t_batch = time.perf_counter() - t
+    run = to_run(scores, docnums, searcher.doc_ids, qv.ids)
     quality = evaluate(run, ds.qrels, metrics)
     strict = evaluate(run, ds.qrels, metrics, empty_queries="zero")
     lat10 = LatencyStats.measure(time_queries(lambda i: searcher.search(qv[i:i + 1], 10, one), len(qv)))
@@ -379,8 +384,7 @@ def run_evaluation(searcher: Any, ds: BeirDataset, *, k: int = 1000, params: Sea
         write_trec_run(run, run_path)
     st = index.stats()
     manifest = getattr(index, "manifest", {}) or {}
-    hybrid = (_hybrid_report(searcher, enc, qv, ds, k, params, metrics)
-              if hasattr(searcher, "search_detailed") else None)
+    hybrid = _hybrid_report(searcher, enc, qv, ds, k, params, metrics, lists) if lists is not None else None
     return {
         "collection": ds.name, "split": ds.split, "queries": len(qv), "mode": mode_of(searcher.resolve_params(params) if hasattr(searcher, "resolve_params") else params), "k": k,
         "encoder": st.get("encoder"), "quality": quality, "quality_empty_as_zero": strict,
@@ -396,12 +400,11 @@ def run_evaluation(searcher: Any, ds: BeirDataset, *, k: int = 1000, params: Sea
 
 
 def _hybrid_report(searcher: Any, enc: Any, qv: Any, ds: BeirDataset, k: int, params: SearchParams | None,
-                   metrics: Sequence[str]) -> dict[str, Any]:
-    """For a hybrid index: each representation's own quality (its top ``k`` of the same search),
-    and the single-query time (k=10, 1 thread) split into each representation's search and the
-    fusion, plus each representation's query-encoding time."""
+                   metrics: Sequence[str], lists: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, Any]:
+    """For a hybrid index: each representation's own quality (its top ``k`` of the same search,
+    ``lists``), and the single-query time (k=10, 1 thread) split into each representation's search
+    and the fusion, plus each representation's query-encoding time."""
     one = replace(params, threads=1) if params is not None else None
-    _, _, lists, _ = searcher.search_detailed(qv, k, params)
     quality = {name: evaluate(to_run(s[:, :k], d[:, :k], searcher.doc_ids, qv.ids), ds.qrels, metrics)
                for name, (s, d) in lists.items()}
     parts: dict[str, list[float]] = {}

@@ -61,13 +61,16 @@ def _normalize(docs: Mapping[str, float], method: str) -> dict[str, float]:
     if not docs or method == "none":
         return {d: float(s) for d, s in docs.items()}
     v = np.fromiter(docs.values(), dtype=np.float64, count=len(docs))
+    return dict(zip(docs.keys(), _normalized(v, method).tolist()))
+
+
+def _normalized(v: np.ndarray, method: str) -> np.ndarray:
+    """One list's scores (float64, non-empty) normalised by ``"minmax"`` or ``"zscore"``."""
     if method == "minmax":
         lo, hi = v.min(), v.max()
-        nv = (v - lo) / (hi - lo) if hi > lo else np.ones_like(v)
-    else:
-        mu, sd = v.mean(), v.std()
-        nv = (v - mu) / sd if sd > 0 else np.zeros_like(v)
-    return dict(zip(docs.keys(), nv.tolist()))
+        return (v - lo) / (hi - lo) if hi > lo else np.ones_like(v)
+    mu, sd = v.mean(), v.std()
+    return (v - mu) / sd if sd > 0 else np.zeros_like(v)
 
 
 def restrict(run: Mapping[str, Mapping[str, float]], depth: int | None) -> Run:
@@ -215,21 +218,15 @@ def _fuse_row(results: Sequence[tuple[np.ndarray, np.ndarray]], qi: int, method:
         if method == "rrf":
             # rank by the list's own order (descending score, ties by docnum: the protocol's order)
             c = weights[m] / (rrf_k + np.arange(1, len(dm) + 1))
+        elif len(sm):
+            c = weights[m] * _normalized(sm, method)
+            # a document this list did not return counts as its lowest normalised score
+            floors[m] = c.min()
+            c = c - floors[m]
         else:
-            if len(sm):
-                if method == "minmax":
-                    lo, hi = sm.min(), sm.max()
-                    c = (sm - lo) / (hi - lo) if hi > lo else np.ones_like(sm)
-                else:
-                    mu, sd = sm.mean(), sm.std()
-                    c = (sm - mu) / sd if sd > 0 else np.zeros_like(sm)
-                # a document this list did not return counts as its lowest normalised score
-                floors[m] = weights[m] * c.min()
-                c = weights[m] * c
-            else:
-                c = sm
+            c = sm
         docs.append(dm)
-        contrib.append(c - floors[m] if method != "rrf" else c)
+        contrib.append(c)
     if not docs:
         return np.zeros(0, np.int64), np.zeros(0)
     alld = np.concatenate(docs).astype(np.int64)

@@ -719,16 +719,28 @@ def save_settings(index_path: str | os.PathLike, params: ApproxParams, tuned: di
 
 def load_settings(index_path: str | os.PathLike) -> ApproxParams | None:
     """The approximate search settings saved by :func:`save_settings`, or ``None`` when there are none."""
+    # version 1 was written before seals
+    return load_params_file(index_path, SETTINGS, SETTINGS_FORMAT, (1, SETTINGS_VERSION), "approximate",
+                            ApproxParams, unsealed=(1,), what="settings")
+
+
+def load_params_file(index_path: str | os.PathLike, name: str, fmt: str, versions: tuple[int, ...], key: str,
+                     cls: type, *, unsealed: tuple[int, ...] = (), what: str | None = None) -> Any:
+    """The parameter object of kind ``cls`` stored under ``key`` in the sealed settings file ``name``
+    of an index directory (``settings.json``, a hybrid's ``fusion.json``), or ``None`` when the
+    file does not exist. Versions in ``unsealed`` predate seals; anything unreadable, unsealed or of
+    another kind is a :class:`CorruptIndexError` naming the file (``what``: its name in messages)."""
+    what = what or f"{key} settings"
     d = Directory(index_path)
-    if not d.exists(SETTINGS):
+    if not d.exists(name):
         return None
-    doc = read_versioned_json(d.path, SETTINGS, SETTINGS_FORMAT, (1, SETTINGS_VERSION), "settings file")
-    if "checksum" in doc or doc["version"] >= 2:  # version 1 was written before seals
-        check_seal(doc, d / SETTINGS, "settings file")
+    doc = read_versioned_json(d.path, name, fmt, versions, f"{what} file")
+    if "checksum" in doc or doc["version"] not in unsealed:
+        check_seal(doc, d / name, f"{what} file")
     try:
-        params = params_from_dict(doc["approximate"])
+        params = params_from_dict(doc[key])
     except (KeyError, TypeError, InvalidInputError) as e:
-        raise CorruptIndexError(f"{d / SETTINGS}: unreadable approximate settings ({e})") from None
-    if not isinstance(params, ApproxParams):
-        raise CorruptIndexError(f"{d / SETTINGS}: the approximate settings are of kind {params.kind!r}")
+        raise CorruptIndexError(f"{d / name}: unreadable {what} ({e})") from None
+    if not isinstance(params, cls):
+        raise CorruptIndexError(f"{d / name}: the {what} are of kind {params.kind!r}")
     return params

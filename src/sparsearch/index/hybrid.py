@@ -41,14 +41,14 @@ from ..encoders.dense import DenseEncoder
 from ..errors import CorruptIndexError, InvalidInputError, NotFoundError, SparsearchError
 from ..evaluation import to_run
 from ..fusion import FusionChoice, fuse_topk, tune_fusion
-from ..searching import ApproxParams, ExactParams, HybridParams, check_k, params_from_dict, params_to_dict, require
+from ..searching import ApproxParams, ExactParams, HybridParams, check_k, params_to_dict, require
 from ..vectors import SparseBatch
-from .approximate import ApproximateIndex
+from .approximate import ApproximateIndex, load_params_file
 from .builder import build_index
 from .dense import DENSE_FORMAT, DenseIndex
 from .manifest import check_target, commit, load_commit, read_manifest
 from .searcher import Contribution, Index
-from .storage import Directory, check_seal, file_record, read_json, read_versioned_json, seal, verify_records
+from .storage import Directory, file_record, read_json, seal, verify_records
 
 __all__ = ["HybridIndex", "HybridQueries", "HybridEncoder", "build_hybrid", "open_searcher", "make_encoder",
            "member_names", "build_hybrid_from_vectors", "save_fusion", "load_fusion", "tune_index_fusion", "is_hybrid", "FUSION_FILE", "DEFAULT_FUSION"]
@@ -510,16 +510,4 @@ def save_fusion(path: str | os.PathLike, params: HybridParams, report: dict[str,
 
 def load_fusion(path: str | os.PathLike) -> HybridParams | None:
     """The fusion saved by :func:`save_fusion`, or ``None``; a corrupt file is a CorruptIndexError."""
-    path = Path(path)
-    if not (path / FUSION_FILE).exists():
-        return None
-    doc = read_versioned_json(path, FUSION_FILE, FUSION_FORMAT, 1, "fusion setting")
-    check_seal(doc, path / FUSION_FILE, "fusion setting")
-    try:
-        params = params_from_dict(doc["params"])
-    except (InvalidInputError, KeyError, TypeError) as e:
-        raise CorruptIndexError(f"{path / FUSION_FILE}: unusable fusion setting ({e})") from None
-    if not isinstance(params, HybridParams):
-        raise CorruptIndexError(f"{path / FUSION_FILE}: not a hybrid setting")
-    return params
-
+    return load_params_file(path, FUSION_FILE, FUSION_FORMAT, (1,), "params", HybridParams, what="fusion setting")
