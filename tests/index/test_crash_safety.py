@@ -36,6 +36,8 @@ from sparsearch.index.updates import add_documents, delete_documents
 from sparsearch.searching import ExactParams
 from sparsearch.vectors import SparseBatch, Vocabulary
 
+from tests.index.crashpoints import CRASH_POINTS
+
 CHILD = r"""
 import json, os, signal, sys, time
 op, path, data, crash_at = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
@@ -44,22 +46,7 @@ from sparsearch.vectors import SparseBatch
 from sparsearch.index import build_index
 from sparsearch.index.updates import add_documents, merge
 
-calls = 0
-real_replace, real_fsync = os.replace, os.fsync
-
-def _point():
-    global calls
-    if calls == crash_at:
-        os.kill(os.getpid(), signal.SIGKILL)
-    calls += 1
-
-def replace(a, b):
-    _point()
-    return real_replace(a, b)
-
-def fsync(fd):
-    _point()
-    return real_fsync(fd)
+""" + CRASH_POINTS + r"""
 
 os.replace, os.fsync = replace, fsync
 batch = SparseBatch.load_npz(os.path.join(data, "new.npz"))

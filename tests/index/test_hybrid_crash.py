@@ -25,6 +25,8 @@ from sparsearch.index.hybrid import HybridIndex, HybridQueries, build_hybrid_fro
 from sparsearch.searching import HybridParams
 from sparsearch.vectors import SparseBatch, Vocabulary
 
+from tests.index.crashpoints import CRASH_POINTS
+
 CHILD = r"""
 import os, signal, sys, json, time
 path, data, crash_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -32,22 +34,7 @@ import numpy as np
 from sparsearch.vectors import SparseBatch
 from sparsearch.index.hybrid import build_hybrid_from_vectors
 
-calls = 0
-real_replace, real_fsync = os.replace, os.fsync
-
-def _point():
-    global calls
-    if calls == crash_at:
-        os.kill(os.getpid(), signal.SIGKILL)
-    calls += 1
-
-def replace(a, b):
-    _point()
-    return real_replace(a, b)
-
-def fsync(fd):
-    _point()
-    return real_fsync(fd)
+""" + CRASH_POINTS + r"""
 
 a = SparseBatch.load_npz(os.path.join(data, "a.npz"))
 b = SparseBatch.load_npz(os.path.join(data, "b.npz"))
