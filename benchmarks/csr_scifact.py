@@ -41,6 +41,35 @@ METRICS = ("nDCG@10", "R@100", "RR@10")
 KS = (8, 16, 32, 64)
 
 
+def split_train(train, dev_fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """(dev query ids, coder-training query ids): a seeded random ``dev_fraction`` of the train queries."""
+    rng = np.random.default_rng(seed)
+    tq = np.array(train.query_ids)
+    dev_mask = rng.random(len(tq)) < dev_fraction
+    return tq[dev_mask].tolist(), tq[~dev_mask].tolist()
+
+
+def coder_pairs(train, fit_q: list[str], Qtrain: np.ndarray, doc_ids: list[str], titles: list[str], T: np.ndarray,
+                mode: str = "qrels+titles") -> tuple[np.ndarray | None, list[tuple[int, int]]]:
+    """Contrastive pairs for the coder: (query embeddings (p, d), [(query row, doc row)]) from the
+    qrels of ``fit_q`` (mode ``qrels+titles``) and/or title -> document pairs (``titles`` too)."""
+    pos = {d: i for i, d in enumerate(doc_ids)}
+    qpos = {q: i for i, q in enumerate(train.query_ids)}
+    q_rows, pairs = [], []
+    if mode == "qrels+titles":
+        for q in fit_q:
+            for d, g in train.qrels[q].items():
+                if g > 0 and d in pos:
+                    pairs.append((len(q_rows), pos[d]))
+                    q_rows.append(Qtrain[qpos[q]])
+    if mode in ("qrels+titles", "titles"):
+        for i, title in enumerate(titles):
+            if title.strip():
+                pairs.append((len(q_rows), i))
+                q_rows.append(T[i])
+    return (np.stack(q_rows) if q_rows else None), pairs
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=Path(os.environ.get("SPARSEARCH_DATA", "../shared/data")) / "scifact")
@@ -67,10 +96,7 @@ def main() -> None:
     train = load_beir(args.data, "train")
     doc_ids, texts = test.doc_ids, test.doc_texts()
     titles, _ = test.titles_and_bodies()
-    rng = np.random.default_rng(args.seed)
-    tq = np.array(train.query_ids)
-    dev_mask = rng.random(len(tq)) < args.dev_fraction
-    dev_q, fit_q = tq[dev_mask].tolist(), tq[~dev_mask].tolist()
+    dev_q, fit_q = split_train(train, args.dev_fraction, args.seed)
     dev_qrels = {q: train.qrels[q] for q in dev_q}
     print(f"SciFact: {len(doc_ids)} docs, {len(test.queries)} test queries, train queries: {len(fit_q)} for CSR "
           f"training, {len(dev_q)} held out as dev (fusion tuning)", flush=True)
@@ -92,20 +118,7 @@ def main() -> None:
     print("dense", res["dense"], flush=True)
 
     # 2. train the coder
-    pos = {d: i for i, d in enumerate(doc_ids)}
-    q_rows, pairs = [], []
-    if args.pairs == "qrels+titles":
-        for q in fit_q:
-            for d, g in train.qrels[q].items():
-                if g > 0 and d in pos:
-                    pairs.append((len(q_rows), pos[d]))
-                    q_rows.append(Qtrain[qpos[q]])
-    if args.pairs in ("qrels+titles", "titles"):
-        for i, title in enumerate(titles):
-            if title.strip():
-                pairs.append((len(q_rows), i))
-                q_rows.append(T[i])
-    Qfit = np.stack(q_rows) if q_rows else None
+    Qfit, pairs = coder_pairs(train, fit_q, Qtrain, doc_ids, titles, T, args.pairs)
     csr = CSREncoder(args.model, k=32, h=args.h, epochs=args.epochs, labels=False, cache=not args.retrain,
                      seed=args.seed, distill_coef=args.distill)
     t = time.perf_counter()

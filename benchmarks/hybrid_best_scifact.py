@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from csr_scifact import coder_pairs, split_train  # noqa: E402 (benchmarks/ is the script's folder)
 from sparsearch.encoders.bm25 import BM25Encoder
 from sparsearch.encoders.dense import DenseEncoder
 from sparsearch.encoders.sparse_coding import CSREncoder
@@ -51,31 +52,17 @@ def main() -> None:
     test, train = load_beir(args.data, "test"), load_beir(args.data, "train")
     ids, texts = test.doc_ids, test.doc_texts()
     titles, _ = test.titles_and_bodies()
-    rng = np.random.default_rng(args.seed)
-    tq = np.array(train.query_ids)
-    dev_mask = rng.random(len(tq)) < args.dev_fraction
-    dev_q, fit_q = tq[dev_mask].tolist(), tq[~dev_mask].tolist()
+    dev_q, fit_q = split_train(train, args.dev_fraction, args.seed)  # the split of csr_scifact.py
 
     # CSR coder: 75% of the train queries + titles (cached once trained)
     dense = DenseEncoder()
     D = dense.encode_documents(texts, progress=True)
     T = dense.encode_documents(titles)
     Qtrain = dense.encode_queries(train.query_texts())
-    qpos = {q: i for i, q in enumerate(train.query_ids)}
-    pos = {d: i for i, d in enumerate(ids)}
-    q_rows, pairs = [], []
-    for q in fit_q:
-        for d, g in train.qrels[q].items():
-            if g > 0 and d in pos:
-                pairs.append((len(q_rows), pos[d]))
-                q_rows.append(Qtrain[qpos[q]])
-    for i, title in enumerate(titles):
-        if title.strip():
-            pairs.append((len(q_rows), i))
-            q_rows.append(T[i])
+    Qfit, pairs = coder_pairs(train, fit_q, Qtrain, ids, titles, T)
     csr = CSREncoder(None, k=32, h=1536, epochs=30, labels=False, seed=args.seed, distill_coef=1.0)
     t = time.time()
-    csr.fit_embeddings(D, np.stack(q_rows), np.asarray(pairs, np.int64),
+    csr.fit_embeddings(D, Qfit, np.asarray(pairs, np.int64),
                        cache_id=f"scifact-bench:{len(ids)}:qrels+titles:{args.dev_fraction}:{args.seed}:{len(pairs)}",
                        log_every=100)
     train_s = time.time() - t
