@@ -7,8 +7,8 @@ sparse vectors). The formats (:data:`ACCEPTED` says the same to a user):
 =========  ==================================================================================
 ``beir``    a folder holding ``corpus.jsonl`` (``{"_id", "title", "text"}`` lines);
             ``queries.jsonl`` and ``qrels/`` are optional (``evaluate`` needs them)
-``jsonl``   a JSONL file of ``{"id", "text"[, "title", other fields...]}`` documents (``_id``
-            also names the id; other fields are accepted and not stored)
+``jsonl``   a JSONL file of ``{"id", "text"[, "title", "metadata", other fields...]}`` documents
+            (``_id`` also names the id; other fields are accepted and not stored)
 ``vectors`` a JSONL file of ``{"id", "vector": {term: weight}}`` lines, or a ``.npz`` batch
 ``csv``     a ``.csv`` file with a header row (RFC 4180 quoting); ``tsv``: a ``.tsv`` file with
             a header row, one record per line, no quoting. Columns: ``id_field`` (default
@@ -18,6 +18,11 @@ sparse vectors). The formats (:data:`ACCEPTED` says the same to a user):
 ``folder``  a folder of ``.txt``/``.md`` files (hidden ones skipped), one document each, its
             id the path relative to the folder
 =========  ==================================================================================
+
+Metadata (:mod:`sparsearch.metadata`): the ``metadata`` object of a BEIR / JSONL document line,
+and the columns of a CSV/TSV file other than its id, text and title, are the document's fields
+(typed when the index is built; CSV cells typed from their text). :meth:`TextInput.rows` carries
+them (``rows.metadata``, ``rows.where``) to ``build_index`` / ``add_texts``.
 
 ``.jsonl`` files are told apart by their first record: a ``"vector"`` object makes a vector
 file, a ``"text"`` (or ``"title"``) a document file. Every record is checked; a malformed one
@@ -41,9 +46,10 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InvalidInputError, MissingFileError
+from .metadata import text_value
 from .vectors import FormatError, SparseBatch, iter_jsonl_chunks
 
-__all__ = ["ACCEPTED", "FORMATS", "TextInput", "VectorInput", "detect_format", "read_input"]
+__all__ = ["ACCEPTED", "FORMATS", "TextInput", "VectorInput", "DocumentRows", "detect_format", "read_input"]
 
 #: Format names ``fmt`` (CLI ``--format``) takes; ``auto`` detects.
 FORMATS: tuple[str, ...] = ("auto", "beir", "jsonl", "vectors", "csv", "tsv", "text", "folder")
@@ -62,9 +68,21 @@ _JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".ndjs
 _TEXT_SUFFIXES = (".txt", ".text")
 
 
+class DocumentRows(list):
+    """``(id, title, text)`` rows that also carry each document's metadata fields
+    (``metadata``: a ``{field: value}`` or ``None`` per row) and where each row was read
+    (``where``: ``"FILE, line N"``, for error messages); ``build_index`` and ``add_texts`` store
+    the fields. A plain list of rows has none."""
+
+    metadata: list[dict[str, Any] | None] | None = None
+    where: list[str] | None = None
+
+
 @dataclass
 class TextInput:
-    """Documents to encode: parallel ``ids``, ``titles``, ``texts`` in input order."""
+    """Documents to encode: parallel ``ids``, ``titles``, ``texts`` in input order, and their
+    metadata fields (``metadata``: one dict or ``None`` per document; ``where``: each one's
+    file and line), both ``None`` when the input has no fields."""
 
     source: Path
     format: str
@@ -72,19 +90,26 @@ class TextInput:
     titles: list[str] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
     blank_lines: int = 0
+    metadata: list[dict[str, Any] | None] | None = None
+    where: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def rows(self) -> list[tuple[str, str, str]]:
-        """``(id, title, text)`` per document (what the document store keeps)."""
-        return list(zip(self.ids, self.titles, self.texts))
+    def rows(self) -> DocumentRows:
+        """``(id, title, text)`` per document (what the document store keeps), carrying the
+        metadata (:class:`DocumentRows`)."""
+        out = DocumentRows(zip(self.ids, self.titles, self.texts))
+        if self.metadata is not None and any(m for m in self.metadata):
+            out.metadata, out.where = self.metadata, self.where
+        return out
 
     def encoder_texts(self) -> list[str]:
         """``title + " " + text`` per document: what an encoder sees (as for BEIR collections)."""
         return [(t + " " + x).strip() for t, x in zip(self.titles, self.texts)]
 
-    def _add(self, doc_id: str, title: str, text: str, where: str, seen: dict[str, str]) -> None:
+    def _add(self, doc_id: str, title: str, text: str, where: str, seen: dict[str, str],
+             metadata: dict[str, Any] | None = None) -> None:
         if doc_id == "":
             raise FormatError(f"{where}: empty document id")
         first = seen.get(doc_id)
@@ -94,6 +119,14 @@ class TextInput:
         self.ids.append(doc_id)
         self.titles.append(title)
         self.texts.append(text)
+        if metadata:
+            if self.metadata is None:  # the first document with fields: the ones before have none
+                self.metadata, self.where = [None] * (len(self.ids) - 1), [""] * (len(self.ids) - 1)
+            self.metadata.append(metadata)
+        elif self.metadata is not None:
+            self.metadata.append(None)
+        if self.metadata is not None:
+            self.where.append(where)
 
 
 @dataclass
@@ -303,8 +336,11 @@ def _read_jsonl_docs(path: Path, kind: str, id_field: str | None, text_field: st
         if not isinstance(obj.get(text_key), str) and isinstance(obj.get("vector", obj.get("content")), dict):
             raise FormatError(f"{where}: a vector record in a file of text documents")
         doc_id = _doc_id(obj.get(key), key, where)
+        meta = obj.get("metadata")
+        if meta is not None and not isinstance(meta, dict):
+            raise FormatError(f"{where}: 'metadata' must be a JSON object, got {type(meta).__name__}")
         out._add(doc_id, _string(obj, title_key, where, required=False),
-                 _string(obj, text_key, where, required=True), where, seen)
+                 _string(obj, text_key, where, required=True), where, seen, meta or None)
     return out
 
 
@@ -343,6 +379,8 @@ def _read_table(path: Path, kind: str, id_field: str | None, text_field: str | N
         if header is None or not any(h.strip() for h in header):
             raise FormatError(f"{path}: no header row (the first line names the columns); {ACCEPTED}")
         id_col, text_col, title_col = _columns(header, path, id_field, text_field, title_field)
+        # the other columns are metadata fields, typed from their text (sparsearch.metadata)
+        extra = [(j, h.strip()) for j, h in enumerate(header) if j not in (id_col, text_col, title_col) and h.strip()]
         start = reader.line_num + 1
         for row in reader:
             where = f"{path}, line {start}"
@@ -352,7 +390,9 @@ def _read_table(path: Path, kind: str, id_field: str | None, text_field: str | N
                 raise FormatError(f"{where}: {len(row)} columns, the header has {len(header)}")
             else:
                 doc_id = row[id_col].strip() if id_col is not None else str(start)
-                out._add(doc_id, row[title_col] if title_col is not None else "", row[text_col], where, seen)
+                meta = {name: text_value(row[j]) for j, name in extra if row[j].strip()}
+                out._add(doc_id, row[title_col] if title_col is not None else "", row[text_col], where, seen,
+                         meta or None)
             start = reader.line_num + 1
     except csv.Error as e:
         raise FormatError(f"{path}, line {reader.line_num}: malformed {kind.upper()} ({e})") from None

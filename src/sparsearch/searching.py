@@ -24,6 +24,7 @@ from typing import Any, ClassVar, Literal, Protocol, Union, runtime_checkable
 import numpy as np
 
 from .errors import InvalidInputError, UnsupportedError
+from .filters import parse as parse_filter
 
 __all__ = ["ExactParams", "ApproxParams", "HybridParams", "FUSIONS", "SearchParams", "Searcher", "params_from_dict", "check_k",
            "MAX_K", "SEARCH_KINDS", "SEARCH_MODES", "params_for_mode", "mode_of"]
@@ -44,12 +45,15 @@ class ExactParams:
         threads: worker threads for a batch (``None``: all cores; 1 query always runs on the caller).
         unknown: ``"drop"`` query terms the index lacks, or ``"error"`` on the first one (catches
             query vectors from another vocabulary).
+        filter: search only the documents this expression selects (:mod:`sparsearch.filters`,
+            e.g. ``'year >= 2015 and source in ["pubmed", "pmc"]'``); still rank-safe.
     """
 
     kind: ClassVar[str] = "exact"
     exhaustive: bool = False
     threads: int | None = None
     unknown: Unknown = "drop"
+    filter: str | None = None
 
     def check(self) -> "ExactParams":
         _check_common(self)
@@ -66,6 +70,9 @@ class ApproxParams:
             current k-th score (below 1 scans more blocks, compensating for pruned summaries).
         threads: as :class:`ExactParams`.
         unknown: as :class:`ExactParams`.
+        filter: as :class:`ExactParams`: the filtered-out documents are skipped while the
+            forward index is scored; when the filter leaves few documents (see
+            ``ApproximateIndex.exact_below``) they are scored exactly instead.
     """
 
     kind: ClassVar[str] = "approximate"
@@ -73,6 +80,7 @@ class ApproxParams:
     heap_factor: float = 0.9
     threads: int | None = None
     unknown: Unknown = "drop"
+    filter: str | None = None
 
     def check(self) -> "ApproxParams":
         _check_common(self)
@@ -100,6 +108,8 @@ class HybridParams:
         sparse: parameters of the sparse representations (``None``: exact; an
             :class:`ApproxParams` searches their approximate indexes).
         threads / unknown: as :class:`ExactParams`, passed to every representation.
+        filter: as :class:`ExactParams`, applied to every representation before its top
+            ``depth`` (give it here, not on ``sparse``).
     """
 
     kind: ClassVar[str] = "hybrid"
@@ -112,6 +122,7 @@ class HybridParams:
     sparse: ExactParams | ApproxParams | None = None
     threads: int | None = None
     unknown: Unknown = "drop"
+    filter: str | None = None
 
     def check(self) -> "HybridParams":
         _check_common(self)
@@ -129,13 +140,17 @@ class HybridParams:
         if self.sparse is not None:
             require(self.sparse, [ExactParams, ApproxParams], "a hybrid index's sparse representations")
             self.sparse.check()
+            if self.sparse.filter is not None:
+                raise InvalidInputError("give a hybrid search's filter on HybridParams (filter=...), not on its "
+                                        "sparse parameters")
         return self
 
     def member_params(self) -> "ExactParams | ApproxParams":
-        """The parameters each sparse representation is searched with (threads/unknown applied)."""
+        """The parameters each sparse representation is searched with (threads/unknown applied;
+        the filter is applied by the hybrid index as a mask)."""
         base = self.sparse or ExactParams()
         return replace(base, threads=self.threads if self.threads is not None else base.threads,
-                       unknown=self.unknown)
+                       unknown=self.unknown, filter=None)
 
 
 SearchParams = Union[ExactParams, ApproxParams, HybridParams]
@@ -150,7 +165,7 @@ SEARCH_MODES: tuple[str, ...] = ("exact", "exhaustive", "approximate")
 
 def params_for_mode(mode: str, *, threads: int | None = None, unknown: Unknown = "drop",
                     query_cut: int | None = None, heap_factor: float | None = None,
-                    saved: ApproxParams | None = None) -> SearchParams:
+                    saved: ApproxParams | None = None, filter: str | None = None) -> SearchParams:
     """The parameter object of a named search mode (checked).
 
     For ``approximate``, a knob left ``None`` takes its value from ``saved`` (the settings
@@ -162,11 +177,11 @@ def params_for_mode(mode: str, *, threads: int | None = None, unknown: Unknown =
     if mode != "approximate":
         if query_cut is not None or heap_factor is not None:
             raise InvalidInputError(f"query_cut and heap_factor apply to approximate search, not {mode}")
-        return ExactParams(exhaustive=mode == "exhaustive", threads=threads, unknown=unknown).check()
+        return ExactParams(exhaustive=mode == "exhaustive", threads=threads, unknown=unknown, filter=filter).check()
     base = saved or ApproxParams()
     return ApproxParams(query_cut=base.query_cut if query_cut is None else query_cut,
                         heap_factor=base.heap_factor if heap_factor is None else heap_factor,
-                        threads=threads, unknown=unknown).check()
+                        threads=threads, unknown=unknown, filter=filter).check()
 
 
 def mode_of(params: SearchParams | None) -> str:
@@ -185,6 +200,8 @@ def _check_common(p: Any) -> None:
         raise InvalidInputError(f"threads must be an integer >= 1, got {p.threads!r}")
     if p.unknown not in ("drop", "error"):
         raise InvalidInputError(f"unknown must be 'drop' or 'error', got {p.unknown!r}")
+    if p.filter is not None:
+        parse_filter(p.filter)  # syntax errors now, with their column (the index checks the fields)
 
 
 def params_from_dict(d: dict[str, Any]) -> SearchParams:

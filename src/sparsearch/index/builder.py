@@ -20,12 +20,13 @@ import numpy as np
 
 from .. import docstore
 from ..errors import InvalidInputError
+from ..metadata import MetadataBatch, build_metadata
 from ..vectors import SparseBatch
 from . import kernels
 from .manifest import INDEX_FORMAT, INDEX_VERSION, check_target, commit, read_manifest
-from .searcher import Index
+from .searcher import METADATA_DIR, Index
 from .segment import write_segment
-from .storage import Directory, read_json
+from .storage import Directory, read_json, write_arrays
 
 QUANTIZATIONS = ("uint8", "float32")
 # Doc-id codecs (kernels module docstring): "byte" rounds block widths to 8/16/32 bits for speed.
@@ -34,7 +35,7 @@ CODECS = ("byte", "bitpack")
 __all__ = ["INDEX_FORMAT", "INDEX_VERSION", "QUANTIZATIONS", "CODECS", "build_index", "quantize", "quantize_postings",
            "term_scales", "term_maxima", "check_settings",
            "check_documents", "build_segment", "publish_segment", "new_segment_name", "save_encoder_state",
-           "new_manifest", "commit", "read_manifest"]
+           "new_manifest", "commit", "read_manifest", "metadata_batch"]
 
 
 def check_settings(quantization: str, codec: str) -> None:
@@ -158,9 +159,40 @@ def _collect(batches: SparseBatch | Iterable[SparseBatch], progress: bool) -> Sp
     return SparseBatch.concat(chunks)
 
 
+def metadata_batch(ids: Sequence[str], *, metadata: Any = None, documents: Any = None, schema: Any = None,
+                   existing: dict[str, str] | None = None) -> MetadataBatch | None:
+    """The metadata columns of the documents ``ids`` (:func:`sparsearch.metadata.build_metadata`),
+    ``None`` when there are no fields and no declared schema.
+
+    ``metadata``: one ``{field: value}`` (or ``None``) per id, or ``{id: {field: value}}``;
+    ``None``: the fields that ``documents`` carry (:class:`sparsearch.ingest.DocumentRows`,
+    matched by id; errors name their file and line). ``schema``: declared types;
+    ``existing``: the types the index already stores (an add keeps them).
+    """
+    where = None
+    if metadata is None and documents is not None and getattr(documents, "metadata", None) is not None:
+        at = {str(r[0]): j for j, r in enumerate(documents)}
+        recs, locs = documents.metadata, documents.where
+        records = [recs[at[i]] if i in at else None for i in ids]
+        where = [locs[at[i]] if i in at and locs is not None else f"document {i!r}" for i in ids]
+    elif isinstance(metadata, dict):
+        records = [metadata.get(i) for i in ids]
+    elif metadata is not None:
+        records = list(metadata)
+        if len(records) != len(ids):
+            raise InvalidInputError(f"{len(records)} metadata records for {len(ids)} documents")
+    else:
+        records = None
+    if records is None or not any(records):
+        if not schema:
+            return None
+        records = [None] * len(ids)
+    return build_metadata(records, schema=schema, existing=existing, where=where, ids=list(ids))
+
+
 def build_segment(
     batch: SparseBatch, directory: Path, *, quantization: str = "uint8", term_scale: np.ndarray | None = None,
-    codec: str = "byte",
+    codec: str = "byte", metadata: MetadataBatch | None = None,
 ) -> dict[str, Any]:
     """Invert, quantize and compress ``batch`` into a new segment directory; returns its metadata.
 
@@ -168,7 +200,8 @@ def build_segment(
     ``"byte"`` (block widths of 8/16/32 bits, fastest) or ``"bitpack"`` (smallest widths,
     fewer posting bytes); searchers read both. ``term_scale``: the per-term uint8 steps to use,
     indexed by the batch's term ids (default: each term's largest weight / 255; see
-    :func:`quantize_postings`).
+    :func:`quantize_postings`). ``metadata``: the documents' fields, written as the segment's
+    checksummed ``metadata/`` arrays (covered by the commit's records like the segment).
     """
     check_settings(quantization, codec)
     if batch.ids is None:
@@ -192,6 +225,11 @@ def build_segment(
     meta = {"n_docs": len(batch), "n_terms": n_terms, "n_postings": int(post_ptr[-1]), "quantization": quantization,
             "scaling": "per-term", "block_size": kernels.BLOCK, "codec": codec}
     write_segment(directory, arrays, meta, list(batch.ids))
+    if metadata is not None:
+        if metadata.n_docs != len(batch):
+            raise InvalidInputError(f"metadata of {metadata.n_docs} documents for a segment of {len(batch)}")
+        m_arrays, header = metadata.to_arrays()
+        write_arrays(directory / METADATA_DIR, m_arrays, header)
     return meta
 
 
@@ -200,13 +238,16 @@ def new_segment_name() -> str:
 
 
 def publish_segment(directory: Directory | str | os.PathLike, batch: SparseBatch, *, quantization: str,
-                    codec: str = "byte", term_scale: np.ndarray | None = None) -> tuple[str, dict[str, Any]]:
+                    codec: str = "byte", term_scale: np.ndarray | None = None,
+                    metadata: MetadataBatch | None = None) -> tuple[str, dict[str, Any]]:
     """Build a segment of ``batch`` and publish it atomically as ``seg-<id>`` in ``directory``;
     returns ``(name, metadata)``. Not yet part of any commit: pass it to a manifest.
-    ``term_scale``: per-term uint8 steps shared with other segments (default: the batch's own)."""
+    ``term_scale``: per-term uint8 steps shared with other segments (default: the batch's own);
+    ``metadata``: the documents' fields (stored in the segment)."""
     name = new_segment_name()
     meta = Directory.of(directory).publish(
-        name, lambda tmp: build_segment(batch, tmp, quantization=quantization, term_scale=term_scale, codec=codec))
+        name, lambda tmp: build_segment(batch, tmp, quantization=quantization, term_scale=term_scale, codec=codec,
+                                        metadata=metadata))
     return name, meta
 
 
@@ -256,6 +297,8 @@ def build_index(
     progress: bool = False,
     extra: dict[str, Any] | None = None,
     documents: Any = None,
+    metadata: Any = None,
+    schema: Any = None,
 ) -> Index:
     """Build an index at ``path`` from document vectors; returns the opened :class:`Index`.
 
@@ -272,7 +315,12 @@ def build_index(
         overwrite: replace an existing index at ``path`` (atomically) instead of failing.
         extra: additional manifest entries (e.g. the source collection).
         documents: ``(id, title, text)`` of the documents (e.g. a BEIR ``corpus`` dict), stored
-            with the index in a SQLite document store (see :mod:`sparsearch.docstore`).
+            with the index in a SQLite document store (see :mod:`sparsearch.docstore`). Rows
+            read by :mod:`sparsearch.ingest` carry the documents' metadata fields.
+        metadata: the documents' fields (see :func:`metadata_batch`; default: those ``documents``
+            carry), stored typed and columnar for filters (:mod:`sparsearch.filters`).
+        schema: declared field types, e.g. ``{"year": "integer"}`` or ``"year:integer"``
+            (other fields are inferred; see :mod:`sparsearch.metadata`).
     """
     path = Path(path)
     check_settings(quantization, codec)
@@ -282,7 +330,10 @@ def build_index(
         old = check_target(d, overwrite)
         batch = _collect(batches, progress)
         batch.validate()
-        name, meta = publish_segment(d, batch, quantization=quantization, codec=codec)
+        if batch.ids is None:
+            batch.ids = [str(i) for i in range(len(batch))]
+        fields = metadata_batch(batch.ids, metadata=metadata, documents=documents, schema=schema)
+        name, meta = publish_segment(d, batch, quantization=quantization, codec=codec, metadata=fields)
         manifest = new_manifest(d, old, [(name, meta)], quantization=quantization, codec=codec, encoder=encoder,
                                 extra=extra, documents=documents)
         manifest["build_seconds"] = time.perf_counter() - t0

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,16 +23,54 @@ import numpy as np
 from ..encoders import load_encoder_of
 from ..errors import CorruptIndexError, InvalidInputError, NotFoundError, SparsearchError, UnsupportedError
 from ..evaluation import to_run
+from ..features import FeatureLabels
+from ..filters import compile_filter
+from ..metadata import MetadataBatch, MetadataStore
 from ..searching import ApproxParams, ExactParams, check_k, require
 from ..vectors import SparseBatch, Vocabulary
 from . import kernels
 from .manifest import load_commit, verify_commit
 from .segment import Segment, common_term_scale
-from .storage import load_npy, read_json
+from .storage import load_npy, read_arrays, read_json
 
-__all__ = ["Index", "Contribution", "open_index"]
+__all__ = ["Index", "Contribution", "open_index", "METADATA_DIR", "live_allowed"]
 
 _EXACT = ExactParams()
+#: a segment's metadata arrays (``sparsearch.metadata``): a checksummed array directory inside it
+METADATA_DIR = "metadata"
+#: compiled filter masks kept per index (each is one bool per document)
+FILTER_CACHE = 32
+
+
+def load_segment_metadata(seg: Segment, verify: bool = True) -> MetadataBatch | None:
+    """The metadata stored in a segment (``None``: it has none), arrays checked against the
+    CRC32s of its header (itself covered by the commit's records)."""
+    d = seg.path / METADATA_DIR
+    if not d.is_dir():
+        return None
+    header = read_json(d / "segment.json", "metadata header")
+    if not isinstance(header, dict) or not isinstance(header.get("fields"), list):
+        raise CorruptIndexError(f"{d / 'segment.json'}: malformed metadata header")
+    try:
+        names = MetadataBatch.array_names(header)
+    except (KeyError, TypeError) as e:
+        raise CorruptIndexError(f"{d / 'segment.json'}: malformed metadata header ({e})") from None
+    batch = MetadataBatch.from_arrays(header, read_arrays(d, header, names, mmap=True, verify=verify), str(d))
+    if batch.n_docs != seg.n_docs:
+        raise CorruptIndexError(f"{d}: metadata of {batch.n_docs} documents in a segment of {seg.n_docs}")
+    return batch
+
+
+def live_allowed(deleted: Sequence[np.ndarray], sizes: Sequence[int], allowed: np.ndarray | None) -> int | None:
+    """How many documents are live and ``allowed`` (``None`` when there is no filter)."""
+    if allowed is None:
+        return None
+    n, a = 0, 0
+    for dele, size in zip(deleted, sizes):
+        part = allowed[a:a + size]
+        n += int(np.count_nonzero(part & ~dele)) if len(dele) else int(np.count_nonzero(part))
+        a += size
+    return n
 
 
 @dataclass(frozen=True)
@@ -68,6 +108,10 @@ class Index:
         # the reference of the one snapping grid of a query, whatever segment scores it
         per_term = [seg for seg in segments if seg.per_term]
         self._grid = np.append(common_term_scale(per_term, len(vocab)), 0.0) if per_term else None
+        self._metadata: MetadataStore | None = None
+        self._labels: tuple[FeatureLabels | None] | None = None
+        self._filters: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
+        self._filters_lock = threading.Lock()
 
     # ------------------------------------------------------------------ open
     @classmethod
@@ -186,6 +230,49 @@ class Index:
             self._encoder = load_encoder_of(self.path, self.manifest)
         return self._encoder
 
+    # --------------------------------------------------------------- metadata
+    @property
+    def metadata(self) -> MetadataStore:
+        """The documents' metadata fields (:mod:`sparsearch.metadata`), by doc number; read
+        (and checksummed) on first use."""
+        if self._metadata is None:
+            parts = [load_segment_metadata(seg) for seg in self.segments]
+            self._metadata = MetadataStore(parts, [s.n_docs for s in self.segments], str(self.path))
+        return self._metadata
+
+    def document_metadata(self, docnum: int) -> dict[str, Any]:
+        """The metadata fields of one document (by doc number)."""
+        return self.metadata.document(docnum)
+
+    def feature_labels(self) -> FeatureLabels | None:
+        """The latent labels a sparse-coding encoder saved with the index (``None``: none)."""
+        if self._labels is None:
+            state = self.manifest.get("encoder_state")
+            f = self.path / state / "labels.json" if state else None
+            try:
+                self._labels = (FeatureLabels.load(f) if f is not None and f.is_file() else None,)
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                raise CorruptIndexError(f"{f}: unreadable feature labels ({e})") from None
+        return self._labels[0]
+
+    def filter_mask(self, expr: str) -> np.ndarray:
+        """The documents the filter ``expr`` selects (:mod:`sparsearch.filters`): a read-only bool
+        mask over doc numbers (deleted documents included), cached per expression and commit
+        generation."""
+        key = (expr, int(self.manifest.get("generation", 0)))
+        with self._filters_lock:
+            mask = self._filters.get(key)
+            if mask is not None:
+                self._filters.move_to_end(key)
+                return mask
+        mask = compile_filter(self, expr)
+        mask.setflags(write=False)
+        with self._filters_lock:
+            self._filters[key] = mask
+            while len(self._filters) > FILTER_CACHE:
+                self._filters.popitem(last=False)
+        return mask
+
     def stats(self) -> dict[str, Any]:
         """Sizes: documents, terms, postings, bytes on disk, bytes per posting."""
         n_post = sum(s.n_postings for s in self.segments)
@@ -260,8 +347,21 @@ class Index:
             return weights
         return kernels.scale_snap_rows(q_indptr, terms, weights, seg.query_scales, self._grid)
 
+    def allowed_mask(self, expr: str | None, allowed: np.ndarray | None = None) -> np.ndarray | None:
+        """The filter of a search as one mask: ``expr`` compiled (:meth:`filter_mask`) and/or a
+        given ``allowed`` mask (bool, ``(n_docs,)``); ``None`` when neither is given."""
+        if allowed is not None:
+            allowed = np.asarray(allowed)
+            if allowed.dtype != np.bool_ or allowed.shape != (self.n_docs,):
+                raise InvalidInputError(f"allowed must be a bool mask of shape ({self.n_docs},), got "
+                                        f"{allowed.dtype} {allowed.shape}")
+        if expr is None:
+            return allowed
+        mask = self.filter_mask(expr)
+        return mask if allowed is None else mask & allowed
+
     def search(self, queries: SparseBatch, k: int = 10, params: ExactParams | None = None, *,
-               dtype: type = np.float32) -> tuple[np.ndarray, np.ndarray]:
+               dtype: type = np.float32, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` documents per query by dot product (exact, rank-safe).
 
         Args:
@@ -273,13 +373,19 @@ class Index:
                 reference); worker ``threads`` for a batch; what to do with ``unknown`` terms.
                 Approximate parameters are refused (:class:`UnsupportedError`): search the
                 :class:`~sparsearch.index.approximate.ApproximateIndex` instead.
+                ``filter``: an expression (:mod:`sparsearch.filters`) restricting the search to the
+                documents it selects; they are skipped inside the kernels exactly as deleted
+                ones are, so the top-k stays exact (rank-safe) under the filter.
             dtype: of the returned scores. ``np.float64`` gives the exact scores the ranking
                 compares (float32 may round two of them to one value): merge results of
                 several indexes or shards exactly with them.
+            allowed: a bool mask over doc numbers (``(n_docs,)``): search only these documents
+                (and-ed with ``params.filter``); what a hybrid index hands its representations.
 
         Returns:
             ``scores`` (nq, w) descending (ties: ascending doc number) and ``docnums`` int64
-            (nq, w), ``w = min(k, n_live_docs)``, ``-1`` where fewer than ``w`` documents match.
+            (nq, w), ``w = min(k, n_live_docs)`` (with a filter: the live documents it selects),
+            ``-1`` where fewer than ``w`` documents match.
         """
         if params is None:
             params = _EXACT
@@ -290,7 +396,9 @@ class Index:
                                    f"ApproximateIndex of {self.path} (ApproximateIndex.open(index))")
         else:
             require(params, [ExactParams], "Index")
-        k = check_k(k, self.n_live_docs)
+        allowed = self.allowed_mask(params.filter, allowed)
+        n_allowed = live_allowed(self.deleted, [s.n_docs for s in self.segments], allowed)
+        k = check_k(k, self.n_live_docs if n_allowed is None else n_allowed)
         threads = params.threads
         q_indptr, terms, weights = self.prepare_queries(queries, params.unknown)
         nq = len(q_indptr) - 1
@@ -300,6 +408,9 @@ class Index:
         maxscore = not params.exhaustive
         per_seg_s, per_seg_d = [], []
         for seg, base, dele in zip(self.segments, self.bases, self.deleted):
+            if allowed is not None:  # the filter joins the deletions: the kernels skip both alike
+                skip = ~allowed[int(base):int(base) + seg.n_docs]
+                dele = skip | dele if len(dele) else skip
             kk = min(k, max(seg.n_docs, 1))
             out_s = np.empty((nq, kk), np.float64)  # the kernels write every entry
             out_d = np.empty((nq, kk), np.int64)

@@ -10,7 +10,12 @@
   document of the segment) for every affected segment; search skips deleted documents.
   The document stores are not touched: the bitmaps hide the deleted rows.
 * :func:`merge` rewrites the live documents of all segments into one segment (and its store
-  with the live rows), dropping the bitmaps.
+  with the live rows, and their metadata fields), dropping the bitmaps.
+
+Metadata fields (:mod:`sparsearch.metadata`) live in the segment of their documents: an add
+stores the new documents' fields in the new segment (a field the index has keeps its type; a
+value of another type is an error naming its file and line), a delete hides them with the
+bitmaps, a merge keeps the live rows.
 
 Every change happens under the index's writer lock and ends with :func:`manifest.commit`, which
 renames a new ``manifest.json`` over the old one: a reader that opens the index sees either the
@@ -34,8 +39,9 @@ import scipy.sparse as sp
 
 from .. import docstore
 from ..errors import ConflictError, InvalidInputError, NotFoundError
+from ..metadata import concat_batches
 from ..vectors import SparseBatch
-from .builder import publish_segment, save_encoder_state
+from .builder import metadata_batch, publish_segment, save_encoder_state
 from .manifest import commit
 from .searcher import Index
 from .segment import common_term_scale
@@ -63,7 +69,7 @@ def _check_batch(batch: SparseBatch) -> None:
 
 
 def add_documents(path: str | os.PathLike, batch: SparseBatch, documents: Any = None, *,
-                  replace: bool = False) -> dict[str, Any]:
+                  replace: bool = False, metadata: Any = None, schema: Any = None) -> dict[str, Any]:
     """Add document vectors (and optionally their ``(id, title, text)``) as a new segment.
 
     Args:
@@ -72,6 +78,8 @@ def add_documents(path: str | os.PathLike, batch: SparseBatch, documents: Any = 
         documents: texts for the document store (see :func:`sparsearch.docstore.normalize_documents`).
         replace: an id that is already live is deleted first (an upsert); without it such an
             id raises :class:`ConflictError`.
+        metadata / schema: the new documents' fields and declared types (as
+            :func:`~sparsearch.index.builder.build_index`; default: the fields ``documents`` carry).
 
     Returns the new manifest. The segment uses the index's quantization with its own scale.
     The index's encoder state is left as it is: vectors made elsewhere say nothing about
@@ -80,14 +88,18 @@ def add_documents(path: str | os.PathLike, batch: SparseBatch, documents: Any = 
     d = Directory(path)
     _check_batch(batch)
     with d.lock():
-        return _add(d, Index.open(d.path), batch, documents, replace)
+        return _add(d, Index.open(d.path), batch, documents, replace, metadata=metadata, schema=schema)
 
 
 def _add(d: Directory, index: Index, batch: SparseBatch, documents: Any, replace: bool,
-         encoder_state: str | None = None) -> dict[str, Any]:
+         encoder_state: str | None = None, *, metadata: Any = None, schema: Any = None,
+         fields_of: Any = None) -> dict[str, Any]:
     """The commit of :func:`add_documents` (writer lock held; ``encoder_state``: a new encoder
-    state directory, already published, that the commit names)."""
+    state directory, already published, that the commit names; ``fields_of``: rows carrying the
+    metadata, when ``documents`` no longer do)."""
     manifest = index.manifest
+    fields = metadata_batch(batch.ids, metadata=metadata, documents=documents if fields_of is None else fields_of,
+                            schema=schema, existing=index.metadata.schema)
     live = _live_ids(index)
     clash = [i for i in batch.ids if i in live]
     segments = _split_legacy_store(d, index, [dict(s) for s in manifest["segments"]])
@@ -101,7 +113,7 @@ def _add(d: Directory, index: Index, batch: SparseBatch, documents: Any, replace
     remapped = batch.remap(vocab, unknown="add")
     remapped.ids = list(batch.ids)
     name, meta = publish_segment(d, remapped, quantization=manifest.get("quantization", "uint8"),
-                                 codec=manifest.get("codec", "byte"))
+                                 codec=manifest.get("codec", "byte"), metadata=fields)
     # the new segment's own store: only the new rows are written (O(added documents))
     store = docstore.write_docstore(d.path, documents, ids=remapped.ids) if documents is not None else None
     segments.append({"name": name, "n_docs": meta["n_docs"], "deletes": None, "docstore": store})
@@ -111,7 +123,8 @@ def _add(d: Directory, index: Index, batch: SparseBatch, documents: Any, replace
     return commit(d, new, vocab if len(vocab) > n_before else None)
 
 
-def add_texts(path: str | os.PathLike, documents: Any, *, replace: bool = False) -> dict[str, Any]:
+def add_texts(path: str | os.PathLike, documents: Any, *, replace: bool = False, metadata: Any = None,
+              schema: Any = None) -> dict[str, Any]:
     """Encode ``documents`` (id, title, text) with the index's encoder and add them with their texts.
 
     The encoder's corpus statistics grow with the new documents first
@@ -122,8 +135,9 @@ def add_texts(path: str | os.PathLike, documents: Any, *, replace: bool = False)
     (documents indexed earlier keep theirs, as Lucene segments do until merged). The grown
     state is saved as a new ``encoder-<id>`` directory named by the same commit as the
     documents: a reader sees both or neither. Encoders with a fixed vocabulary (SPLADE, sparse
-    coding) drop nothing and keep their state.
+    coding) drop nothing and keep their state. ``metadata`` / ``schema``: as :func:`add_documents`.
     """
+    carrier = documents if getattr(documents, "metadata", None) is not None else None  # ingest's rows
     rows = list(docstore.normalize_documents(documents))
     if not rows:
         raise InvalidInputError("no documents to add")
@@ -136,7 +150,7 @@ def add_texts(path: str | os.PathLike, documents: Any, *, replace: bool = False)
         batch = enc.encode_documents(texts, [r[0] for r in rows])
         _check_batch(batch)
         state = save_encoder_state(d, enc) if grown else None
-        return _add(d, index, batch, rows, replace, state)
+        return _add(d, index, batch, rows, replace, state, metadata=metadata, schema=schema, fields_of=carrier)
 
 
 def _split_legacy_store(d: Directory, index: Index, segments: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -242,6 +256,19 @@ def _merged_store(d: Directory, manifest: dict[str, Any], ids: list[str]) -> str
         store.close()
 
 
+def _live_metadata(index: Index) -> Any:
+    """The metadata of the live documents in doc-number order (as :func:`live_vectors` orders
+    them); ``None`` when the index has no fields."""
+    store = index.metadata
+    if not store.schema:
+        return None
+    parts = []
+    for s, dele in enumerate(index.deleted):
+        batch = store.segment_batch(s)
+        parts.append(batch.take(np.flatnonzero(~dele)) if len(dele) else batch)
+    return concat_batches(parts, store.schema)
+
+
 def merge(path: str | os.PathLike) -> dict[str, Any]:
     """Rewrite the live documents of all segments into one segment (one commit); returns the manifest.
 
@@ -265,7 +292,8 @@ def merge(path: str | os.PathLike) -> dict[str, Any]:
         grid = (common_term_scale(index.segments, index.n_terms)
                 if all(s.term_scale is not None for s in index.segments) else None)
         name, meta = publish_segment(d, batch, quantization=manifest.get("quantization", "uint8"),
-                                     codec=manifest.get("codec", "byte"), term_scale=grid)
+                                     codec=manifest.get("codec", "byte"), term_scale=grid,
+                                     metadata=_live_metadata(index))
         new = _without_legacy_store(manifest, [{"name": name, "n_docs": meta["n_docs"], "deletes": None,
                                                 "docstore": _merged_store(d, manifest, batch.ids)}])
         new["merged_at"] = time.time()
