@@ -91,7 +91,7 @@ from ..vectors import SparseBatch
 from . import kernels
 from . import kernels_approx as ka
 from .manifest import read_manifest
-from .searcher import Index
+from .searcher import Index, live_allowed
 from .segment import common_term_scale
 from .storage import (Directory, check_seal, file_record, read_arrays, read_json, read_versioned_json, seal,
                       verify_records, write_arrays)
@@ -583,8 +583,17 @@ class ApproximateIndex:
         return np.concatenate([d if len(d) else np.zeros(s.n_docs, np.bool_)
                                for d, s in zip(dels, self.index.segments)])
 
-    def search(self, queries: SparseBatch, k: int = 10, params: ApproxParams | ExactParams | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
+    #: a filtered search that leaves at most ``max(exact_min, exact_fraction x documents)`` live
+    #: documents is answered by exact search over them (block pruning loses recall there)
+    exact_min: int = 2000
+    exact_fraction: float = 0.01
+
+    def exact_below(self) -> int:
+        """The filtered-set size at or below which a filtered search is exact (see :attr:`exact_min`)."""
+        return max(int(self.exact_min), int(self.exact_fraction * self.n_docs))
+
+    def search(self, queries: SparseBatch, k: int = 10, params: ApproxParams | ExactParams | None = None, *,
+               allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Approximate top-``k`` by dot product; same output convention as ``Index.search``
         (width ``min(k, live documents)``, ``-1`` padded, scores float32 exact dot products).
 
@@ -592,18 +601,32 @@ class ApproximateIndex:
         ``threads``: one query, or ``threads=1``, runs on the calling thread); ``None``: the
         settings saved by :func:`save_settings` (``default_params``), else ``ApproxParams()``;
         :class:`~sparsearch.searching.ExactParams`: exact search of the underlying index.
+
+        A filter (``params.filter`` and/or an ``allowed`` doc mask) skips the documents it
+        leaves out while the forward index is scored (their vectors are not read); when it
+        leaves at most :meth:`exact_below` live documents, they are searched exactly instead.
         """
         if params is None:
             params = self.default_params
         elif not isinstance(params, ApproxParams):
             if isinstance(params, ExactParams):
-                return self.index.search(queries, k, params)
+                return self.index.search(queries, k, params, allowed=allowed)
             require(params, [ApproxParams, ExactParams], "ApproximateIndex")
         else:
             params.check()
-        k = check_k(k, self.index.n_live_docs)
+        allowed = self.index.allowed_mask(params.filter, allowed)
+        deleted = None
+        if allowed is None:
+            k = check_k(k, self.index.n_live_docs)
+        else:
+            n_allowed = live_allowed(self.index.deleted, [s.n_docs for s in self.index.segments], allowed)
+            k = check_k(k, n_allowed)
+            if n_allowed <= self.exact_below():  # few documents: exact, and cheap
+                return self.index.search(queries, k, ExactParams(threads=params.threads, unknown=params.unknown),
+                                         allowed=allowed)
+            deleted = ~allowed if not len(self._deleted) else self._deleted | ~allowed
         q_indptr, terms, weights = self.index.prepare_queries(queries, params.unknown)
-        return self.search_prepared(q_indptr, terms, weights, k, params)
+        return self.search_prepared(q_indptr, terms, weights, k, params, deleted=deleted)
 
     def query_weights(self, terms: np.ndarray, weights: np.ndarray, q_indptr: np.ndarray | None = None
                       ) -> np.ndarray:
@@ -622,9 +645,12 @@ class ApproximateIndex:
         return to_run(*self.search(queries, k, params), self.doc_ids, queries.ids)
 
     def search_prepared(self, q_indptr: np.ndarray, terms: np.ndarray, weights: np.ndarray, k: int,
-                        params: ApproxParams) -> tuple[np.ndarray, np.ndarray]:
+                        params: ApproxParams, *, deleted: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`search` for queries already mapped to index term ids (``Index.prepare_queries``);
-        ``k`` >= 1 (results are ``min(k, n_docs)`` wide), ``params`` already checked."""
+        ``k`` >= 1 (results are ``min(k, n_docs)`` wide), ``params`` already checked (its filter
+        is not read: pass the documents to skip as ``deleted``, default the index's deletions)."""
+        if deleted is None:
+            deleted = self._deleted
         weights = self.query_weights(terms, weights, q_indptr)
         nq = len(q_indptr) - 1
         kk = min(k, max(self._n_docs, 1))
@@ -640,17 +666,17 @@ class ApproximateIndex:
                         self._scratch = (np.zeros(len(self.term_block_ptr) - 1, np.float64),
                                          np.zeros(self.n_docs, np.bool_), np.empty(self.n_docs, np.int64))
                     self.last_scored = ka.approx_serial(q_indptr, terms, weights, kk, query_cut, heap_factor,
-                                                        self._deleted, *self._scratch, *common)
+                                                        deleted, *self._scratch, *common)
                 finally:
                     self._lock.release()
             else:
                 scratch = (np.zeros(len(self.term_block_ptr) - 1, np.float64), np.zeros(self.n_docs, np.bool_),
                            np.empty(self.n_docs, np.int64))
-                ka.approx_serial(q_indptr, terms, weights, kk, query_cut, heap_factor, self._deleted,
+                ka.approx_serial(q_indptr, terms, weights, kk, query_cut, heap_factor, deleted,
                                  *scratch, *common)
         else:
             nch = min(_n_chunks(threads), nq)
-            ka.approx_batch(q_indptr, terms, weights, kk, query_cut, heap_factor, self._deleted,
+            ka.approx_batch(q_indptr, terms, weights, kk, query_cut, heap_factor, deleted,
                             self.n_docs, *common, nch)
         return out_s.astype(np.float32), out_d
 

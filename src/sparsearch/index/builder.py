@@ -164,12 +164,14 @@ def metadata_batch(ids: Sequence[str], *, metadata: Any = None, documents: Any =
     """The metadata columns of the documents ``ids`` (:func:`sparsearch.metadata.build_metadata`),
     ``None`` when there are no fields and no declared schema.
 
-    ``metadata``: one ``{field: value}`` (or ``None``) per id, or ``{id: {field: value}}``;
-    ``None``: the fields that ``documents`` carry (:class:`sparsearch.ingest.DocumentRows`,
+    ``metadata``: one ``{field: value}`` (or ``None``) per id, ``{id: {field: value}}``, or rows
+    that carry fields; ``None``: the fields that ``documents`` carry (:class:`sparsearch.ingest.DocumentRows`,
     matched by id; errors name their file and line). ``schema``: declared types;
     ``existing``: the types the index already stores (an add keeps them).
     """
     where = None
+    if getattr(metadata, "metadata", None) is not None:  # rows that carry their fields, given as the metadata
+        metadata, documents = None, metadata
     if metadata is None and documents is not None and getattr(documents, "metadata", None) is not None:
         at = {str(r[0]): j for j, r in enumerate(documents)}
         recs, locs = documents.metadata, documents.where

@@ -61,7 +61,7 @@ import numba as nb
 import numpy as np
 
 from ..encoders.dense import DenseEncoder, blocked_topk, check_queries
-from ..errors import ConflictError, CorruptIndexError, InvalidInputError, NotFoundError
+from ..errors import ConflictError, CorruptIndexError, InvalidInputError, NotFoundError, UnsupportedError
 from ..evaluation import to_run
 from ..searching import ExactParams, check_k, require
 from .storage import (ARRAY_HEADER, PERMANENT_NAMES, Directory, check_seal, describe_entry, is_managed, read_arrays,
@@ -477,19 +477,32 @@ class DenseIndex:
         ``block_bytes`` (at least ``MIN_BLOCK_ROWS``)."""
         return max(MIN_BLOCK_ROWS, int(self.block_bytes) // (4 * max(nq, 1)))
 
-    def search(self, queries: np.ndarray, k: int = 10, params: ExactParams | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int = 10, params: ExactParams | None = None, *,
+               allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` documents per query by inner product: ``(scores float32 (nq, k'), docnums
         int64 (nq, k'))``, descending, ties by ascending doc number; ``k'`` is ``k`` clamped by
         :func:`~sparsearch.searching.check_k` (an empty index pads with doc number ``-1``).
-        :class:`InvalidInputError` for a query of another dimension or a non-finite value."""
+        :class:`InvalidInputError` for a query of another dimension or a non-finite value.
+        ``allowed``: a bool mask over doc numbers: only those documents are scored (a hybrid
+        index's filter); a filter expression needs the metadata of a sparse representation."""
         if params is not None:
             require(params, [ExactParams], "dense flat search")
             params.check()
-        k = check_k(k, self.n_docs)
+            if params.filter is not None:
+                raise UnsupportedError("a dense index holds no metadata fields: filter a hybrid index with a sparse "
+                                       "representation")
         q = check_queries(queries, self.dim)
-        return blocked_topk(lambda a, b: self._scores(q, slice(a, b)), self.n_docs, len(q), k,
-                            self.block_rows(len(q)))
+        if allowed is None:
+            k = check_k(k, self.n_docs)
+            return blocked_topk(lambda a, b: self._scores(q, slice(a, b)), self.n_docs, len(q), k,
+                                self.block_rows(len(q)))
+        allowed = np.asarray(allowed, np.bool_)
+        if allowed.shape != (self.n_docs,):
+            raise InvalidInputError(f"allowed must be a bool mask of shape ({self.n_docs},), got {allowed.shape}")
+        rows = np.flatnonzero(allowed)
+        k = check_k(k, len(rows))
+        s, d = blocked_topk(lambda a, b: self._scores(q, rows[a:b]), len(rows), len(q), k, self.block_rows(len(q)))
+        return s, np.where(d >= 0, rows[np.maximum(d, 0)] if len(rows) else -1, -1)
 
     def search_run(self, queries: np.ndarray, k: int = 1000, params: ExactParams | None = None,
                    query_ids: Sequence[str] | None = None) -> dict[str, dict[str, float]]:

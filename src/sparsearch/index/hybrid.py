@@ -38,7 +38,7 @@ import numpy as np
 from .. import docstore
 from ..encoders import get_encoder
 from ..encoders.dense import DenseEncoder
-from ..errors import CorruptIndexError, InvalidInputError, NotFoundError, SparsearchError
+from ..errors import CorruptIndexError, InvalidInputError, NotFoundError, SparsearchError, UnsupportedError
 from ..evaluation import to_run
 from ..fusion import FusionChoice, fuse_topk, tune_fusion
 from ..searching import ApproxParams, ExactParams, HybridParams, check_k, params_to_dict, require
@@ -254,9 +254,20 @@ class HybridIndex:
         return self._fusion
 
     # ----------------------------------------------------------------- search
-    def _member_search(self, m: Member, queries: Any, depth: int, params: HybridParams):
+    def filter_mask(self, expr: str) -> np.ndarray:
+        """The documents a filter selects (:mod:`sparsearch.filters`), compiled on the first
+        sparse representation (the representations share doc numbers; each sparse one stores
+        the documents' metadata fields)."""
+        for m in self.members:
+            if m.kind == "sparse":
+                return m.searcher.filter_mask(expr)
+        raise UnsupportedError(f"{self.path}: filters need a sparse representation (it holds the metadata "
+                               f"fields and the terms); this index has only {', '.join(self.names)}")
+
+    def _member_search(self, m: Member, queries: Any, depth: int, params: HybridParams,
+                       allowed: np.ndarray | None = None):
         if m.kind == "dense":
-            return m.searcher.search(queries, depth, ExactParams(threads=params.threads))
+            return m.searcher.search(queries, depth, ExactParams(threads=params.threads), allowed=allowed)
         p = params.member_params()
         if isinstance(p, ApproxParams):
             if m.name not in self._approx:
@@ -265,8 +276,8 @@ class HybridIndex:
                 except NotFoundError:
                     raise NotFoundError(f"{self.path}: representation {m.name!r} has no approximate index; build "
                                         f"them with `sparsearch build-approx {self.path}`") from None
-            return self._approx[m.name].search(queries, depth, p)
-        return m.searcher.search(queries, depth, p)
+            return self._approx[m.name].search(queries, depth, p, allowed=allowed)
+        return m.searcher.search(queries, depth, p, allowed=allowed)
 
     def search_detailed(self, queries: HybridQueries, k: int = 10, params: HybridParams | None = None
                         ) -> tuple[np.ndarray, np.ndarray, dict[str, tuple[np.ndarray, np.ndarray]], dict[str, float]]:
@@ -274,12 +285,14 @@ class HybridIndex:
         and the time spent (seconds: ``{name: ..., "fusion": ...}``)."""
         params = self.resolve_params(params)
         HybridQueries.check(queries, self.names)
-        k = check_k(k, self.n_live_docs)
-        depth = check_k(max(k, params.depth), self.n_live_docs)
+        allowed = None if params.filter is None else self.filter_mask(params.filter)
+        n = self.n_live_docs if allowed is None else int(np.count_nonzero(allowed))  # no deletions: compacted
+        k = check_k(k, n)
+        depth = check_k(max(k, params.depth), n)
         results, seconds = {}, {}
         for m in self.members:
             t = time.perf_counter()
-            results[m.name] = self._member_search(m, queries.parts[m.name], depth, params)
+            results[m.name] = self._member_search(m, queries.parts[m.name], depth, params, allowed)
             seconds[m.name] = time.perf_counter() - t
         t = time.perf_counter()
         if len(self.members) == 1:  # nothing to fuse: the representation's own scores
@@ -308,7 +321,8 @@ class HybridIndex:
             return self.default_params()
         if isinstance(params, (ExactParams, ApproxParams)):
             base = self.default_params()
-            return replace(base, sparse=params, threads=params.threads, unknown=params.unknown).check()
+            return replace(base, sparse=replace(params, filter=None), threads=params.threads, unknown=params.unknown,
+                           filter=params.filter).check()
         require(params, [HybridParams], "a hybrid index")
         if params.weights is not None and len(params.weights) != len(self.members):
             raise InvalidInputError(f"{len(params.weights)} fusion weights for {len(self.members)} representations "
@@ -354,6 +368,7 @@ def build_hybrid(
     overwrite: bool = True,
     extra: dict[str, Any] | None = None,
     log: Any = None,
+    metadata: Any = None,
 ) -> HybridIndex:
     """Encode ``texts`` with every encoder and commit one hybrid index at ``path``.
 
@@ -366,9 +381,12 @@ def build_hybrid(
             of dense vectors (``float32``/``float16``/``int8``).
         overwrite: replace an index at ``path`` atomically (else :class:`ConflictError`).
         log: ``callable(str)`` for progress lines (e.g. ``print``).
+        metadata: the documents' fields (as ``build_index``; default: those ``documents``
+            carry), stored with every sparse representation (filters compile on the first).
     """
     if len(texts) != len(ids):
         raise InvalidInputError(f"{len(texts)} texts for {len(ids)} ids")
+    fields = metadata if metadata is not None else documents if getattr(documents, "metadata", None) is not None else None
 
     def member(name: str, enc: Any) -> tuple[str, str, Any]:
         kind = "dense" if is_dense(enc) else "sparse"
@@ -376,7 +394,7 @@ def build_hybrid(
         def fill(tmp: Path) -> None:
             if log:
                 log(f"encoding {len(texts):,} documents with {name} ...")
-            _build_member(tmp, enc, kind, texts, ids, quantization, dense_quantization)
+            _build_member(tmp, enc, kind, texts, ids, quantization, dense_quantization, fields)
 
         return name, kind, fill
 
@@ -394,16 +412,19 @@ def build_hybrid_from_vectors(
     dense_quantization: str = "float32",
     overwrite: bool = True,
     extra: dict[str, Any] | None = None,
+    metadata: Any = None,
 ) -> HybridIndex:
     """A hybrid index of ready vectors: ``(name, vectors)`` per representation, a
     :class:`~sparsearch.vectors.SparseBatch` (its ids must equal ``ids``) or a float (n, d) dense
-    array, rows in the order of ``ids``. Queries are then given as :class:`HybridQueries`."""
+    array, rows in the order of ``ids``. Queries are then given as :class:`HybridQueries`.
+    ``metadata``: the documents' fields (as ``build_index``), stored with each sparse representation."""
 
     def member(name: str, vec: Any) -> tuple[str, str, Any]:
         if isinstance(vec, SparseBatch):
             if list(vec.ids or []) != list(ids):
                 raise InvalidInputError(f"representation {name!r}: its vectors' ids differ from the index's ids")
-            return name, "sparse", lambda tmp: build_index(vec, tmp, quantization=quantization, overwrite=False)
+            return name, "sparse", lambda tmp: build_index(vec, tmp, quantization=quantization, overwrite=False,
+                                                           metadata=metadata)
         return name, "dense", lambda tmp: DenseIndex.build(np.asarray(vec), ids, tmp,
                                                            quantization=dense_quantization, overwrite=False)
 
@@ -447,14 +468,14 @@ def _commit_hybrid(path: str | os.PathLike, ids: Sequence[str], members: Sequenc
 
 
 def _build_member(tmp: Path, enc: Any, kind: str, texts: Sequence[str], ids: Sequence[str], quantization: str,
-                  dense_quantization: str) -> None:
+                  dense_quantization: str, metadata: Any = None) -> None:
     if kind == "dense":
         emb = enc.encode_documents(list(texts), progress=True)
         DenseIndex.build(emb, ids, tmp, encoder=enc, quantization=dense_quantization, overwrite=False)
         return
     enc.fit(texts)
     batch = enc.encode_documents(texts, ids)
-    build_index(batch, tmp, quantization=quantization, encoder=enc, overwrite=False)
+    build_index(batch, tmp, quantization=quantization, encoder=enc, overwrite=False, metadata=metadata)
 
 
 # --------------------------------------------------------------------- opening

@@ -69,6 +69,7 @@ def add_to_hybrid(path: str | os.PathLike, documents: Any, *, replace: bool = Fa
     built). ``replace``: an id already in the index is replaced (an upsert); without it such an
     id raises :class:`ConflictError` and nothing changes.
     """
+    carrier = documents if getattr(documents, "metadata", None) is not None else None  # metadata fields
     rows = list(docstore.normalize_documents(documents))
     if not rows:
         raise InvalidInputError("no documents to add")
@@ -88,7 +89,7 @@ def add_to_hybrid(path: str | os.PathLike, documents: Any, *, replace: bool = Fa
                                 f"delete it first or pass replace=True")
 
         def sparse(tmp: Path) -> None:
-            add_texts(tmp, rows, replace=replace)
+            add_texts(tmp, rows, replace=replace, metadata=carrier)
             if clash:
                 merge(tmp)
 

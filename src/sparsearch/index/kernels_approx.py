@@ -650,8 +650,10 @@ def _approx_one(q_terms, q_weights, k, query_cut, heap_factor, deleted, qd, visi
                 visited[d] = True
                 seen[n_seen] = d
                 n_seen += 1
+                if has_deleted and deleted[d]:  # deleted or filtered out: its vector is not read
+                    continue
                 s = _forward_dot(block_fwd[p], qd, fwd_terms, fwd_vals) * (doc_scale[d] if per_doc else doc_scale[0])
-                if s > 0 and not (has_deleted and deleted[d]):
+                if s > 0:
                     if size < k or s > hs[0] or (s == hs[0] and d < hd[0]):
                         size = _heap_push(hs, hd, size, k, s, d)
     for i in range(n_seen):
