@@ -13,7 +13,7 @@ pytest.importorskip("transformers", reason="training needs transformers (the 'sp
 
 from sparsearch.encoders.splade import SpladeEncoder, splade_pool  # noqa: E402
 from sparsearch.encoders.splade_train import (  # noqa: E402
-    SpladeTrainer, TrainingExample, _pool, examples_from_qrels, flops_regularizer, idf_flops_weights, margin_mse,
+    SpladeTrainer, TrainingExample, _pool, _winner_pool, examples_from_qrels, flops_regularizer, idf_flops_weights, margin_mse,
 )
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -392,3 +392,38 @@ def test_flops_weights_reach_the_loss(tokenizer):
     np.testing.assert_allclose(tr.flops_weights.numpy(), idf_flops_weights(idf))
     with pytest.raises(ValueError):
         make_trainer(tokenizer, flops_weights="idf")
+
+
+def test_winner_pool_equals_full_pooling_in_values_and_gradients():
+    """The backward pass through each max's winning token only gives _pool's values and gradients."""
+    gen = torch.Generator().manual_seed(1)
+    hidden = torch.randn(3, 6, 5, generator=gen, dtype=torch.float64).requires_grad_(True)
+    weight = torch.randn(40, 5, generator=gen, dtype=torch.float64).requires_grad_(True)
+    bias = (0.5 * torch.randn(40, generator=gen, dtype=torch.float64)).requires_grad_(True)
+    mask = torch.ones(3, 6, dtype=torch.long)
+    mask[1, 4:] = 0
+    mask[2, 1:] = 0
+    with torch.no_grad():  # a padding token with the largest logits must not win
+        hidden[1, 5] = 40.0 * weight[7] / weight[7].norm()
+    upstream = torch.rand(3, 40, generator=gen, dtype=torch.float64)
+    ref = _pool(hidden @ weight.T + bias, mask)
+    g_ref = torch.autograd.grad((ref * upstream).sum() + (ref ** 2).sum(), (hidden, weight, bias))
+    new = _winner_pool(hidden, weight, bias, mask)
+    g_new = torch.autograd.grad((new * upstream).sum() + (new ** 2).sum(), (hidden, weight, bias))
+    assert (ref == 0).any() and (ref > 0).any()
+    torch.testing.assert_close(new, ref)
+    for a, b in zip(g_new, g_ref):
+        torch.testing.assert_close(a, b)
+    assert float(g_new[0][1, 4:].abs().sum()) == 0.0  # padding gets no gradient
+
+
+def test_winner_pooling_trains_like_full_pooling(tokenizer):
+    """Whole trainer: the same losses step by step with either pooling (same seed, same batches)."""
+    ex = synthetic_examples(32)
+    losses = {}
+    for pooling in ("full", "winner"):
+        tr = make_trainer(tokenizer, pooling=pooling, lambda_q=1e-2, lambda_d=1e-2, distill_weight=0.5)
+        losses[pooling] = [tr.train_step(ex[i: i + 8])["loss"] for i in range(0, 32, 8)]
+    np.testing.assert_allclose(losses["winner"], losses["full"], rtol=1e-4)
+    with pytest.raises(ValueError, match="pooling"):
+        make_trainer(tokenizer, pooling="mean")
