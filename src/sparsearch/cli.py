@@ -83,6 +83,8 @@ WEIGHTS_HELP = ("Hybrid index: fusion weight per representation, NAME=W comma-se
                 "the index's order (0.3,0.7).")
 DEPTH_HELP = "Hybrid index: documents each representation returns before fusion."
 RRF_K_HELP = "Hybrid index: the RRF rank constant."
+FILTER_HELP = ('Search only the documents this expression selects, e.g. \'year >= 2015 and source in ["pubmed", "pmc"]\', '
+               '\'not exists(author)\', \'has("cancer")\' (metadata fields of the corpus; see the README, "Filters").')
 
 
 def _parse_weights(text: str, names: list[str]) -> tuple[float, ...]:
@@ -132,6 +134,13 @@ def _search_params(mode: str, index: Path, *, threads: Optional[int] = None, str
     saved = load_settings(index) if mode == "approximate" else None
     return params_for_mode(mode, threads=threads, unknown=unknown, query_cut=query_cut, heap_factor=heap_factor,
                            saved=saved)
+
+
+def _with_filter(params, expr: Optional[str]):
+    """``params`` restricted to the documents the filter ``expr`` selects (``None``: unchanged)."""
+    from dataclasses import replace
+
+    return params if expr is None else replace(params, filter=expr).check()
 
 
 def _open_searcher(index: Path, mode: str):
@@ -552,6 +561,7 @@ def search(
     weights: Annotated[Optional[str], typer.Option(help=WEIGHTS_HELP)] = None,
     depth: Annotated[Optional[int], typer.Option(help=DEPTH_HELP)] = None,
     rrf_k: Annotated[Optional[float], typer.Option(help=RRF_K_HELP)] = None,
+    filter_: Annotated[Optional[str], typer.Option("--filter", help=FILTER_HELP)] = None,
 ) -> None:
     """Search an index with text queries (encoded as at index time) or ready query vectors.
 
@@ -561,8 +571,9 @@ def search(
     """
     ray = ray or ray_address is not None
     sharded = len(index) > 1 or shards is not None or processes or ray
-    params = _search_params(mode, index[0], threads=threads, strict_vocab=strict_vocab, query_cut=query_cut,
-                            heap_factor=heap_factor, fusion=fusion, weights=weights, depth=depth, rrf_k=rrf_k)
+    params = _with_filter(_search_params(mode, index[0], threads=threads, strict_vocab=strict_vocab,
+                                         query_cut=query_cut, heap_factor=heap_factor, fusion=fusion, weights=weights,
+                                         depth=depth, rrf_k=rrf_k), filter_)
     with contextlib.ExitStack() as stack:
         if sharded:
             from .distributed import ShardedIndex, ray_session
@@ -731,6 +742,7 @@ def evaluate(
     weights: Annotated[Optional[str], typer.Option(help=WEIGHTS_HELP)] = None,
     depth: Annotated[Optional[int], typer.Option(help=DEPTH_HELP)] = None,
     rrf_k: Annotated[Optional[float], typer.Option(help=RRF_K_HELP)] = None,
+    filter_: Annotated[Optional[str], typer.Option("--filter", help=FILTER_HELP)] = None,
 ) -> None:
     """Effectiveness (nDCG@10, R@100, R@1000, MRR@10) and efficiency (latency, QPS, size) of an index.
 
@@ -738,8 +750,8 @@ def evaluate(
     search and query-encoding time, and the fusion's time."""
     from .evaluation import load_beir, run_evaluation
 
-    params = _search_params(mode, index, query_cut=query_cut, heap_factor=heap_factor, fusion=fusion,
-                            weights=weights, depth=depth, rrf_k=rrf_k)
+    params = _with_filter(_search_params(mode, index, query_cut=query_cut, heap_factor=heap_factor, fusion=fusion,
+                                         weights=weights, depth=depth, rrf_k=rrf_k), filter_)
     _, searcher = _open_searcher(index, mode)
     ds = load_beir(data, split)
     report = run_evaluation(searcher, ds, k=k, params=params, metrics=metrics.split(","), run_path=run)

@@ -49,6 +49,7 @@ from ..docstore import DocStore, SegmentedDocStore, open_docstore
 from ..errors import (BackendError, CorruptIndexError, InvalidInputError, NotFoundError, SparsearchError,
                       UnsupportedError)
 from ..evaluation import to_run
+from ..filters import parse as parse_filter
 from ..fusion import METHODS as FUSIONS
 from ..fusion import fuse, ranked
 from ..highlight import highlight_hit, label
@@ -304,6 +305,8 @@ class ServedIndex:
     writable = True
     #: whether this is a hybrid index (takes a request's ``hybrid`` fusion settings)
     hybrid = False
+    #: whether a request's ``filter`` (sparsearch.filters) can be applied here
+    filters = True
     kind = "a local index"
     #: the searcher class :func:`~sparsearch.index.hybrid.open_searcher` must return for this directory
     index_class: type = Index
@@ -784,6 +787,7 @@ class ServedMilvus(ServedIndex):
 
     explains = False
     writable = False
+    filters = False  # the export has no metadata fields yet (issue 17: filters translated to Milvus)
     kind = "Milvus"
 
     def __init__(self, name: str, backend: MilvusBackend) -> None:
@@ -1018,7 +1022,7 @@ class SearchService:
                mode: str = "exact", indexes: Sequence[str] | None = None, fusion: str = "rrf",
                weights: Mapping[str, float] | None = None, rrf_k: float = 60.0, explain: bool | None = True,
                query_cut: int | None = None, heap_factor: float | None = None,
-               hybrid: Mapping[str, Any] | None = None) -> SearchResult:
+               hybrid: Mapping[str, Any] | None = None, filter: str | None = None) -> SearchResult:
         """Search one or several indexes with a query text or a vector ``{term: weight}``.
 
         ``mode``: ``"exact"``, ``"exhaustive"`` or ``"approximate"`` (the index's approximate index; ``query_cut`` /
@@ -1035,11 +1039,18 @@ class SearchService:
         by ``hybrid`` (``{"fusion", "weights": {representation: weight}, "depth", "rrf_k"}``, each
         optional; ``depth`` at most ``Limits.max_hybrid_depth``); its hits carry their rank and
         score in each representation (``Hit.representations``).
+
+        ``filter``: search only the documents this expression selects (:mod:`sparsearch.filters`,
+        e.g. ``'year >= 2015 and source in ["pubmed", "pmc"]'``), in every searched index; a
+        syntax error, an unknown field or a literal of the wrong type is an
+        :class:`InvalidInputError` (HTTP 400) saying where.
         """
         t0 = time.perf_counter()
         _check_query(query, vector)
         k = check_k(k, MAX_K)
         params_for_mode(mode, query_cut=query_cut, heap_factor=heap_factor)  # refuse bad ones before any work
+        if filter is not None:
+            parse_filter(filter)
         if fusion not in FUSIONS:
             raise InvalidInputError(f"unknown fusion {fusion!r}; use one of {', '.join(FUSIONS)}")
         options = HybridOptions.from_request(hybrid, self.limits.max_hybrid_depth)
@@ -1048,7 +1059,13 @@ class SearchService:
             raise InvalidInputError(f"'hybrid' sets the fusion of a hybrid index's representations, and no searched "
                                     f"index is hybrid ({', '.join(names)})")
         depth = k if len(names) == 1 else max(k, min(self.limits.fusion_depth, self.limits.max_k))
-        searched = {n: self._search_one(n, query, vector, mode, query_cut, heap_factor, depth, warnings, options)
+        if filter is not None:
+            cannot = [n for n in names if not self.served[n].filters]
+            if cannot:
+                raise UnsupportedError(f"filters are not available for index {cannot[0]!r} (served from "
+                                       f"{self.served[cannot[0]].kind})")
+        searched = {n: self._search_one(n, query, vector, mode, query_cut, heap_factor, depth, warnings, options,
+                                        filter)
                     for n in names}
         if len(names) == 1:
             fused, fusion_name = searched[names[0]].run, None
@@ -1112,10 +1129,12 @@ class SearchService:
 
     def _search_one(self, name: str, query: str | None, vector: Mapping[str, float] | None, mode: str,
                     query_cut: int | None, heap_factor: float | None, depth: int, warnings: list[str],
-                    hybrid: HybridOptions | None = None) -> _Searched:
+                    hybrid: HybridOptions | None = None, filter: str | None = None) -> _Searched:
         s = self.served[name]
         snap = s.snapshot()
         params = s.search_params(snap, mode, query_cut, heap_factor, hybrid)
+        if filter is not None:
+            params = dataclasses.replace(params, filter=filter)
         t0 = time.perf_counter()
         qv = s.query_vector(snap, query, vector)
         t1 = time.perf_counter()

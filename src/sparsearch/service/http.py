@@ -64,6 +64,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import (BackendError, ConflictError, CorruptIndexError, InvalidInputError, NotFoundError,
                       SparsearchError, StorageError, UnsupportedError)
+from ..filters import MAX_FILTER_CHARS
 from .backend import Document, Explanation, Limits, SearchResult, SearchService, ServedIndex, WriteResult
 from .guard import WILDCARD_BINDS, Access, Gate, RateLimiter
 
@@ -156,6 +157,10 @@ def request_models(limits: Limits) -> tuple[type[BaseModel], type[BaseModel]]:
             "index's saved settings, else 0.9)."))
         hybrid: HybridFusion | None = Field(None, description=(
             "Hybrid indexes: how their representations are fused (default: each index's saved or default fusion)."))
+        filter: str | None = Field(None, min_length=1, max_length=MAX_FILTER_CHARS, description=(
+            'Search only the documents this expression selects, e.g. year >= 2015 and source in ["pubmed", "pmc"] '
+            "(metadata fields, has(\"term\"), latent(J) > t, concept(\"word\"); 400 with the column of a syntax "
+            "error, or naming an unknown field)."))
 
     class ExplainRequest(Q):
         doc_id: str = Field(min_length=1, max_length=1000)
