@@ -888,6 +888,62 @@ def tune_fusion_cmd(
 
 
 @app.command()
+def adapt(
+    data: Annotated[Path, typer.Argument(help="BEIR collection folder (corpus.jsonl; qrels only for --supervised).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the adapted model (then --encoder splade-doc:DIR).")],
+    encoder: Annotated[str, typer.Option(help="splade-doc (inference-free) or splade (queries and documents).")
+                       ] = "splade-doc",
+    base_model: Annotated[Optional[str], typer.Option(help="Starting masked-LM folder or hub id (default: bundled "
+                                                           "SPLADE-tiny).")] = None,
+    supervised: Annotated[bool, typer.Option("--supervised", help="Fine-tune on the judgements of --split instead "
+                                                                  "(label-free adaptation reads no judgements).")] = False,
+    split: Annotated[str, typer.Option(help="With --supervised: the judged split to train on (never test).")] = "train",
+    recipe: Annotated[Optional[Path], typer.Option(help="JSON file of recipe fields (AdaptConfig) overriding the "
+                                                        "defaults.")] = None,
+    max_minutes: Annotated[float, typer.Option(help="Time budget of the training loop.")] = 25.0,
+    seed: Annotated[int, typer.Option(help="Seed of sampling, shuffling and initialisation.")] = 0,
+) -> None:
+    """Adapt a learned sparse encoder to a collection: label-free (pseudo-queries from the corpus, BM25 + dense
+    teacher) or, with --supervised, fine-tuned on train judgements. Saves the model with its provenance."""
+    from dataclasses import fields
+
+    from .encoders.adaptation import AdaptConfig
+    from .encoders.adaptation import adapt as run_adapt
+    from .encoders.adaptation import finetune
+
+    given: dict[str, Any] = {}
+    if recipe is not None:
+        given = _read_recipe(recipe, {f.name for f in fields(AdaptConfig)})
+    given.update(encoder=encoder, base_model=base_model, max_seconds=60.0 * max_minutes, seed=seed)
+    if max_minutes <= 0:
+        raise InvalidInputError(f"--max-minutes must be > 0, got {max_minutes}")
+    config = AdaptConfig(**given)
+    t0 = time.perf_counter()
+    prov = (finetune(data, out, config, split=split, progress=True) if supervised
+            else run_adapt(data, out, config, progress=True))
+    typer.echo(f"{prov['kind']} adaptation of {prov['base_model']} on {data}: {prov['steps']} steps, "
+               f"{prov['examples_per_second']} examples/s, training {prov['train_seconds']:.0f} s, "
+               f"total {time.perf_counter() - t0:.0f} s")
+    typer.echo(f"saved {out} (provenance.json); index with --encoder {config.encoder}:{out}")
+
+
+def _read_recipe(path: Path, known: set[str]) -> dict[str, Any]:
+    """Recipe fields from a JSON object file; unknown fields and bad JSON are one-line errors."""
+    try:
+        given = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise InvalidInputError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from None
+    if not isinstance(given, dict):
+        raise InvalidInputError(f"{path}: line 1: a recipe is a JSON object of AdaptConfig fields")
+    unknown = sorted(set(given) - known)
+    if unknown:
+        raise InvalidInputError(f"{path}: unknown recipe field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    if "split_queries" in given:
+        given["split_queries"] = tuple(given["split_queries"])
+    return given
+
+
+@app.command()
 def stats(index: Annotated[Path, typer.Argument(help="Index directory.")]) -> None:
     """Print an index's manifest figures (documents, terms, postings, bytes, encoder; for a hybrid
     index also each representation's, under "members")."""

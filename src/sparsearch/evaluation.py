@@ -144,8 +144,9 @@ def load_qrels(path: str | os.PathLike) -> Qrels:
     return qrels
 
 
-def load_beir(path: str | os.PathLike, split: str = "test", *, on_duplicate: str = "error") -> BeirDataset:
-    """Load a BEIR-layout folder; only queries judged in ``qrels/<split>.tsv`` are kept.
+def load_beir(path: str | os.PathLike, split: str | None = "test", *, on_duplicate: str = "error") -> BeirDataset:
+    """Load a BEIR-layout folder; only queries judged in ``qrels/<split>.tsv`` are kept
+    (``split=None``: the corpus and all query texts, no judgements, no query kept).
 
     ``on_duplicate``: a repeated ``_id`` in ``corpus.jsonl`` or ``queries.jsonl`` raises
     :class:`FormatError` naming the file and both lines (``"error"``, the default), or keeps the
@@ -159,7 +160,7 @@ def load_beir(path: str | os.PathLike, split: str = "test", *, on_duplicate: str
     corpus = {i: {"title": o.get("title") or "", "text": o.get("text") or ""}
               for i, o in _read_keyed_objects(path / "corpus.jsonl", on_duplicate).items()}
     all_queries = {i: o.get("text") or "" for i, o in _read_keyed_objects(path / "queries.jsonl", on_duplicate).items()}
-    qrels = load_qrels(path / "qrels" / f"{split}.tsv")
+    qrels = {} if split is None else load_qrels(path / "qrels" / f"{split}.tsv")
     missing = [q for q in qrels if q not in all_queries]
     if missing:
         raise FormatError(f"{path}: qrels/{split}.tsv judges {len(missing)} queries absent from queries.jsonl "

@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 
 from ..cache import cache_key, cached, texts_hash
-from ..errors import MissingExtraError
+from ..errors import InvalidInputError, MissingExtraError
 from ..vectors import SparseBatch, Vocabulary
 from ._onnx import OnnxSplade
 from .base import SparseEncoder
@@ -65,6 +65,8 @@ __all__ = [
 #: name of the bundled model in configs (resolved on every machine by :func:`bundled_splade_path`)
 BUNDLED_SPLADE = "splade-tiny"
 _IDF_FILE = "splade_idf.json"
+#: written next to an adapted model by :mod:`sparsearch.encoders.adaptation`
+PROVENANCE_FILE = "provenance.json"
 _CACHE_VERSION = 1
 #: ``auto`` = ``onnx`` when onnxruntime and onnx are installed and the export works, else ``torch``
 BACKENDS = ("auto", "torch", "plain", "onnx", "onnx-int8")
@@ -429,9 +431,18 @@ class SpladeEncoder(SparseEncoder):
 
     # ------------------------------------------------------------- persistence
     def config(self) -> dict[str, Any]:
-        return {"name": self.name, "model": self.model_name, "max_length": self.max_length,
-                "query_max_length": self.query_max_length, "batch_size": self.batch_size, "top_k": self.top_k,
-                "query_top_k": self.query_top_k, "threshold": self.threshold, "backend": self.backend}
+        """Settings; for a model adapted by :mod:`~sparsearch.encoders.adaptation` also its
+        ``provenance`` (base model, data, recipe, steps, seed), so index manifests record it."""
+        out = {"name": self.name, "model": self.model_name, "max_length": self.max_length,
+               "query_max_length": self.query_max_length, "batch_size": self.batch_size, "top_k": self.top_k,
+               "query_top_k": self.query_top_k, "threshold": self.threshold, "backend": self.backend}
+        prov = Path(self.model_name) / PROVENANCE_FILE
+        if prov.is_file():
+            try:
+                out["provenance"] = json.loads(prov.read_text())
+            except json.JSONDecodeError as e:
+                raise InvalidInputError(f"{prov}: line {e.lineno}: not valid JSON ({e.msg})") from None
+        return out
 
     @classmethod
     def _kwargs_from_config(cls, config: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,135 @@
+"""Adapting SPLADE-tiny to a collection: label-free and supervised, against BM25 and the base model.
+
+For every collection and every recipe: adapt (or fine-tune) the bundled SPLADE-tiny with
+:mod:`sparsearch.encoders.adaptation`, encode the corpus with the adapted model, index it,
+and evaluate nDCG@10 / R@100 on the evaluation split, next to BM25 (engine defaults) and the
+un-adapted model; sparsity (nnz per document and query, FLOPS) and training wall time are
+recorded, and the adapted model fused with BM25 (min-max, the hybrid default) next to
+BM25 + dense.
+
+Recipes are chosen on ``--eval-split train`` / ``dev`` (SciFact train, NFCorpus dev); test
+judgements are read only by the final run (``--eval-split test``).
+
+    python benchmarks/adaptation.py --collections scifact nfcorpus --eval-split choose \
+        --recipe base --out benchmarks/results/adaptation_choose.json
+    python benchmarks/adaptation.py --collections scifact nfcorpus cranfield --eval-split test \
+        --recipe base --out benchmarks/results/adaptation.json
+
+Recipes are JSON objects of :class:`~sparsearch.encoders.adaptation.AdaptConfig` fields in
+``benchmarks/adaptation_recipes.json``; ``--mode supervised`` fine-tunes on ``qrels/train.tsv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from sparsearch.encoders import get_encoder
+from sparsearch.encoders.adaptation import AdaptConfig, adapt, finetune
+from sparsearch.encoders.dense import DenseEncoder, DenseSearcher
+from sparsearch.encoders.splade import SpladeDocEncoder, SpladeEncoder, flops, sparse_stats
+from sparsearch.evaluation import evaluate, load_beir, to_run
+from sparsearch.fusion import fuse_topk
+from sparsearch.index.builder import build_index
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+RECIPES = Path(__file__).with_name("adaptation_recipes.json")
+MODELS = Path(__file__).resolve().parents[1] / "indexes" / "adapted"
+#: the split each collection is judged on while recipes are chosen (never test)
+CHOOSE = {"scifact": "train", "nfcorpus": "dev"}
+METRICS = ("nDCG@10", "R@100")
+
+
+def eval_split(collection: str, mode: str) -> str:
+    if mode != "choose":
+        return mode
+    if collection not in CHOOSE:
+        raise SystemExit(f"{collection} has no train/dev judgements to choose a recipe on")
+    return CHOOSE[collection]
+
+
+def sparse_lists(encoder, ds, k: int = 1000):
+    """(scores, docnums) of ``encoder`` on ``ds`` and its sparsity figures."""
+    docs = encoder.encode_documents(ds.doc_texts(), ds.doc_ids)
+    qv = encoder.encode_queries(ds.query_texts(), ds.query_ids)
+    with tempfile.TemporaryDirectory() as tmp:
+        index = build_index(docs, Path(tmp) / "ix", encoder=encoder)
+        lists = index.search(qv, k)
+    stats = {"nnz_doc": sparse_stats(docs)["mean_nnz"], "nnz_query": sparse_stats(qv)["mean_nnz"],
+             "flops": flops(qv, docs)}
+    return lists, stats
+
+
+def quality(lists, ds) -> dict[str, float]:
+    return evaluate(to_run(*lists, ds.doc_ids, ds.query_ids), ds.qrels, METRICS)
+
+
+def dense_lists(ds, k: int = 1000):
+    enc = DenseEncoder()
+    emb = enc.encode_documents(ds.doc_texts(), progress=True)
+    return DenseSearcher(emb).search(enc.encode_queries(ds.query_texts()), k)
+
+
+def encoder_for(kind: str, model: str | None):
+    return SpladeDocEncoder(model) if kind == "splade-doc" else SpladeEncoder(model)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--collections", nargs="+", default=["scifact", "nfcorpus", "cranfield"])
+    ap.add_argument("--eval-split", default="choose", help="choose (train/dev per collection) or a split name")
+    ap.add_argument("--recipe", nargs="+", default=["base"])
+    ap.add_argument("--mode", choices=["label-free", "supervised"], default="label-free")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--reuse", action="store_true", help="reuse adapted models already saved")
+    args = ap.parse_args()
+    recipes = json.loads(RECIPES.read_text())
+    out = Path(args.out)
+    results = json.loads(out.read_text()) if out.exists() else {}
+    for coll in args.collections:
+        split = eval_split(coll, args.eval_split)
+        ds = load_beir(DATA / coll, split)
+        res = results.setdefault(coll, {"split": split})
+        base_lists = {}
+        if "bm25" not in res:
+            bm = get_encoder("bm25")
+            base_lists["bm25"], st = sparse_lists(bm, ds)
+            res["bm25"] = {**quality(base_lists["bm25"], ds), **st}
+            dl = dense_lists(ds)
+            res["bm25+dense"] = quality(fuse_topk([base_lists["bm25"], dl], 1000, "minmax"), ds)
+        for name in args.recipe:
+            cfg = AdaptConfig(**recipes[name])
+            key = f"{args.mode}:{name}"
+            model_dir = MODELS / f"{coll}-{args.mode}-{name}"
+            if f"untrained:{cfg.encoder}" not in res:
+                lists, st = sparse_lists(encoder_for(cfg.encoder, None), ds)
+                res[f"untrained:{cfg.encoder}"] = {**quality(lists, ds), **st}
+            t0 = time.monotonic()
+            if not (args.reuse and (model_dir / "provenance.json").exists()):
+                run = adapt if args.mode == "label-free" else finetune
+                prov = run(DATA / coll, model_dir, cfg, progress=True)
+            else:
+                prov = json.loads((model_dir / "provenance.json").read_text())
+            wall = time.monotonic() - t0
+            lists, st = sparse_lists(encoder_for(cfg.encoder, str(model_dir)), ds)
+            if "bm25" not in base_lists:
+                base_lists["bm25"], _ = sparse_lists(get_encoder("bm25"), ds)
+            fused = quality(fuse_topk([base_lists["bm25"], lists], 1000, "minmax"), ds)
+            res[key] = {**quality(lists, ds), **st, "fused_with_bm25": fused, "adapt_wall_seconds": round(wall, 1),
+                        "train_seconds": prov["train_seconds"], "examples_per_second": prov["examples_per_second"],
+                        "steps": prov["steps"], "teacher_seconds": prov.get("teacher_seconds"),
+                        "recipe": prov["recipe"]}
+            print(coll, split, key, json.dumps({k: v for k, v in res[key].items() if k != "recipe"}), flush=True)
+            out.write_text(json.dumps(results, indent=1, sort_keys=True))
+        print(coll, split, "bm25", res["bm25"], flush=True)
+    out.write_text(json.dumps(results, indent=1, sort_keys=True))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
