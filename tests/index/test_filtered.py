@@ -147,15 +147,36 @@ def live_mask(index) -> np.ndarray:
     return np.concatenate([~d if len(d) else np.ones(s.n_docs, bool) for d, s in zip(index.deleted, index.segments)])
 
 
+#: the ways an exact search can take under a filter: (exhaustive, maxscore_min_docs, allowed_cost);
+#: the segments here are small, so MaxScore is forced by a zero size threshold, and scoring the
+#: allowed documents one by one (kernels._allowed_one) by a tiny cost (a huge one rules it out)
+PATHS = {"exhaustive": (True, None, None), "taat": (False, None, 1e12), "maxscore": (False, 0, 1e12),
+         "allowed": (False, None, 1e-9), "allowed-maxscore": (False, 0, 1e-9), "chosen": (False, 0, None)}
+
+
+def search_by(index, path, q, k, expr, threads=1):
+    """``index.search`` under ``expr`` the way ``path`` names (the index's settings restored)."""
+    exhaustive, min_docs, cost = PATHS[path]
+    try:
+        if min_docs is not None:
+            index.maxscore_min_docs = min_docs
+        if cost is not None:
+            index.allowed_cost = cost
+        return index.search(q, k, ExactParams(filter=expr, exhaustive=exhaustive, threads=threads), dtype=np.float64)
+    finally:
+        index.__dict__.pop("maxscore_min_docs", None)
+        index.__dict__.pop("allowed_cost", None)
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(node=filters, k=st.integers(1, 30), exhaustive=st.booleans(), seed=st.integers(0, 2**16))
-def test_filtered_exact_search_equals_brute_force(corpus, node, k, exhaustive, seed):
+@given(node=filters, k=st.integers(1, 30), path=st.sampled_from(sorted(PATHS)), seed=st.integers(0, 2**16))
+def test_filtered_exact_search_equals_brute_force(corpus, node, k, path, seed):
     index, docs, dense = corpus
     q = synth(np.random.default_rng(seed), 4, "q", density=0.2)
     expr = describe(node)
     allowed = index.filter_mask(expr)
     ok = allowed & live_mask(index)
-    scores, got = index.search(q, k, ExactParams(filter=expr, exhaustive=exhaustive, threads=1), dtype=np.float64)
+    scores, got = search_by(index, path, q, k, expr)
     assert got.shape == (4, max(1, min(k, int(ok.sum()))))
     # the reference: every document scored (full-depth exhaustive search, no filter), then only
     # the allowed live ones kept, in the same exact arithmetic and tie order
@@ -171,6 +192,35 @@ def test_filtered_exact_search_equals_brute_force(corpus, node, k, exhaustive, s
         if keep and len(keep) == k:
             rest = np.setdiff1d(np.flatnonzero(ok), [d for d, _ in keep])
             assert (dense[rest] @ qv <= keep[-1][1] * (1 + 1e-3) + 1e-6).all()
+
+
+@pytest.mark.parametrize("path", ["allowed-maxscore", "maxscore"])
+def test_filtered_batch_on_threads_equals_serial(corpus, path):
+    """The batch kernels (queries over threads) give what one query at a time gives."""
+    index, _, _ = corpus
+    q = synth(np.random.default_rng(5), 9, "q", density=0.2)
+    expr = 'year >= 2010 and source in ["pubmed", "web"]'
+    one = search_by(index, path, q, 7, expr)
+    many = search_by(index, path, q, 7, expr, threads=2)
+    np.testing.assert_array_equal(one[1], many[1])
+    np.testing.assert_array_equal(one[0], many[0])
+
+
+def test_filter_plans_are_cached_and_count_the_live_allowed(corpus):
+    index, _, _ = corpus
+    expr = "year < 2005"
+    try:
+        index.allowed_cost = 1e-9
+        plan = index.plan(expr)
+        assert index.plan(expr) is plan
+        assert plan.n_allowed == int((index.filter_mask(expr) & live_mask(index)).sum())
+        for skip, docs, dele in zip(plan.skips, plan.docs, index.deleted):
+            assert docs is not None and (docs == np.flatnonzero(~skip)).all()
+            assert not len(dele) or skip[dele].all()
+        index.allowed_cost = 1e12  # never scored document at a time: no lists kept
+        assert all(d is None for d in index.plan(expr).docs)
+    finally:
+        del index.allowed_cost
 
 
 def test_empty_and_full_selections(corpus):

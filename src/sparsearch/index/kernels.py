@@ -287,6 +287,29 @@ def decode_postings(t, term_block_ptr, term_post_ptr, block_last, block_bits, bl
             out[i0 + i] = buf[i]
 
 
+@njit(cache=True, inline="always")
+def _seek_block(blk, e, d, block_last):
+    """First block in ``[blk, e)`` whose last doc is ``>= d`` (``e``: none), galloping from ``blk``."""
+    if blk >= e or np.int64(block_last[blk]) >= d:
+        return blk
+    lo = blk + 1
+    hi = lo
+    step = 1
+    while hi < e and np.int64(block_last[hi]) < d:
+        lo = hi + 1
+        hi += step
+        step *= 2
+    if hi > e:
+        hi = e
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if np.int64(block_last[mid]) < d:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
 @njit(cache=True)
 def lookup_impacts(terms, doc, term_block_ptr, term_post_ptr, block_last, block_bits, block_word_ptr, words,
                    impacts):
@@ -295,19 +318,10 @@ def lookup_impacts(terms, doc, term_block_ptr, term_post_ptr, block_last, block_
     buf = np.empty(BLOCK, np.int64)
     for j in range(terms.shape[0]):
         t = terms[j]
-        lo = term_block_ptr[t]
-        hi = term_block_ptr[t + 1]
-        if lo == hi or np.int64(block_last[hi - 1]) < doc:
-            continue
-        # first block whose last doc >= doc
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if np.int64(block_last[mid]) < doc:
-                lo = mid + 1
-            else:
-                hi = mid
-        b = lo
         tb = term_block_ptr[t]
+        b = _seek_block(tb, term_block_ptr[t + 1], doc, block_last)  # first block whose last doc >= doc
+        if b == term_block_ptr[t + 1]:
+            continue
         df = term_post_ptr[t + 1] - term_post_ptr[t]
         i0 = (b - tb) * BLOCK
         n = min(BLOCK, df - i0)
@@ -617,7 +631,7 @@ def _maxscore_one(q_terms, q_weights, k, deleted, term_block_ptr, term_post_ptr,
                 continue
             acc[jj] = 0.0
             d = w0 + jj
-            if s + rest_all <= theta:
+            if s + rest_all <= theta or (has_deleted and deleted[d]):  # deleted / filtered out: no probing
                 continue
             alive = True
             for i in range(pw - 1, -1, -1):
@@ -648,7 +662,7 @@ def _maxscore_one(q_terms, q_weights, k, deleted, term_block_ptr, term_post_ptr,
                 pos[i] = q
                 if buf[i, q] == d:
                     s += qw[i] * np.float64(impacts[term_post_ptr[t] + (b - tb) * BLOCK + q])
-            if alive and s > theta and not (has_deleted and deleted[d]):
+            if alive and s > theta:
                 size = _heap_push(hs, hd, size, k, s, d)
                 if size == k:
                     theta = hs[0]
@@ -877,6 +891,183 @@ def exhaustive_serial(q_indptr, q_terms, q_weights, k, n_docs, deleted, term_blo
     """:func:`exhaustive_batch` on the calling thread (no thread-pool dispatch: single queries)."""
     _taat_range(0, q_indptr.shape[0] - 1, q_indptr, q_terms, q_weights, k, n_docs, deleted, term_block_ptr,
                 term_post_ptr, block_last, block_bits, block_word_ptr, words, impacts, out_s, out_d)
+
+
+# ------------------------------------------------ filtered: the allowed documents one by one
+#: cost of scoring one (allowed document, query term) pair by :func:`_allowed_one`, in postings
+#: that MaxScore or term-at-a-time scoring would read instead (measured: benchmarks/filtered.py)
+ALLOWED_COST = 24.0
+
+
+@njit(cache=True)
+def _allowed_one(q_terms, q_weights, k, docs, term_block_ptr, term_post_ptr, term_max, block_last, block_max,
+                 block_bits, block_word_ptr, words, impacts, out_s, out_d):
+    """Exact top-k of one query over the documents ``docs`` (ascending local doc numbers; the
+    live documents a filter allows) of one segment, document at a time.
+
+    For a small allowed set this reads far less than MaxScore, which walks every posting of the
+    essential lists whatever the filter: each term's cursor gallops over ``block_last`` to the
+    block that could hold the document, the block maxima bound its score (once ``k`` documents
+    are held, a document whose bound is ``<= theta`` is passed without decoding anything), and
+    the terms are probed in decreasing bound order, giving up when the score plus the remaining
+    block bounds cannot beat ``theta``. Same arithmetic (snapped weights, float64 sums, the
+    terms in one fixed order) and the same ties (ascending doc) as :func:`_maxscore_one`.
+    """
+    m0 = q_terms.shape[0]
+    n_seg_terms = term_post_ptr.shape[0] - 1
+    qw0 = q_weights.copy()
+    snap_inplace(qw0)
+    ub_all = np.empty(m0, np.float64)
+    m = 0
+    for i in range(m0):
+        t = q_terms[i]
+        if qw0[i] > 0 and 0 <= t < n_seg_terms and term_post_ptr[t + 1] > term_post_ptr[t]:
+            ub_all[i] = -qw0[i] * np.float64(term_max[t])
+            m += 1
+        else:
+            ub_all[i] = 1.0
+    order = np.argsort(ub_all, kind="mergesort")  # largest bound first
+    terms = np.empty(m, np.int64)
+    qw = np.empty(m, np.float64)
+    for j in range(m):
+        terms[j] = q_terms[order[j]]
+        qw[j] = qw0[order[j]]
+    hs = np.empty(k, np.float64)
+    hd = np.empty(k, np.int64)
+    size = 0
+    theta = -1.0
+    blk = np.empty(m, np.int64)
+    blk_end = np.empty(m, np.int64)
+    dec = np.full(m, -1, np.int64)
+    pos = np.zeros(m, np.int64)
+    buf = np.empty((m, BLOCK), np.int64)
+    bm = np.empty(m, np.float64)
+    rest = np.empty(m + 1, np.float64)  # rest[i] = bm[i] + ... + bm[m - 1]
+    for i in range(m):
+        blk[i] = term_block_ptr[terms[i]]
+        blk_end[i] = term_block_ptr[terms[i] + 1]
+    for di in range(docs.shape[0]):
+        d = np.int64(docs[di])
+        for i in range(m):
+            b = _seek_block(blk[i], blk_end[i], d, block_last)
+            blk[i] = b
+            bm[i] = qw[i] * np.float64(block_max[b]) if b < blk_end[i] else 0.0
+        rest[m] = 0.0
+        for i in range(m - 1, -1, -1):
+            rest[i] = rest[i + 1] + bm[i]
+        if rest[0] == 0.0 or (size == k and rest[0] <= theta):
+            continue
+        s = 0.0
+        alive = True
+        for i in range(m):
+            if bm[i] == 0.0:
+                continue
+            if size == k and s + rest[i] <= theta:
+                alive = False
+                break
+            t = terms[i]
+            b = blk[i]
+            tb = term_block_ptr[t]
+            n = min(BLOCK, term_post_ptr[t + 1] - term_post_ptr[t] - (b - tb) * BLOCK)
+            if dec[i] != b:
+                decode_block(words, block_word_ptr[b], block_bits[b], n, _block_base(tb, b, block_last), buf[i])
+                dec[i] = b
+                pos[i] = 0
+            # the first posting >= d (the block's last doc is >= d): binary search from the cursor
+            lo = pos[i]
+            hi = n - 1
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if buf[i, mid] < d:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            pos[i] = lo
+            if buf[i, lo] == d:
+                s += qw[i] * np.float64(impacts[term_post_ptr[t] + (b - tb) * BLOCK + lo])
+        if alive and s > 0.0 and (size < k or s > theta):
+            size = _heap_push(hs, hd, size, k, s, d)
+            if size == k:
+                theta = hs[0]
+    _heap_sorted(hs, hd, size, out_s, out_d)
+
+
+@njit(cache=True)
+def _filtered_range(q0, q1, q_indptr, q_terms, q_weights, k, n_docs, deleted, docs, doc_cost, maxscore,
+                    term_block_ptr, term_post_ptr, term_max, block_last, block_max, block_bits, block_word_ptr, words,
+                    impacts, out_s, out_d):
+    """Queries ``q0..q1-1`` under a filter: each by the cheaper exact way for it.
+
+    ``deleted``: the documents to skip (deleted or filtered out); ``docs``: the others,
+    ascending. A query whose ``len(docs) x terms x doc_cost`` is at most the postings it
+    would read otherwise (its terms' document frequencies, plus the accumulator's ``n_docs``
+    for term-at-a-time) is answered by :func:`_allowed_one`; the others by block-max MaxScore
+    (``maxscore``) or term-at-a-time scoring, skipping ``deleted``. ``doc_cost < 0``: never
+    document at a time (``docs`` may then be empty).
+    """
+    n_seg_terms = term_post_ptr.shape[0] - 1
+    acc = np.zeros(0, np.float64)  # term-at-a-time scratch, allocated on first use
+    buf = np.empty(BLOCK, np.int64)
+    cmax = np.empty(0, np.float64)
+    sel = np.empty(0, np.int64)
+    cand_s = np.empty(0, np.float64)
+    cand_d = np.empty(0, np.int64)
+    w8 = words.view(np.uint8)
+    w16 = words.view(np.uint16)
+    for qi in range(q0, q1):
+        a = q_indptr[qi]
+        b = q_indptr[qi + 1]
+        m = 0
+        post = 0
+        for j in range(a, b):
+            t = q_terms[j]
+            if q_weights[j] > 0 and 0 <= t < n_seg_terms:
+                df = term_post_ptr[t + 1] - term_post_ptr[t]
+                if df > 0:
+                    m += 1
+                    post += df
+        if not maxscore:
+            post += n_docs
+        if doc_cost >= 0 and np.float64(docs.shape[0]) * m * doc_cost <= post:
+            _allowed_one(q_terms[a:b], q_weights[a:b], k, docs, term_block_ptr, term_post_ptr, term_max, block_last,
+                         block_max, block_bits, block_word_ptr, words, impacts, out_s[qi], out_d[qi])
+        elif maxscore:
+            _maxscore_one(q_terms[a:b], q_weights[a:b], k, deleted, term_block_ptr, term_post_ptr, term_max,
+                          block_last, block_max, block_bits, block_word_ptr, words, impacts, out_s[qi], out_d[qi])
+        else:
+            if acc.shape[0] < n_docs:
+                nc = (n_docs + CHUNK - 1) // CHUNK
+                acc = np.zeros(n_docs, np.float64)
+                cmax = np.empty(nc, np.float64)
+                sel = np.empty(nc, np.int64)
+                cand_s = np.empty(n_docs, np.float64)
+                cand_d = np.empty(n_docs, np.int64)
+            _taat_one(q_terms[a:b], q_weights[a:b], k, n_docs, deleted, term_block_ptr, term_post_ptr, block_last,
+                      block_bits, block_word_ptr, words, w8, w16, impacts, acc, buf, cmax, sel, cand_s, cand_d,
+                      out_s[qi], out_d[qi])
+
+
+@njit(cache=True)
+def filtered_serial(q_indptr, q_terms, q_weights, k, n_docs, deleted, docs, doc_cost, maxscore, term_block_ptr,
+                    term_post_ptr, term_max, block_last, block_max, block_bits, block_word_ptr, words, impacts,
+                    out_s, out_d):
+    """Top-k of every query under a filter, on the calling thread (see :func:`_filtered_range`)."""
+    _filtered_range(0, q_indptr.shape[0] - 1, q_indptr, q_terms, q_weights, k, n_docs, deleted, docs, doc_cost,
+                    maxscore, term_block_ptr, term_post_ptr, term_max, block_last, block_max, block_bits,
+                    block_word_ptr, words, impacts, out_s, out_d)
+
+
+@njit(cache=True, parallel=True)
+def filtered_batch(q_indptr, q_terms, q_weights, k, n_docs, deleted, docs, doc_cost, maxscore, term_block_ptr,
+                   term_post_ptr, term_max, block_last, block_max, block_bits, block_word_ptr, words, impacts,
+                   out_s, out_d, n_runs):
+    """:func:`filtered_serial` for a batch, in ``n_runs`` runs of queries over the threads."""
+    nq = q_indptr.shape[0] - 1
+    n_runs = max(1, min(nq, n_runs))
+    for r in prange(n_runs):
+        _filtered_range(r * nq // n_runs, (r + 1) * nq // n_runs, q_indptr, q_terms, q_weights, k, n_docs, deleted,
+                        docs, doc_cost, maxscore, term_block_ptr, term_post_ptr, term_max, block_last, block_max,
+                        block_bits, block_word_ptr, words, impacts, out_s, out_d)
 
 
 def n_threads() -> int:

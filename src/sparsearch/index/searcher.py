@@ -33,9 +33,10 @@ from .manifest import load_commit, verify_commit
 from .segment import Segment, common_term_scale
 from .storage import load_npy, read_arrays, read_json
 
-__all__ = ["Index", "Contribution", "open_index", "METADATA_DIR", "live_allowed"]
+__all__ = ["Index", "Contribution", "FilterPlan", "open_index", "METADATA_DIR", "filter_plan", "live_allowed"]
 
 _EXACT = ExactParams()
+_NO_DOCS = np.zeros(0, np.int64)
 #: a segment's metadata arrays (``sparsearch.metadata``): a checksummed array directory inside it
 METADATA_DIR = "metadata"
 #: compiled filter masks kept per index (each is one bool per document)
@@ -74,6 +75,37 @@ def live_allowed(deleted: Sequence[np.ndarray], sizes: Sequence[int], allowed: n
 
 
 @dataclass(frozen=True)
+class FilterPlan:
+    """A filter made ready for the kernels, per segment: ``skips`` (deleted or filtered out),
+    ``docs`` (the live allowed local doc numbers, ascending; ``None`` where there are too many
+    for document-at-a-time scoring ever to be cheaper, see :func:`kernels._filtered_range`),
+    and ``n_allowed``, the live documents the filter leaves in the index."""
+
+    skips: tuple[np.ndarray, ...]
+    docs: tuple[np.ndarray | None, ...]
+    n_allowed: int
+
+
+def filter_plan(segments: Sequence[Segment], deleted: Sequence[np.ndarray], allowed: np.ndarray,
+                cost: float = kernels.ALLOWED_COST) -> FilterPlan:
+    """The :class:`FilterPlan` of the mask ``allowed`` (over the doc numbers of ``segments``);
+    ``cost``: of one (document, term) pair scored document at a time, in postings."""
+    skips, docs, n, a = [], [], 0, 0
+    for seg, dele in zip(segments, deleted):
+        skip = ~allowed[a:a + seg.n_docs]
+        if len(dele):
+            skip |= dele
+        a += seg.n_docs
+        n_seg = seg.n_docs - int(np.count_nonzero(skip))
+        n += n_seg
+        # one term scored per document at least: beyond the segment's postings it never pays
+        few = n_seg * cost <= seg.n_postings + seg.n_docs
+        skips.append(skip)
+        docs.append(np.flatnonzero(~skip) if few else None)
+    return FilterPlan(tuple(skips), tuple(docs), n)
+
+
+@dataclass(frozen=True)
 class Contribution:
     """One term's share of a query-document score: ``contribution = query_weight * doc_weight``."""
 
@@ -89,6 +121,9 @@ class Index:
 
     #: segments with at most this many documents are scored term-at-a-time in exact mode
     maxscore_min_docs: int = 2 * kernels.WINDOW
+    #: cost of one (allowed document, query term) pair scored document at a time, in postings
+    #: read otherwise: a filtered query takes that way when it is the cheaper (tests force it)
+    allowed_cost: float = kernels.ALLOWED_COST
 
     def __init__(self, path: Path, manifest: dict[str, Any], vocab: Vocabulary, segments: list[Segment],
                  deleted: list[np.ndarray]) -> None:
@@ -111,6 +146,7 @@ class Index:
         self._metadata: MetadataStore | None = None
         self._labels: tuple[FeatureLabels | None] | None = None
         self._filters: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
+        self._plans: OrderedDict[tuple[str, int, float], FilterPlan] = OrderedDict()
         self._filters_lock = threading.Lock()
 
     # ------------------------------------------------------------------ open
@@ -347,6 +383,25 @@ class Index:
             return weights
         return kernels.scale_snap_rows(q_indptr, terms, weights, seg.query_scales, self._grid)
 
+    def plan(self, expr: str | None, allowed: np.ndarray | None = None) -> FilterPlan | None:
+        """The filter of a search made ready for the kernels (:class:`FilterPlan`; ``None``: no
+        filter), cached with the mask when it comes from an expression alone."""
+        if allowed is not None or expr is None:
+            mask = self.allowed_mask(expr, allowed)
+            return None if mask is None else filter_plan(self.segments, self.deleted, mask, self.allowed_cost)
+        key = (expr, int(self.manifest.get("generation", 0)), self.allowed_cost)
+        with self._filters_lock:
+            plan = self._plans.get(key)
+            if plan is not None:
+                self._plans.move_to_end(key)
+                return plan
+        plan = filter_plan(self.segments, self.deleted, self.filter_mask(expr), self.allowed_cost)
+        with self._filters_lock:
+            self._plans[key] = plan
+            while len(self._plans) > FILTER_CACHE:
+                self._plans.popitem(last=False)
+        return plan
+
     def allowed_mask(self, expr: str | None, allowed: np.ndarray | None = None) -> np.ndarray | None:
         """The filter of a search as one mask: ``expr`` compiled (:meth:`filter_mask`) and/or a
         given ``allowed`` mask (bool, ``(n_docs,)``); ``None`` when neither is given."""
@@ -396,9 +451,8 @@ class Index:
                                    f"ApproximateIndex of {self.path} (ApproximateIndex.open(index))")
         else:
             require(params, [ExactParams], "Index")
-        allowed = self.allowed_mask(params.filter, allowed)
-        n_allowed = live_allowed(self.deleted, [s.n_docs for s in self.segments], allowed)
-        k = check_k(k, self.n_live_docs if n_allowed is None else n_allowed)
+        plan = self.plan(params.filter, allowed)
+        k = check_k(k, self.n_live_docs if plan is None else plan.n_allowed)
         threads = params.threads
         q_indptr, terms, weights = self.prepare_queries(queries, params.unknown)
         nq = len(q_indptr) - 1
@@ -407,17 +461,27 @@ class Index:
             kernels.set_threads(threads)
         maxscore = not params.exhaustive
         per_seg_s, per_seg_d = [], []
-        for seg, base, dele in zip(self.segments, self.bases, self.deleted):
-            if allowed is not None:  # the filter joins the deletions: the kernels skip both alike
-                skip = ~allowed[int(base):int(base) + seg.n_docs]
-                dele = skip | dele if len(dele) else skip
+        for si, (seg, base, dele) in enumerate(zip(self.segments, self.bases, self.deleted)):
             kk = min(k, max(seg.n_docs, 1))
             out_s = np.empty((nq, kk), np.float64)  # the kernels write every entry
             out_d = np.empty((nq, kk), np.int64)
             # A segment spanning at most two windows has nothing for MaxScore to skip: score it
             # term-at-a-time (same exact arithmetic and tie-breaking, less bookkeeping).
             w = self.segment_weights(seg, q_indptr, terms, weights)  # x the terms' scales, snapped
-            if maxscore and seg.n_docs > self.maxscore_min_docs:
+            seg_maxscore = maxscore and seg.n_docs > self.maxscore_min_docs
+            if plan is not None:
+                # The filter joins the deletions (the kernels skip both alike); a query for which
+                # the allowed documents are few is scored over them alone, document at a time.
+                docs = plan.docs[si]
+                cost = self.allowed_cost if maxscore and docs is not None else -1.0
+                args = (q_indptr, terms, w, kk, seg.n_docs, plan.skips[si], _NO_DOCS if docs is None else docs,
+                        cost, seg_maxscore, seg.term_block_ptr, seg.term_post_ptr, seg.term_max, seg.block_last,
+                        seg.block_max, seg.block_bits, seg.block_word_ptr, seg.words, seg.impacts, out_s, out_d)
+                if serial:
+                    kernels.filtered_serial(*args)
+                else:
+                    kernels.filtered_batch(*args, 4 * kernels.n_threads())
+            elif seg_maxscore:
                 run = kernels.maxscore_serial if serial else kernels.maxscore_batch
                 run(q_indptr, terms, w, kk, dele, seg.term_block_ptr, seg.term_post_ptr,
                     seg.term_max, seg.block_last, seg.block_max, seg.block_bits,
