@@ -91,7 +91,7 @@ from ..vectors import SparseBatch
 from . import kernels
 from . import kernels_approx as ka
 from .manifest import read_manifest
-from .searcher import Index, live_allowed
+from .searcher import Index
 from .segment import common_term_scale
 from .storage import (Directory, check_seal, file_record, read_arrays, read_json, read_versioned_json, seal,
                       verify_records, write_arrays)
@@ -614,17 +614,16 @@ class ApproximateIndex:
             require(params, [ApproxParams, ExactParams], "ApproximateIndex")
         else:
             params.check()
-        allowed = self.index.allowed_mask(params.filter, allowed)
+        plan = self.index.plan(params.filter, allowed)  # cached for an expression
         deleted = None
-        if allowed is None:
+        if plan is None:
             k = check_k(k, self.index.n_live_docs)
         else:
-            n_allowed = live_allowed(self.index.deleted, [s.n_docs for s in self.index.segments], allowed)
-            k = check_k(k, n_allowed)
-            if n_allowed <= self.exact_below():  # few documents: exact, and cheap
-                return self.index.search(queries, k, ExactParams(threads=params.threads, unknown=params.unknown),
-                                         allowed=allowed)
-            deleted = ~allowed if not len(self._deleted) else self._deleted | ~allowed
+            k = check_k(k, plan.n_allowed)
+            if plan.n_allowed <= self.exact_below():  # few documents: exact, and cheap
+                return self.index.search(queries, k, ExactParams(threads=params.threads, unknown=params.unknown,
+                                                                 filter=params.filter), allowed=allowed)
+            deleted = plan.skip_mask()
         q_indptr, terms, weights = self.index.prepare_queries(queries, params.unknown)
         return self.search_prepared(q_indptr, terms, weights, k, params, deleted=deleted)
 

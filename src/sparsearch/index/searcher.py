@@ -33,10 +33,11 @@ from .manifest import load_commit, verify_commit
 from .segment import Segment, common_term_scale
 from .storage import load_npy, read_arrays, read_json
 
-__all__ = ["Index", "Contribution", "FilterPlan", "open_index", "METADATA_DIR", "filter_plan", "live_allowed"]
+__all__ = ["Index", "Contribution", "FilterPlan", "open_index", "METADATA_DIR", "filter_plan"]
 
 _EXACT = ExactParams()
 _NO_DOCS = np.zeros(0, np.int64)
+_NO_SKIP = np.zeros(0, np.bool_)
 #: a segment's metadata arrays (``sparsearch.metadata``): a checksummed array directory inside it
 METADATA_DIR = "metadata"
 #: compiled filter masks kept per index (each is one bool per document)
@@ -62,18 +63,6 @@ def load_segment_metadata(seg: Segment, verify: bool = True) -> MetadataBatch | 
     return batch
 
 
-def live_allowed(deleted: Sequence[np.ndarray], sizes: Sequence[int], allowed: np.ndarray | None) -> int | None:
-    """How many documents are live and ``allowed`` (``None`` when there is no filter)."""
-    if allowed is None:
-        return None
-    n, a = 0, 0
-    for dele, size in zip(deleted, sizes):
-        part = allowed[a:a + size]
-        n += int(np.count_nonzero(part & ~dele)) if len(dele) else int(np.count_nonzero(part))
-        a += size
-    return n
-
-
 @dataclass(frozen=True)
 class FilterPlan:
     """A filter made ready for the kernels, per segment: ``skips`` (deleted or filtered out),
@@ -84,6 +73,15 @@ class FilterPlan:
     skips: tuple[np.ndarray, ...]
     docs: tuple[np.ndarray | None, ...]
     n_allowed: int
+    sizes: tuple[int, ...]
+
+    def skip_mask(self) -> np.ndarray:
+        """The documents to skip (deleted or filtered out) over all doc numbers (empty: none)."""
+        if not any(len(s) for s in self.skips):
+            return _NO_SKIP
+        if len(self.skips) == 1:
+            return self.skips[0]
+        return np.concatenate([s if len(s) else np.zeros(n, np.bool_) for s, n in zip(self.skips, self.sizes)])
 
 
 def filter_plan(segments: Sequence[Segment], deleted: Sequence[np.ndarray], allowed: np.ndarray,
@@ -100,9 +98,9 @@ def filter_plan(segments: Sequence[Segment], deleted: Sequence[np.ndarray], allo
         n += n_seg
         # one term scored per document at least: beyond the segment's postings it never pays
         few = n_seg * cost <= seg.n_postings + seg.n_docs
-        skips.append(skip)
         docs.append(np.flatnonzero(~skip) if few else None)
-    return FilterPlan(tuple(skips), tuple(docs), n)
+        skips.append(skip if n_seg < seg.n_docs else _NO_SKIP)  # nothing to skip: the kernels test nothing
+    return FilterPlan(tuple(skips), tuple(docs), n, tuple(seg.n_docs for seg in segments))
 
 
 @dataclass(frozen=True)
@@ -469,12 +467,15 @@ class Index:
             # term-at-a-time (same exact arithmetic and tie-breaking, less bookkeeping).
             w = self.segment_weights(seg, q_indptr, terms, weights)  # x the terms' scales, snapped
             seg_maxscore = maxscore and seg.n_docs > self.maxscore_min_docs
-            if plan is not None:
+            skip = None if plan is None else plan.skips[si]
+            docs = None if plan is None else plan.docs[si]
+            if skip is not None and not len(skip) and docs is None:
+                skip, dele = None, _NO_SKIP  # the filter leaves every document here, none deleted: unfiltered
+            if skip is not None:
                 # The filter joins the deletions (the kernels skip both alike); a query for which
                 # the allowed documents are few is scored over them alone, document at a time.
-                docs = plan.docs[si]
                 cost = self.allowed_cost if maxscore and docs is not None else -1.0
-                args = (q_indptr, terms, w, kk, seg.n_docs, plan.skips[si], _NO_DOCS if docs is None else docs,
+                args = (q_indptr, terms, w, kk, seg.n_docs, skip, _NO_DOCS if docs is None else docs,
                         cost, seg_maxscore, seg.term_block_ptr, seg.term_post_ptr, seg.term_max, seg.block_last,
                         seg.block_max, seg.block_bits, seg.block_word_ptr, seg.words, seg.impacts, out_s, out_d)
                 if serial:
