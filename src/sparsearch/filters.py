@@ -37,16 +37,16 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Union
 
 import numpy as np
 
-from .errors import InvalidInputError
+from .errors import InvalidInputError, UnsupportedError
 from .metadata import Column, parse_date
 
-__all__ = ["parse", "compile_filter", "describe", "MAX_FILTER_CHARS", "Cmp", "In", "Exists", "Has", "Latent",
+__all__ = ["parse", "compile_filter", "describe", "to_milvus", "MAX_FILTER_CHARS", "Cmp", "In", "Exists", "Has", "Latent",
            "Concept", "And", "Or", "Not", "Const", "Node"]
 
 #: the longest filter expression accepted (a bound on parsing work)
@@ -604,3 +604,110 @@ _LEAVES: dict[type, Callable[[Any], str]] = {
     Latent: lambda n: f"latent({n.latent}) {n.op} {n.threshold!r}",
     Concept: lambda n: f"concept({_lit(n.label)}) {n.op} {n.threshold!r}",
 }
+
+
+# ----------------------------------------------------------------------------- Milvus
+_MILVUS_OPS = {"=": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
+
+
+def to_milvus(expr: str, fields: Mapping[str, Mapping[str, Any]]) -> str | bool:
+    """``expr`` as a Milvus boolean expression over the scalar fields of an export.
+
+    ``fields``: metadata field name -> ``{"type", "field"`` (its Milvus field name)``, "multi"}``,
+    as :func:`sparsearch.milvus.export` records them. Returns the expression, or ``True`` /
+    ``False`` when the filter selects every / no document (constants folded away).
+
+    Same semantics as :func:`compile_filter`: every comparison is guarded by presence (``f is
+    not null and f == v``), so that Milvus' three-valued logic (a comparison with null is
+    unknown, and so is its ``not``) never differs from ours under ``not``; a multi-valued keyword
+    field is an ARRAY (a missing value: empty) tested with ``array_contains`` /
+    ``array_contains_any``; dates are day numbers. What has no Milvus counterpart is an
+    :class:`~sparsearch.errors.UnsupportedError` naming it: ``has()``, ``latent()``,
+    ``concept()`` (they read the index's postings), and ranges over a multi-valued keyword field.
+    """
+    return _Milvus(expr, fields).run(parse(expr))
+
+
+def _milvus_lit(v: Any, expr: str, col: int) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return _lit(v)
+    if isinstance(v, float) and not math.isfinite(v):
+        raise _error(expr, col, f"the number {v!r} has no Milvus literal")
+    return repr(v)
+
+
+class _Milvus:
+    def __init__(self, expr: str, fields: Mapping[str, Mapping[str, Any]]) -> None:
+        self.expr, self.fields = expr, fields
+
+    def field(self, node: Any) -> Mapping[str, Any]:
+        f = self.fields.get(node.field)
+        if f is None:
+            have = ", ".join(sorted(self.fields)) or "none"
+            raise _error(self.expr, node.col, f"unknown field {node.field!r} (the exported metadata fields: {have})")
+        return f
+
+    def exists(self, f: Mapping[str, Any]) -> str:
+        return f"array_length({f['field']}) > 0" if f.get("multi") else f"{f['field']} is not null"
+
+    def unsupported(self, node: Any, what: str) -> UnsupportedError:
+        return UnsupportedError(f"filter {self.expr!r}, column {node.col}: {what} does not translate to a Milvus "
+                                f"expression (it reads the index's postings or latents); search the local index")
+
+    def run(self, node: Node) -> str | bool:
+        if isinstance(node, (And, Or)):
+            short = isinstance(node, Or)  # the constant that decides: true for or, false for and
+            parts = []
+            for p in node.parts:
+                r = self.run(p)
+                if r is short:
+                    return short
+                if r is not (not short):
+                    parts.append(r)
+            if len(parts) < 2:
+                return parts[0] if parts else not short
+            return f" {'or' if short else 'and'} ".join(f"({r})" for r in parts)
+        if isinstance(node, Not):
+            r = self.run(node.part)
+            return (not r) if isinstance(r, bool) else f"not ({r})"
+        if isinstance(node, Const):
+            return node.value
+        if isinstance(node, Exists):
+            return self.exists(self.field(node))
+        if isinstance(node, Cmp):
+            return self.compare(node)
+        if isinstance(node, In):
+            return self.member(node)
+        what = {Has: "has()", Latent: "latent()", Concept: "concept()"}.get(type(node))
+        if what is not None:
+            raise self.unsupported(node, what)
+        raise AssertionError(f"unknown filter node {node!r}")  # pragma: no cover
+
+    def compare(self, node: Cmp) -> str:
+        f = self.field(node)
+        typ, name = f["type"], f["field"]
+        if typ == "bool" and node.op not in ("=", "!="):
+            raise _error(self.expr, node.col, f"field {node.field!r} is bool: use = or != with true/false")
+        v = _milvus_lit(_literal_for(typ, node.value, node, self.expr), self.expr, node.col)
+        if f.get("multi"):
+            if node.op not in ("=", "!="):
+                raise UnsupportedError(f"filter {self.expr!r}, column {node.col}: {node.op} on the multi-valued "
+                                       f"field {node.field!r} does not translate to Milvus (=, !=, in and not in do)")
+            eq = f"array_contains({name}, {v})"
+        else:
+            if node.op != "!=":
+                return f"{name} is not null and {name} {_MILVUS_OPS[node.op]} {v}"
+            eq = f"{name} is not null and {name} == {v}"
+        return f"({self.exists(f)}) and not ({eq})" if node.op == "!=" else eq
+
+    def member(self, node: In) -> str | bool:
+        f = self.field(node)
+        name = f["field"]
+        vals = [_milvus_lit(_literal_for(f["type"], v, node, self.expr), self.expr, node.col) for v in node.values]
+        if not vals:
+            return self.exists(f) if node.negate else False
+        listed = "[" + ", ".join(vals) + "]"
+        hit = f"array_contains_any({name}, {listed})" if f.get("multi") else f"{name} is not null and {name} in {listed}"
+        return f"({self.exists(f)}) and not ({hit})" if node.negate else hit

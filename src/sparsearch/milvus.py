@@ -15,7 +15,9 @@ What is exported (:func:`export`) into a collection ``NAME``:
   index term id: exactly the vectors the local index scores, never re-encoded), ``title`` and
   ``text`` VARCHAR when the index has a document store (cut to ``max_text_bytes`` UTF-8 bytes at
   a character boundary), and ``dense`` FLOAT_VECTOR when dense vectors are given (for
-  :meth:`MilvusBackend.hybrid_search`). Documents with no term are not exported: Milvus refuses
+  :meth:`MilvusBackend.hybrid_search`), and the documents' metadata fields (:mod:`sparsearch.metadata`)
+  as nullable scalar fields ``m_<name>`` (see :func:`_metadata_specs`), which filters translate
+  to (:func:`sparsearch.filters.to_milvus`). Documents with no term are not exported: Milvus refuses
   empty sparse vectors, and the local index can never return them either.
 * a sidecar collection ``NAME__sparsearch`` with the vocabulary (term id -> term string), the
   encoder config and saved state recorded in the index manifest (so that query text is encoded
@@ -60,6 +62,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
+from dataclasses import field as _field
 from pathlib import Path
 from typing import Any
 
@@ -71,11 +74,13 @@ from .encoders import load_encoder, pack_state, unpack_state
 from .encoders.dense import DenseEncoder
 from .errors import BackendError, ConflictError, InvalidInputError, MissingExtraError, NotFoundError, UnsupportedError
 from .evaluation import to_run
+from .filters import to_milvus
 from .fusion import fuse_topk
 from .index import Index
 from .index.dense import DenseIndex, as_float32
 from .index.hybrid import HybridEncoder, HybridIndex, HybridQueries, open_searcher
 from .index.updates import live_vectors
+from .metadata import parse_date
 from .searching import ExactParams, HybridParams, check_k, params_from_dict, params_to_dict, require
 from .vectors import SparseBatch, Vocabulary
 
@@ -295,6 +300,8 @@ class _Plan:
     vectors: Callable[[int, int], list[dict[str, Any] | None]]
     meta: dict[str, Any]
     version: int
+    #: the documents' metadata fields as scalar fields (see :func:`_metadata_specs`)
+    scalars: list[dict[str, Any]] = _field(default_factory=list)
 
 
 def export(index: Any, uri: str, collection: str | None = None, *, token: str | None = None,
@@ -385,11 +392,67 @@ def _index_plan(index: Index, dense: np.ndarray | None, dense_encoder: Mapping[s
     fields: list[tuple[str, str, int | None]] = [("sparse", "sparse", None)]
     if dense is not None:
         fields.append(("dense", "dense", int(dense.shape[1])))
+    scalars = _metadata_specs(index)
+
+    def rows(a: int, b: int) -> list[dict[str, Any] | None]:
+        out = vectors(a, b)
+        for r, row in zip(range(a, b), out):
+            if row is not None and scalars:
+                row.update(_metadata_values(index, scalars, int(docnums[r])))
+        return out
+
     meta = {"vocab": batch.vocab.terms, "encoder": index.encoder_config, "encoder_state": _encoder_files(index),
             "quantization": index.manifest.get("quantization"),
             "dense": None if dense is None else {"dim": int(dense.shape[1]),
-                                                 "encoder": dict(dense_encoder) if dense_encoder else None}}
-    return _Plan(fields, batch.ids, docnums, vectors, meta, VERSION)
+                                                 "encoder": dict(dense_encoder) if dense_encoder else None},
+            "metadata": scalars}
+    return _Plan(fields, batch.ids, docnums, rows, meta, VERSION, scalars)
+
+
+#: Milvus' largest ARRAY capacity
+MAX_CAPACITY = 4096
+
+
+def _metadata_specs(index: Index) -> list[dict[str, Any]]:
+    """The index's metadata fields as Milvus scalar fields: ``{"name", "type", "field", "multi"}``
+    (+ ``max_bytes`` and ``capacity`` for keywords). Field ``m_<name>`` (other characters than
+    letters, digits and ``_`` as ``_``, made unique); keyword: VARCHAR, or ARRAY of VARCHAR when
+    some document holds several values (a missing value: the empty array); integer and date (day
+    number): INT64; float: DOUBLE; bool: BOOL; scalars nullable (a missing value: null)."""
+    store = index.metadata
+    out: list[dict[str, Any]] = []
+    taken: set[str] = set()
+    for name, typ in sorted(store.schema.items()):
+        base = "m_" + re.sub(r"[^A-Za-z0-9_]", "_", name)[:200]
+        fname, i = base, 2
+        while fname in taken:
+            fname, i = f"{base}_{i}", i + 1
+        taken.add(fname)
+        cols = [p.columns[name] for p in store.parts if p is not None and name in p.columns]
+        spec: dict[str, Any] = {"name": name, "type": typ, "field": fname,
+                                "multi": typ == "keyword" and any(c.multi for c in cols)}
+        if typ == "keyword":
+            spec["max_bytes"] = max([len(str(v).encode("utf-8")) for c in cols for v in c.dictionary] + [1])
+            spec["capacity"] = max([int(np.diff(c.ptr).max()) for c in cols if c.n] + [1])
+            if spec["max_bytes"] > MAX_VARCHAR or spec["capacity"] > MAX_CAPACITY:
+                raise InvalidInputError(f"metadata field {name!r} holds a value of {spec['max_bytes']} bytes or "
+                                        f"{spec['capacity']} values in one document; Milvus stores at most "
+                                        f"{MAX_VARCHAR} bytes and {MAX_CAPACITY} values")
+        out.append(spec)
+    return out
+
+
+def _metadata_values(index: Index, specs: Sequence[Mapping[str, Any]], docnum: int) -> dict[str, Any]:
+    """One document's metadata as the row values of :func:`_metadata_specs`' fields."""
+    doc = index.document_metadata(docnum)
+    out: dict[str, Any] = {}
+    for sp in specs:
+        v = doc.get(sp["name"])
+        if sp["type"] == "keyword":
+            out[sp["field"]] = (v or []) if sp["multi"] else (v[0] if v else None)
+        else:
+            out[sp["field"]] = parse_date(v) if v is not None and sp["type"] == "date" else v
+    return out
 
 
 def field_names(names: Sequence[str]) -> list[str]:
@@ -482,7 +545,7 @@ def _write(index: Any, uri: str, collection: str, plan: _Plan, *, token: str | N
         for n in found:
             client.drop_collection(n)
         _create_collection(client, uri, collection, index_type, dict(index_params or {}), id_bytes,
-                           store is not None, max_text_bytes, plan.fields)
+                           store is not None, max_text_bytes, plan.fields, plan.scalars)
         skipped = 0
         with tqdm(total=len(plan.ids), unit="doc", desc=f"export {collection}", disable=not progress) as bar:
             for a in range(0, len(plan.ids), batch_size):
@@ -528,7 +591,8 @@ def _write(index: Any, uri: str, collection: str, plan: _Plan, *, token: str | N
 
 
 def _create_collection(client, uri: str, name: str, index_type: str, index_params: dict[str, Any], id_bytes: int,
-                       text: bool, text_bytes: int, vector_fields: Sequence[tuple[str, str, int | None]]) -> None:
+                       text: bool, text_bytes: int, vector_fields: Sequence[tuple[str, str, int | None]],
+                       scalars: Sequence[Mapping[str, Any]] = ()) -> None:
     """The document collection with its indexes (created empty, so that a refused index type
     fails before any data is sent); a refusal drops it and raises :class:`MilvusBackendError`."""
     from pymilvus import DataType
@@ -539,6 +603,15 @@ def _create_collection(client, uri: str, name: str, index_type: str, index_param
     if text:
         schema.add_field("title", DataType.VARCHAR, max_length=text_bytes)
         schema.add_field("text", DataType.VARCHAR, max_length=text_bytes)
+    types = {"integer": DataType.INT64, "date": DataType.INT64, "float": DataType.DOUBLE, "bool": DataType.BOOL}
+    for sp in scalars:
+        if sp["multi"]:
+            schema.add_field(sp["field"], DataType.ARRAY, element_type=DataType.VARCHAR,
+                             max_capacity=sp["capacity"], max_length=sp["max_bytes"])
+        elif sp["type"] == "keyword":
+            schema.add_field(sp["field"], DataType.VARCHAR, max_length=sp["max_bytes"], nullable=True)
+        else:
+            schema.add_field(sp["field"], types[sp["type"]], nullable=True)
     params = client.prepare_index_params()
     for field, kind, dim in vector_fields:
         if kind == "sparse":
@@ -631,15 +704,17 @@ class _Collection:
             raise
 
     def _search_field(self, field: str, data: Sequence[Any], k: int, search_params: dict[str, Any],
-                      fields: list[str]) -> list[list[tuple]]:
+                      fields: list[str], filter: str | bool = True) -> list[list[tuple]]:
         """Top-``k`` hits of each query row of ``data`` in vector field ``field`` (1,000 queries per
-        request); an empty sparse row matches nothing and is not sent."""
+        request) among the rows Milvus expression ``filter`` selects (``True``: all, ``False``:
+        none); an empty sparse row matches nothing and is not sent."""
         hits: list[list[tuple]] = [[] for _ in data]
-        todo = [i for i, r in enumerate(data) if not isinstance(r, dict) or r]
+        todo = [i for i, r in enumerate(data) if (not isinstance(r, dict) or r) and filter is not False]
+        extra = {} if filter is True else {"filter": filter}
         for a in range(0, len(todo), _SEARCH_BATCH):
             part = todo[a:a + _SEARCH_BATCH]
             res = self._call("search", self.client.search, self.collection, data=[data[i] for i in part],
-                             anns_field=field, limit=k, search_params=search_params, output_fields=fields)
+                             anns_field=field, limit=k, search_params=search_params, output_fields=fields, **extra)
             for i, r in zip(part, res):
                 hits[i] = _sorted_hits(r, fields)
         return hits
@@ -782,8 +857,40 @@ class MilvusBackend(_Collection):
         """
         return _sparse_rows(queries, self.vocab, unknown, self.collection)
 
-    def _sparse_hits(self, rows: list[dict[int, float]], k: int, fields: list[str]) -> list[list[tuple]]:
-        return self._search_field("sparse", rows, k, _SPARSE_PARAMS, fields)
+    def _sparse_hits(self, rows: list[dict[int, float]], k: int, fields: list[str],
+                     filter: str | bool = True) -> list[list[tuple]]:
+        return self._search_field("sparse", rows, k, _SPARSE_PARAMS, fields, filter)
+
+    @property
+    def filters(self) -> bool:
+        """Whether the export carries metadata fields to filter on (exports before them do not)."""
+        return "metadata" in self.meta
+
+    def milvus_filter(self, expr: str) -> str | bool:
+        """The filter ``expr`` (:mod:`sparsearch.filters`) as a Milvus expression over the exported
+        metadata fields (``True`` / ``False``: every / no document); see
+        :func:`sparsearch.filters.to_milvus` for what does not translate."""
+        if not self.filters:
+            raise UnsupportedError(f"collection {self.collection!r} was exported without metadata fields; export "
+                                   f"the index again to filter on them")
+        return to_milvus(expr, {sp["name"]: sp for sp in self.meta["metadata"]})
+
+    def count(self, filter: str | bool = True) -> int:
+        """Documents of the collection that the Milvus expression ``filter`` selects."""
+        if filter is True:
+            return self.n_docs
+        if filter is False:
+            return 0
+        rows = self._call("count", self.client.query, self.collection, filter=filter, output_fields=["count(*)"])
+        return int(rows[0]["count(*)"])
+
+    def _filtered(self, params: ExactParams | None, k: int) -> tuple[ExactParams, int, str | bool]:
+        """``params`` checked (exact only: Milvus has no approximate mode here), ``params.filter``
+        translated (``True``: none) and ``k`` clamped to the documents it selects."""
+        params = ExactParams() if params is None else params
+        require(params, [ExactParams], "the Milvus backend")
+        expr = True if params.filter is None else self.milvus_filter(params.filter)
+        return params.check(), _check_k(k, self.count(expr)), expr
 
     def _dense_hits(self, dense_queries: np.ndarray, k: int, fields: list[str]) -> list[list[tuple]]:
         return self._search_field("dense", self._check_dense(dense_queries).tolist(), k, _DENSE_PARAMS, fields)
@@ -793,12 +900,6 @@ class MilvusBackend(_Collection):
             raise InvalidInputError(f"collection {self.collection!r} has no dense vectors (export with dense=... / --dense)")
         return _dense_queries(dense_queries, self.meta["dense"]["dim"])
 
-    def _exact(self, params: ExactParams | None, k: int) -> tuple[ExactParams, int]:
-        """``params`` checked (exact only: Milvus has no approximate mode here) and ``k`` clamped."""
-        params = ExactParams() if params is None else params
-        require(params, [ExactParams], "the Milvus backend")
-        return params.check(), _check_k(k, self.n_docs)
-
     def search(self, queries: SparseBatch, k: int = 10,
                params: ExactParams | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` documents per query by inner product, computed by Milvus.
@@ -807,20 +908,22 @@ class MilvusBackend(_Collection):
             queries: (nq, V') sparse query vectors, matched to the stored vocabulary by term.
             k: results per query, 1 to 16384; the result width is ``min(k, n_docs)``.
             params: :class:`~sparsearch.searching.ExactParams`; ``unknown`` is honoured, ``threads``
-                and ``exhaustive`` do not apply (Milvus scores every posting of the query terms).
+                and ``exhaustive`` do not apply (Milvus scores every posting of the query terms);
+                ``filter`` is translated to a Milvus expression over the exported metadata fields
+                (:meth:`milvus_filter`), ``k`` clamped to the documents it selects.
 
         Returns:
             ``scores`` float32 (nq, k'), descending (ties: ascending doc number) and ``docnums``
             int64 (nq, k'): doc numbers of the exported index commit, ``-1`` padding.
         """
-        params, k = self._exact(params, k)
-        return _arrays(self._sparse_hits(self.prepare_queries(queries, params.unknown), k, []), k)
+        params, k, expr = self._filtered(params, k)
+        return _arrays(self._sparse_hits(self.prepare_queries(queries, params.unknown), k, [], expr), k)
 
     def search_run(self, queries: SparseBatch, k: int = 1000,
                    params: ExactParams | None = None) -> dict[str, dict[str, float]]:
         """:meth:`search` as a run ``{query_id: {doc_id: score}}`` (query ids from ``queries.ids``)."""
-        params, k = self._exact(params, k)
-        return _run(self._sparse_hits(self.prepare_queries(queries, params.unknown), k, ["doc_id"]), k,
+        params, k, expr = self._filtered(params, k)
+        return _run(self._sparse_hits(self.prepare_queries(queries, params.unknown), k, ["doc_id"], expr), k,
                     queries.ids)
 
     def dense_search_run(self, dense_queries: np.ndarray, k: int = 10,

@@ -787,8 +787,13 @@ class ServedMilvus(ServedIndex):
 
     explains = False
     writable = False
-    filters = False  # the export has no metadata fields yet (issue 17: filters translated to Milvus)
     kind = "Milvus"
+
+    @property
+    def filters(self) -> bool:  # type: ignore[override]
+        """An export with metadata fields translates filters to Milvus expressions (a hybrid
+        export, or one made before metadata was exported, does not)."""
+        return bool(getattr(self.backend, "filters", False))
 
     def __init__(self, name: str, backend: MilvusBackend) -> None:
         self.name, self.backend, self.path = name, backend, f"{backend.uri}#{backend.collection}"
