@@ -89,3 +89,26 @@ def test_http_filter_field(collection, tmp_path):
         assert r.status_code == 422, r.text
         r = c.post("/search", json={**body, "filter": 3})
         assert r.status_code == 422, r.text
+
+
+def test_cli_schema_declares_field_types_on_index_and_add(tmp_path):
+    """CSV cells are typed from their text unless declared: "007" is the integer 7, or with
+    --schema code:keyword the string "007"; add declares a new field; a bad schema is one line."""
+    data = tmp_path / "docs.csv"
+    data.write_text("id,text,code,year\nd1,red apples,007,2001\nd2,green apples,7,2002\n")
+    idx = tmp_path / "idx"
+    r = cli("index", data, "-o", idx, "--schema", "code:keyword, year:integer")
+    assert r.exit_code == 0, r.output
+    r = cli("search", idx, "-q", "apples", "--json", "--filter", 'code = "007"')
+    assert r.exit_code == 0, r.output
+    assert _ids(r.stdout) == ["d1"]
+    more = tmp_path / "more.csv"
+    more.write_text("id,text,code,rank\nd3,apples again,7,1.5\n")
+    r = cli("add", idx, more, "--schema", "rank:float")
+    assert r.exit_code == 0, r.output
+    r = cli("search", idx, "-q", "apples", "--json", "--filter", 'rank >= 1 and code = "7"')
+    assert _ids(r.stdout) == ["d3"]
+    r = cli("index", data, "-o", tmp_path / "bad", "--schema", "code:text")
+    assert r.exit_code == 2 and "unknown type 'text'" in r.output and not (tmp_path / "bad").exists()
+    r = cli("add", idx, more, "--schema", "code:integer", "--replace")
+    assert r.exit_code == 2 and "declared integer, but the index stores it as keyword" in r.output

@@ -226,6 +226,9 @@ def index_cmd(
     text_field: Annotated[Optional[str], typer.Option(help=TEXT_FIELD_HELP)] = None,
     title_field: Annotated[Optional[str], typer.Option(help=TITLE_FIELD_HELP)] = None,
     quantization: Annotated[str, typer.Option(help="Impact storage: uint8 (linear 8-bit, default) or float32.")] = "uint8",
+    schema: Annotated[Optional[str], typer.Option(
+        help="Declared types of metadata fields, e.g. 'year:integer,source:keyword' (keyword, integer, float, "
+             "date, bool); other fields are inferred. Filters (--filter) test these fields.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Atomically replace an existing index at --out.")] = False,
     approximate: Annotated[bool, typer.Option(
         "--approximate", help="Also build the approximate index (default settings; `sparsearch build-approx` "
@@ -251,9 +254,14 @@ def index_cmd(
     from .encoders import get_encoder
     from .index import build_index
     from .ingest import TextInput
+    from .metadata import parse_schema
 
     t0 = time.perf_counter()
     ray = ray or ray_address is not None
+    parse_schema(schema)  # a bad declaration fails before any work
+    if schema and (ray or len(encoder) > 1 or encoder[0].partition(":")[0] == "dense"):
+        raise InvalidInputError("--schema applies to a single-representation index built here (without --ray); "
+                                "a hybrid or Ray build infers its field types")
     if len(encoder) > 1 or encoder[0].partition(":")[0] == "dense":
         if ray or approximate:
             raise InvalidInputError("--ray and --approximate build single-representation indexes; build the hybrid, "
@@ -277,10 +285,11 @@ def index_cmd(
             enc.fit(texts)
             batch = enc.encode_documents(texts, src.ids)
             idx = build_index(batch, out, quantization=quantization, encoder=enc, overwrite=overwrite,
-                              extra={**extra, "encode_seconds": time.perf_counter() - t0}, documents=src.rows())
+                              extra={**extra, "encode_seconds": time.perf_counter() - t0}, documents=src.rows(),
+                              schema=schema)
         else:
             idx = build_index(src.batches(), out, quantization=quantization, overwrite=overwrite, progress=True,
-                              extra=extra)
+                              extra=extra, schema=schema)
     st = idx.stats()
     typer.echo(f"indexed {st['n_docs']:,} documents, {st['n_terms']:,} terms, {st['n_postings']:,} postings "
                f"in {time.perf_counter() - t0:.1f}s -> {out} ({st['index_bytes'] / 1e6:.1f} MB, "
@@ -363,6 +372,9 @@ def add(
     replace: Annotated[bool, typer.Option(
         "--replace", help="Replace documents whose id is already in the index (an upsert); without it such an "
                           "id is an error and nothing is added.")] = False,
+    schema: Annotated[Optional[str], typer.Option(
+        help="Declared types of the new documents' metadata fields, e.g. 'year:integer,source:keyword'; other "
+             "fields are inferred, and fields the index has keep their type.")] = None,
 ) -> None:
     """Add documents to an index as a new segment (one commit; readers see all of them or none).
 
@@ -372,8 +384,13 @@ def add(
     from .index.hybrid import is_hybrid
     from .index.updates import add_documents, add_texts
     from .ingest import TextInput
+    from .metadata import parse_schema
 
     t0 = time.perf_counter()
+    parse_schema(schema)
+    if schema and is_hybrid(index):
+        raise InvalidInputError("--schema applies to a single-representation index; a hybrid index infers its "
+                                "field types")
     if is_hybrid(index):
         return _add_to_hybrid(index, _read_input(data, fmt, id_field, text_field, title_field), replace, t0)
     idx = Index.open(index)
@@ -385,11 +402,11 @@ def add(
                                     f"(.jsonl of {{\"id\", \"vector\"}} lines or .npz), not texts")
         try:
             if isinstance(src, TextInput):
-                add_texts(index, src.rows(), replace=replace)
+                add_texts(index, src.rows(), replace=replace, schema=schema)
                 n = len(src)
             else:
                 batch = src.read()
-                add_documents(index, batch, replace=replace)
+                add_documents(index, batch, replace=replace, schema=schema)
                 n = len(batch)
         except ConflictError as e:  # the library's wording names its keyword argument
             e.args = (str(e).replace("pass replace=True", "pass --replace"),)
