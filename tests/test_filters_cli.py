@@ -112,3 +112,28 @@ def test_cli_schema_declares_field_types_on_index_and_add(tmp_path):
     assert r.exit_code == 2 and "unknown type 'text'" in r.output and not (tmp_path / "bad").exists()
     r = cli("add", idx, more, "--schema", "code:integer", "--replace")
     assert r.exit_code == 2 and "declared integer, but the index stores it as keyword" in r.output
+
+
+def test_cli_explain_names_the_latents_of_a_sparse_coding_index(tmp_path, monkeypatch):
+    """A CSR index's hits explain themselves by latent and its label (its first words), and a
+    concept filter keeps the documents of that latent."""
+    import numpy as np
+
+    from sparsearch.features import FeatureLabels
+    from sparsearch.index import Index, build_index
+    from sparsearch.vectors import SparseBatch, Vocabulary
+
+    codes = np.array([[2.0, 0, 0.1], [0, 1.5, 0.1], [1.0, 0, 0.2]], np.float32)
+    build_index(SparseBatch.from_dense(codes, Vocabulary.from_size(3, "f"), ["heart", "lung", "valve"]),
+                tmp_path / "csr")
+    labels = FeatureLabels([[("cardiology", 1.0), ("heart", 0.5)], [("pulmonary", 1.0)], [("study", 1.0)]])
+    monkeypatch.setattr(Index, "feature_labels", lambda self: labels)
+    (tmp_path / "q.jsonl").write_text(json.dumps({"id": "q", "vector": {"f0": 1.0, "f2": 1.0}}) + "\n")
+    r = cli("search", tmp_path / "csr", "--queries", tmp_path / "q.jsonl", "--explain", "--json",
+            "--filter", 'concept("cardiology")')
+    assert r.exit_code == 0, r.output
+    hits = json.loads(r.stdout.splitlines()[0])["hits"]
+    assert [h["id"] for h in hits] == ["heart", "valve"]
+    assert hits[0]["explanation"][0] == {"term": "f0", "label": "cardiology, heart", "contribution": 2.0}
+    r = cli("search", tmp_path / "csr", "--queries", tmp_path / "q.jsonl", "--explain")
+    assert "f0 (cardiology, heart)=2.000" in r.stdout

@@ -671,6 +671,8 @@ def _hits(idx, qv, scores: np.ndarray, docs: np.ndarray, query: list[str] | None
     from .highlight import highlight_hit
 
     stores = _docstores(idx)
+    # a sparse-coding (CSR) index's latents carry labels: show them next to the latent terms
+    labels = idx.feature_labels() if explain and hasattr(idx, "feature_labels") else None
     if hasattr(idx, "highlight_encoders"):
         encoders = idx.highlight_encoders() if stores else []
     else:
@@ -693,8 +695,8 @@ def _hits(idx, qv, scores: np.ndarray, docs: np.ndarray, query: list[str] | None
                                                       SNIPPET_WORDS)
                     hit.update(title=doc["title"], snippet=snippet, spans=[list(x[:2]) for x in spans])
                 if explain:
-                    hit["explanation"] = [{"term": c.term, "contribution": round(float(c.contribution), 6)}
-                                          for c in contributions[:8]]
+                    hit["explanation"] = [{"term": c.term, **({"label": labels.label(c.term)} if labels is not None else {}),
+                                           "contribution": round(float(c.contribution), 6)} for c in contributions[:8]]
                 if per_member is not None:
                     hit["representations"] = _representations(per_member, qi, d)
                 hits.append(hit)
@@ -737,7 +739,8 @@ def _print_hits(idx, qv, scores: np.ndarray, docs: np.ndarray, query: list[str] 
             if h["snippet"]:
                 typer.echo("       " + _styled(h["snippet"], h["spans"]))
             if explain:
-                typer.echo("       " + ", ".join(f"{c['term']}={c['contribution']:.3f}" for c in h["explanation"]))
+                typer.echo("       " + ", ".join(f"{c['term']}" + (f" ({c['label']})" if "label" in c else "")
+                                                 + f"={c['contribution']:.3f}" for c in h["explanation"]))
             if "representations" in h:
                 typer.echo("       " + "  ".join(f"{n} #{r['rank']} ({r['score']:.4f})" if r["rank"] else f"{n} -"
                                                  for n, r in h["representations"].items()))
