@@ -268,6 +268,13 @@ def test_approximate_filtered_search(tmp_path):
         assert recall >= 0.8, (expr, recall)
         if mask.sum() <= approx.exact_below():  # small selections are searched exactly
             np.testing.assert_array_equal(d, ed)
+    # a quarter of the documents: the lists of twice as many query terms are visited
+    seen = []
+    real = approx.search_prepared
+    approx.search_prepared = lambda *a, **kw: seen.append(a[4].query_cut) or real(*a, **kw)
+    approx.search(q, 10, ApproxParams(filter="bucket < 25", query_cut=7))
+    approx.search(q, 10, ApproxParams(query_cut=7))
+    assert seen == [14, 7]
     # exact parameters through the approximate index keep the filter
     _, d = approx.search(q, 10, ExactParams(filter="bucket = 3"))
     assert index.filter_mask("bucket = 3")[d[d >= 0]].all()
