@@ -80,6 +80,34 @@ def encoder_for(kind: str, model: str | None):
     return SpladeDocEncoder(model) if kind == "splade-doc" else SpladeEncoder(model)
 
 
+def _row(name: str, r: dict) -> str:
+    fused = r.get("fused_with_bm25", {}).get("nDCG@10")
+    cells = [f"{r['nDCG@10']:.4f}", f"{r['R@100']:.4f}", f"{r['nnz_doc']:.0f}" if "nnz_doc" in r else "",
+             f"{r['nnz_query']:.1f}" if "nnz_query" in r else "", f"{r['flops']:.2f}" if "flops" in r else "",
+             f"{fused:.4f}" if fused is not None else "",
+             f"{r['train_seconds']:.0f}" if "train_seconds" in r else "",
+             f"{r['examples_per_second']:.1f}" if r.get("examples_per_second") else ""]
+    return f"| {name} | " + " | ".join(cells) + " |"
+
+
+def render(paths: list[Path]) -> str:
+    """Markdown tables of result files (one section per file and collection)."""
+    head = ("| run | nDCG@10 | R@100 | nnz/doc | nnz/query | FLOPS | fused with BM25 nDCG@10 | train s | examples/s |\n"
+            "|---|---|---|---|---|---|---|---|---|")
+    out = ["# Adapting SPLADE-tiny: label-free and supervised", "",
+           "Written by `benchmarks/adaptation.py --render`; the commands are in its docstring.", ""]
+    for p in paths:
+        results = json.loads(p.read_text())
+        out += [f"## {p.stem}", ""]
+        for coll, res in results.items():
+            out += [f"### {coll} ({res['split']} judgements)", "", head]
+            for name, r in res.items():
+                if isinstance(r, dict) and "nDCG@10" in r:
+                    out.append(_row(name, r))
+            out.append("")
+    return "\n".join(out) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--collections", nargs="+", default=["scifact", "nfcorpus", "cranfield"])
@@ -87,8 +115,12 @@ def main() -> None:
     ap.add_argument("--recipe", nargs="+", default=["base"])
     ap.add_argument("--mode", choices=["label-free", "supervised"], default="label-free")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--render", nargs="+", type=Path, help="only write markdown of these result files to --out")
     ap.add_argument("--reuse", action="store_true", help="reuse adapted models already saved")
     args = ap.parse_args()
+    if args.render:
+        Path(args.out).write_text(render(args.render))
+        return
     recipes = json.loads(RECIPES.read_text())
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.exists() else {}

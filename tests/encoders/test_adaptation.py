@@ -107,6 +107,9 @@ def test_examples_from_teacher_draw_negatives_below_the_top():
                                    for n in a.negatives]
     assert b.positive == "doc 7"  # no source: the teacher's top hit
     assert set(b.negatives) <= {"doc 6", "doc 2"}  # doc 0 is excluded (judged relevant)
+    cut = examples_from_teacher([("doc", "1")], ids, ["a doc b", "x doc y", *docs[2:]], (scores, docnums),
+                                AdaptConfig(depth=6, skip_top=2, n_negatives=2, remove_query=1.0))
+    assert cut[0].positive == "x y"  # inverse cloze: the query's words are cut out of the positive
     again = examples_from_teacher([("q a", "1"), ("q b", None)], ids, docs, (scores, docnums), cfg,
                                   exclude=[set(), {0}])
     assert [e.negatives for e in again] == [e.negatives for e in ex]  # seeded
@@ -147,10 +150,13 @@ def test_supervised_finetune_reads_train_judgements_only(corpus_dir, base_model,
     out = tmp_path / "sup"
     prov = finetune(corpus_dir, out, AdaptConfig(base_model=base_model, encoder="splade", **TINY))
     assert prov["kind"] == "supervised" and prov["split"] == "train" and prov["judged_pairs"] == 12
+    assert prov["examples"] == 12 and prov["steps"] == 3
     texts = load_beir(corpus_dir, None).doc_texts()[:4]
     before = SpladeEncoder(base_model, backend="torch", cache=False).encode_documents(texts)
     after = SpladeEncoder(str(out), backend="torch", cache=False).encode_documents(texts)
     assert not np.array_equal(before.to_scipy().toarray(), after.to_scipy().toarray())
+    capped = finetune(corpus_dir, tmp_path / "cap", AdaptConfig(base_model=base_model, **{**TINY, "max_queries": 5}))
+    assert capped["examples"] == 5 and capped["steps"] == 2  # at most max_queries judged pairs per epoch
     with pytest.raises(InvalidInputError, match="test"):
         finetune(corpus_dir, tmp_path / "no", AdaptConfig(base_model=base_model, **TINY), split="test")
 

@@ -69,9 +69,16 @@ class AdaptConfig:
         base_model: folder or hub id of the starting masked-LM (``None``: bundled SPLADE-tiny).
         titles: use document titles as pseudo-queries.
         sentences_per_doc: body sentences drawn per document as pseudo-queries.
+        sentence_words: draw them from the first this many words of the body only (``None``: all),
+            so that the sentence lies in the part of the document training reads
+            (``doc_max_length`` tokens, about 0.75 words per token with the title first).
+        remove_query: probability that a pseudo-query is cut out of its source document in the
+            training positive (inverse cloze task: the model must represent the rest of the
+            document so that the query still finds it, i.e. learn expansion terms).
         split_queries: splits whose *query texts* (never their judgements) are added as
             unlabelled pseudo-queries, e.g. ``("train",)``; the test split is refused.
-        max_queries: cap on pseudo-queries (a seeded sample); ``None``: all.
+        max_queries: cap on pseudo-queries (a seeded sample); ``None``: all. In supervised
+            fine-tuning: judged pairs per epoch (a fresh seeded sample each epoch).
         depth: teacher ranks kept per query (the negatives are drawn from them).
         skip_top: teacher ranks skipped when drawing negatives (likely relevant documents).
         n_negatives: hard negatives per example.
@@ -88,6 +95,8 @@ class AdaptConfig:
     base_model: str | None = None
     titles: bool = True
     sentences_per_doc: int = 1
+    sentence_words: int | None = 80
+    remove_query: float = 0.0
     split_queries: tuple[str, ...] = ()
     max_queries: int | None = 6000
     depth: int = 30
@@ -130,7 +139,9 @@ def pseudo_queries(ds: BeirDataset, config: AdaptConfig) -> list[tuple[str, str 
         title, body = (doc.get("title") or "").strip(), (doc.get("text") or "").strip()
         if config.titles and len(title.split()) >= 2 and body:
             out.append((title, doc_id))
-        sents = [s for s in _sentences(body) if s.rstrip(" .") != title.rstrip(" .")]
+        # only sentences that training sees: documents are cut at doc_max_length tokens
+        seen = " ".join(body.split()[: config.sentence_words]) if config.sentence_words else body
+        sents = [s for s in _sentences(seen) if s.rstrip(" .") != title.rstrip(" .")]
         for s in rng.sample(sents, min(config.sentences_per_doc, len(sents))):
             out.append((s, doc_id))
     for split in config.split_queries:
@@ -221,7 +232,11 @@ def examples_from_teacher(pairs: Sequence[tuple[str, str | None]], doc_ids: Sequ
             continue
         negs = rng.sample(pool, config.n_negatives)
         floor = min(row.values())  # a source outside the teacher's list scores below all of it
-        out.append(TrainingExample(query, doc_texts[pos], [doc_texts[d] for d in negs],
+        positive = doc_texts[pos]
+        if source is not None and rng.random() < config.remove_query:
+            # inverse cloze: the document must be found without the words that made its query
+            positive = " ".join(positive.replace(query, " ").split()) or positive
+        out.append(TrainingExample(query, positive, [doc_texts[d] for d in negs],
                                    teacher_positive=row.get(pos, floor),
                                    teacher_negatives=[row[d] for d in negs]))
     return out
@@ -368,8 +383,16 @@ def finetune(data: str | Path | BeirDataset, out: str | Path, config: AdaptConfi
     lists = (scores[rows], docnums[rows])
     exclude = [relevant[q] for q, _ in pairs]  # judged relevant: never a negative
     trainer, _ = _trainer(config, doc_texts)
-    n, seconds, factor = _train(trainer, lambda ep: examples_from_teacher(pairs, doc_ids, doc_texts, lists, config, ep,
-                                                                  exclude), config, progress)
+
+    def make(epoch: int) -> list[TrainingExample]:
+        # at most max_queries judged pairs per epoch, a fresh seeded draw each epoch
+        rows = list(range(len(pairs)))
+        if config.max_queries is not None and len(rows) > config.max_queries:
+            rows = sorted(random.Random(config.seed * 1000 + epoch).sample(rows, config.max_queries))
+        return examples_from_teacher([pairs[i] for i in rows], doc_ids, doc_texts,
+                                     (lists[0][rows], lists[1][rows]), config, epoch, [exclude[i] for i in rows])
+
+    n, seconds, factor = _train(trainer, make, config, progress)
     prov = _provenance("supervised", ds, config, trainer, n, seconds,
                        {"split": split, "judged_pairs": len(pairs), "teacher": TEACHER,
                         "teacher_seconds": round(teacher_seconds, 1), "teacher_factor": factor})
