@@ -101,3 +101,14 @@ def test_translation_guards_every_comparison_against_null():
     assert to_milvus('tags not in ["a"] or false', fields) == \
         '(array_length(m_tags) > 0) and not (array_contains_any(m_tags, ["a"]))'
     assert to_milvus("year in [] or true", fields) is True
+
+
+def test_a_hybrid_export_refuses_filters_instead_of_ignoring_them():
+    from sparsearch.milvus import MilvusHybridBackend
+    from sparsearch.searching import HybridParams
+
+    b = MilvusHybridBackend.__new__(MilvusHybridBackend)  # no connection needed to refuse
+    b.collection = "h"
+    for params in (ExactParams(filter="year > 1"), HybridParams(filter="year > 1")):
+        with pytest.raises(UnsupportedError, match="carries no metadata fields"):
+            b.resolve_params(params)

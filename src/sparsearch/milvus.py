@@ -1066,6 +1066,9 @@ class MilvusHybridBackend(_Collection):
         ``threads``/``unknown``; approximate search is refused (:class:`UnsupportedError`)."""
         if params is None:
             return self.default_params()
+        if getattr(params, "filter", None) is not None:
+            raise UnsupportedError(f"collection {self.collection!r} is a hybrid index's export, which carries no "
+                                   f"metadata fields: filter on the local hybrid index")
         if isinstance(params, ExactParams):
             return replace(self.default_params(), threads=params.threads, unknown=params.unknown).check()
         require(params, [HybridParams, ExactParams], "the Milvus backend")

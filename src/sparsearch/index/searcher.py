@@ -469,7 +469,7 @@ class Index:
             seg_maxscore = maxscore and seg.n_docs > self.maxscore_min_docs
             skip = None if plan is None else plan.skips[si]
             docs = None if plan is None else plan.docs[si]
-            if skip is not None and not len(skip) and docs is None:
+            if skip is not None and not len(skip):
                 skip, dele = None, _NO_SKIP  # the filter leaves every document here, none deleted: unfiltered
             if skip is not None:
                 # The filter joins the deletions (the kernels skip both alike); a query for which
