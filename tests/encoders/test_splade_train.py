@@ -427,3 +427,18 @@ def test_winner_pooling_trains_like_full_pooling(tokenizer):
     np.testing.assert_allclose(losses["winner"], losses["full"], rtol=1e-4)
     with pytest.raises(ValueError, match="pooling"):
         make_trainer(tokenizer, pooling="mean")
+
+
+def test_trainer_pins_its_thread_count(tokenizer):
+    """Something else in the process (numba's OpenMP layer, an encoder) may reset torch's threads;
+    train() sets the trainer's count again."""
+    n = torch.get_num_threads()
+    try:
+        tr = make_trainer(tokenizer, threads=1)
+        torch.set_num_threads(2)
+        tr.train(synthetic_examples(8), batch_size=4, epochs=1)
+        assert torch.get_num_threads() == 1 and tr.threads == 1
+        with pytest.raises(ValueError, match="threads"):
+            make_trainer(tokenizer, threads=-1)
+    finally:
+        torch.set_num_threads(n)

@@ -88,6 +88,7 @@ class AdaptConfig:
         distill_weight: weight of MarginMSE against the teacher (0: cross-entropy only).
         doc_max_length: document tokens in training (encoding uses the encoder's own limit).
         max_seconds: time budget of the training loop.
+        threads: torch threads while training (``None``: torch's default).
         seed: seeds sampling, shuffling and initialisation.
     """
 
@@ -111,6 +112,7 @@ class AdaptConfig:
     distill_weight: float = 1.0
     doc_max_length: int = 128
     max_seconds: float | None = 1500.0
+    threads: int | None = None
     seed: int = 0
 
     def check(self) -> "AdaptConfig":
@@ -264,7 +266,7 @@ def _corpus_digest(ds: BeirDataset) -> str:
 def _trainer(config: AdaptConfig, doc_texts: Sequence[str]) -> tuple[SpladeTrainer, SpladeDocEncoder | None]:
     kw: dict[str, Any] = dict(lr=config.lr, lambda_q=config.lambda_q, lambda_d=config.lambda_d,
                               doc_max_length=config.doc_max_length, seed=config.seed,
-                              distill_weight=config.distill_weight)
+                              distill_weight=config.distill_weight, threads=config.threads)
     idf_encoder = None
     if config.encoder == "splade-doc":
         idf_encoder = SpladeDocEncoder(config.base_model).fit(list(doc_texts))

@@ -203,6 +203,8 @@ class SpladeTrainer:
             document side goes through the model and ``lambda_q`` is unused.
         pooling: ``"winner"`` (default; :func:`_winner_pool`, same values and gradients as
             ``"full"`` at a fraction of the time and memory) or ``"full"`` (:func:`_pool`).
+        threads: torch intra-op threads while training (``None``: torch's count when the trainer
+            is made); set again at every :meth:`train` call.
         flops_weights: per-term factors of the document-side FLOPS (an array indexed by token id),
             or ``"idf"``: IDF-aware FLOPS from ``query_idf`` (:func:`idf_flops_weights`).
             ``None``: plain FLOPS.
@@ -214,13 +216,21 @@ class SpladeTrainer:
                  warmup_steps: int = 0, lr_schedule: str = "linear", contrastive_weight: float = 1.0,
                  distill_weight: float = 0.0, query_max_length: int = QUERY_MAX_LENGTH,
                  doc_max_length: int = DOC_MAX_LENGTH, grad_clip: float | None = 1.0, device: str | None = None,
-                 seed: int = 0, query_idf: Any = None, flops_weights: Any = None, pooling: str = "winner") -> None:
+                 seed: int = 0, query_idf: Any = None, flops_weights: Any = None, pooling: str = "winner",
+                 threads: int | None = None) -> None:
         import torch
         from transformers import AutoModelForMaskedLM, AutoTokenizer
 
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
         self.pooling = pooling
+        # pinned now and re-applied by every train() call: torch, numba's OpenMP layer and the
+        # dense encoder share one OpenMP runtime, and a parallel index search in the same process
+        # (the teacher's) resets its thread count behind torch's back, oversubscribing the cores
+        self.threads = int(threads) if threads else torch.get_num_threads()
+        if self.threads < 1:
+            raise ValueError("threads must be >= 1")
+        torch.set_num_threads(self.threads)
         if lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, not {lr_schedule!r}")
         if not 0.0 <= lambda_warmup_fraction <= 1.0:
@@ -450,8 +460,11 @@ class SpladeTrainer:
         :attr:`stop_reason` says why the call ended: ``"epochs"``, ``"max_steps"``,
         ``"max_seconds"`` or ``"on_epoch"``.
         """
+        import torch
+
         if not examples:
             raise ValueError("no training examples")
+        torch.set_num_threads(self.threads)
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         n_batches = math.ceil(len(examples) / batch_size)
