@@ -922,6 +922,7 @@ def adapt(
                                                         "defaults.")] = None,
     max_minutes: Annotated[float, typer.Option(help="Time budget of the training loop.")] = 25.0,
     seed: Annotated[int, typer.Option(help="Seed of sampling, shuffling and initialisation.")] = 0,
+    threads: Annotated[Optional[int], typer.Option(help="Torch threads while training (default: torch's).")] = None,
 ) -> None:
     """Adapt a learned sparse encoder to a collection: label-free (pseudo-queries from the corpus, BM25 + dense
     teacher) or, with --supervised, fine-tuned on train judgements. Saves the model with its provenance."""
@@ -935,6 +936,8 @@ def adapt(
     if recipe is not None:
         given = _read_recipe(recipe, {f.name for f in fields(AdaptConfig)})
     given.update(encoder=encoder, base_model=base_model, max_seconds=60.0 * max_minutes, seed=seed)
+    if threads is not None:
+        given["threads"] = threads
     if max_minutes <= 0:
         raise InvalidInputError(f"--max-minutes must be > 0, got {max_minutes}")
     config = AdaptConfig(**given)
