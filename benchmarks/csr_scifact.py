@@ -70,6 +70,24 @@ def coder_pairs(train, fit_q: list[str], Qtrain: np.ndarray, doc_ids: list[str],
     return (np.stack(q_rows) if q_rows else None), pairs
 
 
+def default_coder(test, train, fit_q: list[str], dev_fraction: float = 0.25, seed: int = 0, labels: bool = False):
+    """This benchmark's default coder (k=32, h=1536, 30 epochs, ``fit_q`` qrels + titles), from the
+    trained-coder cache when it ran before: (csr, dense encoder, document embeddings, pairs, seconds)."""
+    ids, texts = test.doc_ids, test.doc_texts()
+    titles, _ = test.titles_and_bodies()
+    dense = DenseEncoder()
+    D = dense.encode_documents(texts, progress=True)
+    T = dense.encode_documents(titles)
+    Qtrain = dense.encode_queries(train.query_texts())
+    Qfit, pairs = coder_pairs(train, fit_q, Qtrain, ids, titles, T)
+    csr = CSREncoder(None, k=32, h=1536, epochs=30, labels=labels, seed=seed, distill_coef=1.0)
+    t = time.time()
+    csr.fit_embeddings(D, Qfit, np.asarray(pairs, np.int64),
+                       cache_id=f"scifact-bench:{len(ids)}:qrels+titles:{dev_fraction}:{seed}:{len(pairs)}",
+                       log_every=100)
+    return csr, dense, D, pairs, time.time() - t
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=Path(os.environ.get("SPARSEARCH_DATA", "../shared/data")) / "scifact")

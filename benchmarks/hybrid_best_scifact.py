@@ -25,12 +25,8 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
-
-from csr_scifact import coder_pairs, split_train  # noqa: E402 (benchmarks/ is the script's folder)
+from csr_scifact import default_coder, split_train  # noqa: E402 (benchmarks/ is the script's folder)
 from sparsearch.encoders.bm25 import BM25Encoder
-from sparsearch.encoders.dense import DenseEncoder
-from sparsearch.encoders.sparse_coding import CSREncoder
 from sparsearch.evaluation import evaluate, load_beir, to_run
 from sparsearch.fusion import fuse_topk, tune_fusion
 from sparsearch.index.hybrid import DEFAULT_FUSION, build_hybrid, save_fusion
@@ -51,21 +47,10 @@ def main() -> None:
     t0 = time.time()
     test, train = load_beir(args.data, "test"), load_beir(args.data, "train")
     ids, texts = test.doc_ids, test.doc_texts()
-    titles, _ = test.titles_and_bodies()
     dev_q, fit_q = split_train(train, args.dev_fraction, args.seed)  # the split of csr_scifact.py
 
     # CSR coder: 75% of the train queries + titles (cached once trained)
-    dense = DenseEncoder()
-    D = dense.encode_documents(texts, progress=True)
-    T = dense.encode_documents(titles)
-    Qtrain = dense.encode_queries(train.query_texts())
-    Qfit, pairs = coder_pairs(train, fit_q, Qtrain, ids, titles, T)
-    csr = CSREncoder(None, k=32, h=1536, epochs=30, labels=False, seed=args.seed, distill_coef=1.0)
-    t = time.time()
-    csr.fit_embeddings(D, Qfit, np.asarray(pairs, np.int64),
-                       cache_id=f"scifact-bench:{len(ids)}:qrels+titles:{args.dev_fraction}:{args.seed}:{len(pairs)}",
-                       log_every=100)
-    train_s = time.time() - t
+    csr, dense, _, pairs, train_s = default_coder(test, train, fit_q, args.dev_fraction, args.seed)
 
     idx = build_hybrid(args.root / "scifact-bm25-dense-csr", texts, ids,
                        [("bm25", BM25Encoder()), ("dense", dense), ("csr", csr)], documents=test.corpus)
