@@ -10,10 +10,21 @@ BM25 + dense.
 Recipes are chosen on ``--eval-split train`` / ``dev`` (SciFact train, NFCorpus dev); test
 judgements are read only by the final run (``--eval-split test``).
 
-    python benchmarks/adaptation.py --collections scifact nfcorpus --eval-split choose \
-        --recipe base --out benchmarks/results/adaptation_choose.json
-    python benchmarks/adaptation.py --collections scifact nfcorpus cranfield --eval-split test \
-        --recipe base --out benchmarks/results/adaptation.json
+    # recipes compared on SciFact train / NFCorpus dev (results/adaptation_choose.json)
+    python benchmarks/adaptation.py --collections scifact --eval-split choose --recipe ce --out choose.json
+    python benchmarks/adaptation.py --collections scifact nfcorpus --eval-split choose --recipe ict --out choose.json
+    # the chosen label-free recipe on test (models reused; Cranfield adapted here)
+    python benchmarks/adaptation.py --collections cranfield scifact nfcorpus --eval-split test --reuse \
+        --recipe ict --out benchmarks/results/adaptation_labelfree_test.json
+    # supervised, settings fixed before any run (results/adaptation_supervised_test.json)
+    python benchmarks/adaptation.py --collections scifact --eval-split test --mode supervised \
+        --recipe sup-qd sup-doc --out benchmarks/results/adaptation_supervised_test.json
+    python benchmarks/adaptation.py --collections nfcorpus --eval-split test --mode supervised \
+        --recipe sup-qd-10min sup-doc-10min --out benchmarks/results/adaptation_supervised_test.json
+    python benchmarks/adaptation.py --render benchmarks/results/adaptation_*.json --out tables.md
+
+Run one at a time with ``OMP_NUM_THREADS=1``: two trainings side by side on 2 cores ran up to
+5x slower per step each.
 
 Recipes are JSON objects of :class:`~sparsearch.encoders.adaptation.AdaptConfig` fields in
 ``benchmarks/adaptation_recipes.json``; ``--mode supervised`` fine-tunes on ``qrels/train.tsv``.
