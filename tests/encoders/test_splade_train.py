@@ -13,7 +13,7 @@ pytest.importorskip("transformers", reason="training needs transformers (the 'sp
 
 from sparsearch.encoders.splade import SpladeEncoder, splade_pool  # noqa: E402
 from sparsearch.encoders.splade_train import (  # noqa: E402
-    SpladeTrainer, TrainingExample, _pool, _winner_pool, examples_from_qrels, flops_regularizer, idf_flops_weights, margin_mse,
+    SpladeTrainer, TrainingExample, _mask_false_negatives, _pool, _winner_pool, examples_from_qrels, flops_regularizer, idf_flops_weights, margin_mse,
 )
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -442,3 +442,24 @@ def test_trainer_pins_its_thread_count(tokenizer):
             make_trainer(tokenizer, threads=-1)
     finally:
         torch.set_num_threads(n)
+
+
+def test_in_batch_documents_relevant_to_a_query_are_not_its_negatives():
+    """NFCorpus-like judgements: example 1's positive is also relevant to query 0, and example 2
+    repeats query 0's positive; neither may count as a negative of query 0."""
+    batch = [TrainingExample("q0", "a", ["x"], positive_id="A", negative_ids=["X"], relevant_ids=frozenset({"A", "B"})),
+             TrainingExample("q1", "b", ["y"], positive_id="B", negative_ids=["Y"], relevant_ids=frozenset({"B"})),
+             TrainingExample("q2", "a", ["z"], positive_id="A", negative_ids=["Z"])]
+    scores = torch.arange(18, dtype=torch.float32).reshape(3, 6)
+    masked = _mask_false_negatives(scores, batch, 1)
+    assert torch.isinf(masked[0, 1]) and torch.isinf(masked[0, 2])  # B is relevant to q0; A is its own positive
+    assert not torch.isinf(masked[1, 0])  # A is not known to be relevant to q1
+    assert torch.isinf(masked[2, 0])  # q2's positive A in example 0's place
+    assert int(torch.isinf(masked).sum()) == 3 and masked[0, 0] == 0 and masked[1, 1] == 7
+    no_ids = [TrainingExample("q", "a", ["x"]), TrainingExample("r", "b", ["y"])]
+    plain = torch.ones(2, 4)
+    assert _mask_false_negatives(plain, no_ids, 1) is plain
+    ex = examples_from_qrels({"q": "query"}, {"d1": "one", "d2": "two", "d3": "three"}, {"q": {"d1": 1, "d2": 1}},
+                             {"q": ["d3"]})
+    assert [(e.positive_id, e.negative_ids, e.relevant_ids) for e in ex] == [
+        ("d1", ["d3"], frozenset({"d1", "d2"})), ("d2", ["d3"], frozenset({"d1", "d2"}))]

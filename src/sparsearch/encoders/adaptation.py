@@ -240,7 +240,9 @@ def examples_from_teacher(pairs: Sequence[tuple[str, str | None]], doc_ids: Sequ
             positive = " ".join(positive.replace(query, " ").split()) or positive
         out.append(TrainingExample(query, positive, [doc_texts[d] for d in negs],
                                    teacher_positive=row.get(pos, floor),
-                                   teacher_negatives=[row[d] for d in negs]))
+                                   teacher_negatives=[row[d] for d in negs],
+                                   positive_id=doc_ids[pos], negative_ids=[doc_ids[d] for d in negs],
+                                   relevant_ids=frozenset(doc_ids[d] for d in banned)))
     return out
 
 

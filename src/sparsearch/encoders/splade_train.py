@@ -62,7 +62,10 @@ _VOCAB_BLOCK = 2048  # decoder rows per block of the no-grad logits in _winner_p
 class TrainingExample:
     """A query, one relevant document, hard negatives, and optional teacher scores.
 
-    ``teacher_positive`` and ``teacher_negatives`` (one per negative) enable MarginMSE.
+    ``teacher_positive`` and ``teacher_negatives`` (one per negative) enable MarginMSE. With
+    document ids (``positive_id``, ``negative_ids``) and the ids of every document known to be
+    relevant to the query (``relevant_ids``), another example's document in the batch that is
+    the query's own positive or one of its relevant documents is not used as its negative.
     """
 
     query: str
@@ -70,6 +73,9 @@ class TrainingExample:
     negatives: list[str] = field(default_factory=list)
     teacher_positive: float | None = None
     teacher_negatives: list[float] | None = None
+    positive_id: str | None = None
+    negative_ids: list[str] | None = None
+    relevant_ids: frozenset[str] = frozenset()
 
 
 def flops_regularizer(reps, weights=None):
@@ -156,6 +162,27 @@ def _winner_pool(hidden, weight, bias, mask):
         vals = vals + bias[ti]
     out = hidden.new_zeros((B, V))
     return out.index_put((bi, ti), torch.log1p(torch.relu(vals)))
+
+
+def _mask_false_negatives(scores, batch: Sequence["TrainingExample"], n_neg: int):
+    """``scores`` (B, B * (1 + n_neg)) with ``-inf`` where the column's document is the row's own
+    positive or relevant to its query (known by id) in another example's place: on collections
+    with many relevant documents per query (NFCorpus: ~38), in-batch "negatives" are often
+    relevant, and pushing them down taught the model to empty its vectors."""
+    import torch
+
+    ids = [e.positive_id for e in batch] + [
+        (e.negative_ids[j] if e.negative_ids is not None and j < len(e.negative_ids) else None)
+        for e in batch for j in range(n_neg)]
+    if not any(ids):
+        return scores
+    mask = torch.zeros(scores.shape, dtype=torch.bool, device=scores.device)
+    for i, e in enumerate(batch):
+        own = e.relevant_ids | ({e.positive_id} if e.positive_id is not None else set())
+        for j, d in enumerate(ids):
+            if j != i and d is not None and d in own:
+                mask[i, j] = True
+    return scores.masked_fill(mask, float("-inf")) if mask.any() else scores
 
 
 def _spread_batches(order: Sequence[int], keys: Sequence[Any], n_batches: int) -> list[list[int]]:
@@ -366,10 +393,11 @@ class SpladeTrainer:
         d = self.encode(docs, self.doc_max_length)                       # (B * (1 + n_neg), V)
         B = len(batch)
         scores = q @ d.T                                                 # (B, B * (1 + n_neg))
+        ranking = _mask_false_negatives(scores, batch, n_neg)
         parts: dict[str, float] = {}
         total = torch.zeros((), device=self.device)
         if self.contrastive_weight > 0:
-            rank = F.cross_entropy(scores, torch.arange(B, device=self.device))
+            rank = F.cross_entropy(ranking, torch.arange(B, device=self.device))
             total = total + self.contrastive_weight * rank
             parts["rank_loss"] = float(rank.detach())
         teach = [i for i, e in enumerate(batch)
@@ -587,5 +615,6 @@ def examples_from_qrels(queries: Mapping[str, str], corpus: Mapping[str, str], q
             out.append(TrainingExample(
                 queries[qid], corpus[pos], [corpus[d] for d in negs],
                 teacher_positive=t.get(pos) if t else None,
-                teacher_negatives=[t.get(d, 0.0) for d in negs] if t else None))
+                teacher_negatives=[t.get(d, 0.0) for d in negs] if t else None,
+                positive_id=pos, negative_ids=list(negs), relevant_ids=frozenset(positives)))
     return out
