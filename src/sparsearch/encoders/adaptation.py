@@ -265,17 +265,16 @@ def _corpus_digest(ds: BeirDataset) -> str:
     return h.hexdigest()[:16]
 
 
-def _trainer(config: AdaptConfig, doc_texts: Sequence[str]) -> tuple[SpladeTrainer, SpladeDocEncoder | None]:
+def _trainer(config: AdaptConfig, doc_texts: Sequence[str]) -> SpladeTrainer:
+    """The trainer of a recipe; inference-free: IDF query bags fitted on ``doc_texts``."""
     kw: dict[str, Any] = dict(lr=config.lr, lambda_q=config.lambda_q, lambda_d=config.lambda_d,
                               doc_max_length=config.doc_max_length, seed=config.seed,
                               distill_weight=config.distill_weight, threads=config.threads)
-    idf_encoder = None
     if config.encoder == "splade-doc":
-        idf_encoder = SpladeDocEncoder(config.base_model).fit(list(doc_texts))
-        kw["query_idf"] = idf_encoder.idf()
+        kw["query_idf"] = SpladeDocEncoder(config.base_model).fit(list(doc_texts)).idf()
         if config.idf_flops:
             kw["flops_weights"] = "idf"
-    return SpladeTrainer(config.base_model, **kw), idf_encoder
+    return SpladeTrainer(config.base_model, **kw)
 
 
 def _save(trainer: SpladeTrainer, out: str | Path, provenance: dict[str, Any]) -> Path:
@@ -351,7 +350,7 @@ def adapt(data: str | Path | BeirDataset, out: str | Path, config: AdaptConfig |
     t0 = time.monotonic()
     lists = teacher_lists(doc_texts, [q for q, _ in pairs], config.depth, progress=progress)
     teacher_seconds = time.monotonic() - t0
-    trainer, _ = _trainer(config, doc_texts)
+    trainer = _trainer(config, doc_texts)
     n, seconds, factor = _train(trainer, lambda ep: examples_from_teacher(pairs, doc_ids, doc_texts, lists, config, ep),
                         config, progress)
     prov = _provenance("label-free", ds, config, trainer, n, seconds,
@@ -386,7 +385,7 @@ def finetune(data: str | Path | BeirDataset, out: str | Path, config: AdaptConfi
     rows = np.array([qi[q] for q, _ in pairs])
     lists = (scores[rows], docnums[rows])
     exclude = [relevant[q] for q, _ in pairs]  # judged relevant: never a negative
-    trainer, _ = _trainer(config, doc_texts)
+    trainer = _trainer(config, doc_texts)
 
     def make(epoch: int) -> list[TrainingExample]:
         # at most max_queries judged pairs per epoch, a fresh seeded draw each epoch
