@@ -145,6 +145,7 @@ class Index:
         self._labels: tuple[FeatureLabels | None] | None = None
         self._filters: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
         self._plans: OrderedDict[tuple[str, int, float], FilterPlan] = OrderedDict()
+        self._last_plan: tuple[str, float, FilterPlan] | None = None
         self._filters_lock = threading.Lock()
 
     # ------------------------------------------------------------------ open
@@ -387,17 +388,22 @@ class Index:
         if allowed is not None or expr is None:
             mask = self.allowed_mask(expr, allowed)
             return None if mask is None else filter_plan(self.segments, self.deleted, mask, self.allowed_cost)
+        last = self._last_plan  # the filter of the previous search, read without the lock: a
+        if last is not None and last[0] == expr and last[1] == self.allowed_cost:  # whole µs per query
+            return last[2]
         key = (expr, int(self.manifest.get("generation", 0)), self.allowed_cost)
         with self._filters_lock:
             plan = self._plans.get(key)
             if plan is not None:
                 self._plans.move_to_end(key)
+                self._last_plan = (expr, self.allowed_cost, plan)
                 return plan
         plan = filter_plan(self.segments, self.deleted, self.filter_mask(expr), self.allowed_cost)
         with self._filters_lock:
             self._plans[key] = plan
             while len(self._plans) > FILTER_CACHE:
                 self._plans.popitem(last=False)
+            self._last_plan = (expr, self.allowed_cost, plan)
         return plan
 
     def allowed_mask(self, expr: str | None, allowed: np.ndarray | None = None) -> np.ndarray | None:
