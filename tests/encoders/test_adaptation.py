@@ -16,7 +16,7 @@ pytest.importorskip("transformers", reason="adaptation needs transformers (the '
 
 from sparsearch.cli import main  # noqa: E402
 from sparsearch.encoders.adaptation import (  # noqa: E402
-    AdaptConfig, adapt, examples_from_teacher, finetune, pseudo_queries,
+    AdaptConfig, adapt, examples_from_teacher, finetune, pseudo_queries, teacher_lists,
 )
 from sparsearch.encoders.splade import SpladeDocEncoder, SpladeEncoder  # noqa: E402
 from sparsearch.errors import InvalidInputError  # noqa: E402
@@ -185,3 +185,12 @@ def test_adapt_command_rejects_bad_recipes(corpus_dir, tmp_path, capsys, text, p
     assert e.value.code != 0
     err = capsys.readouterr().err
     assert problem in err and str(recipe) in err and "Traceback" not in err
+
+
+def test_bm25_teacher_ranks_by_bm25_alone():
+    docs = ["cats purr softly", "dogs bark loudly at cats", "the stock market fell", "cats and more cats purr"]
+    scores, found = teacher_lists(docs, ["cats purr", "stock market"], 3, teacher="bm25")
+    assert found.shape == (2, 3) and found[1, 0] == 2
+    assert set(found[0, :2].tolist()) == {0, 3} and (np.diff(scores[0]) <= 0).all()
+    with pytest.raises(InvalidInputError, match="teacher"):
+        AdaptConfig(teacher="oracle").check()

@@ -55,7 +55,8 @@ __all__ = ["AdaptConfig", "pseudo_queries", "teacher_lists", "examples_from_teac
            "adapt", "finetune", "margin_spread", "ENCODERS"]
 
 ENCODERS = ("splade-doc", "splade")
-TEACHER = "bm25+dense minmax"
+#: teachers: what ranks the corpus for a pseudo-query (negatives, MarginMSE scores)
+TEACHERS = {"hybrid": "bm25+dense minmax", "bm25": "bm25"}
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[])")
 
 
@@ -79,6 +80,7 @@ class AdaptConfig:
             unlabelled pseudo-queries, e.g. ``("train",)``; the test split is refused.
         max_queries: cap on pseudo-queries (a seeded sample); ``None``: all. In supervised
             fine-tuning: judged pairs per epoch (a fresh seeded sample each epoch).
+        teacher: ``"hybrid"`` (BM25 + dense MiniLM, min-max fused) or ``"bm25"``.
         depth: teacher ranks kept per query (the negatives are drawn from them).
         skip_top: teacher ranks skipped when drawing negatives (likely relevant documents).
         n_negatives: hard negatives per example.
@@ -100,6 +102,7 @@ class AdaptConfig:
     remove_query: float = 0.0
     split_queries: tuple[str, ...] = ()
     max_queries: int | None = 6000
+    teacher: str = "hybrid"
     depth: int = 30
     skip_top: int = 2
     n_negatives: int = 1
@@ -116,6 +119,8 @@ class AdaptConfig:
     seed: int = 0
 
     def check(self) -> "AdaptConfig":
+        if self.teacher not in TEACHERS:
+            raise InvalidInputError(f"adapt: teacher must be one of {tuple(TEACHERS)}, not {self.teacher!r}")
         if self.encoder not in ENCODERS:
             raise InvalidInputError(f"adapt: encoder must be one of {ENCODERS}, not {self.encoder!r}")
         if "test" in self.split_queries:
@@ -156,35 +161,39 @@ def pseudo_queries(ds: BeirDataset, config: AdaptConfig) -> list[tuple[str, str 
     return out
 
 
-def teacher_lists(doc_texts: Sequence[str], queries: Sequence[str], depth: int, *,
+def teacher_lists(doc_texts: Sequence[str], queries: Sequence[str], depth: int, *, teacher: str = "hybrid",
                   progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """The teacher's top-``depth`` per query: BM25 + dense MiniLM fused by min-max (equal weights).
+    """The teacher's top-``depth`` per query: ``"hybrid"``, BM25 + dense MiniLM fused by min-max
+    (equal weights), or ``"bm25"`` alone.
 
     Returns ``(scores float32 (nq, depth), docnums int64 (nq, depth))`` over ``doc_texts`` order,
     ``-1`` padding. The lists (and the dense document embeddings) are cached on disk
-    (:mod:`sparsearch.cache`), keyed by the texts, the queries and both encoders' settings.
+    (:mod:`sparsearch.cache`), keyed by the texts, the queries and the encoders' settings.
     """
-    key = cache_key(kind="teacher-lists", teacher=TEACHER, docs=texts_hash(doc_texts),
+    if teacher not in TEACHERS:
+        raise InvalidInputError(f"adapt: teacher must be one of {TEACHERS}, not {teacher!r}")
+    key = cache_key(kind="teacher-lists", teacher=TEACHERS[teacher], docs=texts_hash(doc_texts),
                     queries=texts_hash(queries), depth=depth, bm25=BM25Encoder().config(),
-                    dense=DenseEncoder().config())
-    return cached(key, lambda: _teacher_lists(doc_texts, queries, depth, progress),
+                    dense=DenseEncoder().config() if teacher == "hybrid" else None)
+    return cached(key, lambda: _teacher_lists(doc_texts, queries, depth, teacher, progress),
                   lambda v, p: np.savez(p, scores=v[0], docnums=v[1]),
                   lambda p: tuple(np.load(p)[k] for k in ("scores", "docnums")))
 
 
-def _teacher_lists(doc_texts: Sequence[str], queries: Sequence[str], depth: int,
+def _teacher_lists(doc_texts: Sequence[str], queries: Sequence[str], depth: int, teacher: str,
                    progress: bool) -> tuple[np.ndarray, np.ndarray]:
     ids = [str(i) for i in range(len(doc_texts))]
     bm25 = BM25Encoder()
     docs = bm25.encode_documents(list(doc_texts), ids)
-    dense = DenseEncoder()
-    emb = dense.encode_documents(list(doc_texts), progress=progress)
-    qe = dense.encode_queries(list(queries), progress=progress)
-    wide = max(depth, 100)  # each list deeper than the kept depth, so the fusion sees overlap
+    wide = min(max(depth, 100), len(doc_texts))  # each list deeper than the kept depth: the fusion sees overlap
     with tempfile.TemporaryDirectory(prefix="sparsearch-teacher-") as tmp:
         index = build_index(docs, Path(tmp) / "bm25", encoder=bm25)
-        lexical = index.search(bm25.encode_queries(list(queries)), min(wide, len(doc_texts)))
-    semantic = DenseSearcher(emb).search(qe, min(wide, len(doc_texts)))
+        lexical = index.search(bm25.encode_queries(list(queries)), wide if teacher == "hybrid" else depth)
+    if teacher == "bm25":
+        return lexical
+    dense = DenseEncoder()
+    emb = dense.encode_documents(list(doc_texts), progress=progress)
+    semantic = DenseSearcher(emb).search(dense.encode_queries(list(queries), progress=progress), wide)
     return fuse_topk([lexical, semantic], depth, method="minmax")
 
 
@@ -348,13 +357,13 @@ def adapt(data: str | Path | BeirDataset, out: str | Path, config: AdaptConfig |
     doc_ids, doc_texts = ds.doc_ids, ds.doc_texts()
     pairs = pseudo_queries(ds, config)
     t0 = time.monotonic()
-    lists = teacher_lists(doc_texts, [q for q, _ in pairs], config.depth, progress=progress)
+    lists = teacher_lists(doc_texts, [q for q, _ in pairs], config.depth, teacher=config.teacher, progress=progress)
     teacher_seconds = time.monotonic() - t0
     trainer = _trainer(config, doc_texts)
     n, seconds, factor = _train(trainer, lambda ep: examples_from_teacher(pairs, doc_ids, doc_texts, lists, config, ep),
                         config, progress)
     prov = _provenance("label-free", ds, config, trainer, n, seconds,
-                       {"pseudo_queries": len(pairs), "teacher": TEACHER,
+                       {"pseudo_queries": len(pairs), "teacher": TEACHERS[config.teacher],
                         "teacher_seconds": round(teacher_seconds, 1), "teacher_factor": factor})
     _save(trainer, out, prov)
     return prov
@@ -380,7 +389,7 @@ def finetune(data: str | Path | BeirDataset, out: str | Path, config: AdaptConfi
     t0 = time.monotonic()
     queries = sorted({q for q, _ in pairs})
     qi = {q: i for i, q in enumerate(queries)}
-    scores, docnums = teacher_lists(doc_texts, queries, config.depth, progress=progress)
+    scores, docnums = teacher_lists(doc_texts, queries, config.depth, teacher=config.teacher, progress=progress)
     teacher_seconds = time.monotonic() - t0
     rows = np.array([qi[q] for q, _ in pairs])
     lists = (scores[rows], docnums[rows])
@@ -397,7 +406,7 @@ def finetune(data: str | Path | BeirDataset, out: str | Path, config: AdaptConfi
 
     n, seconds, factor = _train(trainer, make, config, progress)
     prov = _provenance("supervised", ds, config, trainer, n, seconds,
-                       {"split": split, "judged_pairs": len(pairs), "teacher": TEACHER,
+                       {"split": split, "judged_pairs": len(pairs), "teacher": TEACHERS[config.teacher],
                         "teacher_seconds": round(teacher_seconds, 1), "teacher_factor": factor})
     _save(trainer, out, prov)
     return prov
