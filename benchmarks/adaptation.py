@@ -21,6 +21,10 @@ judgements are read only by the final run (``--eval-split test``).
         --recipe sup-qd sup-doc --out benchmarks/results/adaptation_supervised_test.json
     python benchmarks/adaptation.py --collections nfcorpus --eval-split test --mode supervised \
         --recipe sup-qd-10min sup-doc-10min --out benchmarks/results/adaptation_supervised_test.json
+    python benchmarks/adaptation.py --collections nfcorpus --eval-split test --mode supervised \
+        --recipe sup-qd-masked-5min --out benchmarks/results/adaptation_supervised_test.json
+    python benchmarks/adaptation.py --collections scifact --eval-split test --mode supervised \
+        --recipe sup-qd-bm25neg --out benchmarks/results/adaptation_supervised_test.json
     python benchmarks/adaptation.py --render benchmarks/results/adaptation_*.json --out tables.md
 
 Run one at a time with ``OMP_NUM_THREADS=1``: two trainings side by side on 2 cores ran up to
