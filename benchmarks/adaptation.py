@@ -16,6 +16,8 @@ judgements are read only by the final run (``--eval-split test``).
     # the chosen label-free recipe on test (models reused; Cranfield adapted here)
     python benchmarks/adaptation.py --collections cranfield scifact nfcorpus --eval-split test --reuse \
         --recipe ict --out benchmarks/results/adaptation_labelfree_test.json
+    python benchmarks/adaptation.py --collections scifact --eval-split test --recipe gpl-qd \
+        --out benchmarks/results/adaptation_labelfree_test.json
     # supervised, settings fixed before any run (results/adaptation_supervised_test.json)
     python benchmarks/adaptation.py --collections scifact --eval-split test --mode supervised \
         --recipe sup-qd sup-doc --out benchmarks/results/adaptation_supervised_test.json
