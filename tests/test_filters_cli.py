@@ -67,8 +67,8 @@ def test_cli_bad_filter_is_one_line(collection, tmp_path, expr, says):
 
 
 def test_http_filter_field(collection, tmp_path):
-    pytest.importorskip("fastapi")
-    pytest.importorskip("httpx")
+    pytest.importorskip("fastapi", reason="the service needs FastAPI (the 'service' extra)")
+    pytest.importorskip("httpx", reason="FastAPI's test client needs httpx (the 'test' extra)")
     from fastapi.testclient import TestClient
 
     from sparsearch.service import Limits, create_app

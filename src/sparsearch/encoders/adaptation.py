@@ -208,9 +208,7 @@ def margin_spread(trainer: SpladeTrainer, examples: Sequence[TrainingExample], n
     with torch.no_grad():
         for s in range(0, len(sample), 16):
             batch = sample[s: s + 16]
-            q = (trainer.encode(
-                [e.query for e in batch], trainer.query_max_length) if trainer.query_idf is None
-                else trainer.encode_queries_idf([e.query for e in batch]))
+            q = trainer.encode_queries([e.query for e in batch])
             for i, e in enumerate(batch):
                 d = trainer.encode([e.positive, *e.negatives], trainer.doc_max_length)
                 sc = (d @ q[i]).tolist()

@@ -361,6 +361,13 @@ class SpladeTrainer:
             handle.remove()
         return _winner_pool(captured["h"], dec.weight, bias, x["attention_mask"])
 
+    def encode_queries(self, texts: Sequence[str]):
+        """Query vectors (B, V) as training scores them: through the model, or inference-free
+        IDF bags (fixed, no gradient) when the trainer has ``query_idf``."""
+        if self.query_idf is None:
+            return self.encode(texts, self.query_max_length)
+        return self.encode_queries_idf(texts)
+
     def encode_queries_idf(self, texts: Sequence[str]):
         """Inference-free query vectors (B, V): IDF of each distinct non-special token, no model."""
         import torch
@@ -386,10 +393,7 @@ class SpladeTrainer:
         n_neg = min(len(e.negatives) for e in batch)
         queries = [e.query for e in batch]
         docs = [e.positive for e in batch] + [e.negatives[j] for e in batch for j in range(n_neg)]
-        if self.query_idf is None:
-            q = self.encode(queries, self.query_max_length)              # (B, V)
-        else:
-            q = self.encode_queries_idf(queries)                         # fixed, no gradient
+        q = self.encode_queries(queries)                                 # (B, V)
         d = self.encode(docs, self.doc_max_length)                       # (B * (1 + n_neg), V)
         B = len(batch)
         scores = q @ d.T                                                 # (B, B * (1 + n_neg))
