@@ -219,6 +219,10 @@ def index_cmd(
     encoder_opt: Annotated[Optional[list[str]], typer.Option(
         "--encoder-opt", help="Encoder setting as key=value, repeatable (e.g. k1=1.2 b=0.75 top_k=256); in a hybrid "
                               "index prefix it with the representation's name (bm25.k1=1.2, dense.batch_size=32).")] = None,
+    language: Annotated[Optional[str], typer.Option(
+        help="Language of the bm25 analyzer: english (default), any Snowball language of PyStemmer (its stemmer "
+             "and, where the stop-words package has one, its stopword list) or cjk (character bigrams); the "
+             "same as --encoder-opt language=LANG (bm25.language=LANG in a hybrid index).")] = None,
     dense_quantization: Annotated[str, typer.Option(
         help="Storage of dense vectors: float32 (exact), float16 or int8 (smaller, slightly lossy).")] = "float32",
     fmt: Annotated[str, typer.Option("--format", help=FORMAT_HELP)] = "auto",
@@ -259,6 +263,11 @@ def index_cmd(
     t0 = time.perf_counter()
     ray = ray or ray_address is not None
     parse_schema(schema)  # a bad declaration fails before any work
+    if language is not None:
+        if not any(e.partition(":")[0] == "bm25" for e in encoder):
+            raise InvalidInputError(f"--language sets the analyzer of a bm25 encoder; this index has none "
+                                    f"(--encoder {' '.join(encoder)})")
+        encoder_opt = [*(encoder_opt or []), f"language={language}" if len(encoder) == 1 else f"bm25.language={language}"]
     if schema and (ray or len(encoder) > 1 or encoder[0].partition(":")[0] == "dense"):
         raise InvalidInputError("--schema applies to a single-representation index built here (without --ray); "
                                 "a hybrid or Ray build infers its field types")

@@ -10,8 +10,8 @@
   learned sparse models such as SPLADE live in).
 
 A word analyzer's ``language`` (issue 17) is ``english`` (the default), another Snowball language of
-PyStemmer (:func:`language_names`: its stemmer by default, no stopwords, as no permissive list for
-it ships with sparsearch's dependencies; pass ``stopwords=FILE`` for one), or ``cjk``: Chinese,
+PyStemmer (:func:`language_names`: its stemmer by default, and the language's stopword list from the
+``stop-words`` package, BSD-3-Clause, where it has one, else no stopwords; see below), or ``cjk``: Chinese,
 Japanese and Korean text as overlapping character bigrams (Lucene's CJKAnalyzer/CJKBigramFilter:
 a run of Han, Hiragana, Katakana or Hangul characters gives its bigrams, a lone character itself),
 other words in the same text as words. Non-English languages normalise text to NFC (``cjk``: NFKC,
@@ -19,11 +19,29 @@ which also folds full-width Latin and half-width Katakana, as Lucene's CJKWidthF
 combining marks inside words (Devanagari vowel signs, decomposed accents), so the Snowball
 stemmers see whole words; English analysis is unchanged.
 
+Stopword lists of other languages (:data:`STOPWORDS_PACKAGE_LANGUAGES`) come from the ``stop-words``
+package (BSD-3-Clause), read offline from its installed ``stop_words/stop-words/<language>.txt``; its
+file names (the values of its ``languages.json``) are PyStemmer's language names. Each is the
+default of its language and can be named, ``stopwords="french"``; ``"english"`` stays sparsearch's
+own list (and English's default stays it), not the package's. Lists exist for arabic, catalan,
+czech, danish, dutch, finnish, french, german, greek, hindi, hungarian, indonesian, italian,
+norwegian, persian, polish, portuguese, romanian, russian, spanish, swedish and turkish; armenian,
+basque, esperanto, estonian, irish, lithuanian, nepali, serbian, sesotho, tamil and yiddish (and
+``cjk``) have none and keep no stopwords unless given a file. An entry of the package's lists is
+NFC-normalised and lowercased, as the tokenizer's tokens are, and loses trailing apostrophes, dots
+and quotes (elisions such as French ``l'`` and ``qu'`` match the tokens ``l`` and ``qu`` that
+``l'homme`` and ``qu'il`` split into; abbreviations such as ``c.``); entries that are then not one
+token (Persian and Romanian phrases, Spanish ``por qué``, stray mojibake) are left out, as their
+parts alone may be content words. ``config()`` records such a list's words themselves (sorted), so
+an index analyzes queries the same way whatever later versions of the package hold.
+
 A word analyzer's ``config()`` carries ``"version": 2`` (``3`` with a ``"language"`` other than
 English; configs without a language are English). Configs without a version were written when the
 only named stopword list was Lucene's and was called ``"english"``: :func:`get_analyzer` reads
 their ``"english"`` as ``"lucene"`` (and their missing settings as that time's defaults), so
-indexes built then analyze queries exactly as before.
+indexes built then analyze queries exactly as before. Version-3 configs written before the
+package lists record ``"stopwords": "none"`` and keep meaning no stopwords; one without a
+``"stopwords"`` key is read as ``"none"`` too (that time's default for a non-English language).
 """
 
 from __future__ import annotations
@@ -33,6 +51,7 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +60,8 @@ import Stemmer
 from .errors import InvalidInputError
 
 __all__ = ["Analyzer", "WordAnalyzer", "WordPieceAnalyzer", "LUCENE_STOPWORDS", "ENGLISH_STOPWORDS",
-           "STOPWORD_LISTS", "DEFAULT_STOPWORDS", "DEFAULT_STEMMER", "stemmer_names", "language_names",
-           "get_analyzer"]
+           "STOPWORD_LISTS", "STOPWORDS_PACKAGE_LANGUAGES", "DEFAULT_STOPWORDS", "DEFAULT_STEMMER",
+           "stemmer_names", "language_names", "stopword_list_names", "package_stopwords", "get_analyzer"]
 
 # Lucene's classic English stop set (EnglishAnalyzer; Anserini's BM25 baselines and bm25s's "en").
 LUCENE_STOPWORDS: frozenset[str] = frozenset(
@@ -84,6 +103,13 @@ ENGLISH_STOPWORDS: frozenset[str] = frozenset(w for words in _ENGLISH_FUNCTION_W
 
 STOPWORD_LISTS: dict[str, frozenset[str]] = {"lucene": LUCENE_STOPWORDS, "english": ENGLISH_STOPWORDS,
                                              "none": frozenset()}
+# Snowball languages whose stopword list comes from the stop-words package (BSD-3-Clause); "english"
+# is left out on purpose: that name is sparsearch's own list. See the module docstring.
+STOPWORDS_PACKAGE_LANGUAGES: tuple[str, ...] = (
+    "arabic", "catalan", "czech", "danish", "dutch", "finnish", "french", "german", "greek", "hindi",
+    "hungarian", "indonesian", "italian", "norwegian", "persian", "polish", "portuguese", "romanian",
+    "russian", "spanish", "swedish", "turkish")
+_STOPWORDS_PACKAGE = "stop-words>=2025.11.4"
 DEFAULT_STOPWORDS = "english"
 DEFAULT_STEMMER = "porter"
 _CONFIG_VERSION = 3  # written only for a non-English language; English configs stay version 2
@@ -134,14 +160,52 @@ def stemmer_names() -> list[str]:
     return ["none", *Stemmer.algorithms()]
 
 
+def stopword_list_names() -> list[str]:
+    """Accepted stopword list names: ``lucene``, ``english``, ``none`` and the languages of
+    :data:`STOPWORDS_PACKAGE_LANGUAGES` (``french``, ``german``, ...)."""
+    return [*STOPWORD_LISTS, *STOPWORDS_PACKAGE_LANGUAGES]
+
+
+_ENTRY_END = "'\u2019\".\u200e\u200f\ufeff"  # trailing elision apostrophes, dots, quotes, marks
+
+
+@lru_cache(maxsize=None)
+def package_stopwords(language: str) -> frozenset[str]:
+    """The stop-words package's list for ``language`` (one of :data:`STOPWORDS_PACKAGE_LANGUAGES`),
+    read from its installed files, as the analyzer matches it (see the module docstring)."""
+    if language not in STOPWORDS_PACKAGE_LANGUAGES:
+        raise InvalidInputError(f"no stop-words list named {language!r}; use one of "
+                                f"{', '.join(STOPWORDS_PACKAGE_LANGUAGES)}")
+    try:
+        text = resources.files("stop_words").joinpath("stop-words", f"{language}.txt").read_text(encoding="utf-8")
+    except ModuleNotFoundError:
+        raise InvalidInputError(f"stopwords {language!r} come from the stop-words package, which is not "
+                                f"installed (pip install '{_STOPWORDS_PACKAGE}')") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InvalidInputError(f"stopwords {language!r}: the installed stop-words package has no readable "
+                                f"list for it ({type(e).__name__}); reinstall '{_STOPWORDS_PACKAGE}'") from None
+    word = _word_patterns()[0]
+    words = set()
+    for line in text.splitlines():
+        entry = unicodedata.normalize("NFC", line.strip().strip(_ENTRY_END)).lower()
+        if word.fullmatch(entry):
+            words.add(entry)
+    return frozenset(words)
+
+
 def _read_stopword_file(path: Path) -> list[str]:
     """One word per line; blank lines and ``#`` comments skipped; errors name the file (and line)."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         why = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
-        raise InvalidInputError(f"stopwords {str(path)!r}: neither a list name ({', '.join(STOPWORD_LISTS)}) "
-                                f"nor a readable file of one word per line ({why})") from None
+        if str(path) in language_names():  # a language without a list, not a typo
+            raise InvalidInputError(f"stopwords {str(path)!r}: no stopword list for this language (lists: "
+                                    f"{', '.join(stopword_list_names())}) and no readable file of that name "
+                                    f"({why})") from None
+        raise InvalidInputError(f"stopwords {str(path)!r}: neither a list name "
+                                f"({', '.join(stopword_list_names())}) nor a readable file of one word per "
+                                f"line ({why})") from None
     words = []
     for n, line in enumerate(lines, 1):
         word = line.strip()
@@ -178,7 +242,9 @@ class WordAnalyzer(Analyzer):
         stemmer: a PyStemmer algorithm (``"english"``: Snowball/porter2, ``"porter"``: the
             classic Porter stemmer, or any of :func:`stemmer_names`), or ``"none"`` / ``None``.
         stopwords: a list name (``"lucene"``, ``"english"``, ``"none"``; see
-            :data:`STOPWORD_LISTS`), ``None`` (none), the path of a file with one word per line
+            :data:`STOPWORD_LISTS`; or a language of :data:`STOPWORDS_PACKAGE_LANGUAGES`,
+            ``"french"``, the stop-words package's list, whose words ``config()`` records),
+            ``None`` (none), the path of a file with one word per line
             (blank lines and ``#`` comments skipped), or a sequence of words. Words from a file or
             a sequence are lowercased when ``lowercase`` is set, and recorded in ``config()``
             themselves, so an index does not depend on the file afterwards.
@@ -187,7 +253,8 @@ class WordAnalyzer(Analyzer):
         language: ``"english"``, another of :func:`language_names` or ``"cjk"`` (see the module
             docstring). It sets the defaults of ``stemmer`` (English: :data:`DEFAULT_STEMMER`;
             another Snowball language: its own; ``cjk``: none) and ``stopwords`` (English:
-            :data:`DEFAULT_STOPWORDS`; others: none), and the tokenization.
+            :data:`DEFAULT_STOPWORDS`; a language of :data:`STOPWORDS_PACKAGE_LANGUAGES`: its
+            list; others: none), and the tokenization.
 
     Unknown stemmers and languages and unreadable stopword files raise
     :class:`~sparsearch.errors.InvalidInputError`.
@@ -207,7 +274,8 @@ class WordAnalyzer(Analyzer):
         if stemmer is _FROM_LANGUAGE:
             stemmer = DEFAULT_STEMMER if language == "english" else None if language == "cjk" else language
         if stopwords is _FROM_LANGUAGE:
-            stopwords = DEFAULT_STOPWORDS if language == "english" else "none"
+            stopwords = (DEFAULT_STOPWORDS if language == "english" else
+                         language if language in STOPWORDS_PACKAGE_LANGUAGES else "none")
         self.lowercase = lowercase
         self.min_length = min_length
         self.stopwords, self._stopwords_spec = self._resolve_stopwords(stopwords)
@@ -227,13 +295,16 @@ class WordAnalyzer(Analyzer):
             return frozenset(), "none"
         if isinstance(spec, str) and spec in STOPWORD_LISTS:
             return STOPWORD_LISTS[spec], spec
+        if isinstance(spec, str) and spec in STOPWORDS_PACKAGE_LANGUAGES:
+            stop = package_stopwords(spec)  # recorded as its words: the package's lists may change
+            return stop, sorted(stop)
         if isinstance(spec, (str, os.PathLike)):
             words = _read_stopword_file(Path(spec))
         elif isinstance(spec, Sequence) and all(isinstance(w, str) for w in spec):
             words = list(spec)
         else:
-            raise InvalidInputError(f"stopwords must be a list name ({', '.join(STOPWORD_LISTS)}), a file path "
-                                    f"or a list of words, got {type(spec).__name__}")
+            raise InvalidInputError(f"stopwords must be a list name ({', '.join(stopword_list_names())}), "
+                                    f"a file path or a list of words, got {type(spec).__name__}")
         stop = frozenset(w.lower() if self.lowercase else w for w in words)
         return stop, sorted(stop)
 
@@ -327,8 +398,9 @@ def _load_fast_tokenizer(name: str):
 
 def get_analyzer(config: dict[str, Any]) -> Analyzer:
     """Rebuild an analyzer from its ``config()``; word-analyzer configs older than version 2
-    (no ``"version"`` key) read ``stopwords: "english"`` as Lucene's list, and configs without a
-    ``"language"`` are English (see module docstring)."""
+    (no ``"version"`` key) read ``stopwords: "english"`` as Lucene's list, configs without a
+    ``"language"`` are English, and a non-English version-3 config without ``"stopwords"`` has
+    none (see module docstring)."""
     cfg = dict(config)
     kind = cfg.pop("type", "word")
     if kind == "word":
@@ -340,6 +412,8 @@ def get_analyzer(config: dict[str, Any]) -> Analyzer:
             cfg = {**_LEGACY_DEFAULTS, **cfg}
             if cfg["stopwords"] == "english":
                 cfg["stopwords"] = "lucene"
+        elif version == 3 and cfg.get("language", "english") != "english":
+            cfg.setdefault("stopwords", "none")  # other languages had no default list before stop-words
         return WordAnalyzer(**cfg)
     if kind == "wordpiece":
         return WordPieceAnalyzer(**cfg)

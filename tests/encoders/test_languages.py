@@ -1,5 +1,11 @@
 """Analyzer languages (issue 17): Snowball languages of PyStemmer and the CJK bigram analyzer, their
-place in the analyzer config, a search in Chinese and the CLI path."""
+place in the analyzer config, a search in Chinese and the CLI path; the stopword lists of other
+languages from the stop-words package (their matching, config records, searches in French and Spanish,
+configs written before them)."""
+
+import json
+import unicodedata
+from importlib import resources
 
 import pytest
 import Stemmer
@@ -9,7 +15,8 @@ from sparsearch.encoders import load_encoder_of
 from sparsearch.encoders.bm25 import BM25Encoder
 from sparsearch.errors import InvalidInputError
 from sparsearch.index import Index, build_index
-from sparsearch.text import WordAnalyzer, get_analyzer, language_names
+from sparsearch.text import (ENGLISH_STOPWORDS, STOPWORDS_PACKAGE_LANGUAGES, WordAnalyzer, get_analyzer,
+                             language_names, package_stopwords, stopword_list_names)
 
 
 # ------------------------------------------------------------------ Snowball languages
@@ -19,11 +26,14 @@ from sparsearch.text import WordAnalyzer, get_analyzer, language_names
     ("russian", "Прекрасная книга лежала между книгами"),
 ])
 def test_stems_equal_pystemmers(language, text):
-    a = WordAnalyzer(language=language)
+    a = WordAnalyzer(language=language, stopwords="none")
     words = text.lower().split()
-    assert a.tokens(text) == words  # no stopword list for these languages: every word stays
+    assert a.tokens(text) == words  # no stopwords: every word stays
     assert a.analyze(text) == Stemmer.Stemmer(language).stemWords(words)
     assert a.stemmer_name == language and a.stopwords == frozenset()
+    default = WordAnalyzer(language=language)  # the default: the stop-words package's list
+    assert default.stopwords == package_stopwords(language)
+    assert default.analyze(text) == [s for w, s in zip(words, a.analyze(text)) if w not in default.stopwords]
 
 
 def test_examples_of_stems():
@@ -35,8 +45,11 @@ def test_examples_of_stems():
 def test_words_keep_accents_and_combining_marks():
     # decomposed "é" (e + U+0301) is composed (NFC), as the stemmers expect; Devanagari vowel signs
     # stay inside their words (\w alone would split "हिन्दी" at each sign)
-    assert WordAnalyzer(language="french", stemmer="none").tokens("cafe\u0301 été") == ["café", "été"]
-    assert WordAnalyzer(language="hindi", stemmer="none").tokens("हिन्दी किताबें।") == ["हिन्दी", "किताबें"]
+    def words(language, text):
+        return WordAnalyzer(language=language, stemmer="none", stopwords="none").tokens(text)
+
+    assert words("french", "cafe\u0301 été") == ["café", "été"]
+    assert words("hindi", "हिन्दी किताबें।") == ["हिन्दी", "किताबें"]
     assert WordAnalyzer(language="hindi").analyze("किताबें") == Stemmer.Stemmer("hindi").stemWords(["किताबें"])
 
 
@@ -126,14 +139,188 @@ def test_from_spec_language(tmp_path):
     assert again.encode_queries(["Häuser"]).row_dict(0) == {"haus": 1.0}
 
 
-def test_cli_language_option_reaches_the_manifest(tmp_path, capsys):
+@pytest.mark.parametrize("option", [["--encoder-opt", "language=german"], ["--language", "german"]])
+def test_cli_language_option_reaches_the_manifest(tmp_path, capsys, option):
     docs = tmp_path / "docs.txt"
     docs.write_text("Die Häuser sind alt\nDer Hund läuft schnell\n")
     out = tmp_path / "idx"
     try:
-        main(["index", str(docs), "--out", str(out), "--encoder-opt", "language=german"])
+        main(["index", str(docs), "--out", str(out), *option])
     except SystemExit as e:
         assert e.code == 0
     cfg = Index.open(out).encoder_config["analyzer"]
-    assert (cfg["language"], cfg["stemmer"], cfg["stopwords"]) == ("german", "german", "none")
+    assert (cfg["language"], cfg["stemmer"]) == ("german", "german")
+    assert cfg["stopwords"] == sorted(package_stopwords("german"))  # the words, not the package's name
     assert Index.open(out).load_encoder().encode_queries(["Haus"]).row_dict(0) == {"haus": 1.0}
+
+
+def test_cli_language_needs_a_bm25_encoder(tmp_path, capsys):
+    docs = tmp_path / "docs.txt"
+    docs.write_text("Die Häuser sind alt\n")
+    with pytest.raises(SystemExit) as e:
+        main(["index", str(docs), "--out", str(tmp_path / "idx"), "--encoder", "splade-doc", "--language", "german"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--language sets the analyzer of a bm25 encoder" in err[0]
+    assert not (tmp_path / "idx").exists()
+
+
+# ------------------------------------------------------------------ stopword lists of other languages
+# Snowball languages (PyStemmer) that the stop-words package has no list for
+NO_LIST = {"armenian", "basque", "esperanto", "estonian", "irish", "lithuanian", "nepali", "serbian", "sesotho",
+           "tamil", "yiddish"}
+
+
+def test_package_lists_are_those_of_the_snowball_languages_it_has():
+    mapping = resources.files("stop_words").joinpath("stop-words", "languages.json").read_text(encoding="utf-8")
+    package = set(json.loads(mapping).values())  # ISO code -> the name of the list's file
+    snowball = set(language_names()) - {"cjk"}
+    assert set(STOPWORDS_PACKAGE_LANGUAGES) == (snowball & package) - {"english"}
+    assert len(STOPWORDS_PACKAGE_LANGUAGES) == 22
+    assert {"french", "german", "spanish", "portuguese", "russian", "hindi"} <= set(STOPWORDS_PACKAGE_LANGUAGES)
+    assert snowball - set(STOPWORDS_PACKAGE_LANGUAGES) - {"english"} == NO_LIST
+    for language in STOPWORDS_PACKAGE_LANGUAGES:
+        stop = WordAnalyzer(language=language).stopwords
+        assert stop == package_stopwords(language) and len(stop) > 50, language
+    for language in NO_LIST | {"cjk"}:
+        assert WordAnalyzer(language=language).stopwords == frozenset(), language
+    assert stopword_list_names() == ["lucene", "english", "none", *STOPWORDS_PACKAGE_LANGUAGES]
+
+
+def test_english_keeps_its_own_list():
+    assert WordAnalyzer().stopwords == ENGLISH_STOPWORDS == WordAnalyzer(language="english").stopwords
+    assert WordAnalyzer(language="french", stopwords="english").stopwords == ENGLISH_STOPWORDS
+    assert WordAnalyzer().config()["stopwords"] == "english"  # English configs record the name, as before
+
+
+@pytest.mark.parametrize("language", STOPWORDS_PACKAGE_LANGUAGES)
+def test_list_words_are_tokens_as_the_tokenizer_emits_them(language):
+    a = WordAnalyzer(language=language, stopwords="none", stemmer="none")
+    for w in package_stopwords(language):
+        assert w == unicodedata.normalize("NFC", w).lower() and a.tokens(w) == [w], (language, w)
+
+
+def test_elisions_abbreviations_and_phrases_of_the_lists():
+    fr = package_stopwords("french")
+    assert {"l", "d", "qu", "n", "c", "les", "été", "être", "était"} <= fr  # l' d' qu' n' c. of the package
+    assert not any("'" in w or "." in w or " " in w for w in fr)
+    # listed only with the apostrophe (Italian ch' s', Czech ted', Greek δ’): the token it leaves
+    assert {"ch", "s"} <= package_stopwords("italian") and "ted" in package_stopwords("czech")
+    assert "δ" in package_stopwords("greek")
+    assert WordAnalyzer(language="italian", stemmer="none").tokens("ch'io s'alza") == ["alza"]
+    assert "و" in package_stopwords("persian")  # "\ufeffو" in the package's file
+    assert "por" in package_stopwords("spanish") and "por qué" not in package_stopwords("spanish")
+    assert not any(" " in w for w in package_stopwords("persian"))  # phrases are left out, not split
+    assert "insermi" in package_stopwords("turkish")  # "INSERmi" in the package's file: lowercased
+
+
+@pytest.mark.parametrize("language, text, tokens, stems", [
+    ("french", "Les enfants de l’école étaient dans le jardin avec leurs parents, qu'il pleuve ou non.",
+     ["enfants", "école", "jardin", "parents", "pleuve", "non"],
+     ["enfant", "écol", "jardin", "parent", "pleuv", "non"]),
+    ("german", "Die Kinder spielten gestern mit ihren Freunden in den großen Gärten.",
+     ["kinder", "spielten", "gestern", "freunden", "großen", "gärten"],
+     ["kind", "spielt", "gest", "freund", "gross", "gart"]),
+    ("spanish", "Los niños jugaban con sus amigos en los jardines de la ciudad.",
+     ["niños", "jugaban", "amigos", "jardines", "ciudad"],
+     ["niñ", "jug", "amig", "jardin", "ciud"]),
+])
+def test_sentence_loses_its_stopwords_and_is_stemmed(language, text, tokens, stems):
+    a = WordAnalyzer(language=language)
+    assert a.tokens(text) == tokens
+    assert a.analyze(text) == stems == Stemmer.Stemmer(language).stemWords(tokens)
+
+
+def test_stopwords_are_removed_case_folded_and_composed_before_stemming():
+    a = WordAnalyzer(language="french")
+    # capitalised and decomposed ("e" + U+0301) stopwords go: matched after NFC and lowercasing
+    assert a.tokens("LES Enfants E\u0301TAIENT la\u0300") == ["enfants"]
+    # "avions" is a stopword (its stem "avion" is not): removed before stemming; "attendues" is not
+    # one (its stem "attendu" is): kept and stemmed
+    assert "avions" in a.stopwords and "avion" not in a.stopwords and "attendues" not in a.stopwords
+    assert a.analyze("avions attendues") == ["attendu"]
+    assert WordAnalyzer(language="french", lowercase=False).tokens("Les les enfants") == ["Les", "enfants"]
+
+
+FRENCH_DOCS = {"cuisine": "La cuisine française utilise beaucoup de beurre et de fromage.",
+               "velo": "Le Tour de France est une course cycliste très célèbre.",
+               "paris": "Paris est la capitale de la France et une ville touristique.",
+               "foret": "Les forêts des Vosges abritent des cerfs et des sangliers."}
+SPANISH_DOCS = {"futbol": "El fútbol es el deporte más popular en España y en Argentina.",
+                "paella": "La paella valenciana se cocina con arroz, azafrán y conejo.",
+                "museo": "El museo del Prado de Madrid guarda pinturas de Velázquez y de Goya.",
+                "playa": "Las playas de la costa mediterránea reciben muchos turistas en verano."}
+
+
+@pytest.mark.parametrize("language, docs, queries", [
+    ("french", FRENCH_DOCS, [("les fromages", "cuisine"), ("des courses cyclistes", "velo"),
+                             ("la capitale de la France", "paris"), ("un cerf dans la forêt", "foret")]),
+    ("spanish", SPANISH_DOCS, [("el arroz", "paella"), ("las pinturas de un museo", "museo"),
+                               ("los deportes populares", "futbol"), ("una playa en el verano", "playa")]),
+])
+def test_bm25_index_finds_the_right_document(tmp_path, language, docs, queries):
+    enc = BM25Encoder.from_spec(None, language=language)
+    build_index(enc.encode_documents(list(docs.values()), list(docs)), tmp_path / language, encoder=enc)
+    index = Index.open(tmp_path / language)
+    cfg = index.encoder_config["analyzer"]
+    assert cfg["language"] == language and cfg["stopwords"] == sorted(package_stopwords(language))
+    loaded = index.load_encoder()
+    for query, expected in queries:
+        s, d = index.search(loaded.encode_queries([query]), 1)
+        assert index.doc_ids[d[0][0]] == expected, query
+    assert loaded.encode_queries(["de la" if language == "french" else "de la y el"]).row_dict(0) == {}
+
+
+@pytest.mark.parametrize("language", ["french", "spanish", "german"])
+def test_config_records_the_words_and_round_trips(monkeypatch, language):
+    text = {"french": "Les enfants de l'école", "spanish": "Los niños de la ciudad",
+            "german": "Die Kinder in den Gärten"}[language]
+    a = WordAnalyzer(language=language, min_length=2)
+    cfg = a.config()
+    assert cfg["version"] == 3 and cfg["stopwords"] == sorted(package_stopwords(language))
+    named = WordAnalyzer(language=language, stopwords=language, min_length=2)
+    assert named.config() == cfg  # the default and the list named explicitly are the same
+    # rebuilding needs only the recorded words, not the package (whose lists may change later)
+    monkeypatch.setattr("sparsearch.text.package_stopwords", lambda _: pytest.fail("read the package"))
+    again = get_analyzer(cfg)
+    assert again.config() == cfg and again.stopwords == a.stopwords
+    assert again.analyze(text) == a.analyze(text) and len(a.analyze(text)) == 2
+    kept = get_analyzer({**cfg, "stopwords": [w for w in cfg["stopwords"] if w not in ("les", "los", "die")]})
+    assert len(kept.analyze(text)) == 3  # the recorded words decide, not the language's current list
+
+
+def test_explicit_list_name_for_another_language():
+    a = WordAnalyzer(language="french", stopwords="spanish", stemmer="none")
+    assert a.stopwords == package_stopwords("spanish") and a.tokens("los enfants") == ["enfants"]
+    assert WordAnalyzer(language="basque", stopwords="french").stopwords == package_stopwords("french")
+
+
+OLD_FRENCH = {"type": "word", "version": 3, "stemmer": "french", "stopwords": "none", "lowercase": True,
+              "min_length": 1, "language": "french"}
+
+
+def test_configs_written_before_the_package_lists_keep_no_stopwords():
+    old = get_analyzer(OLD_FRENCH)
+    assert old.stopwords == frozenset() and old.config() == OLD_FRENCH
+    assert old.analyze("Les enfants de l'école") == ["le", "enfant", "de", "l", "écol"]
+    bare = get_analyzer({k: v for k, v in OLD_FRENCH.items() if k != "stopwords"})  # that time's default
+    assert bare.stopwords == frozenset() and bare.config() == OLD_FRENCH
+    assert get_analyzer({**OLD_FRENCH, "language": "german", "stemmer": "german"}).stopwords == frozenset()
+    enc = BM25Encoder.from_spec(None, language="french", stopwords="none")
+    assert enc.config()["analyzer"] == OLD_FRENCH
+
+
+def test_unknown_list_name_is_a_one_line_error():
+    with pytest.raises(InvalidInputError) as e:
+        WordAnalyzer(language="french", stopwords="francais")
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("stopwords 'francais': neither a list name (lucene, english, none, ")
+    assert "french" in msg and "spanish" in msg
+    with pytest.raises(InvalidInputError) as e:
+        WordAnalyzer(language="basque", stopwords="basque")
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("stopwords 'basque': no stopword list for this language (lists: ")
+    with pytest.raises(InvalidInputError, match="no stop-words list named 'klingon'"):
+        package_stopwords("klingon")
+    with pytest.raises(InvalidInputError, match="'francais'.*neither a list name"):
+        BM25Encoder.from_spec(None, language="french", stopwords="francais")
