@@ -787,8 +787,7 @@ def _dense_topk(acc, n_docs, k, deleted, cmax, sel, cand_s, cand_d, out_s, out_d
     """
     if deleted.shape[0] > 0:
         for d in range(n_docs):
-            if deleted[d]:
-                acc[d] = 0.0
+            acc[d] = 0.0 if deleted[d] else acc[d]  # a select, not a branch: vectorized, no mispredictions
     nc = (n_docs + CHUNK - 1) // CHUNK
     for c in range(nc):
         cmax[c] = _chunk_max(acc, c * CHUNK, min(c * CHUNK + CHUNK, n_docs))
@@ -1006,12 +1005,14 @@ def _filtered_range(q0, q1, q_indptr, q_terms, q_weights, k, n_docs, deleted, do
     document at a time (``docs`` may then be empty).
     """
     n_seg_terms = term_post_ptr.shape[0] - 1
-    acc = np.zeros(0, np.float64)  # term-at-a-time scratch, allocated on first use
+    n_acc = 0 if maxscore else n_docs  # term-at-a-time scratch
+    nc = (n_acc + CHUNK - 1) // CHUNK
+    acc = np.zeros(n_acc, np.float64)
     buf = np.empty(BLOCK, np.int64)
-    cmax = np.empty(0, np.float64)
-    sel = np.empty(0, np.int64)
-    cand_s = np.empty(0, np.float64)
-    cand_d = np.empty(0, np.int64)
+    cmax = np.empty(nc, np.float64)
+    sel = np.empty(nc, np.int64)
+    cand_s = np.empty(n_acc, np.float64)
+    cand_d = np.empty(n_acc, np.int64)
     w8 = words.view(np.uint8)
     w16 = words.view(np.uint16)
     for qi in range(q0, q1):
@@ -1035,13 +1036,6 @@ def _filtered_range(q0, q1, q_indptr, q_terms, q_weights, k, n_docs, deleted, do
             _maxscore_one(q_terms[a:b], q_weights[a:b], k, deleted, term_block_ptr, term_post_ptr, term_max,
                           block_last, block_max, block_bits, block_word_ptr, words, impacts, out_s[qi], out_d[qi])
         else:
-            if acc.shape[0] < n_docs:
-                nc = (n_docs + CHUNK - 1) // CHUNK
-                acc = np.zeros(n_docs, np.float64)
-                cmax = np.empty(nc, np.float64)
-                sel = np.empty(nc, np.int64)
-                cand_s = np.empty(n_docs, np.float64)
-                cand_d = np.empty(n_docs, np.int64)
             _taat_one(q_terms[a:b], q_weights[a:b], k, n_docs, deleted, term_block_ptr, term_post_ptr, block_last,
                       block_bits, block_word_ptr, words, w8, w16, impacts, acc, buf, cmax, sel, cand_s, cand_d,
                       out_s[qi], out_d[qi])

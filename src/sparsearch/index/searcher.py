@@ -144,8 +144,7 @@ class Index:
         self._metadata: MetadataStore | None = None
         self._labels: tuple[FeatureLabels | None] | None = None
         self._filters: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
-        self._plans: OrderedDict[tuple[str, int, float], FilterPlan] = OrderedDict()
-        self._last_plan: tuple[str, float, FilterPlan] | None = None
+        self._plans: dict[tuple[str, float], FilterPlan] = {}
         self._filters_lock = threading.Lock()
 
     # ------------------------------------------------------------------ open
@@ -388,22 +387,18 @@ class Index:
         if allowed is not None or expr is None:
             mask = self.allowed_mask(expr, allowed)
             return None if mask is None else filter_plan(self.segments, self.deleted, mask, self.allowed_cost)
-        last = self._last_plan  # the filter of the previous search, read without the lock: a
-        if last is not None and last[0] == expr and last[1] == self.allowed_cost:  # whole µs per query
-            return last[2]
-        key = (expr, int(self.manifest.get("generation", 0)), self.allowed_cost)
-        with self._filters_lock:
-            plan = self._plans.get(key)
-            if plan is not None:
-                self._plans.move_to_end(key)
-                self._last_plan = (expr, self.allowed_cost, plan)
-                return plan
+        # A plain dict read, without the lock (atomic under the GIL): an Index never changes after
+        # opening, so a cached plan never goes stale, and a search pays ~0.1 us for its filter
+        # instead of a locked LRU update (a few % of a 20-30 us SciFact query).
+        key = (expr, self.allowed_cost)
+        plan = self._plans.get(key)
+        if plan is not None:
+            return plan
         plan = filter_plan(self.segments, self.deleted, self.filter_mask(expr), self.allowed_cost)
         with self._filters_lock:
             self._plans[key] = plan
-            while len(self._plans) > FILTER_CACHE:
-                self._plans.popitem(last=False)
-            self._last_plan = (expr, self.allowed_cost, plan)
+            while len(self._plans) > FILTER_CACHE:  # the oldest first
+                del self._plans[next(iter(self._plans))]
         return plan
 
     def allowed_mask(self, expr: str | None, allowed: np.ndarray | None = None) -> np.ndarray | None:
