@@ -34,9 +34,11 @@ A hybrid index (:class:`~sparsearch.index.hybrid.HybridIndex`) is exported into 
 with one vector field per representation (``rep_<name>``, see :func:`field_names`): the sparse
 ones as above (each over its own vocabulary), the dense ones as FLOAT_VECTOR of the stored vectors
 dequantized (``float16`` widened, ``int8`` codes times their row's scale: the values the local
-index scores, never re-encoded). The sidecar (format version 2) records every representation's
-vocabulary, encoder and field, and the index's default fusion; :class:`MilvusHybridBackend`
-searches it (:meth:`MilvusBackend.open` returns one for such a collection).
+index scores, never re-encoded), and the documents' metadata fields as above (those of the first
+sparse representation, which holds them for the hybrid index; none without a sparse one). The
+sidecar (format version 2) records every representation's vocabulary, encoder and field, the
+metadata fields and the index's default fusion; :class:`MilvusHybridBackend` searches it
+(:meth:`MilvusBackend.open` returns one for such a collection), filters included.
 
 Search is by inner product (``metric_type="IP"``). With ``SPARSE_INVERTED_INDEX`` and
 ``drop_ratio_search=0`` Milvus scores every posting of the query terms, so its top-k equals the
@@ -72,13 +74,14 @@ from tqdm.auto import tqdm
 from .docstore import open_docstore
 from .encoders import load_encoder, pack_state, unpack_state
 from .encoders.dense import DenseEncoder
-from .errors import BackendError, ConflictError, InvalidInputError, MissingExtraError, NotFoundError, UnsupportedError
+from .errors import (BackendError, ConflictError, CorruptIndexError, InvalidInputError, MissingExtraError,
+                     NotFoundError, UnsupportedError)
 from .evaluation import to_run
 from .filters import to_milvus
 from .fusion import fuse_topk
 from .index import Index
 from .index.dense import DenseIndex, as_float32
-from .index.hybrid import HybridEncoder, HybridIndex, HybridQueries, open_searcher
+from .index.hybrid import HybridEncoder, HybridIndex, HybridQueries, Member, open_searcher
 from .index.updates import live_vectors
 from .metadata import parse_date
 from .searching import ExactParams, HybridParams, check_k, params_from_dict, params_to_dict, require
@@ -479,7 +482,14 @@ def _hybrid_plan(index: HybridIndex) -> _Plan:
     """A hybrid index: every document, one field per representation. A document without a term in
     a sparse representation gets a placeholder there (Milvus refuses empty sparse vectors): weight
     1 on the term id ``pad_term`` (the vocabulary's size), which no query holds, so that it never
-    matches, as locally; a document with no term anywhere and no dense representation is left out."""
+    matches, as locally; a document with no term anywhere and no dense representation is left out.
+
+    The metadata fields are those of the first sparse representation: it holds them for the hybrid
+    index (:meth:`~sparsearch.index.hybrid.HybridIndex.filter_mask` compiles filters there), and
+    each row takes the values of the document of the same id there (looked up by id, not assumed
+    to have the hybrid doc number, which is the row's ``pk``). A hybrid index without a sparse
+    representation has no metadata: its sidecar records ``"metadata": None``, which refuses
+    filters as the local index does (an export made before metadata was exported has no key)."""
     n, fields = index.n_docs, field_names(index.names)
     members: list[dict[str, Any]] = []
     vector_fields: list[tuple[str, str, int | None]] = []
@@ -520,8 +530,32 @@ def _hybrid_plan(index: HybridIndex) -> _Plan:
             out.append({f: cols[f][i] if cols[f][i] is not None else {pad: 1.0} for f, _, _, pad in sources})
         return out
 
-    meta = {"kind": "hybrid", "members": members, "fusion": params_to_dict(index.default_params())}
-    return _Plan(vector_fields, list(index.doc_ids), np.arange(n, dtype=np.int64), vectors, meta, HYBRID_VERSION)
+    holder = next((m for m in index.members if m.kind == "sparse"), None)
+    scalars = _metadata_specs(holder.searcher) if holder is not None else []
+    ids = list(index.doc_ids)
+    meta_at = _member_docnums(holder, ids, index.path) if holder is not None and scalars else None
+
+    def rows(a: int, b: int) -> list[dict[str, Any] | None]:
+        out = vectors(a, b)
+        if holder is not None and meta_at is not None:
+            for r, row in zip(range(a, b), out):
+                if row is not None:
+                    row.update(_metadata_values(holder.searcher, scalars, int(meta_at[r])))
+        return out
+
+    meta = {"kind": "hybrid", "members": members, "fusion": params_to_dict(index.default_params()),
+            "metadata": scalars if holder is not None else None}
+    return _Plan(vector_fields, ids, np.arange(n, dtype=np.int64), rows, meta, HYBRID_VERSION, scalars)
+
+
+def _member_docnums(member: Member, ids: Sequence[str], path: Path) -> np.ndarray:
+    """int64 (len(ids),): each id's doc number in the representation ``member`` (whose own
+    numbering is what its metadata is read by); an id it lacks is a corrupt hybrid index."""
+    try:
+        return np.fromiter((member.searcher.docnum(i) for i in ids), np.int64, len(ids))
+    except NotFoundError as e:
+        raise CorruptIndexError(f"{path}: representation {member.name!r} lacks a document of the hybrid "
+                                f"index ({e})") from None
 
 
 def _write(index: Any, uri: str, collection: str, plan: _Plan, *, token: str | None, index_type: str,
@@ -703,6 +737,37 @@ class _Collection:
                                          f"{_message(e)}") from None
             raise
 
+    # ------------------------------------------------------------------ filters
+    @property
+    def filters(self) -> bool:
+        """Whether the export carries metadata fields to filter on (exports made before them do
+        not, nor does a hybrid index's export without a sparse representation)."""
+        return self.meta.get("metadata") is not None
+
+    def _refuse_filters(self) -> None:
+        """One-line :class:`UnsupportedError` when the export holds no metadata fields."""
+        if "metadata" not in self.meta:
+            raise UnsupportedError(f"collection {self.collection!r} was exported without metadata fields; export "
+                                   f"the index again to filter on them")
+        if self.meta["metadata"] is None:
+            raise UnsupportedError(f"collection {self.collection!r} holds no metadata fields to filter on")
+
+    def milvus_filter(self, expr: str) -> str | bool:
+        """The filter ``expr`` (:mod:`sparsearch.filters`) as a Milvus expression over the exported
+        metadata fields (``True`` / ``False``: every / no document); see
+        :func:`sparsearch.filters.to_milvus` for what does not translate."""
+        self._refuse_filters()
+        return to_milvus(expr, {sp["name"]: sp for sp in self.meta["metadata"]})
+
+    def count(self, filter: str | bool = True) -> int:
+        """Documents of the collection that the Milvus expression ``filter`` selects."""
+        if filter is True:
+            return self.n_docs
+        if filter is False:
+            return 0
+        rows = self._call("count", self.client.query, self.collection, filter=filter, output_fields=["count(*)"])
+        return int(rows[0]["count(*)"])
+
     def _search_field(self, field: str, data: Sequence[Any], k: int, search_params: dict[str, Any],
                       fields: list[str], filter: str | bool = True) -> list[list[tuple]]:
         """Top-``k`` hits of each query row of ``data`` in vector field ``field`` (1,000 queries per
@@ -861,29 +926,6 @@ class MilvusBackend(_Collection):
                      filter: str | bool = True) -> list[list[tuple]]:
         return self._search_field("sparse", rows, k, _SPARSE_PARAMS, fields, filter)
 
-    @property
-    def filters(self) -> bool:
-        """Whether the export carries metadata fields to filter on (exports before them do not)."""
-        return "metadata" in self.meta
-
-    def milvus_filter(self, expr: str) -> str | bool:
-        """The filter ``expr`` (:mod:`sparsearch.filters`) as a Milvus expression over the exported
-        metadata fields (``True`` / ``False``: every / no document); see
-        :func:`sparsearch.filters.to_milvus` for what does not translate."""
-        if not self.filters:
-            raise UnsupportedError(f"collection {self.collection!r} was exported without metadata fields; export "
-                                   f"the index again to filter on them")
-        return to_milvus(expr, {sp["name"]: sp for sp in self.meta["metadata"]})
-
-    def count(self, filter: str | bool = True) -> int:
-        """Documents of the collection that the Milvus expression ``filter`` selects."""
-        if filter is True:
-            return self.n_docs
-        if filter is False:
-            return 0
-        rows = self._call("count", self.client.query, self.collection, filter=filter, output_fields=["count(*)"])
-        return int(rows[0]["count(*)"])
-
     def _filtered(self, params: ExactParams | None, k: int) -> tuple[ExactParams, int, str | bool]:
         """``params`` checked (exact only: Milvus has no approximate mode here), ``params.filter``
         translated (``True``: none) and ``k`` clamped to the documents it selects."""
@@ -1010,6 +1052,14 @@ class MilvusHybridBackend(_Collection):
     Milvus' ranker computes the same thing: RRF with equal weights and an integer ``rrf_k`` in
     [1, 16384). Milvus' ``WeightedRanker`` adds raw (or arctan-normalised) scores, which is none of
     ``minmax`` / ``zscore``, so those fusions, and weighted RRF, are fused here.
+
+    ``HybridParams.filter`` (an :class:`ExactParams`' filter moves there, as locally) is translated
+    once per search (:meth:`milvus_filter`, over the metadata fields of the first sparse
+    representation) and applied by Milvus to every representation's search before its top
+    ``depth``, as the local index applies its mask; ``k`` and ``depth`` are clamped to the
+    documents it selects (:meth:`count`). An export made before hybrid exports carried metadata
+    fields, or of an index without a sparse representation, refuses filters
+    (:class:`UnsupportedError`).
     """
 
     def __init__(self, client: Any, uri: str, collection: str, meta: dict[str, Any]) -> None:
@@ -1063,41 +1113,62 @@ class MilvusHybridBackend(_Collection):
     def resolve_params(self, params: Any) -> HybridParams:
         """The :class:`HybridParams` a search with ``params`` uses: ``None`` is
         :meth:`default_params`, an :class:`ExactParams` the default fusion with its
-        ``threads``/``unknown``; approximate search is refused (:class:`UnsupportedError`)."""
+        ``threads``/``unknown``/``filter`` (as the local hybrid index takes it); approximate search,
+        and a filter on an export without metadata fields, are refused (:class:`UnsupportedError`)."""
         if params is None:
             return self.default_params()
-        if getattr(params, "filter", None) is not None:
-            raise UnsupportedError(f"collection {self.collection!r} is a hybrid index's export, which carries no "
-                                   f"metadata fields: filter on the local hybrid index")
         if isinstance(params, ExactParams):
-            return replace(self.default_params(), threads=params.threads, unknown=params.unknown).check()
-        require(params, [HybridParams, ExactParams], "the Milvus backend")
-        if params.sparse is not None:
-            require(params.sparse, [ExactParams], "the Milvus backend")
-        if params.weights is not None and len(params.weights) != len(self.members):
-            raise InvalidInputError(f"{len(params.weights)} fusion weights for {len(self.members)} representations "
-                                    f"({', '.join(self.names)})")
-        return params.check()
+            out = replace(self.default_params(), threads=params.threads, unknown=params.unknown,
+                          filter=params.filter).check()
+        else:
+            require(params, [HybridParams, ExactParams], "the Milvus backend")
+            if params.sparse is not None:
+                require(params.sparse, [ExactParams], "the Milvus backend")
+            if params.weights is not None and len(params.weights) != len(self.members):
+                raise InvalidInputError(f"{len(params.weights)} fusion weights for {len(self.members)} "
+                                        f"representations ({', '.join(self.names)})")
+            out = params.check()
+        if out.filter is not None:
+            self._refuse_filters()  # before any Milvus call
+        return out
+
+    def _refuse_filters(self) -> None:
+        if self.meta.get("metadata", []) is None:
+            raise UnsupportedError(f"collection {self.collection!r}: filters need a sparse representation (it holds "
+                                   f"the metadata fields); the exported hybrid index has only {', '.join(self.names)}")
+        super()._refuse_filters()
+
+    def _filtered(self, params: HybridParams, k: int) -> tuple[int, int, str | bool]:
+        """``(k, depth, expr)``: ``params.filter`` as a Milvus expression, translated once for every
+        representation's search (``True``: no filter; ``False``: it selects no exported document,
+        and nothing is sent to Milvus), ``k`` and the fusion depth clamped to the documents it
+        selects, as the local hybrid index clamps them to those its mask allows."""
+        expr = True if params.filter is None else self.milvus_filter(params.filter)
+        n = self.count(expr)
+        k = _check_k(k, n)
+        return k, _check_k(max(k, params.depth), n), expr if n else False
 
     def _check_queries(self, queries: Any) -> HybridQueries:
         return HybridQueries.check(queries, self.names, "hybrid collection")
 
-    def _member_hits(self, m: dict[str, Any], part: Any, depth: int, unknown: str, fields: list[str]
-                     ) -> list[list[tuple]]:
+    def _member_hits(self, m: dict[str, Any], part: Any, depth: int, unknown: str, fields: list[str],
+                     filter: str | bool = True) -> list[list[tuple]]:
+        """One representation's top ``depth`` per query among the rows ``filter`` selects (the
+        queries are checked even when it selects none)."""
         if m["kind"] == "sparse":
             rows = _sparse_rows(part, self.vocabs[m["name"]], unknown, self.collection)
-            return self._search_field(m["field"], rows, depth, _SPARSE_PARAMS, fields)
-        return self._search_field(m["field"], _dense_queries(part, m["dim"]).tolist(), depth, _DENSE_PARAMS, fields)
+            return self._search_field(m["field"], rows, depth, _SPARSE_PARAMS, fields, filter)
+        return self._search_field(m["field"], _dense_queries(part, m["dim"]).tolist(), depth, _DENSE_PARAMS, fields,
+                                  filter)
 
     def _detailed(self, queries: Any, k: int, params: Any, fields: list[str]):
         params = self.resolve_params(params)
         queries = self._check_queries(queries)
-        k = _check_k(k, self.n_docs)
-        depth = _check_k(max(k, params.depth), self.n_docs)
+        k, depth, expr = self._filtered(params, k)
         per, hits, seconds = {}, {}, {}
         for m in self.members:
             t = time.perf_counter()
-            hits[m["name"]] = self._member_hits(m, queries.parts[m["name"]], depth, params.unknown, fields)
+            hits[m["name"]] = self._member_hits(m, queries.parts[m["name"]], depth, params.unknown, fields, expr)
             per[m["name"]] = _arrays(hits[m["name"]], depth)
             seconds[m["name"]] = time.perf_counter() - t
         t = time.perf_counter()
@@ -1163,24 +1234,26 @@ class MilvusHybridBackend(_Collection):
                       ) -> tuple[np.ndarray, np.ndarray]:
         from pymilvus import AnnSearchRequest
 
-        k = _check_k(k, self.n_docs)
-        depth = _check_k(max(k, params.depth), self.n_docs)
+        k, depth, expr = self._filtered(params, k)
         data = {}
         for m in self.members:
             part = queries.parts[m["name"]]
             data[m["name"]] = (_sparse_rows(part, self.vocabs[m["name"]], params.unknown, self.collection)
                                if m["kind"] == "sparse" else _dense_queries(part, m["dim"]).tolist())
-        hits: list[list[tuple]] = []
-        for a in range(0, len(queries), _SEARCH_BATCH):
+        extra = {} if isinstance(expr, bool) else {"expr": expr}  # every representation's search filtered
+        hits: list[list[tuple]] = [] if expr is not False else [[] for _ in range(len(queries))]
+        for a in range(0, len(queries) if expr is not False else 0, _SEARCH_BATCH):
             b = min(a + _SEARCH_BATCH, len(queries))
             reqs = [AnnSearchRequest(data=data[m["name"]][a:b], anns_field=m["field"], limit=depth,
-                                     param=_SPARSE_PARAMS if m["kind"] == "sparse" else _DENSE_PARAMS)
+                                     param=_SPARSE_PARAMS if m["kind"] == "sparse" else _DENSE_PARAMS, **extra)
                     for m in self.members]
             res = self._call("hybrid search", self.client.hybrid_search, self.collection, reqs, ranker, limit=k,
                              output_fields=[])
             hits.extend(_sorted_hits(r, []) for r in res)
         scores, docs = _arrays(hits, k)
-        return scores * np.float32(weight), docs
+        scores = scores * np.float32(weight)
+        scores[docs < 0] = -np.inf  # padding as fuse_topk's, so as the local hybrid index's
+        return scores, docs
 
     def search_run(self, queries: HybridQueries, k: int = 1000, params: Any = None) -> dict[str, dict[str, float]]:
         """The fused top-``k`` as a run ``{query_id: {doc_id: score}}`` (fused here)."""

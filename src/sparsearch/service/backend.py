@@ -791,8 +791,8 @@ class ServedMilvus(ServedIndex):
 
     @property
     def filters(self) -> bool:  # type: ignore[override]
-        """An export with metadata fields translates filters to Milvus expressions (a hybrid
-        export, or one made before metadata was exported, does not)."""
+        """An export with metadata fields translates filters to Milvus expressions (one made before
+        metadata was exported, or a hybrid export without a sparse representation, does not)."""
         return bool(getattr(self.backend, "filters", False))
 
     def __init__(self, name: str, backend: MilvusBackend) -> None:
