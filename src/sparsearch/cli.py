@@ -597,6 +597,16 @@ def search(
     """
     ray = ray or ray_address is not None
     sharded = len(index) > 1 or shards is not None or processes or ray
+    opened = None
+    if not (sharded or explain or strict_vocab or filter_ is not None or mode not in ("exact", "exhaustive")
+            or query_cut is not None or heap_factor is not None
+            or fusion is not None or weights is not None or depth is not None or rrf_k is not None):
+        opened = _open_oneshot(index[0], mode, threads, queries, query)
+        if opened is not None and opened[2] is not None:  # numpy scores it before numba would have loaded
+            one, qv, one_params = opened
+            scores, docs = one.search(qv, k, one_params)
+            _print_hits(one, qv, scores, docs, query, run, explain, as_json)
+            return
     params = _with_filter(_search_params(mode, index[0], threads=threads, strict_vocab=strict_vocab,
                                          query_cut=query_cut, heap_factor=heap_factor, fusion=fusion, weights=weights,
                                          depth=depth, rrf_k=rrf_k), filter_)
@@ -609,15 +619,51 @@ def search(
             idx: Any = stack.enter_context(ShardedIndex.open(
                 index, shards=shards, backend="ray" if ray else "process" if processes else "inline"))
             searcher = idx
+        elif opened is not None:  # the index opened (and checked) above, handed over to the numba kernels
+            idx = searcher = _as_index(opened[0])
         else:
             idx, searcher = _open_searcher(index[0], mode)
-        qv = _load_queries(idx, queries, query)
+        qv = opened[1] if opened is not None else _load_queries(idx, queries, query)
         per_member = None
         if hasattr(searcher, "search_detailed"):  # hybrid: keep each representation's ranking for the hits
             scores, docs, per_member, _ = searcher.search_detailed(qv, k, params)
         else:
             scores, docs = searcher.search(qv, k, params)
         _print_hits(idx, qv, scores, docs, query, run, explain, as_json, per_member)
+
+
+def _open_oneshot(index: Path, mode: str, threads: Optional[int], queries: Optional[Path],
+                  query: list[str] | None):
+    """An exact (or exhaustive) search of one sparse index, opened without numba or scipy:
+    ``(OneShotIndex, query vectors, params)``, ``params`` ``None`` unless the one-shot search
+    answers it (:meth:`~sparsearch.index.oneshot.OneShotIndex.supports`) and its postings are
+    few (:meth:`~sparsearch.index.oneshot.OneShotIndex.cost` at most
+    :data:`~sparsearch.index.oneshot.MAX_POSTINGS`), so that numpy scores them sooner than numba
+    and its kernels would load; else the index and queries go to :func:`_as_index`.
+    ``None`` when the index is not a single sparse one (hybrid, dense) or anything fails: the
+    normal path then opens it and says what is wrong."""
+    from .errors import SparsearchError
+    from .index.oneshot import MAX_POSTINGS, OneShotIndex
+    from .searching import params_for_mode
+
+    try:
+        params = params_for_mode(mode, threads=threads)
+        one = OneShotIndex.open(index)
+        qv = _load_queries(one, queries, query)
+        fast = one.supports(params) and one.cost(qv) <= MAX_POSTINGS
+    except SparsearchError:
+        return None
+    return one, qv, params if fast else None
+
+
+def _as_index(one):
+    """The :class:`~sparsearch.index.Index` of an opened :class:`OneShotIndex` (its arrays, checked
+    on opening, are not read again)."""
+    from .index.searcher import Index
+    from .index.segment import Segment
+
+    segments = [Segment(path, meta, doc_ids=doc_ids, **arrays) for path, meta, arrays, doc_ids in one.segment_parts()]
+    return Index(one.path, one.manifest, one.vocab, segments, one.deleted)
 
 
 SNIPPET_WORDS = 30

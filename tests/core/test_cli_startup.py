@@ -1,8 +1,9 @@
 """The CLI starts light: what a fresh interpreter imports for ``sparsearch --help`` and for a
 BM25 text search (structure only; the wall time is ``benchmarks/cli_startup.py``'s business).
 
-A BM25 search needs numpy, numba and the index, never the deep-learning stack (torch,
-transformers, ...), the HTTP service (FastAPI, uvicorn) or the scale-out backends. At exit, the
+A BM25 search needs numpy and the index (its one-shot search: not even numba), never the
+deep-learning stack (torch, transformers, ...), the HTTP service (FastAPI, uvicorn) or the
+scale-out backends. At exit, the
 console script skips the interpreter's final garbage collections (``gc.freeze``).
 """
 
@@ -67,7 +68,8 @@ def test_a_bm25_text_search_imports_no_deep_learning_or_service_package(tiny_bei
     modules, stdout = _modules(["search", str(out), "-q", "programming compiler", "-k", "2"])
     assert "1. d6" in stdout and "Compilers" in stdout  # a hit with its title and snippet
     assert not _heavy(modules), f"a BM25 search imported {_heavy(modules)}"
-    assert "sparsearch.highlight" in modules and "sparsearch.index.searcher" in modules  # the path ran
+    assert "sparsearch.highlight" in modules and "sparsearch.index.oneshot" in modules  # the path ran
+    assert "numba" not in modules and "scipy" not in modules  # tests/index/test_oneshot.py: the same results
 
 
 _FREEZE_PROBE = r"""

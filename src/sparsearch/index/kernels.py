@@ -37,8 +37,8 @@ import numba as nb
 import numpy as np
 from numba import njit, prange
 
-BLOCK = 128
-SNAP_BITS = 20
+from .format import BLOCK, SNAP_BITS, WINDOW
+
 LITTLE_ENDIAN = sys.byteorder == "little"  # a compile-time constant for numba
 
 
@@ -403,7 +403,6 @@ def _heap_sorted(hs, hd, size, out_s, out_d):
 
 
 # ------------------------------------------------------ block-max MaxScore
-WINDOW = 4096
 
 
 @njit(cache=True, inline="always")

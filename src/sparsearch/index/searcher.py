@@ -9,7 +9,6 @@ are returned (score > 0). Approximate search is :class:`~sparsearch.index.approx
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 from collections import OrderedDict
@@ -20,8 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..encoders import load_encoder_of
-from ..errors import CorruptIndexError, InvalidInputError, NotFoundError, SparsearchError, UnsupportedError
+from ..errors import CorruptIndexError, InvalidInputError, NotFoundError, UnsupportedError
 from ..evaluation import to_run
 from ..features import FeatureLabels
 from ..filters import compile_filter
@@ -29,9 +27,9 @@ from ..metadata import MetadataBatch, MetadataStore
 from ..searching import ApproxParams, ExactParams, check_k, require
 from ..vectors import SparseBatch, Vocabulary
 from . import kernels
-from .manifest import load_commit, verify_commit
+from .format import TAAT_MAX_DOCS, Contribution, OpenedIndex
 from .segment import Segment, common_term_scale
-from .storage import load_npy, read_arrays, read_json
+from .storage import read_arrays, read_json
 
 __all__ = ["Index", "Contribution", "FilterPlan", "open_index", "METADATA_DIR", "filter_plan"]
 
@@ -103,40 +101,19 @@ def filter_plan(segments: Sequence[Segment], deleted: Sequence[np.ndarray], allo
     return FilterPlan(tuple(skips), tuple(docs), n, tuple(seg.n_docs for seg in segments))
 
 
-@dataclass(frozen=True)
-class Contribution:
-    """One term's share of a query-document score: ``contribution = query_weight * doc_weight``."""
-
-    term: str
-    term_id: int
-    query_weight: float
-    doc_weight: float
-    contribution: float
-
-
-class Index:
+class Index(OpenedIndex):
     """A persistent inverted index (one or more immutable segments + a commit manifest)."""
 
     #: segments with at most this many documents are scored term-at-a-time in exact mode
-    maxscore_min_docs: int = 2 * kernels.WINDOW
+    maxscore_min_docs: int = TAAT_MAX_DOCS
     #: cost of one (allowed document, query term) pair scored document at a time, in postings
     #: read otherwise: a filtered query takes that way when it is the cheaper (tests force it)
     allowed_cost: float = kernels.ALLOWED_COST
 
     def __init__(self, path: Path, manifest: dict[str, Any], vocab: Vocabulary, segments: list[Segment],
                  deleted: list[np.ndarray]) -> None:
-        self.path = path
-        self.manifest = manifest
-        self.vocab = vocab
-        self.segments = segments
-        self.deleted = deleted
-        self.bases = np.cumsum([0] + [s.n_docs for s in segments]).astype(np.int64)
-        self._n_live = int(self.bases[-1]) - int(sum(int(d.sum()) for d in deleted))
-        self._doc_ids: list[str] | None = None
+        super().__init__(path, manifest, vocab, segments, deleted)
         self._doc_index: dict[str, int] | None = None
-        self._encoder = None
-        # query vocabulary -> index term ids, cached for the last query vocabulary seen
-        self._lut: tuple[Vocabulary, np.ndarray] | None = None
         # each term's largest step over the per-term segments (+ a trailing 0 for unknown terms):
         # the reference of the one snapping grid of a query, whatever segment scores it
         per_term = [seg for seg in segments if seg.per_term]
@@ -149,93 +126,10 @@ class Index:
 
     # ------------------------------------------------------------------ open
     @classmethod
-    def open(cls, path: str | os.PathLike, *, mmap: bool = True, verify: bool = True,
-             segments: Sequence[int] | None = None) -> "Index":
-        """Load an index directory; refuses wrong, old or corrupt data (:class:`CorruptIndexError`;
-        :class:`NotFoundError` when there is no such directory). Every file it reads is checked
-        against the size and CRC32 the manifest records (``verify=False``: sizes only).
-
-        Safe while a writer commits: when a commit removes files of the state being opened, the
-        newer state is opened instead (``manifest.load_commit``, one bounded retry loop).
-
-        ``segments``: open only these segments (positions in the manifest, ascending); doc
-        numbers then run over them alone. A shard searcher of a sharded index opens its
-        group of segments this way and never touches the others' files.
-        """
-        path = Path(path)
-
-        def load(manifest: dict[str, Any]) -> "Index":
-            try:
-                return cls._load(path, manifest, mmap, verify, segments)
-            except SparsearchError:
-                raise
-            except (TypeError, KeyError, AttributeError, IndexError, ValueError, ArithmeticError) as e:  # junk
-                raise CorruptIndexError(f"{path}: malformed index metadata ({type(e).__name__}: {e})") from None
-
-        return load_commit(path, load)
-
-    @classmethod
-    def _load(cls, path: Path, manifest: dict[str, Any], mmap: bool, verify: bool,
-              segments: Sequence[int] | None) -> "Index":
-        """The index state ``manifest`` names."""
-        if manifest.get("kind") == "hybrid":
-            raise UnsupportedError(f"{path} is a hybrid index (several representations): open it with "
-                                   f"sparsearch.index.open_searcher; this operation needs a single-representation index")
-        entries = list(manifest["segments"])
-        if segments is not None:
-            if list(segments) != sorted(set(segments)) or any(not 0 <= i < len(entries) for i in segments):
-                raise InvalidInputError(f"segments must be ascending distinct positions in [0, {len(entries)}), "
-                                        f"got {list(segments)}")
-            entries = [entries[i] for i in segments]
-        if "vocab" not in manifest:
-            raise CorruptIndexError(f"{path}: the manifest names no vocabulary")
-        # every file read below (and the encoder state, read on demand) against the manifest's records
-        verify_commit(path, manifest, [manifest["vocab"], manifest.get("encoder_state"),
-                                       *(n for s in entries for n in (s["name"], s.get("deletes")))], full=verify)
-        terms = read_json(path / manifest["vocab"], "vocabulary")
-        if not isinstance(terms, list) or len(terms) != manifest.get("n_terms", len(terms)):
-            raise CorruptIndexError(f"{path}: vocabulary does not match the manifest "
-                                    f"({manifest.get('n_terms')} terms)")
-        opened, deleted = [], []
-        for s in entries:
-            seg = Segment.open(path / s["name"], mmap=mmap, verify=verify)
-            if seg.n_terms > len(terms):
-                raise CorruptIndexError(f"{seg.path}: segment knows {seg.n_terms} terms, vocabulary only {len(terms)}")
-            opened.append(seg)
-            if s.get("deletes"):
-                try:
-                    mask = load_npy(path / s["deletes"])
-                except (OSError, ValueError) as e:
-                    raise CorruptIndexError(f"{path / s['deletes']}: unreadable deletion bitmap ({e})") from None
-                if mask.shape != (seg.n_docs,):
-                    raise CorruptIndexError(f"{path / s['deletes']}: deletion bitmap does not fit its segment")
-                deleted.append(mask.astype(np.bool_))
-            else:
-                deleted.append(np.zeros(0, np.bool_))
-        return cls(path, manifest, Vocabulary(terms), opened, deleted)
+    def _open_segment(cls, path: Path, *, mmap: bool, verify: bool) -> Segment:
+        return Segment.open(path, mmap=mmap, verify=verify)
 
     # ------------------------------------------------------------- properties
-    @property
-    def n_docs(self) -> int:
-        """Documents stored, deleted ones included (doc numbers range over ``[0, n_docs)``)."""
-        return int(self.bases[-1])
-
-    @property
-    def n_live_docs(self) -> int:
-        """Documents not deleted (search clamps ``k`` to it)."""
-        return self._n_live
-
-    @property
-    def n_terms(self) -> int:
-        return len(self.vocab)
-
-    @property
-    def doc_ids(self) -> list[str]:
-        """External id of every doc number."""
-        if self._doc_ids is None:
-            self._doc_ids = [i for s in self.segments for i in s.doc_ids]
-        return self._doc_ids
-
     def docnum(self, doc_id: str) -> int:
         """Doc number of a live document id; :class:`NotFoundError` if unknown or deleted."""
         if self._doc_index is None:
@@ -249,20 +143,6 @@ class Index:
             return self._doc_index[doc_id]
         except KeyError:
             raise NotFoundError(f"unknown document id {doc_id!r}") from None
-
-    @property
-    def encoder_config(self) -> dict[str, Any] | None:
-        return self.manifest.get("encoder")
-
-    def load_encoder(self):
-        """The encoder the documents were indexed with (to encode queries the same way).
-
-        :class:`InvalidInputError` when the index was built from vectors without an encoder;
-        the encoder registry raises :class:`UnsupportedError` for an encoder this install lacks.
-        """
-        if self._encoder is None:
-            self._encoder = load_encoder_of(self.path, self.manifest)
-        return self._encoder
 
     # --------------------------------------------------------------- metadata
     @property
@@ -316,55 +196,6 @@ class Index:
                 "n_postings": n_post, "n_segments": len(self.segments), "index_bytes": total,
                 "posting_bytes": post_bytes, "bytes_per_posting": post_bytes / max(n_post, 1),
                 "quantization": self.manifest.get("quantization"), "encoder": self.encoder_config}
-
-    # ---------------------------------------------------------------- queries
-    def prepare_queries(self, queries: SparseBatch, unknown: str = "drop") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Query vectors as CSR arrays over index term ids: ``(indptr, term ids, weights)``.
-
-        Terms are matched by string; a term the index has never seen gets id ``-1`` (no
-        document can match it; kernels skip it), or, with ``unknown="error"``, raises
-        :class:`InvalidInputError` naming it (use this for vectors from a fixed model vocabulary, where an
-        unknown token means a mismatched vocabulary). Weights are raw float64; search snaps
-        them (``kernels.snap_rows``) so that scoring is exact.
-        """
-        if unknown not in ("drop", "error"):
-            raise InvalidInputError(f"unknown must be 'drop' or 'error', got {unknown!r}")
-        idx = queries.indices.astype(np.int64)
-        if not (queries.vocab is self.vocab or queries.vocab.terms is self.vocab.terms):
-            idx = self._term_lut(queries.vocab, idx)[idx]
-            if unknown == "error" and (idx < 0).any():
-                bad = queries.vocab.terms[int(queries.indices[np.argmax(idx < 0)])]
-                raise InvalidInputError(f"unknown token {bad!r}: not in the index vocabulary ({self.n_terms} terms); "
-                               f"were the queries encoded with the index's encoder?")
-        weights = queries.values.astype(np.float64)
-        # the sum of finite float32 values cannot overflow float64: a non-finite sum means a NaN/inf weight
-        if not math.isfinite(float(weights.sum())):
-            raise InvalidInputError("query weights must be finite (a query vector holds NaN or inf)")
-        return queries.indptr, idx, weights
-
-    def _term_lut(self, vocab: Vocabulary, idx: np.ndarray) -> np.ndarray:
-        """Index term id (``-1``: unknown) of every term of ``vocab`` that ``idx`` uses.
-
-        Filled lazily (``-2``: not looked up yet) and kept for the last vocabulary seen, so a
-        batch sliced into single queries, or a model's fixed vocabulary, is mapped once;
-        vocabularies only grow, so a longer one extends the table. Concurrent callers at
-        worst repeat a look-up with the same result.
-        """
-        cached = self._lut
-        n = len(vocab.terms)
-        if cached is not None and cached[0] is vocab and len(cached[1]) >= n:
-            lut = cached[1]
-        else:
-            lut = np.full(n, -2, np.int64)
-            if cached is not None and cached[0] is vocab:
-                lut[: len(cached[1])] = cached[1]
-            self._lut = (vocab, lut)
-        missing = idx[lut[idx] == -2]
-        if len(missing):
-            terms, get = vocab.terms, self.vocab.get
-            for t in set(missing.tolist()):
-                lut[t] = get(terms[t])
-        return lut
 
     def segment_weights(self, seg: Segment, q_indptr: np.ndarray, terms: np.ndarray, weights: np.ndarray
                         ) -> np.ndarray:
@@ -509,32 +340,9 @@ class Index:
         else ``"0", "1", ...``)."""
         return to_run(*self.search(queries, k, params), self.doc_ids, queries.ids)
 
-    def explain(self, query: SparseBatch, docnum: int) -> list[Contribution]:
-        """Per-term contributions to the score of document ``docnum`` for a one-row ``query``.
-
-        Weights are the ones search uses, so the contributions add up to the search score:
-        ``doc_weight`` is the dequantized impact (impact x its term's scale) and
-        ``query_weight`` the snapped query weight the segment's kernels use, divided by that scale.
-        """
-        if len(query) != 1:
-            raise InvalidInputError(f"explain takes one query vector, got {len(query)}")
-        if not 0 <= docnum < self.n_docs:
-            raise InvalidInputError(f"doc number {docnum} out of range [0, {self.n_docs})")
-        _, terms, weights = self.prepare_queries(query)
-        s = int(np.searchsorted(self.bases, docnum, side="right") - 1)
-        seg = self.segments[s]
-        scales = seg.term_scales(terms)
+    def _explain_weights(self, seg: Segment, terms: np.ndarray, weights: np.ndarray) -> np.ndarray:
         # what the kernels score with
-        snapped = kernels.snap_query_weights(self.segment_weights(seg, np.array([0, len(terms)]), terms, weights))
-        imp = seg.impacts_of(docnum - int(self.bases[s]), np.maximum(terms, 0))
-        out = []
-        for t, w, i, sc in zip(terms.tolist(), snapped.tolist(), imp.tolist(), scales.tolist()):
-            if t >= 0 and w * i > 0:
-                if not seg.per_term:  # version 1 / float32: snapped raw weight x (impact x scale)
-                    out.append(Contribution(self.vocab.terms[t], int(t), w, i * sc, w * i * sc))
-                else:
-                    out.append(Contribution(self.vocab.terms[t], int(t), w / sc, i * sc, w * i))
-        return sorted(out, key=lambda c: (-c.contribution, c.term))
+        return kernels.snap_query_weights(self.segment_weights(seg, np.array([0, len(terms)]), terms, weights))
 
     def __repr__(self) -> str:
         return (f"Index({str(self.path)!r}, docs={self.n_docs}, terms={self.n_terms}, "

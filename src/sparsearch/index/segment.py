@@ -43,16 +43,11 @@ import scipy.sparse as sp
 
 from ..errors import CorruptIndexError, UnsupportedError
 from . import kernels
-from .storage import Directory, read_arrays, read_json, read_versioned_json, write_arrays
+from .format import ARRAYS, ARRAYS_V1, SEGMENT_FORMAT, SEGMENT_VERSION, read_segment
+from .storage import Directory, write_arrays
 
-SEGMENT_FORMAT = "sparsearch-segment"
-SEGMENT_VERSION = 2  # 2: per-term scales (``term_scale``); 1: one scale per segment
-READ_VERSIONS = (1, 2)
-ARRAYS_V1 = ("term_post_ptr", "term_block_ptr", "term_max", "block_last", "block_max", "block_bits",
-             "block_word_ptr", "words", "impacts")
-ARRAYS = (*ARRAYS_V1, "term_scale")
 
-__all__ = ["Segment", "IndexFormatError", "SEGMENT_FORMAT", "SEGMENT_VERSION", "ARRAYS", "write_segment",
+__all__ = ["Segment", "IndexFormatError", "SEGMENT_FORMAT", "SEGMENT_VERSION", "ARRAYS", "ARRAYS_V1", "write_segment",
            "common_term_scale"]
 
 #: The name this error had before the error tree (``sparsearch.errors``) existed; kept for callers.
@@ -177,18 +172,7 @@ class Segment:
         """Load a segment directory (arrays memory-mapped with ``mmap``; checksums verified with
         ``verify``); :class:`CorruptIndexError` naming the file when anything is off."""
         path = Path(path)
-        meta = read_versioned_json(path, "segment.json", SEGMENT_FORMAT, READ_VERSIONS, "segment")
-        arrays = read_arrays(path, meta, ARRAYS if meta["version"] >= 2 else ARRAYS_V1, mmap=mmap, verify=verify)
-        scale = arrays.get("term_scale")
-        if scale is not None and scale.shape != (len(arrays["term_post_ptr"]) - 1,):
-            raise CorruptIndexError(f"{path / 'term_scale.npy'}: {scale.shape} scales for "
-                                    f"{len(arrays['term_post_ptr']) - 1} terms")
-        doc_ids = read_json(path / "doc_ids.json", "document ids")
-        if not isinstance(doc_ids, list) or len(doc_ids) != meta["n_docs"]:
-            n = len(doc_ids) if isinstance(doc_ids, list) else "no list of"
-            raise CorruptIndexError(f"{path / 'doc_ids.json'}: {n} ids for {meta['n_docs']} documents")
-        if not all(isinstance(i, str) for i in doc_ids):
-            raise CorruptIndexError(f"{path / 'doc_ids.json'}: a document id that is not a string")
+        meta, arrays, doc_ids = read_segment(path, mmap=mmap, verify=verify)
         return cls(path, meta, doc_ids=doc_ids, **arrays)
 
     # ---------------------------------------------------------------- access
