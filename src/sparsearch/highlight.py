@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["highlight", "highlight_hit", "label"]
+__all__ = ["highlight", "highlight_hit", "leading_snippet", "label"]
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -111,6 +111,22 @@ def highlight(text: str, encoders, term_weight, scale: float, window: int | None
     return snippet, [(s + off, e + off, x) for s, e, x in spans_abs if s >= a and e <= b]
 
 
+def leading_snippet(text: str, window: int | None) -> str:
+    """The snippet :func:`highlight` gives when no word matches: the first ``window`` words (and
+    what lies between them) with `` …`` when more follow. Only those words are read, not the
+    whole text, so that a hit without explanation costs a few microseconds."""
+    text = text[:20000]
+    if window is None or window < 1:
+        return text
+    end = len(text)
+    for i, m in enumerate(_WORD.finditer(text)):
+        if i == window - 1:
+            end = m.end()
+        elif i == window:  # more words follow: cut after the window's last one
+            return text[:end] + " …"
+    return text
+
+
 def label(encoder: Any, term: str) -> str | None:
     labels = getattr(encoder, "labels", None)
     if labels is None:
@@ -140,7 +156,7 @@ def highlight_hit(doc: Mapping[str, str], encoders: Sequence[Any], explanations:
     ``explanations`` (one list of contributions per encoder) weigh the words; without them the
     snippet is the document's start and nothing is highlighted."""
     if explanations is None:
-        return highlight(doc["text"], [], [], 1.0, window)[0], [], []
+        return leading_snippet(doc["text"], window), [], []
     shares, scale = term_shares(explanations)
     snippet, spans = highlight(doc["text"], encoders, shares, scale, window)
     return snippet, spans, highlight(doc["title"], encoders, shares, scale, None)[1]
