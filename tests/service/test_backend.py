@@ -158,3 +158,17 @@ def test_an_approximate_index_built_while_serving_is_found(root, tmp_path):
         svc.search("wolves", mode="approximate")
     ApproximateIndex.build(Index.open(path))
     assert svc.search("wolves", mode="approximate").hits
+
+
+@pytest.mark.parametrize("explain", [True, False, None])
+def test_results_serialize_with_orjson_as_with_the_standard_json(service, explain):
+    """The HTTP route writes a SearchResult with orjson: the same JSON document as
+    ``json.dumps(dataclasses.asdict(result))``, fused or not, explained or not."""
+    import dataclasses
+    import json
+
+    import orjson
+
+    for indexes in (["bm25"], None):
+        r = service.search("small mammals hunt mice", k=4, indexes=indexes, explain=explain)
+        assert json.loads(orjson.dumps(r)) == json.loads(json.dumps(dataclasses.asdict(r), allow_nan=False))

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import functools
 import inspect
 import logging
@@ -55,10 +54,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import orjson
 from fastapi import FastAPI, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -449,8 +449,9 @@ async def search(req: BaseModel, request: Request) -> JSONResponse:
     if "explain" not in req.model_fields_set:
         args["explain"] = None  # not asked for: explain where the index can
     result = await _in_pool(request, functools.partial(request.app.state.service.search, **args))
-    # built (and validated) once by the service; a Response skips FastAPI's second validation
-    return JSONResponse(dataclasses.asdict(result))
+    # built (and validated) once by the service; a Response skips FastAPI's second validation, and
+    # orjson writes the dataclasses directly (dataclasses.asdict + json.dumps took ~0.2 ms a result)
+    return Response(orjson.dumps(result), media_type="application/json")
 
 
 async def explain(req: BaseModel, request: Request) -> Explanation:
