@@ -172,3 +172,29 @@ def test_results_serialize_with_orjson_as_with_the_standard_json(service, explai
     for indexes in (["bm25"], None):
         r = service.search("small mammals hunt mice", k=4, indexes=indexes, explain=explain)
         assert json.loads(orjson.dumps(r)) == json.loads(json.dumps(dataclasses.asdict(r), allow_nan=False))
+
+
+def test_repeated_query_texts_are_encoded_once_per_snapshot(root, monkeypatch):
+    """The query-encoding cache: a repeated text is not encoded again, answers stay the same,
+    the cache is bounded, and a new snapshot (reload) starts empty."""
+    from sparsearch.service import backend as backend_mod
+
+    svc = SearchService.open({"bm25": root / "bm25"}, warm=False)
+    served = svc.served["bm25"]
+    snap = served.snapshot()
+    enc = served.encoder(snap)
+    calls = []
+    real = enc.encode_queries
+    monkeypatch.setattr(enc, "encode_queries", lambda *a, **kw: calls.append(a) or real(*a, **kw))
+    first = svc.search("small mammals hunt mice", k=4)
+    again = svc.search("small mammals hunt mice", k=4)
+    assert len(calls) == 1 and [h.id for h in again.hits] == [h.id for h in first.hits]
+    assert [h.score for h in again.hits] == [h.score for h in first.hits]
+    svc.search("wolves", k=4)
+    assert len(calls) == 2
+    monkeypatch.setattr(backend_mod, "QUERY_CACHE", 2)
+    for q in ("a cat", "a dog", "a fox"):
+        svc.search(q, k=2)
+    assert list(snap.queries) == ["a dog", "a fox"]  # the oldest ones left first
+    fresh = backend_mod.Snapshot(snap.index, snap.docstore, snap.generation, snap.key)
+    assert not fresh.queries

@@ -37,8 +37,8 @@ import os
 import sqlite3
 import threading
 import time
-from collections import deque
-from collections.abc import Mapping, Sequence
+from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -237,6 +237,26 @@ class Snapshot:
     approx_error: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
     encoder_lock: threading.Lock = field(default_factory=threading.Lock)
+    #: encoded query texts, most recent last (at most QUERY_CACHE): a repeated query is not
+    #: encoded again; per snapshot, so a reload (maybe another encoder) starts afresh
+    queries: OrderedDict = field(default_factory=OrderedDict)
+
+    def encoded(self, text: str, encode: Callable[[], Any]) -> Any:
+        """The query vector of ``text``: cached, or ``encode()``d (under the encoder lock: the
+        encoders are not thread-safe) and kept. The cached vectors are never modified."""
+        with self.encoder_lock:
+            qv = self.queries.get(text)
+            if qv is not None:
+                self.queries.move_to_end(text)
+                return qv
+            qv = self.queries[text] = encode()
+            if len(self.queries) > QUERY_CACHE:
+                self.queries.popitem(last=False)
+            return qv
+
+
+#: encoded query texts kept per served index snapshot
+QUERY_CACHE = 1024
 
 
 #: longest pause before a manifest that failed to open is tried again while it stays the same
@@ -444,8 +464,7 @@ class ServedIndex:
         if vector is not None:
             return _query_batch(vector)
         enc = self.encoder(snap)
-        with snap.encoder_lock:
-            return enc.encode_queries([query], ["q"])
+        return snap.encoded(query, lambda: enc.encode_queries([query], ["q"]))
 
     def is_empty(self, qv: Any) -> bool:
         return qv.nnz == 0
@@ -662,8 +681,7 @@ class _HybridServing:
             raise InvalidInputError(f"index {self.name!r} is a hybrid index ({', '.join(snap.index.names)}): send a "
                                     f"'query' text, not a 'vector'")
         enc = self.encoder(snap)
-        with snap.encoder_lock:
-            return enc.encode_queries([query], ["q"])
+        return snap.encoded(query, lambda: enc.encode_queries([query], ["q"]))
 
     def is_empty(self, qv: HybridQueries) -> bool:
         """No representation can match: every part is a sparse vector without a term (a dense
@@ -865,8 +883,7 @@ class ServedMilvusDense(ServedMilvus):
         if vector is not None:
             raise InvalidInputError(f"index {self.name!r} holds dense vectors: send a 'query' text, not a 'vector'")
         enc = self.encoder(snap)
-        with snap.encoder_lock:
-            return enc.encode_queries([query])
+        return snap.encoded(query, lambda: enc.encode_queries([query]))
 
     def is_empty(self, qv: Any) -> bool:
         return False
