@@ -113,7 +113,7 @@ def allowed_share(index: Index, q: SparseBatch, n_allowed: int) -> float:
         t, w = terms[indptr[i]:indptr[i + 1]], weights[indptr[i]:indptr[i + 1]]
         t = t[(t >= 0) & (t < len(df)) & (w > 0)]
         t = t[df[t] > 0]
-        post = int(df[t].sum()) + (0 if seg.n_docs > index.maxscore_min_docs else seg.n_docs)
+        post = int(df[t].sum()) + (0 if seg.n_docs > index.maxscore_min_docs else seg.n_docs * kernels.TAAT_DOC_COST)
         n += n_allowed * len(t) * index.allowed_cost <= post
     return n / max(len(q), 1)
 

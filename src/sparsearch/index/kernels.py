@@ -895,6 +895,11 @@ def exhaustive_serial(q_indptr, q_terms, q_weights, k, n_docs, deleted, term_blo
 #: cost of scoring one (allowed document, query term) pair by :func:`_allowed_one`, in postings
 #: that MaxScore or term-at-a-time scoring would read instead (measured: benchmarks/filtered.py)
 ALLOWED_COST = 24.0
+#: cost of one document of a segment in term-at-a-time scoring beyond its postings (the dense
+#: top-k selection and reset: vectorized, about a quarter of a posting's decoding and adding),
+#: in postings. At 1.0, queries at 1% selectivity on SciFact went document at a time when that
+#: was slower (filtered/unfiltered 1.09-1.11 against 1.03-1.04 at 0.25 and 0.0, same runs)
+TAAT_DOC_COST = 0.25
 
 
 @njit(cache=True)
@@ -998,7 +1003,7 @@ def _filtered_range(q0, q1, q_indptr, q_terms, q_weights, k, n_docs, deleted, do
 
     ``deleted``: the documents to skip (deleted or filtered out); ``docs``: the others,
     ascending. A query whose ``len(docs) x terms x doc_cost`` is at most the postings it
-    would read otherwise (its terms' document frequencies, plus the accumulator's ``n_docs``
+    would read otherwise (its terms' document frequencies, plus ``n_docs x TAAT_DOC_COST``
     for term-at-a-time) is answered by :func:`_allowed_one`; the others by block-max MaxScore
     (``maxscore``) or term-at-a-time scoring, skipping ``deleted``. ``doc_cost < 0``: never
     document at a time (``docs`` may then be empty).
@@ -1027,7 +1032,7 @@ def _filtered_range(q0, q1, q_indptr, q_terms, q_weights, k, n_docs, deleted, do
                     m += 1
                     post += df
         if not maxscore:
-            post += n_docs
+            post += n_docs * TAAT_DOC_COST
         if doc_cost >= 0 and np.float64(docs.shape[0]) * m * doc_cost <= post:
             _allowed_one(q_terms[a:b], q_weights[a:b], k, docs, term_block_ptr, term_post_ptr, term_max, block_last,
                          block_max, block_bits, block_word_ptr, words, impacts, out_s[qi], out_d[qi])

@@ -95,7 +95,7 @@ def filter_plan(segments: Sequence[Segment], deleted: Sequence[np.ndarray], allo
         n_seg = seg.n_docs - int(np.count_nonzero(skip))
         n += n_seg
         # one term scored per document at least: beyond the segment's postings it never pays
-        few = n_seg * cost <= seg.n_postings + seg.n_docs
+        few = n_seg * cost <= seg.n_postings + seg.n_docs * kernels.TAAT_DOC_COST
         docs.append(np.flatnonzero(~skip) if few else None)
         skips.append(skip if n_seg < seg.n_docs else _NO_SKIP)  # nothing to skip: the kernels test nothing
     return FilterPlan(tuple(skips), tuple(docs), n, tuple(seg.n_docs for seg in segments))
