@@ -223,6 +223,28 @@ def test_filter_plans_are_cached_and_count_the_live_allowed(corpus):
         del index.allowed_cost
 
 
+@pytest.mark.parametrize("cost", [0.5, 3.0, 24.0])
+def test_plan_keeps_allowed_lists_exactly_where_a_query_could_use_them(corpus, cost):
+    """A segment's allowed documents are listed (for document-at-a-time scoring) when some query
+    would take that way in the kernel (``n_allowed * m * cost <= its postings + n_docs *
+    TAAT_DOC_COST``; the single most frequent term is the most favourable query), and only then."""
+    from sparsearch.index import kernels
+
+    index, _, _ = corpus
+    try:
+        index.allowed_cost = cost
+        for expr in ("year < 2005", "year < 2010", "ok == true", "true", 'source == "web" and ok == true'):
+            plan = index.plan(expr)
+            for seg, skip, docs in zip(index.segments, plan.skips, plan.docs):
+                n_allowed = seg.n_docs - (int(skip.sum()) if len(skip) else 0)
+                df = np.diff(seg.term_post_ptr)
+                chosen = [n_allowed * m * cost <= df[t].sum() + seg.n_docs * kernels.TAAT_DOC_COST
+                          for m, t in [(1, [j]) for j in range(len(df)) if df[j]] + [(int((df > 0).sum()), df > 0)]]
+                assert (docs is not None) == any(chosen), (expr, n_allowed, int(df.max()))
+    finally:
+        del index.allowed_cost
+
+
 def test_empty_and_full_selections(corpus):
     index, _, _ = corpus
     q = synth(np.random.default_rng(3), 5, "q", density=0.2)

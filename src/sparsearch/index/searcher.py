@@ -34,7 +34,6 @@ from .storage import read_arrays, read_json
 __all__ = ["Index", "Contribution", "FilterPlan", "open_index", "METADATA_DIR", "filter_plan"]
 
 _EXACT = ExactParams()
-_NO_DOCS = np.zeros(0, np.int64)
 _NO_SKIP = np.zeros(0, np.bool_)
 #: a segment's metadata arrays (``sparsearch.metadata``): a checksummed array directory inside it
 METADATA_DIR = "metadata"
@@ -82,6 +81,12 @@ class FilterPlan:
         return np.concatenate([s if len(s) else np.zeros(n, np.bool_) for s, n in zip(self.skips, self.sizes)])
 
 
+def _max_df(seg: Segment) -> int:
+    """The longest posting list of ``seg`` (its most frequent term's document frequency)."""
+    ptr = seg.term_post_ptr
+    return int(np.max(np.diff(ptr))) if len(ptr) > 1 else 0
+
+
 def filter_plan(segments: Sequence[Segment], deleted: Sequence[np.ndarray], allowed: np.ndarray,
                 cost: float = kernels.ALLOWED_COST) -> FilterPlan:
     """The :class:`FilterPlan` of the mask ``allowed`` (over the doc numbers of ``segments``);
@@ -94,8 +99,10 @@ def filter_plan(segments: Sequence[Segment], deleted: Sequence[np.ndarray], allo
         a += seg.n_docs
         n_seg = seg.n_docs - int(np.count_nonzero(skip))
         n += n_seg
-        # one term scored per document at least: beyond the segment's postings it never pays
-        few = n_seg * cost <= seg.n_postings + seg.n_docs * kernels.TAAT_DOC_COST
+        # A query of m matching terms goes document at a time when n_seg * m * cost is at most
+        # the postings it would read, at most m * max_df (+ n_docs * TAAT_DOC_COST term-at-a-time):
+        # past n_seg * cost > max_df + that, no query ever does, and the plain kernels serve it
+        few = n_seg * cost <= _max_df(seg) + seg.n_docs * kernels.TAAT_DOC_COST
         docs.append(np.flatnonzero(~skip) if few else None)
         skips.append(skip if n_seg < seg.n_docs else _NO_SKIP)  # nothing to skip: the kernels test nothing
     return FilterPlan(tuple(skips), tuple(docs), n, tuple(seg.n_docs for seg in segments))
@@ -299,16 +306,16 @@ class Index(OpenedIndex):
             # term-at-a-time (same exact arithmetic and tie-breaking, less bookkeeping).
             w = self.segment_weights(seg, q_indptr, terms, weights)  # x the terms' scales, snapped
             seg_maxscore = maxscore and seg.n_docs > self.maxscore_min_docs
-            skip = None if plan is None else plan.skips[si]
-            docs = None if plan is None else plan.docs[si]
-            if skip is not None and not len(skip):
-                skip, dele = None, _NO_SKIP  # the filter leaves every document here, none deleted: unfiltered
-            if skip is not None:
-                # The filter joins the deletions (the kernels skip both alike); a query for which
-                # the allowed documents are few is scored over them alone, document at a time.
-                cost = self.allowed_cost if maxscore and docs is not None else -1.0
-                args = (q_indptr, terms, w, kk, seg.n_docs, skip, _NO_DOCS if docs is None else docs,
-                        cost, seg_maxscore, seg.term_block_ptr, seg.term_post_ptr, seg.term_max, seg.block_last,
+            docs = None
+            if plan is not None:
+                # The filter joins the deletions (the kernels skip both alike; empty: it leaves
+                # every document here, none deleted)
+                dele, docs = plan.skips[si], plan.docs[si]
+            if maxscore and docs is not None:
+                # a query for which the allowed documents are few is scored over them alone,
+                # document at a time (the kernel chooses per query)
+                args = (q_indptr, terms, w, kk, seg.n_docs, dele, docs, self.allowed_cost, seg_maxscore,
+                        seg.term_block_ptr, seg.term_post_ptr, seg.term_max, seg.block_last,
                         seg.block_max, seg.block_bits, seg.block_word_ptr, seg.words, seg.impacts, out_s, out_d)
                 if serial:
                     kernels.filtered_serial(*args)
