@@ -1,6 +1,7 @@
 """Load test of the search service: concurrent clients on loopback for a bounded time.
 
-Starts ``sparsearch.service`` in a subprocess (uvicorn, one worker) over one or more indexes,
+Starts ``sparsearch.service`` in a subprocess (uvicorn; one worker process, or ``--workers N``
+sharing the port) over one or more indexes,
 runs ``--clients`` concurrent HTTP clients (asyncio + httpx, keep-alive connections) that send
 ``POST /search`` with the collection's queries round-robin for ``--duration`` seconds, and
 reports throughput (QPS), latency percentiles, errors (non-200 answers and transport errors)
@@ -159,9 +160,33 @@ def load_queries(collection: Path) -> list[str]:
 
 
 def rss_mb(pid: int) -> float:
+    """Resident memory of the server: the process and its children (the worker processes of
+    ``--workers N``; their shared pages, the memory-mapped index among them, count once each)."""
     import psutil
 
-    return psutil.Process(pid).memory_info().rss / 2 ** 20
+    proc = psutil.Process(pid)
+    total = proc.memory_info().rss
+    for child in proc.children(recursive=True):
+        try:
+            total += child.memory_info().rss
+        except psutil.NoSuchProcess:  # a worker that just ended
+            pass
+    return total / 2 ** 20
+
+
+def worker_stats(url: str, workers: int) -> list[dict]:
+    """``/stats`` of each worker process reached (one per ``pid``), asking over fresh connections
+    (the kernel hands each to whichever worker accepts first) up to ``20 * workers`` times."""
+    import httpx
+
+    seen: dict[int, dict] = {}
+    for _ in range(20 * workers if workers > 1 else 1):
+        with httpx.Client(timeout=10) as c:  # a new connection each time
+            st = c.get(url + "/stats").json()
+        seen.setdefault(st["service"].get("pid", 0), st)
+        if len(seen) >= workers:
+            break
+    return list(seen.values())
 
 
 async def run_load(url: str, queries: list[str], clients: int, duration: float, k: int, explain: bool,
@@ -252,6 +277,10 @@ def main() -> None:
     ap.add_argument("--client", choices=("httpx", "raw"), default="httpx",
                     help="load generator: httpx (default; also sends bad requests) or a minimal raw keep-alive "
                          "HTTP/1.1 client (good requests only; leaves the shared cores to the server)")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="server worker processes sharing the port (`sparsearch serve --workers N`); the server-side "
+                         "latencies are then per worker (each answers /stats with its own), reported for every "
+                         "worker reached, and RSS is summed over the supervisor and its workers")
     ap.add_argument("--src", type=Path, default=None,
                     help="serve from this src folder (another revision, e.g. a git worktree's src) instead of the "
                          "installed package")
@@ -264,9 +293,13 @@ def main() -> None:
     queries = load_queries(args.collection)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    if args.workers < 1:
+        raise SystemExit("--workers must be at least 1")
+    # workers=N only when asked: a --src revision from before `serve(workers=...)` still runs with 1
+    workers = f", workers={args.workers}" if args.workers > 1 else ""
     code = ("import sys; from sparsearch.service import Limits, serve; "
             f"serve({[str(p) for p in indexes]!r}, host='127.0.0.1', port={port}, log_level='warning', "
-            f"limits=Limits(rate_limit_per_s={args.rate_limit!r}))")
+            f"limits=Limits(rate_limit_per_s={args.rate_limit!r}){workers})")
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false")
     if args.src is not None:
         env["PYTHONPATH"] = str(args.src.resolve())
@@ -294,7 +327,8 @@ def main() -> None:
             res = asyncio.run(run_load(url, queries, args.clients, args.duration, args.k, args.explain, server.pid,
                                        args.bad_fraction))
         rss_after = rss_mb(server.pid)
-        stats = httpx.get(url + "/stats", timeout=10).json()
+        per_worker = worker_stats(url, args.workers)
+        stats = per_worker[0]
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -312,9 +346,13 @@ def main() -> None:
         **res,
         "rss_mb": {"before": rss_before, "after": rss_after, "max_first_half": max(during[:half], default=None),
                    "max_second_half": max(during[half:], default=None), "samples": during},
+        "workers": args.workers,
+        # one worker's (the first reached); with several, each worker's is in server_side_latency_ms_per_worker
         "server_side_latency_ms": stats["service"]["search_latency_ms"],
-        "server_errors": {k: stats["service"][k] for k in ("client_errors", "server_errors")},
-        "server_counters": {k: v for k, v in stats["service"].items() if isinstance(v, int)},
+        "server_side_latency_ms_per_worker": [st["service"]["search_latency_ms"] for st in per_worker],
+        "workers_reached": len(per_worker),
+        "server_errors": {k: sum(st["service"][k] for st in per_worker) for k in ("client_errors", "server_errors")},
+        "server_counters": {k: v for k, v in stats["service"].items() if isinstance(v, int) and k != "pid"},
         "command": "python " + " ".join(sys.argv),
         "cpu_count": os.cpu_count(),
         # the machine may be shared: other processes' load skews every figure above
@@ -323,7 +361,8 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
     lat = report["latency_ms"]
-    print(f"{args.clients} clients x {res['wall_s']:.1f}s on loopback, {len(queries)} queries, k={args.k}, "
+    print(f"{args.clients} clients x {res['wall_s']:.1f}s on loopback, {args.workers} server worker(s), "
+          f"{len(queries)} queries, k={args.k}, "
           f"explain={args.explain}: {res['qps']:.1f} QPS, p50 {lat.get('p50', float('nan')):.1f} ms, "
           f"p99 {lat.get('p99', float('nan')):.1f} ms, errors {res['errors']}, "
           f"bad requests {res['bad_requests']} ({res['bad_fraction_sent']:.0%}), 5xx {res['status_5xx']}, "

@@ -1148,11 +1148,11 @@ def serve(
         help="Host name clients reach the service by (the Host header), repeatable; other names are refused "
              "(DNS rebinding). Default: localhost, 127.0.0.1, ::1 and --host. '*' allows any name.")] = None,
     rate_limit: Annotated[Optional[float], typer.Option(
-        help="Requests a second per client address (token bucket; 0: no limit). Default 50.")] = None,
+        help="Requests a second per client address (token bucket; 0: no limit), per worker process. Default 50.")] = None,
     rate_burst: Annotated[Optional[int], typer.Option(
-        help="Requests a client may send at once before --rate-limit applies. Default 100.")] = None,
+        help="Requests a client may send at once before --rate-limit applies (per worker). Default 100.")] = None,
     max_concurrent_searches: Annotated[Optional[int], typer.Option(
-        help="Searches queued or running at once; past it 429 (0: no cap). Default 64.")] = None,
+        help="Searches queued or running at once, per worker process; past it 429 (0: no cap). Default 64.")] = None,
     backend: Annotated[str, typer.Option(
         help="local (index directories) or milvus (collections written by `sparsearch export`, searched by "
              "Milvus; same HTTP API, exact mode, no explanations).")] = "local",
@@ -1162,11 +1162,18 @@ def serve(
     milvus_token: Annotated[Optional[str], typer.Option(
         help="--backend milvus: server credentials, user:password or an API key (default: $MILVUS_TOKEN).",
         envvar="MILVUS_TOKEN")] = None,
+    workers: Annotated[int, typer.Option(
+        help="Worker processes sharing the port, each opening the indexes itself (memory-mapped: the page cache "
+             "is shared). A write through one worker is seen by the others within a second (their manifest "
+             "check). --rate-limit, --rate-burst and --max-concurrent-searches apply per worker. Not with a "
+             "Milvus Lite file, which one process owns.")] = 1,
 ) -> None:
     """HTTP search service with a web page: POST /search, /explain; GET /documents/{id}, /healthz, /stats;
     with --token: POST /documents, DELETE /documents/{id}."""
     if backend not in ("local", "milvus"):
         raise InvalidInputError(f"unknown backend {backend!r}; use local or milvus")
+    if workers < 1:
+        raise InvalidInputError(f"--workers must be at least 1, got {workers}")
     if backend == "milvus" and len(index_dirs) != 1:
         raise InvalidInputError(f"--backend milvus takes one Milvus URI, got {len(index_dirs)} arguments")
     if backend == "local" and collection:
@@ -1180,7 +1187,14 @@ def serve(
     limits = Limits(**{k: v for k, v in given.items() if v is not None})
     access = Access(token=token or None, token_for_reads=token_for_reads,
                     **({"allowed_hosts": tuple(allowed_host)} if allowed_host else {}))
-    if backend == "milvus":
+    if backend == "milvus" and workers > 1:
+        if "://" not in index_dirs[0]:
+            raise InvalidInputError(f"--workers {workers}: a Milvus Lite file ({index_dirs[0]}) belongs to one "
+                                    f"process; serve it with one worker, or use a Milvus server")
+        # each worker connects itself (an opened client cannot be handed to another process)
+        run_service([], host=host, port=port, log_level=log_level, limits=limits, access=access, workers=workers,
+                    milvus={"uri": index_dirs[0], "collections": collection, "token": milvus_token})
+    elif backend == "milvus":
         run_service([], host=host, port=port, log_level=log_level, limits=limits, access=access,
                     backends=milvus_backends(index_dirs[0], collection, token=milvus_token))
     else:
@@ -1195,7 +1209,7 @@ def serve(
                     raise InvalidInputError(f"serve: index name {name!r} is empty or given twice; name each "
                                             f"directory with NAME=DIR")
                 dirs[name] = Path(d)
-        run_service(dirs, host=host, port=port, log_level=log_level, limits=limits, access=access)
+        run_service(dirs, host=host, port=port, log_level=log_level, limits=limits, access=access, workers=workers)
 
 
 def main(argv: Optional[list[str]] = None) -> None:

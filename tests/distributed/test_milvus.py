@@ -256,7 +256,7 @@ def test_cli_export_and_serve_round_trip(tiny_beir, tmp_path, monkeypatch, torch
     with TestClient(create_app(backends=served), base_url="http://localhost", raise_server_exceptions=False) as c, \
             TestClient(create_app([out]), base_url="http://localhost", raise_server_exceptions=False) as local:
         q = {"query": "programming language compiler", "k": 3}
-        got = c.post("/search", json=q | {"indexes": ["tiny_idx"]})
+        got = c.post("/search", json=q | {"indexes": ["tiny_idx"], "explain": None})  # null: where it can
         want = local.post("/search", json=q)
         assert got.status_code == 200, got.text
         g, w = got.json(), want.json()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ from sparsearch.searching import HybridParams  # noqa: E402
 from sparsearch.service import Access, Limits, SearchService, create_app  # noqa: E402
 from sparsearch.service.http import STATIC  # noqa: E402
 
+from tests.service.serving import run_page_script  # noqa: E402
 from tests.service.test_service import DOCS, local_client  # noqa: E402  (the same eight documents)
 
 REPS = ["bm25", "dense", "bm25-2"]
@@ -109,7 +109,7 @@ def test_hits_equal_the_hybrid_index_with_ranks_per_representation(client, hyb):
 
 
 def test_title_snippet_and_highlights_come_from_the_shared_store(client):
-    res = _search(client, query=QUERY, k=3, indexes=["hyb"])
+    res = _search(client, query=QUERY, k=3, indexes=["hyb"], explain=True)
     top = res["hits"][0]
     assert top["id"] == "d3" and top["title"] == "Wolves" and "wolves hunt in packs" in top["snippet"]
     marked = {top["snippet"][a:b].lower() for a, b, _ in top["highlights"]}
@@ -289,26 +289,10 @@ def test_page_renders_the_representations(client):
 def test_page_script_renders_badges_from_the_api(client, tmp_path):
     """The page's own script (run by node against a stub DOM) renders the API's answer: one badge
     per representation with rank and score, and a dash where a representation missed the hit."""
-    node = shutil.which("node")
-    if node is None:
-        pytest.skip("node is not installed (the browser test, test_web_e2e.py, covers the page too)")
     res = _search(client, query=QUERY, k=len(DOCS), indexes=["hyb"], hybrid={"fusion": "minmax"})
-    html = (STATIC / "index.html").read_text()
-    script = html.split("<script>", 1)[1].split("</script>", 1)[0]
-    stub = """
-const els = {};
-globalThis.document = {getElementById: (id) => (els[id] ||= {id, innerHTML: "", textContent: "", value: "",
-  hidden: true, className: "", addEventListener() {}}), querySelectorAll: () => []};
-globalThis.fetch = async () => ({json: async () => ({indexes: {}})});
-globalThis.location = {search: ""}; globalThis.history = {replaceState() {}};
-globalThis.sessionStorage = {getItem: () => null, setItem() {}};
-"""
     run = f"\nrender({json.dumps(res)});\nconsole.log(JSON.stringify({{html: els.results.innerHTML, " \
           f"times: timingText({json.dumps(res['timings'])})}}));\n"
-    (tmp_path / "page.js").write_text(stub + script + run)
-    out = subprocess.run([node, str(tmp_path / "page.js")], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    got = json.loads(out.stdout.strip().splitlines()[-1])
+    got = run_page_script(tmp_path, run)
     articles = got["html"].split('<article class="hit"')[1:]
     assert len(articles) == len(res["hits"])
     for art, hit in zip(articles, res["hits"]):

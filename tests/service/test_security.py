@@ -174,9 +174,10 @@ def test_concurrent_searches_are_capped(root):
 
     app.state.service.search = slow
     with local_client(app) as c, ThreadPoolExecutor(2) as ex:
-        running = [ex.submit(c.post, "/search", json={"query": "cats"}) for _ in range(2)]
+        # explained: run in the pool (a cheap search would run on the event loop and block it here)
+        running = [ex.submit(c.post, "/search", json={"query": "cats", "explain": True}) for _ in range(2)]
         assert started.acquire(timeout=10) and started.acquire(timeout=10)
-        r = c.post("/search", json={"query": "cats"})
+        r = c.post("/search", json={"query": "cats"})  # a cheap one is refused alike (inline, same gate)
         assert r.status_code == 429 and r.headers["retry-after"] == "1" and "busy" in r.json()["error"]
         release.set()
         assert [f.result().status_code for f in running] == [200, 200]

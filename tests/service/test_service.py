@@ -44,9 +44,9 @@ def _bm25_index(path, **opts):
     return build_index(enc.encode_documents(texts, list(DOCS)), path, encoder=enc, documents=DOCS)
 
 
-@pytest.fixture(scope="module")
-def dirs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("svc")
+def standard_dirs(root):
+    """``bm25``, ``bm25b`` (other k1/b) over :data:`DOCS` and ``vec`` (30 random vectors, no
+    encoder) under ``root``; returns ``root``."""
     _bm25_index(root / "bm25")
     _bm25_index(root / "bm25b", k1=0.9, b=0.4)
     rng = np.random.default_rng(3)
@@ -54,6 +54,11 @@ def dirs(tmp_path_factory):
     build_index(SparseBatch.from_dense(m, Vocabulary.from_size(20, "f"), [f"v{i}" for i in range(30)]),
                 root / "vec", quantization="float32")
     return root
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory):
+    return standard_dirs(tmp_path_factory.mktemp("svc"))
 
 
 def local_client(app, **kwargs) -> TestClient:
@@ -76,7 +81,7 @@ def _run(index: Index, text: str, k: int) -> dict[str, float]:
 
 
 def test_search_single_index_matches_the_index(client, dirs):
-    r = client.post("/search", json={"query": "small mammals hunt mice", "k": 5, "indexes": ["bm25"]})
+    r = client.post("/search", json={"query": "small mammals hunt mice", "k": 5, "indexes": ["bm25"], "explain": True})
     assert r.status_code == 200, r.text
     body = r.json()
     expected = _run(Index.open(dirs / "bm25"), "small mammals hunt mice", 5)
@@ -98,7 +103,8 @@ def test_search_single_index_matches_the_index(client, dirs):
 
 def test_fusion_of_two_indexes_is_rrf_of_their_runs(client, dirs):
     q = "dogs wolves foxes"
-    r = client.post("/search", json={"query": q, "k": 6, "indexes": ["bm25", "bm25b"], "weights": {"bm25b": 2}})
+    r = client.post("/search", json={"query": q, "k": 6, "indexes": ["bm25", "bm25b"], "weights": {"bm25b": 2},
+                                     "explain": True})
     assert r.status_code == 200, r.text
     body = r.json()
     runs = [{"q": _run(Index.open(dirs / n), q, 100)} for n in ("bm25", "bm25b")]
@@ -370,7 +376,7 @@ def test_latent_index_explanations_carry_labels_and_fuse_with_bm25(dirs, tmp_pat
     build_index(enc.encode_documents([f"{t} {x}" for t, x in DOCS.values()], list(DOCS)), tmp_path / "csr",
                 encoder=enc, documents=DOCS)
     with local_client(create_app({"bm25": dirs / "bm25", "csr": tmp_path / "csr"})) as c:
-        r = c.post("/search", json={"query": "wolves hunt prey", "k": 5, "indexes": ["csr"]})
+        r = c.post("/search", json={"query": "wolves hunt prey", "k": 5, "indexes": ["csr"], "explain": True})
         assert r.status_code == 200, r.text
         contrib = r.json()["hits"][0]["explanation"]["csr"]
         assert all(x["term"].startswith("f") for x in contrib)
@@ -481,7 +487,7 @@ def test_bm25_and_splade_served_and_fused(dirs, tmp_path):
     enc.fit(texts)
     build_index(enc.encode_documents(texts, list(DOCS)), tmp_path / "splade", encoder=enc, documents=DOCS)
     with local_client(create_app({"bm25": dirs / "bm25", "splade": tmp_path / "splade"})) as c:
-        r = c.post("/search", json={"query": "programming language compiler", "k": 3})
+        r = c.post("/search", json={"query": "programming language compiler", "k": 3, "explain": True})
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["indexes"] == ["bm25", "splade"] and body["hits"][0]["id"] in ("d6", "d4")

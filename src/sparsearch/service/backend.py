@@ -97,6 +97,8 @@ class Limits:
     max_pending_writes: int = 4      # writes queued or running (one at a time); past it 429
     keep_alive_s: int = 15           # idle keep-alive connections are closed after this (above the
                                      # 5 s clients such as httpx keep them: no close/reuse race)
+    inline_cheap_searches: bool = True  # run a cheap search (SearchService.cheap) on the event loop's
+                                     # thread: no pool hop, no GIL hand-off between loop and pool thread
 
 
 # ------------------------------------------------------------------------------------ results
@@ -308,6 +310,17 @@ def _file_key(path: Path) -> tuple:
     return st.st_ino, st.st_mtime_ns, st.st_size
 
 
+#: query encoders that need no neural model: BM25 (analyzer + statistics) and the inference-free
+#: query side of splade-doc (tokenizer + IDF table); a query is encoded in microseconds
+MODEL_FREE_QUERY_ENCODERS = frozenset({"bm25", "splade-doc"})
+
+
+def _model_free(config: Mapping[str, Any] | None) -> bool:
+    """Whether an index's recorded encoder encodes query text without a neural model (an index
+    without an encoder takes vectors only: nothing to encode)."""
+    return not config or config.get("name") in MODEL_FREE_QUERY_ENCODERS
+
+
 def _query_batch(vector: Mapping[str, float]) -> SparseBatch:
     try:
         return SparseBatch.from_dicts([dict(vector)], ids=["q"])
@@ -426,6 +439,32 @@ class ServedIndex:
         if self.failure is not None:
             log.warning("index %s: recovered, serving generation %s", self.name, self._snap.generation)
             self.failure = None
+
+    @property
+    def current(self) -> Snapshot:
+        """The snapshot served now, without checking for a new commit."""
+        return self._snap
+
+    # -- cost
+    def reload_due(self) -> bool:
+        """Whether the next :meth:`snapshot` checks the directory for a new commit (and may open
+        it: every file of a new commit is verified, which is not sub-millisecond work)."""
+        return time.monotonic() - self._checked >= self.reload_interval_s
+
+    @property
+    def cheap_queries(self) -> bool:
+        """Whether query text is encoded here without a neural model (BM25, the IDF query side
+        of splade-doc, or no encoder at all: vectors only); a local index searched in-process."""
+        return _model_free(self._snap.index.encoder_config)
+
+    def cheap(self, text: bool, mode: str) -> bool:
+        """Whether a search here, now, is sure to be cheap (about a millisecond, nothing to load
+        or open): a query vector, or ``text`` encoded by a :attr:`cheap_queries` encoder that is
+        already loaded; no reload due; in approximate mode, the approximate index already open."""
+        snap = self._snap
+        if self.reload_due() or (mode == "approximate" and snap.approx is None):
+            return False
+        return not text or (self.cheap_queries and snap.encoder is not None)
 
     def warm(self) -> None:
         """Load the encoder and run one search, so that the first request does not pay for them."""
@@ -742,6 +781,17 @@ class ServedHybrid(_HybridServing, ServedIndex):
     def can_encode_text(self, snap: Snapshot) -> bool:
         return all(m.searcher.encoder_config for m in snap.index.members)
 
+    @property
+    def cheap_queries(self) -> bool:  # type: ignore[override]
+        """Every representation is sparse with a model-free query encoder (a dense one embeds
+        the query with a neural model)."""
+        return all(m.kind == "sparse" and _model_free(m.searcher.encoder_config) for m in self._snap.index.members)
+
+    def cheap(self, text: bool, mode: str) -> bool:
+        """As for one index, in exact mode only: an approximate search opens the approximate index
+        of each sparse representation on first use, not only the first one's."""
+        return mode != "approximate" and super().cheap(text, mode)
+
     def _load_encoder(self, snap: Snapshot) -> Any:
         missing = [m.name for m in snap.index.members if not m.searcher.encoder_config]
         if missing:
@@ -806,6 +856,7 @@ class ServedMilvus(ServedIndex):
     explains = False
     writable = False
     kind = "Milvus"
+    cheap_queries = False  # type: ignore[assignment]  # a query is searched over the network
 
     @property
     def filters(self) -> bool:  # type: ignore[override]
@@ -821,6 +872,10 @@ class ServedMilvus(ServedIndex):
 
     def snapshot(self) -> Snapshot:
         return self._snap
+
+    def cheap(self, text: bool, mode: str) -> bool:
+        """Never: each search is a network round trip to Milvus."""
+        return False
 
     def warm(self) -> None:
         try:
@@ -1055,7 +1110,8 @@ class SearchService:
         (with a warning) those that cannot encode a text query. ``explain``: True attaches
         per-term contributions and highlight spans to the first ``Limits.explain_hits`` hits and
         fails on an index that cannot explain; None does so where available (a warning
-        elsewhere); False attaches none.
+        elsewhere); False attaches none (and is what HTTP ``POST /search`` uses when the request
+        leaves ``explain`` out).
 
         A hybrid index is searched with its default fusion of its representations, overridden
         by ``hybrid`` (``{"fusion", "weights": {representation: weight}, "depth", "rrf_k"}``, each
@@ -1103,6 +1159,38 @@ class SearchService:
                             took_ms=round(took * 1e3, 3), hits=hits, warnings=warnings,
                             hybrid={n: p.fusion for n, p in searched.items() if p.fusion is not None},
                             timings={n: p.timing for n, p in searched.items()})
+
+    def cheap(self, query: str | None = None, vector: Mapping[str, float] | None = None,
+              indexes: Sequence[str] | None = None, explain: bool | None = True, mode: str = "exact",
+              **_: Any) -> bool:
+        """Whether :meth:`search` with these arguments is sure to be cheap (about a millisecond),
+        so that the HTTP service may run it on its event loop's thread instead of handing it to
+        its thread pool (the hand-off, two threads taking turns at the GIL, cost more than the
+        search itself under load).
+
+        Cheap: no explanation (``explain`` False: no per-term contributions, no highlight
+        spans), and every index the search would use is a local one whose query needs no
+        neural model (a ``vector``, or text encoded by BM25 or the IDF query side of
+        splade-doc, that encoder already loaded), with nothing to open first (no reload due;
+        in approximate mode the approximate index already open). A dense or SPLADE (query
+        and document) encoder, or a Milvus backend (network), is never cheap. A request
+        :meth:`search` refuses at once (unknown index, say) counts as cheap; the other
+        arguments of :meth:`search` are accepted and do not matter.
+        """
+        if explain is not False:
+            return False
+        try:
+            names = self._pick(indexes)
+        except SparsearchError:
+            return True  # refused before any work
+        text = vector is None
+        for n in names:
+            s = self.served[n]
+            if indexes is None and not (s.can_encode_text(s.current) if text else s.accepts_vector(s.current)):
+                continue  # left out of a search of "all" (see _plan)
+            if not s.cheap(text, mode):
+                return False
+        return True
 
     def _pick(self, names: Sequence[str] | None) -> list[str]:
         if names is None:

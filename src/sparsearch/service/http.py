@@ -6,8 +6,9 @@ Endpoints (OpenAPI at ``/openapi.json``, interactive docs at ``/docs``):
   ``{term: weight}``; ``k``; ``mode`` ``exact`` or ``approximate`` (``query_cut`` /
   ``heap_factor``, default: the settings saved next to the index by ``sparsearch tune --save``);
   the indexes to search and, with several, their fusion (``rrf`` or score interpolation after
-  ``minmax`` / ``zscore`` normalisation) with per-index weights. Hits carry title, snippet,
-  highlight spans and the per-term (per-latent) explanation. A hybrid index (several
+  ``minmax`` / ``zscore`` normalisation) with per-index weights. Hits carry title and snippet,
+  and with ``explain: true`` (only when asked: left out, it is false) highlight spans and the
+  per-term (per-latent) explanation. A hybrid index (several
   representations, e.g. BM25 + dense) fuses its representations with its default fusion, which
   ``hybrid`` overrides (``fusion``, ``weights`` by representation name, ``depth``, ``rrf_k``); its
   hits say their rank and score in each representation (``representations``), and ``timings``
@@ -35,19 +36,33 @@ with a message and counted in ``/stats``, and never takes the process down.
 
 Concurrency: searches and explanations run in a fixed pool of ``Limits.workers`` threads fed by a
 FIFO queue (requests are served in arrival order, which keeps the latency tail short under load),
-at most ``Limits.max_concurrent_searches`` queued or running (429 past it); writes run one at a
-time in their own thread (at most ``Limits.max_pending_writes`` waiting); the other endpoints run
-in the server's thread pool.
+at most ``Limits.max_concurrent_searches`` queued or running (429 past it). A cheap search
+(:meth:`SearchService.cheap`: no explanation, local indexes whose query needs no neural model)
+runs on the event loop's thread instead, counted in flight the same way: handing a 0.5 ms search
+to a pool thread made the two threads take turns at the GIL, and the server-side time of such a
+search rose to 2-3 ms under load (``Limits.inline_cheap_searches=False`` turns this off). Writes
+run one at a time in their own thread (at most ``Limits.max_pending_writes`` waiting); the other
+endpoints run in the server's thread pool.
+
+Worker processes: :func:`serve` with ``workers=N`` runs N uvicorn worker processes sharing the
+port, each built by :func:`app_from_environment` from the configuration ``serve`` puts in
+:data:`CONFIG_ENV` (JSON) and opening the indexes itself (memory-mapped: the page cache is shared).
+A write through one worker commits under the index's writer lock (``flock``: exclusive across
+processes) and is served by that worker at once, by the others from their next manifest check
+(``Limits.reload_interval_s``). Rate limits and caps on work in flight are per worker.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import inspect
+import json
 import logging
 import os
+import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -65,14 +80,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..errors import (BackendError, ConflictError, CorruptIndexError, InvalidInputError, NotFoundError,
                       SparsearchError, StorageError, UnsupportedError)
 from ..filters import MAX_FILTER_CHARS
-from .backend import Document, Explanation, Limits, SearchResult, SearchService, ServedIndex, WriteResult
+from .backend import (Document, Explanation, Limits, SearchResult, SearchService, ServedIndex, WriteResult,
+                      milvus_backends)
 from .guard import WILDCARD_BINDS, Access, Gate, RateLimiter
 
 log = logging.getLogger("sparsearch.service")
 
 STATIC = Path(__file__).parent / "static"
 
-__all__ = ["create_app", "serve", "request_models", "write_model", "STATUS", "BodyLimit", "Guard", "Access"]
+__all__ = ["create_app", "serve", "app_from_environment", "app_from_config", "serve_config", "CONFIG_ENV",
+           "request_models", "write_model", "STATUS", "BodyLimit", "Guard", "Access"]
 
 #: HTTP status of each error class, first match wins (anything else: 500)
 STATUS: tuple[tuple[type[Exception], int], ...] = (
@@ -147,8 +164,10 @@ def request_models(limits: Limits) -> tuple[type[BaseModel], type[BaseModel]]:
         weights: dict[index_name, weight] | None = Field(None, max_length=limits.max_indexes,
                                                          description="Hybrid weight per index name (default 1 each).")
         rrf_k: float = Field(60.0, gt=0, le=10_000, allow_inf_nan=False)
-        explain: bool = Field(True, description="Attach per-term contributions and highlight spans to the hits "
-                                                "(left out: where the index can explain).")
+        explain: bool | None = Field(False, description=(
+            "true: attach per-term contributions and highlight spans to the first hits (400 if a searched index "
+            "cannot explain); false or left out: none (titles and leading snippets; the fastest search); null: "
+            "where the index can explain (a warning for those that cannot)."))
         query_cut: int | None = Field(None, ge=1, le=limits.max_query_cut, description=(
             "approximate mode: visit the posting lists of this many heaviest query terms (default: the index's "
             "saved settings, else 10)."))
@@ -433,7 +452,8 @@ def healthz(request: Request) -> dict[str, Any]:
 def stats(request: Request) -> dict[str, Any]:
     """Index sizes, encoders, commits, and the service's request counters and search latency."""
     out = request.app.state.service.stats()
-    out["service"] = {**request.app.state.counters.snapshot(), **out["service"]}
+    # pid: which worker process answered (`serve --workers N`: each has its own counters and latencies)
+    out["service"] = {**request.app.state.counters.snapshot(), **out["service"], "pid": os.getpid()}
     return out
 
 
@@ -443,12 +463,28 @@ def document(request: Request, doc_id: Annotated[str, PathParam(max_length=1000)
     return request.app.state.service.document(doc_id, index)
 
 
+def _inline(gate: Gate, what: str, fn: Callable[..., Any]) -> Any:
+    """Run ``fn`` here, on the event loop's thread, if ``gate`` lets one more in (429 otherwise):
+    it counts as in flight while it runs, like a search in the pool."""
+    if not gate.enter():
+        raise busy(what, gate.cap)
+    try:
+        return fn()
+    finally:
+        gate.leave()
+
+
 async def search(req: BaseModel, request: Request) -> JSONResponse:
     """Search one or several indexes (fused) with a query text or a sparse query vector."""
-    args = req.model_dump()
-    if "explain" not in req.model_fields_set:
-        args["explain"] = None  # not asked for: explain where the index can
-    result = await _in_pool(request, functools.partial(request.app.state.service.search, **args))
+    args = req.model_dump()  # explain left out: False (the model's default), no explanations
+    state = request.app.state
+    run = functools.partial(state.service.search, **args)
+    if state.limits.inline_cheap_searches and state.service.cheap(**args):
+        # about a millisecond (SearchService.cheap): handing it to a pool thread costs more than
+        # that under load, the loop's thread and the pool's taking turns at the GIL
+        result = _inline(state.search_gate, "searches", run)
+    else:
+        result = await _in_pool(request, run)
     # built (and validated) once by the service; a Response skips FastAPI's second validation, and
     # orjson writes the dataclasses directly (dataclasses.asdict + json.dumps took ~0.2 ms a result)
     return Response(orjson.dumps(result), media_type="application/json")
@@ -554,19 +590,122 @@ def create_app(index_dirs: Sequence[str | os.PathLike] | Mapping[str, str | os.P
     return app
 
 
-def serve(index_dirs: Sequence[str | os.PathLike] | Mapping[str, str | os.PathLike], host: str = "127.0.0.1",
+#: the environment variable through which :func:`serve` hands its configuration (JSON, the
+#: token included) to its worker processes; a worker reads it once and removes it
+CONFIG_ENV = "SPARSEARCH_SERVE_CONFIG"
+#: the app factory each worker process imports (uvicorn needs an import string for workers)
+APP_FACTORY = "sparsearch.service.http:app_from_environment"
+#: uvicorn's exit status of a worker that failed before serving (its supervisor then stops)
+STARTUP_FAILURE = 3
+
+
+def serve_config(index_dirs: Sequence[str | os.PathLike] | Mapping[str, str | os.PathLike] = (), *,
+                 limits: Limits | None = None, access: Access | None = None,
+                 milvus: Mapping[str, Any] | None = None) -> str:
+    """The JSON :func:`app_from_config` builds an app from: the index directories (a list, or
+    ``{name: dir}``), ``limits``, ``access`` (token included: keep the text out of logs) and
+    the Milvus source ``{"uri", "collections"?, "token"?}`` (:func:`milvus_backends`)."""
+    a = access or Access()
+    dirs: Any = ({str(n): os.fspath(d) for n, d in index_dirs.items()} if isinstance(index_dirs, Mapping)
+                 else [os.fspath(d) for d in index_dirs])
+    return json.dumps({"index_dirs": dirs, "limits": dataclasses.asdict(limits or Limits()),
+                       "access": {"token": a.token, "token_for_reads": a.token_for_reads,
+                                  "allowed_hosts": list(a.allowed_hosts)},
+                       "milvus": dict(milvus) if milvus else None})
+
+
+def app_from_config(text: str, *, warm: bool = True) -> FastAPI:
+    """The app :func:`serve_config`'s JSON ``text`` describes (bad JSON or settings: one
+    :class:`InvalidInputError` line that does not repeat the text, which holds the token)."""
+    try:
+        cfg = json.loads(text)
+        dirs, given, milvus = cfg["index_dirs"], dict(cfg["access"]), cfg.get("milvus")
+        limits = Limits(**cfg["limits"])
+        access = Access(token=given["token"], token_for_reads=bool(given["token_for_reads"]),
+                        allowed_hosts=tuple(given["allowed_hosts"]))
+    except (ValueError, TypeError, KeyError) as e:
+        if isinstance(e, SparsearchError):
+            raise
+        raise InvalidInputError(f"the service configuration in ${CONFIG_ENV} is not valid ({type(e).__name__}); "
+                                f"start the service with `sparsearch serve`") from None
+    backends = milvus_backends(milvus["uri"], milvus.get("collections"), token=milvus.get("token")) if milvus else ()
+    return create_app(dirs, limits=limits, backends=backends, access=access, warm=warm)
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one worker process of ``serve(..., workers=N)`` (uvicorn's ``factory``): built
+    from :data:`CONFIG_ENV`, which it removes from the environment (child processes of the worker
+    do not inherit the token). A configuration or index it cannot serve is logged on one line and
+    ends the worker with uvicorn's startup-failure status, which stops the whole service."""
+    text = os.environ.pop(CONFIG_ENV, None)
+    try:
+        if text is None:
+            raise InvalidInputError(f"no service configuration in ${CONFIG_ENV}; start the service with "
+                                    f"`sparsearch serve ... --workers N`")
+        return app_from_config(text)
+    except Exception as e:  # it would fail alike on every restart: stop the service instead
+        why = str(e) if isinstance(e, SparsearchError) else f"{type(e).__name__}: {e}"
+        log.error("worker %d cannot start: %s", os.getpid(), " ".join(why.split()))
+        sys.exit(STARTUP_FAILURE)
+
+
+def _check_dirs(index_dirs: Sequence[str | os.PathLike] | Mapping[str, str | os.PathLike]) -> None:
+    """Refuse a directory that is no index before any worker starts (each would fail alike)."""
+    for d in (index_dirs.values() if isinstance(index_dirs, Mapping) else index_dirs):
+        if not (Path(d) / "manifest.json").is_file():
+            raise NotFoundError(f"{d}: no such index directory (no manifest.json)")
+
+
+def serve(index_dirs: Sequence[str | os.PathLike] | Mapping[str, str | os.PathLike] = (), host: str = "127.0.0.1",
           port: int = 8000, *,
           limits: Limits | None = None, log_level: str = "info", backends: Sequence[ServedIndex] = (),
-          access: Access | None = None) -> None:
+          access: Access | None = None, workers: int = 1, milvus: Mapping[str, Any] | None = None) -> None:
     """Run the service with uvicorn (blocking); ``index_dirs``, ``backends`` and ``access`` as for
-    :func:`create_app` (the bound ``host`` is an allowed host name too)."""
+    :func:`create_app` (the bound ``host`` is an allowed host name too); ``milvus``: collections
+    to serve too, ``{"uri", "collections"?, "token"?}`` (:func:`milvus_backends`).
+
+    ``workers``: processes sharing the port, each opening the indexes itself (memory-mapped, so
+    the page cache is shared) from the configuration in :data:`CONFIG_ENV` (``backends`` must then
+    be given as ``milvus``: opened backends cannot be handed to another process). Limits that
+    count (rate limit, searches and writes in flight) apply per worker. A write through one worker
+    is served by the others from their next manifest check (``Limits.reload_interval_s``).
+    """
     import uvicorn  # the 'service' extra
 
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise InvalidInputError(f"workers must be a whole number >= 1, got {workers!r}")
     access = (access or Access()).with_host(host)
     if host in WILDCARD_BINDS and "*" not in access.allowed_hosts:
         log.warning("listening on all interfaces: requests are answered only for the host names %s; add "
                     "--allowed-host NAME for each name clients use", ", ".join(access.allowed_hosts))
     limits = limits or Limits()
-    app = create_app(index_dirs, limits=limits, backends=backends, access=access)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False,
-                timeout_keep_alive=limits.keep_alive_s)
+    common = {"host": host, "port": port, "log_level": log_level, "access_log": False,
+              "timeout_keep_alive": limits.keep_alive_s}
+    if workers == 1:
+        if milvus:
+            backends = [*backends, *milvus_backends(milvus["uri"], milvus.get("collections"),
+                                                    token=milvus.get("token"))]
+        uvicorn.run(create_app(index_dirs, limits=limits, backends=backends, access=access), **common)
+        return
+    if backends:
+        raise InvalidInputError("with several workers each process opens its own backends: give the Milvus "
+                                "collections as milvus={'uri', 'collections', 'token'}, not opened backends")
+    _check_dirs(index_dirs)
+    _run_workers(serve_config(index_dirs, limits=limits, access=access, milvus=milvus), workers, common)
+
+
+def _run_workers(config: str, workers: int, options: Mapping[str, Any]) -> None:
+    """uvicorn's process supervisor over ``workers`` processes of :data:`APP_FACTORY`, with
+    ``config`` in their environment; a :class:`SparsearchError` when they failed to start."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    os.environ[CONFIG_ENV] = config  # spawned workers inherit it; never logged
+    try:
+        cfg = uvicorn.Config(APP_FACTORY, factory=True, workers=workers, **options)
+        supervisor = Multiprocess(cfg, sockets=[cfg.bind_socket()])
+        supervisor.run()  # until SIGINT / SIGTERM, or a worker that could not start
+    finally:
+        os.environ.pop(CONFIG_ENV, None)
+    if any(getattr(p, "exitcode", None) == STARTUP_FAILURE for p in getattr(supervisor, "processes", ())):
+        raise SparsearchError("the service's worker processes could not start (the reason is logged above)")
