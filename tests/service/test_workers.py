@@ -67,7 +67,7 @@ def test_two_workers_serve_every_write_and_stop_cleanly(tmp_path):
     """A document added through one worker is found by every one of 20 searches (whichever
     worker answers) within a few seconds, a delete likewise; SIGTERM stops the supervisor and its
     workers with status 0; the token given in the environment appears in no log line."""
-    psutil = pytest.importorskip("psutil")
+    psutil = pytest.importorskip("psutil", reason="the test follows the worker processes with psutil (the 'test' extra)")
     idx = tmp_path / "idx"
     _bm25_index(idx)
     port = free_port()
