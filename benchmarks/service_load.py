@@ -92,7 +92,12 @@ BAD: list[tuple[str, str, str, dict, tuple[int, ...]]] = [
 ]
 
 
-async def run_raw_load(port: int, queries: list[str], clients: int, duration: float, k: int, explain: bool,
+def request_body(query: str, k: int, explain: bool | None) -> dict:
+    """A search request; ``explain=None`` leaves the field out (the service's default)."""
+    return {"query": query, "k": k} if explain is None else {"query": query, "k": k, "explain": explain}
+
+
+async def run_raw_load(port: int, queries: list[str], clients: int, duration: float, k: int, explain: bool | None,
                        server_pid: int) -> dict:
     """``run_load`` for good requests only, with a minimal HTTP/1.1 keep-alive client on raw asyncio
     streams: the request bytes are made once, a response is read by its Content-Length and its
@@ -102,7 +107,7 @@ async def run_raw_load(port: int, queries: list[str], clients: int, duration: fl
             "Content-Length: {}\r\n\r\n")
     reqs = []
     for q in queries:
-        body = json.dumps({"query": q, "k": k, "explain": explain}).encode()
+        body = json.dumps(request_body(q, k, explain)).encode()
         reqs.append(head.format(len(body)).encode() + body)
     lat: list[float] = []
     statuses: dict[str, int] = {}
@@ -189,7 +194,7 @@ def worker_stats(url: str, workers: int) -> list[dict]:
     return list(seen.values())
 
 
-async def run_load(url: str, queries: list[str], clients: int, duration: float, k: int, explain: bool,
+async def run_load(url: str, queries: list[str], clients: int, duration: float, k: int, explain: bool | None,
                    server_pid: int, bad_fraction: float = 0.0) -> dict:
     import httpx
 
@@ -217,7 +222,7 @@ async def run_load(url: str, queries: list[str], clients: int, duration: float, 
 
     async def good(c: httpx.AsyncClient, n: int):
         t = time.perf_counter()
-        r = await c.post("/search", json={"query": queries[n % len(queries)], "k": k, "explain": explain})
+        r = await c.post("/search", json=request_body(queries[n % len(queries)], k, explain))
         if r.status_code == 200:
             lat.append(time.perf_counter() - t)
         return r, r.status_code == 200, "search"
@@ -271,6 +276,8 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=20.0)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--no-explain", dest="explain", action="store_false")
+    ap.add_argument("--default-explain", dest="explain", action="store_const", const=None,
+                    help="leave 'explain' out of the requests: the served revision's default")
     ap.add_argument("--bad-fraction", type=float, default=0.0, help="share of bad requests (e.g. 0.3)")
     ap.add_argument("--rate-limit", type=float, default=0.0,
                     help="the server's requests/s per client (0: off; all clients share one address here)")
