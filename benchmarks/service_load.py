@@ -92,6 +92,12 @@ BAD: list[tuple[str, str, str, dict, tuple[int, ...]]] = [
 ]
 
 
+def worst_latency(per_worker: list[dict]) -> dict:
+    """The largest p50 and p99 over the workers' latency summaries (``{"n", "p50", "p99"}``)."""
+    return {"n": sum(w.get("n", 0) for w in per_worker),
+            **{q: max(w[q] for w in per_worker if w.get(q) is not None) for q in ("p50", "p99")}}
+
+
 def request_body(query: str, k: int, explain: bool | None) -> dict:
     """A search request; ``explain=None`` leaves the field out (the service's default)."""
     return {"query": query, "k": k} if explain is None else {"query": query, "k": k, "explain": explain}
@@ -354,9 +360,11 @@ def main() -> None:
         "rss_mb": {"before": rss_before, "after": rss_after, "max_first_half": max(during[:half], default=None),
                    "max_second_half": max(during[half:], default=None), "samples": during},
         "workers": args.workers,
-        # one worker's (the first reached); with several, each worker's is in server_side_latency_ms_per_worker
-        "server_side_latency_ms": stats["service"]["search_latency_ms"],
-        "server_side_latency_ms_per_worker": [st["service"]["search_latency_ms"] for st in per_worker],
+        # with several workers, the slowest worker's p50 and p99 (each worker keeps its own latencies);
+        # every worker's, with the searches it served, in server_side_latency_ms_per_worker
+        "server_side_latency_ms": worst_latency([st["service"]["search_latency_ms"] for st in per_worker]),
+        "server_side_latency_ms_per_worker": [{**st["service"]["search_latency_ms"],
+                                               "searches": st["service"].get("searches")} for st in per_worker],
         "workers_reached": len(per_worker),
         "server_errors": {k: sum(st["service"][k] for st in per_worker) for k in ("client_errors", "server_errors")},
         "server_counters": {k: v for k, v in stats["service"].items() if isinstance(v, int) and k != "pid"},

@@ -167,3 +167,28 @@ def test_cli_serve_workers_option(tmp_path, monkeypatch, capsys):
     assert "--workers must be at least 1" in err and "Milvus Lite file" in err
     with pytest.raises(NotFoundError, match="no such index directory"):
         service_http.serve([tmp_path / "nope"], port=free_port(), workers=2)
+
+
+def test_a_worker_that_cannot_start_stops_the_service(tmp_path):
+    """Every worker would fail alike (here: an index directory that is gone): the parent stops them
+    all and raises, instead of restarting them for ever."""
+    from sparsearch.errors import SparsearchError
+
+    config = service_http.serve_config([str(tmp_path / "gone")], limits=Limits(rate_limit_per_s=0))
+    options = {"host": "127.0.0.1", "port": free_port(), "log_level": "warning", "access_log": False}
+    t0 = time.monotonic()
+    with pytest.raises(SparsearchError, match="could not start"):
+        service_http._run_workers(config, 2, options)
+    assert time.monotonic() - t0 < 60 and service_http.CONFIG_ENV not in os.environ
+
+
+def test_a_busy_port_is_one_line():
+    """A port another program listens on (without SO_REUSEPORT) is refused before any worker starts."""
+    import socket
+
+    port = free_port()
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", port))
+        other.listen()
+        with pytest.raises(service_http.StorageError, match=f"cannot listen on 127.0.0.1:{port}"):
+            service_http._listening_socket("127.0.0.1", port)

@@ -44,8 +44,9 @@ search rose to 2-3 ms under load (``Limits.inline_cheap_searches=False`` turns t
 run one at a time in their own thread (at most ``Limits.max_pending_writes`` waiting); the other
 endpoints run in the server's thread pool.
 
-Worker processes: :func:`serve` with ``workers=N`` runs N uvicorn worker processes sharing the
-port, each built by :func:`app_from_environment` from the configuration ``serve`` puts in
+Worker processes: :func:`serve` with ``workers=N`` runs N uvicorn processes on the port, each
+listening on a socket of its own (``SO_REUSEPORT``: the kernel spreads connections over them) and
+built by :func:`app_from_environment` from the configuration ``serve`` puts in
 :data:`CONFIG_ENV` (JSON) and opening the indexes itself (memory-mapped: the page cache is shared).
 A write through one worker commits under the index's writer lock (``flock``: exclusive across
 processes) and is served by that worker at once, by the others from their next manifest check
@@ -62,6 +63,7 @@ import inspect
 import json
 import logging
 import os
+import socket
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -694,18 +696,84 @@ def serve(index_dirs: Sequence[str | os.PathLike] | Mapping[str, str | os.PathLi
     _run_workers(serve_config(index_dirs, limits=limits, access=access, milvus=milvus), workers, common)
 
 
-def _run_workers(config: str, workers: int, options: Mapping[str, Any]) -> None:
-    """uvicorn's process supervisor over ``workers`` processes of :data:`APP_FACTORY`, with
-    ``config`` in their environment; a :class:`SparsearchError` when they failed to start."""
-    import uvicorn
-    from uvicorn.supervisors import Multiprocess
-
-    os.environ[CONFIG_ENV] = config  # spawned workers inherit it; never logged
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``(host, port)`` with ``SO_REUSEPORT``: every worker binds its own,
+    and the kernel spreads new connections over the listening ones by a hash of each connection."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
-        cfg = uvicorn.Config(APP_FACTORY, factory=True, workers=workers, **options)
-        supervisor = Multiprocess(cfg, sockets=[cfg.bind_socket()])
-        supervisor.run()  # until SIGINT / SIGTERM, or a worker that could not start
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise StorageError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    return sock
+
+
+def _worker_main(options: dict[str, Any]) -> None:
+    """One worker process: its own ``SO_REUSEPORT`` socket, the app from :data:`CONFIG_ENV`."""
+    import uvicorn
+
+    sock = _listening_socket(options["host"], options["port"])
+    uvicorn.Server(uvicorn.Config(APP_FACTORY, factory=True, **options)).run(sockets=[sock])
+
+
+def _run_workers(config: str, workers: int, options: Mapping[str, Any]) -> None:
+    """Run ``workers`` processes of :data:`APP_FACTORY` on one port until SIGINT / SIGTERM.
+
+    Each worker listens on a socket of its own bound with ``SO_REUSEPORT`` (not one socket shared
+    by all, as uvicorn's own workers do: there the first process to wake accepts a whole burst,
+    and 32 keep-alive clients connecting at once went nearly all to one of two workers). The
+    parent keeps the port bound (not listening: it takes no connection) so that a busy port fails
+    at once, starts a new worker when one dies, and stops them all, with a
+    :class:`SparsearchError`, when one could not start (:data:`STARTUP_FAILURE`, logged by it).
+    """
+    import multiprocessing
+    import signal
+
+    import uvicorn
+
+    uvicorn.Config(APP_FACTORY, factory=True, **options)  # sets up uvicorn's loggers: the parent logs as the workers do
+    ulog = logging.getLogger("uvicorn.error")
+    ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no thread or lock of ours inherited
+    held = _listening_socket(options["host"], options["port"])
+    stop, failed = threading.Event(), False
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    os.environ[CONFIG_ENV] = config  # spawned workers inherit it (a replacement too); never logged
+
+    def start() -> Any:
+        p = ctx.Process(target=_worker_main, args=(dict(options),), name="sparsearch-worker")
+        p.start()
+        return p
+
+    procs: list[Any] = []
+    try:
+        for _ in range(workers):
+            procs.append(start())
+        ulog.info("Started parent process [%d]: %d worker processes on %s:%d (%s)", os.getpid(), workers,
+                  options["host"], options["port"], ", ".join(str(p.pid) for p in procs))
+        while not stop.wait(0.5):
+            for i, p in enumerate(procs):
+                if p.is_alive():
+                    continue
+                if p.exitcode == STARTUP_FAILURE:
+                    failed = True
+                    stop.set()
+                    break
+                ulog.warning("worker %d exited (status %s); starting another", p.pid, p.exitcode)
+                procs[i] = start()
     finally:
         os.environ.pop(CONFIG_ENV, None)
-    if any(getattr(p, "exitcode", None) == STARTUP_FAILURE for p in getattr(supervisor, "processes", ())):
+        for p in procs:
+            if p.is_alive():
+                p.terminate()  # SIGTERM: uvicorn finishes the requests in flight
+        for p in procs:
+            p.join(timeout=max(options.get("timeout_graceful_shutdown") or 0, 10))
+            if p.is_alive():
+                p.kill()
+                p.join()
+        held.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if failed:
         raise SparsearchError("the service's worker processes could not start (the reason is logged above)")
