@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 
-from sparsearch.errors import CorruptIndexError
+from sparsearch.errors import CorruptIndexError, InvalidInputError
 
 torch = pytest.importorskip("torch", reason="SPLADE needs torch and transformers (the 'splade' extra)")
 transformers = pytest.importorskip("transformers", reason="SPLADE needs torch and transformers (the 'splade' extra)")
@@ -92,6 +92,44 @@ def reference(model_dir: str, texts: list[str], max_length: int) -> np.ndarray:
             mask = x["attention_mask"][0].bool()
             rows.append(act[mask].max(dim=0).values.numpy())
     return np.stack(rows)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 2048])
+def test_blocked_decoder_equals_one_projection(chunk):
+    """The decoder in vocabulary blocks of any size gives one projection's max-pooled logits."""
+    from sparsearch.encoders.splade import _PooledDecoder
+
+    gen = torch.Generator().manual_seed(3)
+    lin = torch.nn.Linear(16, 50)
+    hidden, lengths = torch.randn(3, 9, 16, generator=gen), [9, 2, 5]
+    with torch.inference_mode():
+        want = torch.stack([torch.nn.functional.linear(hidden[i, :n], lin.weight).amax(0)
+                            for i, n in enumerate(lengths)]) + lin.bias
+        got = _PooledDecoder(lin, lin.bias, chunk=chunk)(hidden, lengths)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-5, rtol=0)
+
+
+def test_device_option(tiny_model_dir):
+    """``device="cpu"`` is the default computation; a GPU asked for where torch sees none is one
+    line (and where one is present, the same vectors); bad devices and ONNX on a GPU are refused."""
+    cpu = SpladeEncoder(tiny_model_dir, max_length=16, backend="torch", cache=False, device="cpu")
+    ref = SpladeEncoder(tiny_model_dir, max_length=16, backend="torch", cache=False).encode_documents(TEXTS)
+    np.testing.assert_array_equal(cpu.encode_documents(TEXTS).to_scipy().toarray(), ref.to_scipy().toarray())
+    gpu = SpladeEncoder(tiny_model_dir, max_length=16, cache=False, device="cuda")
+    assert "device" not in gpu.config()  # the vectors do not depend on it
+    if torch.cuda.is_available():
+        assert gpu.active_backend == "torch"
+        np.testing.assert_allclose(gpu.encode_documents(TEXTS).to_scipy().toarray(), ref.to_scipy().toarray(),
+                                   atol=1e-4, rtol=0)
+    else:
+        with pytest.raises(InvalidInputError, match="device 'cuda' asked for, but this torch sees no CUDA") as e:
+            gpu.encode_documents(TEXTS)
+        assert "\n" not in str(e.value)
+    for bad in ("gpu", "cuda:x", "", None):
+        with pytest.raises(ValueError, match="device must be"):
+            SpladeEncoder(tiny_model_dir, device=bad)
+    with pytest.raises(ValueError, match="runs on the CPU"):
+        SpladeEncoder(tiny_model_dir, backend="onnx", device="cuda")
 
 
 @pytest.mark.parametrize("backend", ["torch", "plain", "onnx", "auto"])

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -185,8 +186,8 @@ class _PooledDecoder:
         import torch
 
         V, c = self.weight.shape[0], self.chunk
-        out = torch.empty(hidden.shape[0], V, dtype=hidden.dtype)
-        buf = torch.empty(min(c, V) * max(lengths, default=0), dtype=hidden.dtype)
+        out = torch.empty(hidden.shape[0], V, dtype=hidden.dtype, device=hidden.device)
+        buf = torch.empty(min(c, V) * max(lengths, default=0), dtype=hidden.dtype, device=hidden.device)
         for i, n in enumerate(lengths):  # one text at a time: no padding rows
             hT = hidden[i, :n].T.contiguous()  # (h, n)
             for s in range(0, V, c):
@@ -223,11 +224,16 @@ class SpladeEncoder(SparseEncoder):
         top_k: keep at most this many terms per document vector (``None``: all).
         query_top_k: same for queries (``None``: all).
         threshold: keep only weights strictly above this.
-        backend: ``"auto"`` (default: ``"onnx"`` when available, else ``"torch"``), ``"torch"``
-            (fast path: no decoder work on padding, activation after pooling), ``"plain"`` (one unmodified transformers forward per
-            batch in input order: the reference and the benchmark baseline), ``"onnx"`` or
-            ``"onnx-int8"`` (ONNX Runtime, the latter dynamically int8-quantized).
+        backend: ``"auto"`` (default: ``"torch"`` when the model's masked-LM decoder is found,
+            else ``"onnx"`` when available), ``"torch"`` (fast path: no decoder work on padding,
+            the decoder in cache-sized vocabulary blocks, activation after pooling), ``"plain"``
+            (one unmodified transformers forward per batch in input order: the reference and
+            the benchmark baseline), ``"onnx"`` or ``"onnx-int8"`` (ONNX Runtime on the CPU,
+            the latter dynamically int8-quantized).
         threads: intra-op threads for torch / ONNX Runtime (``None``: leave as is).
+        device: where torch runs the model, ``"cpu"`` or ``"cuda"`` / ``"cuda:N"`` (a GPU; the
+            ``torch`` and ``plain`` backends: ONNX Runtime runs here on the CPU). Not recorded
+            in index manifests: the vectors are the same wherever they were computed.
         progress: progress bar while encoding documents (``None``: only for 1,000 texts or more).
         cache: cache document encodings on disk (``SPARSEARCH_NO_CACHE=1`` disables it too).
     """
@@ -237,9 +243,13 @@ class SpladeEncoder(SparseEncoder):
     def __init__(self, model: str | None = None, *, max_length: int = 256, query_max_length: int = 64,
                  batch_size: int = 32, top_k: int | None = None, query_top_k: int | None = None,
                  threshold: float = 0.0, backend: str = "auto", threads: int | None = None,
-                 progress: bool | None = None, cache: bool = True) -> None:
+                 progress: bool | None = None, cache: bool = True, device: str = "cpu") -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+        if not isinstance(device, str) or not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+            raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+        if device != "cpu" and backend.startswith("onnx"):
+            raise ValueError(f"backend {backend!r} runs on the CPU; on {device} use backend 'torch' or 'auto'")
         if max_length < 2 or query_max_length < 2 or batch_size < 1:
             raise ValueError("max_length and query_max_length must be >= 2 and batch_size >= 1")
         if top_k is not None and top_k < 1 or query_top_k is not None and query_top_k < 1:
@@ -252,7 +262,7 @@ class SpladeEncoder(SparseEncoder):
         self.top_k = None if top_k is None else int(top_k)
         self.query_top_k = None if query_top_k is None else int(query_top_k)
         self.threshold = float(threshold)
-        self.backend, self.threads = backend, threads
+        self.backend, self.threads, self.device = backend, threads, device
         self.progress, self.cache = progress, cache
         self._tokenizer = None
         self._model = None
@@ -281,7 +291,15 @@ class SpladeEncoder(SparseEncoder):
         if self._model is None:
             from transformers import AutoModelForMaskedLM
 
-            self._model = AutoModelForMaskedLM.from_pretrained(resolve_model(self.model_name)).eval()
+            model = AutoModelForMaskedLM.from_pretrained(resolve_model(self.model_name)).eval()
+            if self.device != "cpu":
+                import torch
+
+                if not torch.cuda.is_available():
+                    raise InvalidInputError(f"SPLADE: device {self.device!r} asked for, but this torch sees no CUDA "
+                                            f"device ({torch.__version__}); use device 'cpu'")
+                model = model.to(self.device)
+            self._model = model
         return self._model
 
     @property
@@ -332,6 +350,7 @@ class SpladeEncoder(SparseEncoder):
         input_ids, mask = self._pad(ids)
         if not self._head:  # unknown architecture: plain forward
             return self._pooled_plain(input_ids, mask)
+        input_ids, mask = input_ids.to(self.device), mask.to(self.device)
         parent, child, bias = self._head
         captured = {}
 
@@ -348,11 +367,12 @@ class SpladeEncoder(SparseEncoder):
         finally:
             handle.remove()
         max_logits = _PooledDecoder(dec, bias)(captured["h"], [len(x) for x in ids])
-        return torch.log1p(torch.relu(max_logits))
+        return torch.log1p(torch.relu(max_logits)).cpu()
 
     def _pooled_plain(self, input_ids, mask):
         """One unmodified transformers forward pass, then the reference pooling."""
-        return splade_pool(self.model(input_ids=input_ids, attention_mask=mask).logits, mask)
+        input_ids, mask = input_ids.to(self.device), mask.to(self.device)
+        return splade_pool(self.model(input_ids=input_ids, attention_mask=mask).logits, mask).cpu()
 
     @property
     def active_backend(self) -> str:
@@ -361,8 +381,8 @@ class SpladeEncoder(SparseEncoder):
         if self._active is None:
             if self._head is None:
                 self._head = _find_head(self.model) or False
-            if self._head:  # the blocked decoder: ~1.9x ONNX Runtime's exact docs/s, same vectors
-                self._active = "torch"
+            if self._head or self.device != "cpu":  # the blocked decoder: ~1.9x ONNX Runtime's exact
+                self._active = "torch"                # docs/s, same vectors; and a GPU runs torch
                 return self._active
             try:
                 self._load_onnx(quantize=False)
