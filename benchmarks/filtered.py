@@ -299,10 +299,11 @@ def main() -> None:
                          f"3.x is a Python implementation of the Milvus API holding the vectors in Python objects).")
         elif n > a.milvus_max_docs:
             notes.append(f"Milvus Lite was not measured on the {n:,}-document set (--milvus-max-docs "
-                         f"{a.milvus_max_docs:,}): on this machine it cannot hold it. Measured on 20,000 of these "
-                         "documents (/tmp probe, same export): export 11 s, memory +600 MB, 0.86 s per unfiltered "
-                         "query; linearly, 1M documents would need ~30 GB (the machine has 24 GB) and ~40 s per "
-                         "query. The filter translation is the same at every size (the 100,000-document set above).")
+                         f"{a.milvus_max_docs:,}). Measured on 20,000 of these documents (/tmp probe, same export): "
+                         "export 11 s, memory +600 MB, 0.86 s per unfiltered query; on 100,000 (above) +1.5-2.1 GB "
+                         "and 3.6-6.4 s per query. Linearly, 1M documents would need 15-30 GB (the machine has 24 GB) "
+                         "and 40-60 s per query, about two hours for 120 filtered queries. The filter translation is "
+                         "the same at every size.")
     res = {"machine": f"{platform.machine()}, {len(__import__('os').sched_getaffinity(0))} CPUs (shared with other work)",
            "method": ("k=10; one query at a time on one thread (numba threads=1); every system and selectivity "
                       "interleaved per query, in a new random order each time; each query run --repeat times by every local system "
