@@ -1005,8 +1005,9 @@ def _filtered_range(q0, q1, q_indptr, q_terms, q_weights, k, n_docs, deleted, do
     ascending. A query whose ``len(docs) x terms x doc_cost`` is at most the postings it
     would read otherwise (its terms' document frequencies, plus ``n_docs x TAAT_DOC_COST``
     for term-at-a-time) is answered by :func:`_allowed_one`; the others by block-max MaxScore
-    (``maxscore``) or term-at-a-time scoring, skipping ``deleted``. ``doc_cost < 0``: never
-    document at a time (``docs`` may then be empty).
+    (``maxscore``) or term-at-a-time scoring, skipping ``deleted``. Called only where some query
+    could take the first way (``searcher.filter_plan`` keeps ``docs`` there); elsewhere the plain
+    kernels run with ``deleted`` as their skip mask.
     """
     n_seg_terms = term_post_ptr.shape[0] - 1
     n_acc = 0 if maxscore else n_docs  # term-at-a-time scratch
@@ -1033,7 +1034,7 @@ def _filtered_range(q0, q1, q_indptr, q_terms, q_weights, k, n_docs, deleted, do
                     post += df
         if not maxscore:
             post += n_docs * TAAT_DOC_COST
-        if doc_cost >= 0 and np.float64(docs.shape[0]) * m * doc_cost <= post:
+        if np.float64(docs.shape[0]) * m * doc_cost <= post:
             _allowed_one(q_terms[a:b], q_weights[a:b], k, docs, term_block_ptr, term_post_ptr, term_max, block_last,
                          block_max, block_bits, block_word_ptr, words, impacts, out_s[qi], out_d[qi])
         elif maxscore:

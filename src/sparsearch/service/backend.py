@@ -385,10 +385,10 @@ class ServedIndex:
     def snapshot(self) -> Snapshot:
         """The latest commit's snapshot, checked at most every ``reload_interval_s`` by one
         request while the others keep the current one (never blocks on a reload)."""
-        if time.monotonic() - self._checked < self.reload_interval_s or not self._lock.acquire(blocking=False):
+        if not self.reload_due() or not self._lock.acquire(blocking=False):
             return self._snap
         try:
-            if time.monotonic() - self._checked >= self.reload_interval_s:
+            if self.reload_due():
                 self._reload()
                 self._checked = time.monotonic()  # the interval counts from the end of the check
         finally:
@@ -856,7 +856,6 @@ class ServedMilvus(ServedIndex):
     explains = False
     writable = False
     kind = "Milvus"
-    cheap_queries = False  # type: ignore[assignment]  # a query is searched over the network
 
     @property
     def filters(self) -> bool:  # type: ignore[override]
