@@ -41,12 +41,13 @@ from sparsearch.encoders.splade import SpladeEncoder, bundled_splade_path  # noq
 from sparsearch.evaluation import load_beir  # noqa: E402
 
 
-def gemm_gflops(m: int, k: int, n: int, reps: int = 7) -> float:
-    """Best float32 rate (GFLOP/s) of an (m, k) x (k, n) product with torch's current threads."""
+def gemm_gflops(m: int, k: int, n: int, reps: int = 7, dtype=None) -> float:
+    """Best rate (GFLOP/s) of an (m, k) x (k, n) product (float32 unless ``dtype``) with torch's
+    current threads."""
     import torch
 
-    a, b = torch.randn(m, k), torch.randn(k, n)
-    out = torch.empty(m, n)
+    a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+    out = torch.empty(m, n, dtype=dtype)
     torch.matmul(a, b, out=out)
     best = np.inf
     for _ in range(reps):
@@ -83,6 +84,14 @@ def timed_docs_per_s(encode, texts: list[str]) -> float:
     t = time.perf_counter()
     encode(texts)
     return len(texts) / (time.perf_counter() - t)
+
+
+def write_report(out: Path, result: dict, md: list[str]) -> None:
+    """``out``.json (the figures) and ``out``.md (the table), then the table on stdout."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    out.with_suffix(".md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
 
 
 def main() -> None:
@@ -143,10 +152,7 @@ def main() -> None:
         md.append(f"| {r['encoder']} | {r['max_tokens']} | {r['mean_tokens']:.0f} | {r['gflop_per_doc']:.2f} | "
                   f"{r['gemm_gflops']:.0f} | {r['bound_docs_per_s']:.1f} | {r['measured_docs_per_s']:.1f} | "
                   f"{r['share_of_bound']:.0%} |")
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n")
-    a.out.with_suffix(".md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    write_report(a.out, res, md)
 
 
 if __name__ == "__main__":

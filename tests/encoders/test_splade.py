@@ -109,6 +109,64 @@ def test_blocked_decoder_equals_one_projection(chunk):
     np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-5, rtol=0)
 
 
+def _barely_signed(gen, n: int) -> "torch.Tensor":
+    """``n`` values of random sign and magnitude in [1e-5, 1e-4]: far inside bfloat16's rounding of
+    a logit, far outside float32's."""
+    sign = torch.randint(0, 2, (n,), generator=gen) * 2 - 1
+    return sign * (1e-5 + 9e-5 * torch.rand(n, generator=gen))
+
+
+@pytest.mark.parametrize("chunk", [7, 2048])
+def test_screened_decoder_finds_every_positive_weight(chunk):
+    """The bfloat16 screen keeps every row whose exact max logit + bias is positive, even 1e-5
+    above zero (rows put there on purpose: half of the vocabulary), recomputes those in float32,
+    and leaves out the rest: the SPLADE weights equal the float32 decoder's."""
+    from sparsearch.encoders.splade import _PooledDecoder, _ScreenedDecoder
+
+    gen = torch.Generator().manual_seed(5)
+    V, h = 3000, 64
+    weight = torch.randn(V, h, generator=gen) * 0.1
+    hidden, lengths = torch.randn(4, 11, h, generator=gen) * 3, [11, 1, 6, 9]
+    with torch.inference_mode():
+        first_max = (weight @ hidden[0, :11].T).amax(dim=1)
+        bias = -first_max + _barely_signed(gen, V)  # text 0: every row within 1e-4 of zero
+        want = torch.log1p(torch.relu(_PooledDecoder(weight, bias, chunk)(hidden, lengths)))
+        screened = _ScreenedDecoder(weight, bias, chunk)
+        got = torch.log1p(torch.relu(screened(hidden, lengths)))
+        bits, buf = torch.empty(V, dtype=torch.int16), torch.empty(chunk * 11, dtype=torch.bfloat16)
+        kept = [screened._candidates(hidden[i, :n], n, bits, buf).numel() for i, n in enumerate(lengths)]
+        far = _ScreenedDecoder(weight, torch.full((V,), -50.0), chunk)  # no row can reach zero
+        nothing = far._candidates(hidden[0, :11], 11, bits, buf).numel()
+    assert 1000 < int((want[0] > 0).sum()) < 2000
+    assert torch.equal(got > 0, want > 0)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-6, rtol=0)
+    assert kept[0] == V and min(kept[1:]) < V  # it screens: not every row of every text is recomputed
+    assert nothing == 0
+
+
+def test_screen_option_gives_the_same_vectors(tiny_model_dir):
+    """``screen=True`` (bfloat16 screen, forced even where bfloat16 is emulated) and ``False`` give
+    the same vectors; the screen follows in-place changes of the weights (training); bad values
+    are refused."""
+    kw = dict(max_length=16, batch_size=3, backend="torch", cache=False)
+    plain = SpladeEncoder(tiny_model_dir, screen=False, **kw)
+    screened = SpladeEncoder(tiny_model_dir, screen=True, **kw)
+    np.testing.assert_allclose(screened.encode_documents(TEXTS).to_scipy().toarray(),
+                               plain.encode_documents(TEXTS).to_scipy().toarray(), atol=1e-6, rtol=0)
+    assert screened._screened is not None and plain._screened is None
+    for enc in (plain, screened):  # as an optimizer step would: the same tensors, changed in place
+        with torch.no_grad():
+            enc.model.get_output_embeddings().weight.mul_(1.5)
+    moved = screened.encode_documents(TEXTS).to_scipy().toarray()
+    np.testing.assert_allclose(moved, plain.encode_documents(TEXTS).to_scipy().toarray(), atol=1e-6, rtol=0)
+    assert not np.allclose(moved, SpladeEncoder(tiny_model_dir, **kw).encode_documents(TEXTS).to_scipy().toarray())
+    assert "screen" not in screened.config()
+    with pytest.raises(ValueError, match="screen must be true, false or null"):
+        SpladeEncoder(tiny_model_dir, screen="yes")
+    with pytest.raises(ValueError, match="screen runs on the CPU"):
+        SpladeEncoder(tiny_model_dir, screen=True, device="cuda")
+
+
 def test_device_option(tiny_model_dir):
     """``device="cpu"`` is the default computation; a GPU asked for where torch sees none is one
     line (and where one is present, the same vectors); bad devices and ONNX on a GPU are refused."""
