@@ -70,8 +70,12 @@ def _load_queries(index, queries: Optional[Path], query: list[str] | None):
     return index.load_encoder().encode_queries([o.get("text", "") for o in objs], [str(o["_id"]) for o in objs])
 
 
-MODE_HELP = ("exact (block-max MaxScore, rank-safe), exhaustive (score every posting), or approximate "
-             "(Seismic-style; needs the approximate index: `sparsearch build-approx INDEX` or `index --approximate`)")
+MODE_HELP = ("exact (block-max MaxScore, rank-safe), exhaustive (score every posting), approximate "
+             "(Seismic-style; needs the approximate index: `sparsearch build-approx INDEX` or `index --approximate`), "
+             "or anytime (impact-ordered postings scored best first until --max-postings / --budget-ms run out)")
+MAX_POSTINGS_HELP = "anytime: stop each query after this many postings (default: no limit)."
+BUDGET_MS_HELP = ("anytime: stop scoring each query after this many milliseconds (default: no limit); encoding the "
+                  "query and selecting its top k come on top.")
 QUERY_CUT_HELP = ("approximate: visit the posting lists of the query's N largest terms (default: the setting saved by "
                   "`tune --save`, else 10).")
 HEAP_FACTOR_HELP = ("approximate: skip blocks whose summary score is below heap_factor x the current k-th score "
@@ -110,7 +114,8 @@ def _parse_weights(text: str, names: list[str]) -> tuple[float, ...]:
 def _search_params(mode: str, index: Path, *, threads: Optional[int] = None, strict_vocab: bool = False,
                    query_cut: Optional[int] = None, heap_factor: Optional[float] = None,
                    fusion: Optional[str] = None, weights: Optional[str] = None, depth: Optional[int] = None,
-                   rrf_k: Optional[float] = None):
+                   rrf_k: Optional[float] = None, max_postings: Optional[int] = None,
+                   budget_ms: Optional[float] = None):
     """The parameter object of ``--mode`` (for a hybrid index: its fusion, with ``--mode`` applied
     to its sparse representations); knobs not given come from ``tune --save`` / ``tune-fusion --save``."""
     from dataclasses import replace
@@ -122,7 +127,8 @@ def _search_params(mode: str, index: Path, *, threads: Optional[int] = None, str
 
     unknown = "error" if strict_vocab else "drop"
     if is_hybrid(index):
-        sparse = params_for_mode(mode, threads=threads, unknown=unknown, query_cut=query_cut, heap_factor=heap_factor)
+        sparse = params_for_mode(mode, threads=threads, unknown=unknown, query_cut=query_cut, heap_factor=heap_factor,
+                                 max_postings=max_postings, budget_ms=budget_ms)
         base = load_fusion(index) or DEFAULT_FUSION
         names = [m["name"] for m in read_manifest(index)["members"]]
         given = {k: v for k, v in {"fusion": fusion, "depth": depth, "rrf_k": rrf_k,
@@ -133,7 +139,7 @@ def _search_params(mode: str, index: Path, *, threads: Optional[int] = None, str
         raise InvalidInputError(f"{index} is not a hybrid index: --fusion, --weights, --depth and --rrf-k do not apply")
     saved = load_settings(index) if mode == "approximate" else None
     return params_for_mode(mode, threads=threads, unknown=unknown, query_cut=query_cut, heap_factor=heap_factor,
-                           saved=saved)
+                           saved=saved, max_postings=max_postings, budget_ms=budget_ms)
 
 
 def _with_filter(params, expr: Optional[str]):
@@ -567,6 +573,8 @@ def search(
     mode: Annotated[str, typer.Option(help=MODE_HELP)] = "exact",
     query_cut: Annotated[Optional[int], typer.Option(help=QUERY_CUT_HELP)] = None,
     heap_factor: Annotated[Optional[float], typer.Option(help=HEAP_FACTOR_HELP)] = None,
+    max_postings: Annotated[Optional[int], typer.Option(help=MAX_POSTINGS_HELP)] = None,
+    budget_ms: Annotated[Optional[float], typer.Option(help=BUDGET_MS_HELP)] = None,
     run: Annotated[Optional[Path], typer.Option(help="Write a TREC run file here instead of printing.")] = None,
     explain: Annotated[bool, typer.Option(help="Show each hit's top contributing terms.")] = False,
     as_json: Annotated[bool, typer.Option(
@@ -599,7 +607,7 @@ def search(
     sharded = len(index) > 1 or shards is not None or processes or ray
     opened = None
     if not (sharded or explain or strict_vocab or filter_ is not None or mode not in ("exact", "exhaustive")
-            or query_cut is not None or heap_factor is not None
+            or query_cut is not None or heap_factor is not None or max_postings is not None or budget_ms is not None
             or fusion is not None or weights is not None or depth is not None or rrf_k is not None):
         opened = _open_oneshot(index[0], mode, threads, queries, query)
         if opened is not None and opened[2] is not None:  # numpy scores it before numba would have loaded
@@ -609,7 +617,8 @@ def search(
             return
     params = _with_filter(_search_params(mode, index[0], threads=threads, strict_vocab=strict_vocab,
                                          query_cut=query_cut, heap_factor=heap_factor, fusion=fusion, weights=weights,
-                                         depth=depth, rrf_k=rrf_k), filter_)
+                                         depth=depth, rrf_k=rrf_k, max_postings=max_postings, budget_ms=budget_ms),
+                          filter_)
     with contextlib.ExitStack() as stack:
         if sharded:
             from .distributed import ShardedIndex, ray_session
@@ -810,6 +819,8 @@ def evaluate(
     mode: Annotated[str, typer.Option(help=MODE_HELP)] = "exact",
     query_cut: Annotated[Optional[int], typer.Option(help=QUERY_CUT_HELP)] = None,
     heap_factor: Annotated[Optional[float], typer.Option(help=HEAP_FACTOR_HELP)] = None,
+    max_postings: Annotated[Optional[int], typer.Option(help=MAX_POSTINGS_HELP)] = None,
+    budget_ms: Annotated[Optional[float], typer.Option(help=BUDGET_MS_HELP)] = None,
     metrics: Annotated[str, typer.Option(help="Comma-separated ir-measures names.")] = "nDCG@10,R@100,R@1000,RR@10",
     run: Annotated[Optional[Path], typer.Option(help="Also write the TREC run file here.")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write all figures as JSON here.")] = None,
@@ -826,7 +837,8 @@ def evaluate(
     from .evaluation import load_beir, run_evaluation
 
     params = _with_filter(_search_params(mode, index, query_cut=query_cut, heap_factor=heap_factor, fusion=fusion,
-                                         weights=weights, depth=depth, rrf_k=rrf_k), filter_)
+                                         weights=weights, depth=depth, rrf_k=rrf_k, max_postings=max_postings,
+                                         budget_ms=budget_ms), filter_)
     _, searcher = _open_searcher(index, mode)
     ds = load_beir(data, split)
     report = run_evaluation(searcher, ds, k=k, params=params, metrics=metrics.split(","), run_path=run)

@@ -26,7 +26,7 @@ import numpy as np
 from .errors import InvalidInputError, UnsupportedError
 from .filters import parse as parse_filter
 
-__all__ = ["ExactParams", "ApproxParams", "HybridParams", "FUSIONS", "SearchParams", "Searcher", "params_from_dict", "check_k",
+__all__ = ["ExactParams", "ApproxParams", "AnytimeParams", "HybridParams", "FUSIONS", "SearchParams", "Searcher", "params_from_dict", "check_k",
            "MAX_K", "SEARCH_KINDS", "SEARCH_MODES", "params_for_mode", "mode_of"]
 
 #: hard bound on the result width anywhere (the service bounds it lower); k is first clamped to
@@ -91,6 +91,41 @@ class ApproxParams:
         return self
 
 
+@dataclass(frozen=True)
+class AnytimeParams:
+    """Anytime search: score-at-a-time over impact-ordered postings, stopped by a budget.
+
+    The query's postings are processed in descending order of ``query weight x impact``
+    (:mod:`sparsearch.index.kernels_anytime`); the search returns the best top-k found when its
+    budget runs out. With neither budget it processes every posting: the exact result.
+
+    Attributes:
+        max_postings: stop after this many postings per query (``None``: no limit).
+        budget_ms: stop scoring a query after this many milliseconds (``None``: no limit);
+            checked every few hundred postings; preparing the query and selecting its top k
+            (proportional to the documents touched) come on top.
+        threads / unknown / filter: as :class:`ExactParams` (filtered-out documents are
+            scored but never returned).
+    """
+
+    kind: ClassVar[str] = "anytime"
+    max_postings: int | None = None
+    budget_ms: float | None = None
+    threads: int | None = None
+    unknown: Unknown = "drop"
+    filter: str | None = None
+
+    def check(self) -> "AnytimeParams":
+        _check_common(self)
+        m = self.max_postings
+        if m is not None and (isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1):
+            raise InvalidInputError(f"max_postings must be an integer >= 1 (or None), got {m!r}")
+        b = self.budget_ms
+        if b is not None and (isinstance(b, bool) or not isinstance(b, (int, float)) or not np.isfinite(b) or b <= 0):
+            raise InvalidInputError(f"budget_ms must be a number > 0 (or None), got {b!r}")
+        return self
+
+
 #: fusion methods of :class:`HybridParams` (see :mod:`sparsearch.fusion`)
 FUSIONS: tuple[str, ...] = ("rrf", "minmax", "zscore")
 
@@ -106,7 +141,8 @@ class HybridParams:
         rrf_k: the RRF rank constant.
         depth: documents each representation returns before fusion (at least ``k`` is used).
         sparse: parameters of the sparse representations (``None``: exact; an
-            :class:`ApproxParams` searches their approximate indexes).
+            :class:`ApproxParams` searches their approximate indexes, an :class:`AnytimeParams`
+            each within its budget).
         threads / unknown: as :class:`ExactParams`, passed to every representation.
         filter: as :class:`ExactParams`, applied to every representation before its top
             ``depth`` (give it here, not on ``sparse``).
@@ -138,14 +174,14 @@ class HybridParams:
         if isinstance(self.depth, bool) or not isinstance(self.depth, int) or not 1 <= self.depth <= MAX_K:
             raise InvalidInputError(f"depth must be an integer in [1, {MAX_K:,}], got {self.depth!r}")
         if self.sparse is not None:
-            require(self.sparse, [ExactParams, ApproxParams], "a hybrid index's sparse representations")
+            require(self.sparse, [ExactParams, ApproxParams, AnytimeParams], "a hybrid index's sparse representations")
             self.sparse.check()
             if self.sparse.filter is not None:
                 raise InvalidInputError("give a hybrid search's filter on HybridParams (filter=...), not on its "
                                         "sparse parameters")
         return self
 
-    def member_params(self) -> "ExactParams | ApproxParams":
+    def member_params(self) -> "ExactParams | ApproxParams | AnytimeParams":
         """The parameters each sparse representation is searched with (threads/unknown applied;
         the filter is applied by the hybrid index as a mask)."""
         base = self.sparse or ExactParams()
@@ -153,27 +189,37 @@ class HybridParams:
                        unknown=self.unknown, filter=None)
 
 
-SearchParams = Union[ExactParams, ApproxParams, HybridParams]
-SEARCH_KINDS: dict[str, type] = {"exact": ExactParams, "approximate": ApproxParams, "hybrid": HybridParams}
+SearchParams = Union[ExactParams, ApproxParams, AnytimeParams, HybridParams]
+SEARCH_KINDS: dict[str, type] = {"exact": ExactParams, "approximate": ApproxParams, "anytime": AnytimeParams,
+                                 "hybrid": HybridParams}
 
 
 #: the search modes users name (CLI ``--mode``, the service's ``mode``): ``exact`` and ``exhaustive``
 #: are :class:`ExactParams` (block-max MaxScore, or every posting scored), ``approximate``
-#: :class:`ApproxParams`
-SEARCH_MODES: tuple[str, ...] = ("exact", "exhaustive", "approximate")
+#: :class:`ApproxParams`, ``anytime`` :class:`AnytimeParams`
+SEARCH_MODES: tuple[str, ...] = ("exact", "exhaustive", "approximate", "anytime")
 
 
 def params_for_mode(mode: str, *, threads: int | None = None, unknown: Unknown = "drop",
                     query_cut: int | None = None, heap_factor: float | None = None,
-                    saved: ApproxParams | None = None, filter: str | None = None) -> SearchParams:
+                    saved: ApproxParams | None = None, filter: str | None = None,
+                    max_postings: int | None = None, budget_ms: float | None = None) -> SearchParams:
     """The parameter object of a named search mode (checked).
 
     For ``approximate``, a knob left ``None`` takes its value from ``saved`` (the settings
     ``sparsearch tune --save`` wrote next to the index), else the :class:`ApproxParams` default;
-    ``query_cut`` / ``heap_factor`` given with another mode are refused.
+    ``query_cut`` / ``heap_factor`` given with another mode are refused, as are ``max_postings``
+    / ``budget_ms`` (the budgets of ``anytime``) with another mode.
     """
     if mode not in SEARCH_MODES:
         raise InvalidInputError(f"unknown search mode {mode!r}; use one of {', '.join(SEARCH_MODES)}")
+    if mode != "anytime" and (max_postings is not None or budget_ms is not None):
+        raise InvalidInputError(f"max_postings and budget_ms apply to anytime search, not {mode}")
+    if mode == "anytime":
+        if query_cut is not None or heap_factor is not None:
+            raise InvalidInputError("query_cut and heap_factor apply to approximate search, not anytime")
+        return AnytimeParams(max_postings=max_postings, budget_ms=budget_ms, threads=threads, unknown=unknown,
+                             filter=filter).check()
     if mode != "approximate":
         if query_cut is not None or heap_factor is not None:
             raise InvalidInputError(f"query_cut and heap_factor apply to approximate search, not {mode}")

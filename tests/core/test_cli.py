@@ -104,6 +104,29 @@ def test_approximate_search_needs_an_explicit_build_and_writes_nothing(tiny_beir
     assert snapshot(out) == before  # same files, same mtimes: the read path wrote nothing
 
 
+def test_anytime_mode_through_the_cli(tiny_beir, tmp_path):
+    """--mode anytime without a budget gives the exact hits; with one it still answers; its knobs
+    are refused with other modes; the index is not written."""
+    out = tmp_path / "idx"
+    assert cli("index", tiny_beir, "--out", out).exit_code == 0
+    before = snapshot(out)
+    exact = cli("search", out, "-q", "programming compiler", "-k", "3", "--json")
+    full = cli("search", out, "-q", "programming compiler", "-k", "3", "--json", "--mode", "anytime")
+    assert full.exit_code == 0, full.output
+    assert json.loads(full.stdout)["hits"] == json.loads(exact.stdout)["hits"]
+    r = cli("search", out, "-q", "programming compiler", "-k", "2", "--mode", "anytime", "--max-postings", "3",
+            "--budget-ms", "5")
+    assert r.exit_code == 0, r.output and "1. " in r.output
+    r = cli("evaluate", out, tiny_beir, "--mode", "anytime", "--budget-ms", "50", "--json", tmp_path / "r.json")
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "r.json").read_text())["mode"] == "anytime"
+    r = cli("search", out, "-q", "programming", "--max-postings", "3")
+    assert r.exit_code == 2 and "apply to anytime search, not exact" in r.stderr
+    r = cli("search", out, "-q", "programming", "--mode", "anytime", "--budget-ms", "-1")
+    assert r.exit_code == 2 and "budget_ms must be a number > 0" in r.stderr
+    assert snapshot(out) == before
+
+
 def test_approximate_mode_through_the_cli(tiny_beir, tmp_path):
     out = tmp_path / "idx"
     r = cli("index", tiny_beir, "--out", out, "--approximate")

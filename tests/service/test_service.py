@@ -175,6 +175,22 @@ def test_approximate_mode(client, dirs, tmp_path):
         assert [h["id"] for h in r.json()["hits"]] == [h["id"] for h in exact["hits"]]
 
 
+def test_anytime_mode(client, dirs):
+    """mode anytime: without a budget the exact hits; budgets bounded and checked."""
+    exact = client.post("/search", json={"query": "wolves hunt", "k": 3, "indexes": ["bm25"]}).json()
+    r = client.post("/search", json={"query": "wolves hunt", "k": 3, "indexes": ["bm25"], "mode": "anytime"})
+    assert r.status_code == 200, r.text
+    assert [h["id"] for h in r.json()["hits"]] == [h["id"] for h in exact["hits"]]
+    r = client.post("/search", json={"query": "wolves hunt", "k": 3, "indexes": ["bm25"], "mode": "anytime",
+                                     "max_postings": 2, "budget_ms": 10})
+    assert r.status_code == 200 and len(r.json()["hits"]) >= 1
+    for body, status, message in (({"budget_ms": 10_000}, 422, "budget_ms"), ({"max_postings": 0}, 422, "max_postings"),
+                                  ({"budget_ms": 5, "mode": "exact"}, 400, "apply to anytime search")):
+        r = client.post("/search", json={"query": "wolves", "indexes": ["bm25"], "mode": "anytime", **body})
+        assert r.status_code == status, r.text
+        assert message in r.text
+
+
 BAD = [
     ("malformed json", b'{"query": "cats", "k": ', 422, "JSON"),
     ("not an object", b'["cats"]', 422, "invalid request"),

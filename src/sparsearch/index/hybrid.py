@@ -41,7 +41,7 @@ from ..encoders.dense import DenseEncoder
 from ..errors import CorruptIndexError, InvalidInputError, NotFoundError, SparsearchError, UnsupportedError
 from ..evaluation import to_run
 from ..fusion import FusionChoice, fuse_topk, tune_fusion
-from ..searching import ApproxParams, ExactParams, HybridParams, check_k, params_to_dict, require
+from ..searching import AnytimeParams, ApproxParams, ExactParams, HybridParams, check_k, params_to_dict, require
 from ..vectors import SparseBatch
 from .approximate import ApproximateIndex, load_params_file
 from .builder import build_index
@@ -306,7 +306,7 @@ class HybridIndex:
     def search(self, queries: HybridQueries, k: int = 10, params: HybridParams | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
         """Fused top-``k``: ``(scores float32 (nq, k'), docnums int64 (nq, k'))``; ``params``:
-        :class:`HybridParams` (``None``: :meth:`default_params`), or an Exact/ApproxParams, taken as
+        :class:`HybridParams` (``None``: :meth:`default_params`), or an Exact/Approx/AnytimeParams, taken as
         the default fusion with those parameters for the sparse representations."""
         scores, docs, _, _ = self.search_detailed(queries, k, params)
         return scores, docs
@@ -319,7 +319,7 @@ class HybridIndex:
         """The :class:`HybridParams` a search with ``params`` uses (checked; see :meth:`search`)."""
         if params is None:
             return self.default_params()
-        if isinstance(params, (ExactParams, ApproxParams)):
+        if isinstance(params, (ExactParams, ApproxParams, AnytimeParams)):
             base = self.default_params()
             return replace(base, sparse=replace(params, filter=None), threads=params.threads, unknown=params.unknown,
                            filter=params.filter).check()

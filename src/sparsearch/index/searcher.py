@@ -24,9 +24,9 @@ from ..evaluation import to_run
 from ..features import FeatureLabels
 from ..filters import compile_filter
 from ..metadata import MetadataBatch, MetadataStore
-from ..searching import ApproxParams, ExactParams, check_k, require
+from ..searching import AnytimeParams, ApproxParams, ExactParams, check_k, require
 from ..vectors import SparseBatch, Vocabulary
-from . import kernels
+from . import anytime, kernels
 from .format import TAAT_MAX_DOCS, Contribution, OpenedIndex
 from .segment import Segment, common_term_scale
 from .storage import read_arrays, read_json
@@ -130,6 +130,7 @@ class Index(OpenedIndex):
         self._filters: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
         self._plans: dict[tuple[str, float], FilterPlan] = {}
         self._filters_lock = threading.Lock()
+        self._impact_ordered: anytime.ImpactOrdered | None = None
 
     # ------------------------------------------------------------------ open
     @classmethod
@@ -204,6 +205,14 @@ class Index(OpenedIndex):
                 "posting_bytes": post_bytes, "bytes_per_posting": post_bytes / max(n_post, 1),
                 "quantization": self.manifest.get("quantization"), "encoder": self.encoder_config}
 
+    def impact_ordered(self) -> "anytime.ImpactOrdered":
+        """The postings in impact order, for anytime search (built on first use, then kept)."""
+        if self._impact_ordered is None:
+            with self._filters_lock:
+                if self._impact_ordered is None:
+                    self._impact_ordered = anytime.ImpactOrdered.build(self)
+        return self._impact_ordered
+
     def segment_weights(self, seg: Segment, q_indptr: np.ndarray, terms: np.ndarray, weights: np.ndarray
                         ) -> np.ndarray:
         """The query weights segment ``seg``'s kernels score with (CSR rows ``q_indptr``).
@@ -259,7 +268,9 @@ class Index(OpenedIndex):
         Args:
             queries: (nq, V') query vectors; matched to the index vocabulary by term string.
             k: results per query (an integer >= 1; the result width is ``min(k, n_live_docs)``).
-            params: :class:`~sparsearch.searching.ExactParams` (default ``ExactParams()``):
+            params: :class:`~sparsearch.searching.ExactParams` (default ``ExactParams()``), or
+                :class:`~sparsearch.searching.AnytimeParams` (:mod:`sparsearch.index.anytime`:
+                impact-ordered postings scored best first until a budget runs out):
                 block-max MaxScore (segments of at most two windows are scored term-at-a-time,
                 which is exact too) or ``exhaustive`` (score every posting; same results, the
                 reference); worker ``threads`` for a batch; what to do with ``unknown`` terms.
@@ -283,11 +294,14 @@ class Index(OpenedIndex):
             params = _EXACT
         elif isinstance(params, ExactParams):
             params.check()
+        elif isinstance(params, AnytimeParams):
+            r = anytime.search(self, queries, k, params, dtype=dtype, allowed=allowed)
+            return r.scores, r.docnums
         elif isinstance(params, ApproxParams):
-            raise UnsupportedError("Index supports exact search only; for approximate search open the "
+            raise UnsupportedError("Index supports exact and anytime search; for approximate search open the "
                                    f"ApproximateIndex of {self.path} (ApproximateIndex.open(index))")
         else:
-            require(params, [ExactParams], "Index")
+            require(params, [ExactParams, AnytimeParams], "Index")
         plan = self.plan(params.filter, allowed)
         k = check_k(k, self.n_live_docs if plan is None else plan.n_allowed)
         threads = params.threads

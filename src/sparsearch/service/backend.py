@@ -80,6 +80,7 @@ class Limits:
     max_body_bytes: int = 256 * 1024
     max_indexes: int = 16            # indexes named in one request (and weights given)
     max_query_cut: int = 1000        # approximate mode's query_cut
+    max_budget_ms: float = 1000.0    # anytime mode's budget_ms
     fusion_depth: int = 100          # per-index depth fused when several indexes are searched
     max_hybrid_depth: int = 1000     # documents a hybrid index's representation returns before fusion
     explain_hits: int = 50           # hits that carry an explanation and highlight spans
@@ -464,6 +465,8 @@ class ServedIndex:
         snap = self._snap
         if self.reload_due() or (mode == "approximate" and snap.approx is None):
             return False
+        if mode == "anytime" and getattr(snap.index, "_impact_ordered", None) is None:  # built on first use
+            return False
         return not text or (self.cheap_queries and snap.encoder is not None)
 
     def warm(self) -> None:
@@ -537,12 +540,13 @@ class ServedIndex:
                                f"or use mode 'exact'")
 
     def search_params(self, snap: Snapshot, mode: str, query_cut: int | None, heap_factor: float | None,
-                      hybrid: "HybridOptions | None" = None) -> SearchParams:
+                      hybrid: "HybridOptions | None" = None, **budgets: Any) -> SearchParams:
         """Parameters of one single-threaded search in ``mode`` (:data:`~sparsearch.searching.SEARCH_MODES`);
         approximate knobs not given come from the settings saved next to the index
-        (``sparsearch tune --save``), else the defaults. ``hybrid`` applies to hybrid indexes only."""
+        (``sparsearch tune --save``), else the defaults; ``budgets``: anytime mode's
+        ``max_postings`` / ``budget_ms``. ``hybrid`` applies to hybrid indexes only."""
         saved = self.approximate(snap).default_params if mode == "approximate" else None
-        return params_for_mode(mode, threads=1, query_cut=query_cut, heap_factor=heap_factor, saved=saved)
+        return params_for_mode(mode, threads=1, query_cut=query_cut, heap_factor=heap_factor, saved=saved, **budgets)
 
     def search_run(self, snap: Snapshot, qv: Any, depth: int, params: SearchParams) -> dict[str, float]:
         """Top-``depth`` ``{doc_id: score}`` of one query vector."""
@@ -737,11 +741,11 @@ class _HybridServing:
             log.warning("index %s: warm-up failed: %s", self.name, e)
 
     def search_params(self, snap: Snapshot, mode: str, query_cut: int | None, heap_factor: float | None,
-                      hybrid: HybridOptions | None = None) -> HybridParams:
+                      hybrid: HybridOptions | None = None, **budgets: Any) -> HybridParams:
         """The index's default fusion with the request's ``hybrid`` overrides; ``mode`` applies to
         the sparse representations (approximate knobs default to the first one's saved settings)."""
         saved = self.approximate(snap).default_params if mode == "approximate" else None
-        sparse = params_for_mode(mode, threads=1, query_cut=query_cut, heap_factor=heap_factor, saved=saved)
+        sparse = params_for_mode(mode, threads=1, query_cut=query_cut, heap_factor=heap_factor, saved=saved, **budgets)
         return hybrid_params(snap.index.default_params(), snap.index.names, hybrid, index=self.name, sparse=sparse)
 
     def search_run(self, snap: Snapshot, qv: Any, depth: int, params: SearchParams) -> dict[str, float]:
@@ -1098,12 +1102,14 @@ class SearchService:
                mode: str = "exact", indexes: Sequence[str] | None = None, fusion: str = "rrf",
                weights: Mapping[str, float] | None = None, rrf_k: float = 60.0, explain: bool | None = True,
                query_cut: int | None = None, heap_factor: float | None = None,
-               hybrid: Mapping[str, Any] | None = None, filter: str | None = None) -> SearchResult:
+               hybrid: Mapping[str, Any] | None = None, filter: str | None = None,
+               max_postings: int | None = None, budget_ms: float | None = None) -> SearchResult:
         """Search one or several indexes with a query text or a vector ``{term: weight}``.
 
-        ``mode``: ``"exact"``, ``"exhaustive"`` or ``"approximate"`` (the index's approximate index; ``query_cut`` /
+        ``mode``: ``"exact"``, ``"exhaustive"``, ``"approximate"`` (the index's approximate index; ``query_cut`` /
         ``heap_factor`` default to the settings saved next to the index, else ApproxParams'
-        defaults). With several indexes, their top ``max(k, Limits.fusion_depth)`` are fused by
+        defaults) or ``"anytime"`` (impact-ordered postings scored best first until ``max_postings``
+        or ``budget_ms``, at most ``Limits.max_budget_ms``, runs out). With several indexes, their top ``max(k, Limits.fusion_depth)`` are fused by
         ``fusion`` (``"rrf"`` with constant ``rrf_k``, or a ``weights``-weighted sum of
         ``"minmax"`` / ``"zscore"`` normalised scores). ``indexes=None`` searches all, leaving out
         (with a warning) those that cannot encode a text query. ``explain``: True attaches
@@ -1125,7 +1131,10 @@ class SearchService:
         t0 = time.perf_counter()
         _check_query(query, vector)
         k = check_k(k, MAX_K)
-        params_for_mode(mode, query_cut=query_cut, heap_factor=heap_factor)  # refuse bad ones before any work
+        budgets = {"max_postings": max_postings, "budget_ms": budget_ms}
+        params_for_mode(mode, query_cut=query_cut, heap_factor=heap_factor, **budgets)  # refuse bad ones before any work
+        if budget_ms is not None and budget_ms > self.limits.max_budget_ms:
+            raise InvalidInputError(f"budget_ms must be at most {self.limits.max_budget_ms:g}, got {budget_ms!r}")
         if filter is not None:
             parse_filter(filter)
         if fusion not in FUSIONS:
@@ -1142,7 +1151,7 @@ class SearchService:
                 raise UnsupportedError(f"filters are not available for index {cannot[0]!r} (served from "
                                        f"{self.served[cannot[0]].kind})")
         searched = {n: self._search_one(n, query, vector, mode, query_cut, heap_factor, depth, warnings, options,
-                                        filter)
+                                        filter, budgets)
                     for n in names}
         if len(names) == 1:
             fused, fusion_name = searched[names[0]].run, None
@@ -1238,10 +1247,11 @@ class SearchService:
 
     def _search_one(self, name: str, query: str | None, vector: Mapping[str, float] | None, mode: str,
                     query_cut: int | None, heap_factor: float | None, depth: int, warnings: list[str],
-                    hybrid: HybridOptions | None = None, filter: str | None = None) -> _Searched:
+                    hybrid: HybridOptions | None = None, filter: str | None = None,
+                    budgets: Mapping[str, Any] | None = None) -> _Searched:
         s = self.served[name]
         snap = s.snapshot()
-        params = s.search_params(snap, mode, query_cut, heap_factor, hybrid)
+        params = s.search_params(snap, mode, query_cut, heap_factor, hybrid, **(budgets or {}))
         if filter is not None:
             params = dataclasses.replace(params, filter=filter)
         t0 = time.perf_counter()

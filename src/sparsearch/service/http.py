@@ -155,9 +155,10 @@ def request_models(limits: Limits) -> tuple[type[BaseModel], type[BaseModel]]:
 
     class SearchRequest(Q):
         k: int = Field(min(10, limits.max_k), ge=1, le=limits.max_k, description="Number of hits.")
-        mode: Literal["exact", "approximate"] = Field(
-            "exact", description="exact (rank-safe block-max MaxScore) or approximate (the index's Seismic-style "
-                                 "approximate index; 400 if the index has none for its current commit).")
+        mode: Literal["exact", "approximate", "anytime"] = Field(
+            "exact", description="exact (rank-safe block-max MaxScore), approximate (the index's Seismic-style "
+                                 "approximate index; 400 if the index has none for its current commit) or anytime "
+                                 "(impact-ordered postings scored best first until max_postings / budget_ms).")
         indexes: list[index_name] | None = Field(None, min_length=1, max_length=limits.max_indexes,
                                                  description="Index names to search (default: all served).")
         fusion: Literal["rrf", "minmax", "zscore"] = Field(
@@ -176,6 +177,10 @@ def request_models(limits: Limits) -> tuple[type[BaseModel], type[BaseModel]]:
         heap_factor: float | None = Field(None, gt=0, le=1, allow_inf_nan=False, description=(
             "approximate mode: skip blocks whose bound is below heap_factor times the k-th score (default: the "
             "index's saved settings, else 0.9)."))
+        max_postings: int | None = Field(None, ge=1, le=10**12, description=(
+            "anytime mode: stop after this many postings (default: no limit)."))
+        budget_ms: float | None = Field(None, gt=0, le=limits.max_budget_ms, allow_inf_nan=False, description=(
+            "anytime mode: stop scoring after this many milliseconds (default: no limit)."))
         hybrid: HybridFusion | None = Field(None, description=(
             "Hybrid indexes: how their representations are fused (default: each index's saved or default fusion)."))
         filter: str | None = Field(None, min_length=1, max_length=MAX_FILTER_CHARS, description=(
