@@ -39,6 +39,9 @@ class ImpactOrdered:
     @classmethod
     def build(cls, index: IndexLike) -> "ImpactOrdered":
         """Regroup every segment's postings (8-bit per-term-scaled segments: the default format)."""
+        if index.n_docs >= 2**31:  # doc ids are stored as int32 here
+            raise UnsupportedError(f"{index.path}: anytime search holds at most 2**31 - 1 documents, this index "
+                                   f"{index.n_docs:,}")
         n_terms = max([seg.n_terms for seg in index.segments], default=0)
         docs, ptrs, imps, trps = [], [], [], []
         n_post = n_runs = 0
