@@ -32,6 +32,7 @@ import argparse
 import gc
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -281,10 +282,38 @@ def run_set(label, docs, qs, args, work: Path):
                     lambda res: to_docnums(res, slook),
                     lambda qc=qc, hf=hf: sidx.batch_search(qids, qcomp, qval, K, qc, hf, num_threads=0),
                     build_s, mem_s)
+        if args.seismic_nknn:  # Seismic with its document k-NN graph (SeismicWave's refinement)
+            t = time.perf_counter()
+            ds = seismic.SeismicDataset()
+            ds.add_documents_by_id([str(i) for i in range(len(dq))], X.indices.astype(np.int64), X.data,
+                                   X.indptr.astype(np.int64))
+            kidx = seismic.SeismicIndex.build_from_dataset(ds, **bp, nknn=args.seismic_nknn, num_threads=0)
+            build_k = time.perf_counter() - t
+            del ds
+            with CaptureStdout() as cap:
+                kidx.print_space_usage_byte()
+            mem_k = _parse_seismic_space(cap.text)
+            print("seismic+knn space:", cap.text.strip().replace("\n", " | ")[:400], flush=True)
+            # pyseismic-lsr's space report has a "Knn:" line, counted in its total
+            m = re.search(r"Knn:\s*(\d+)", cap.text)
+            graph = int(m.group(1)) if m else None
+            for qc in args.query_cuts:
+                for hf in args.heap_factors:
+                    for nk in args.seismic_n_knn:
+                        theirs[qc, hf, nk] = Job(
+                            "pyseismic-lsr+knn", f"query_cut={qc} heap_factor={hf} n_knn={nk}",
+                            lambda i, qc=qc, hf=hf, nk=nk: [r[2] for r in kidx.search(qids[i], qcomp[i], qval[i], K,
+                                                                                       qc, hf, nk)],
+                            lambda res: to_docnums(res, slook),
+                            lambda qc=qc, hf=hf, nk=nk: kidx.batch_search(qids, qcomp, qval, K, qc, hf, nk,
+                                                                          num_threads=0),
+                            build_k, mem_k, f"nknn={args.seismic_nknn}, " + (f"graph {graph:,} bytes (in the total)" if graph is not None
+                                                                  else "graph size not reported"))
     for key in ours:  # the same setting of both systems side by side in every pass
         jobs.append(ours[key])
-        if key in theirs:
-            jobs.append(theirs[key])
+        for tk in [key] + [(*key, nk) for nk in args.seismic_n_knn]:
+            if tk in theirs:
+                jobs.append(theirs[tk])
 
     # ---- BMP
     if "bmp" in args.peers:
@@ -340,8 +369,6 @@ def run_set(label, docs, qs, args, work: Path):
 
 
 def _parse_seismic_space(text: str) -> int | None:
-    import re
-
     nums = [int(x) for x in re.findall(r"(\d+)\s*(?:bytes|Bytes|B\b)", text)]
     m = re.search(r"[Tt]otal[^\d]*(\d+)", text)
     if m:
@@ -411,6 +438,16 @@ def pareto_latency(rows, systems: str | tuple[str, ...], target):
     return min(ok, key=lambda r: r["mean_ms"]) if ok else None
 
 
+def pareto_front(rows: list[dict]) -> list[dict]:
+    """The rows no other row beats on both recall (higher) and mean latency (lower), fastest first."""
+    front, best = [], -1.0
+    for r in sorted(rows, key=lambda r: (r["mean_ms"], -r["recall"])):
+        if r["recall"] > best + 1e-12:
+            front.append(r)
+            best = r["recall"]
+    return front
+
+
 def report(all_rows: dict[str, list[dict]], args) -> str:
     out = ["# Approximate retrieval: sparsearch vs peers\n",
            f"Machine: {os.cpu_count()} cores; k={K}; recall@{K} against sparsearch exact top-{K}. "
@@ -449,6 +486,24 @@ def report(all_rows: dict[str, list[dict]], args) -> str:
             ratio = f"{a['mean_ms'] / s['mean_ms']:.2f}x" if a and s else "n/a"
             out.append(f"| {tgt:.2f} | " + (f"{a['mean_ms']:.3f} ({a['system']}, {a['setting']})" if a else "n/a")
                        + " | " + (f"{s['mean_ms']:.3f}" if s else "not reached") + f" | {ratio} |")
+        seismics = ("pyseismic-lsr", "pyseismic-lsr+knn")
+        if any(r["system"] == "pyseismic-lsr+knn" for r in rows):
+            out.append("\n**Fastest setting at a recall target: sparsearch approx vs the fastest pyseismic-lsr "
+                       "configuration, with or without its k-NN graph:**\n")
+            out.append("| recall >= | sparsearch approx ms | pyseismic-lsr ms (system, setting) | ratio |")
+            out.append("|---|---|---|---|")
+            for tgt in (0.90, 0.95, 0.99):
+                a, s = pareto_latency(rows, "sparsearch approx", tgt), pareto_latency(rows, seismics, tgt)
+                ratio = f"{a['mean_ms'] / s['mean_ms']:.2f}x" if a and s else "n/a"
+                out.append(f"| {tgt:.2f} | " + (f"{a['mean_ms']:.3f}" if a else "not reached") + " | "
+                           + (f"{s['mean_ms']:.3f} ({s['system']}, {s['setting']})" if s else "not reached")
+                           + f" | {ratio} |")
+        out.append("\n**Pareto frontier of each system (recall@10 against single-thread mean latency: the settings "
+                   "no other setting of the system beats on both):**\n")
+        for system in dict.fromkeys(r["system"] for r in rows):
+            front = pareto_front([r for r in rows if r["system"] == system])
+            out.append(f"- {system}: " + ", ".join(f"{r['recall']:.3f} @ {r['mean_ms']:.3f} ms ({r['setting']})"
+                                                   for r in front))
         mem_a = next((r["mem_mb"] for r in rows if r["system"] == "sparsearch approx"), None)
         mem_s = next((r["mem_mb"] for r in rows if r["system"] == "pyseismic-lsr"), None)
         if mem_a and mem_s and not np.isnan(mem_s):
@@ -510,6 +565,10 @@ def main() -> None:
                     help="sparsearch approx only: Lloyd steps after the one-pass clustering (0 = Seismic's)")
     ap.add_argument("--query-cuts", type=int, nargs="+", default=[3, 5, 8, 12, 20])
     ap.add_argument("--heap-factors", type=float, nargs="+", default=[0.6, 0.7, 0.8, 0.9, 1.0])
+    ap.add_argument("--seismic-nknn", type=int, default=0,
+                    help="also build pyseismic-lsr with a document k-NN graph of this many neighbours (0: no)")
+    ap.add_argument("--seismic-n-knn", type=int, nargs="+", default=[5, 10],
+                    help="neighbours scanned per result at query time by the graph-refined pyseismic-lsr")
     ap.add_argument("--bmp-bsize", type=int, default=32)
     ap.add_argument("--milvus-queries", type=int, default=200)
     ap.add_argument("--passes", type=int, default=3,
