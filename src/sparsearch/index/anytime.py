@@ -62,7 +62,10 @@ class ImpactOrdered:
         return cls(np.concatenate(docs) if docs else np.zeros(0, np.int32),
                    np.concatenate([*ptrs, np.array([n_post], np.int64)]),
                    np.concatenate(imps) if imps else np.zeros(0, np.uint8),
-                   np.stack(trps) if trps else np.zeros((0, n_terms + 1), np.int64))
+                   np.stack(trps) if trps else np.zeros((0, n_terms + 1), np.int64),
+                   deleted_mask(index))
+
+    deleted: np.ndarray       # bool (n_docs,) or empty: :func:`deleted_mask`, fixed for an opened index
 
     def __post_init__(self) -> None:
         self._local = threading.local()
@@ -80,7 +83,7 @@ class ImpactOrdered:
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self.io_docs, self.run_ptr, self.run_impact, self.term_run_ptr))
+        return sum(a.nbytes for a in (self.io_docs, self.run_ptr, self.run_impact, self.term_run_ptr, self.deleted))
 
     @property
     def n_postings(self) -> int:
@@ -97,16 +100,27 @@ class AnytimeResult:
     postings: np.ndarray
 
 
-def _skip_mask(index: IndexLike, params: AnytimeParams, allowed: np.ndarray | None) -> tuple[np.ndarray, int]:
-    """(documents never returned: deleted or filtered out, as a bool mask or an empty array;
-    how many documents can be returned)."""
-    mask = index.allowed_mask(params.filter, allowed)
+def deleted_mask(index: IndexLike) -> np.ndarray:
+    """The index's deleted documents as one bool mask over doc numbers (empty: none deleted)."""
     dele = [(int(b), d) for b, d in zip(index.bases, index.deleted) if d.shape[0]]
-    if mask is None and not dele:
-        return np.zeros(0, np.bool_), index.n_live_docs
-    skip = np.zeros(index.n_docs, np.bool_) if mask is None else ~mask
+    if not dele:
+        return np.zeros(0, np.bool_)
+    mask = np.zeros(index.n_docs, np.bool_)
     for b, d in dele:
-        skip[b: b + len(d)] |= d
+        mask[b: b + len(d)] = d
+    return mask
+
+
+def _skip_mask(index: IndexLike, io: "ImpactOrdered", params: AnytimeParams, allowed: np.ndarray | None
+               ) -> tuple[np.ndarray, int]:
+    """(documents never returned: deleted or filtered out, as a bool mask or an empty array;
+    how many documents can be returned). Without a filter: the deletions, computed once."""
+    mask = index.allowed_mask(params.filter, allowed)
+    if mask is None:
+        return io.deleted, index.n_live_docs
+    skip = ~mask
+    if io.deleted.shape[0]:
+        skip |= io.deleted
     return skip, int(index.n_docs - skip.sum())
 
 
@@ -122,16 +136,17 @@ def search(index: IndexLike, queries: SparseBatch, k: int, params: AnytimeParams
                                    "bound the work with max_postings instead")
         budget_ticks = max(1, int(params.budget_ms * rate))
     io = index.impact_ordered()
-    skip, n_ok = _skip_mask(index, params, allowed)
+    skip, n_ok = _skip_mask(index, io, params, allowed)
     k = check_k(k, n_ok)
     q_indptr, terms, weights = index.prepare_queries(queries, params.unknown)
-    W = np.stack([index.segment_weights(seg, q_indptr, terms, weights) for seg in index.segments]) \
-        if index.segments else np.zeros((0, len(terms)))
+    W = np.zeros((0, len(terms)))  # (segments, query entries): each segment's scaled, snapped weights
+    if index.segments:
+        W = np.ascontiguousarray(np.stack([index.segment_weights(seg, q_indptr, terms, weights)
+                                           for seg in index.segments]), np.float64)
     nq = len(q_indptr) - 1
     out_s = np.empty((nq, k), np.float64)
     out_d = np.empty((nq, k), np.int64)
     out_n = np.zeros(nq, np.int64)
-    W = np.ascontiguousarray(W, np.float64)
     limit = -1 if params.max_postings is None else int(params.max_postings)
     if nq == 1 or params.threads == 1:
         acc, touched, sel_cost = io.workspace(index.n_docs)

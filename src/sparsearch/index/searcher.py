@@ -131,6 +131,7 @@ class Index(OpenedIndex):
         self._plans: dict[tuple[str, float], FilterPlan] = {}
         self._filters_lock = threading.Lock()
         self._impact_ordered: anytime.ImpactOrdered | None = None
+        self._impact_lock = threading.Lock()  # its build takes seconds at 1M documents: not under the filters' lock
 
     # ------------------------------------------------------------------ open
     @classmethod
@@ -208,7 +209,7 @@ class Index(OpenedIndex):
     def impact_ordered(self) -> "anytime.ImpactOrdered":
         """The postings in impact order, for anytime search (built on first use, then kept)."""
         if self._impact_ordered is None:
-            with self._filters_lock:
+            with self._impact_lock:
                 if self._impact_ordered is None:
                     self._impact_ordered = anytime.ImpactOrdered.build(self)
         return self._impact_ordered
