@@ -344,20 +344,38 @@ class SparseBatch:
         return SparseBatch(m.indptr, m.indices, m.data, self.vocab, ids, dict(self.meta))
 
     @staticmethod
-    def concat(batches: Sequence["SparseBatch"]) -> "SparseBatch":
-        """Stack batches over the same vocabulary (or vocabularies that are prefixes of the last)."""
+    def concat(batches: Sequence["SparseBatch"], *, release: bool = False) -> "SparseBatch":
+        """Stack batches over the same vocabulary (or vocabularies that are prefixes of the last).
+
+        ``release`` (``batches`` a list): drop each batch from the list once it is copied, so
+        that a stream of chunks is collected in about the memory of the result, not twice it.
+        """
         if not batches:
             raise ValueError("nothing to concatenate")
         vocab = max((b.vocab for b in batches), key=len)
         for b in batches:
             if not b.vocab.is_prefix_of(vocab):
                 raise ValueError("cannot concatenate batches over mismatched vocabularies (use remap first)")
-        offs = np.cumsum([0] + [b.nnz for b in batches])
-        indptr = np.concatenate([[0]] + [b.indptr[1:] + o for b, o in zip(batches, offs[:-1])])
+        nnz = sum(b.nnz for b in batches)
         has_ids = all(b.ids is not None for b in batches)
-        ids = [i for b in batches for i in b.ids] if has_ids else None  # type: ignore[union-attr]
-        return SparseBatch(indptr, np.concatenate([b.indices for b in batches]),
-                           np.concatenate([b.values for b in batches]), vocab, ids)
+        indptr = np.empty(sum(len(b) for b in batches) + 1, np.int64)
+        indices = np.empty(nnz, np.result_type(*[b.indices.dtype for b in batches]))
+        values = np.empty(nnz, np.result_type(*[b.values.dtype for b in batches]))
+        ids: list[str] | None = [] if has_ids else None
+        indptr[0] = row = off = 0
+        for i in range(len(batches)):
+            b = batches[i]
+            n, m = len(b), b.nnz
+            indptr[row + 1:row + n + 1] = b.indptr[1:] + off
+            indices[off:off + m] = b.indices[:m]
+            values[off:off + m] = b.values[:m]
+            if ids is not None:
+                ids.extend(b.ids)  # type: ignore[arg-type]
+            row, off = row + n, off + m
+            if release:
+                batches[i] = None  # type: ignore[index]
+            del b
+        return SparseBatch(indptr, indices, values, vocab, ids)
 
     def remap(self, target: Vocabulary, *, unknown: str = "drop") -> "SparseBatch":
         """Express these vectors in the term ids of ``target``.

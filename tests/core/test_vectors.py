@@ -66,6 +66,16 @@ def test_chunks_share_a_growing_vocabulary(tmp_path):
     assert [len(c) for c in chunks] == [3, 3, 3, 1]
     whole = SparseBatch.concat(chunks)
     assert len(whole.vocab) == 11 and whole.ids == [str(i) for i in range(10)]
+    # release: the same batch, each chunk dropped from the list once copied
+    released = SparseBatch.concat(list(chunks), release=True)
+    kept = list(chunks)
+    SparseBatch.concat(kept)
+    assert all(c is not None for c in kept)
+    listed = list(chunks)
+    SparseBatch.concat(listed, release=True)
+    assert listed == [None] * 4
+    assert released.to_dicts() == whole.to_dicts() and released.ids == whole.ids
+    assert np.array_equal(released.indptr, whole.indptr)
 
 
 def test_remap_drop_error_add():

@@ -467,3 +467,49 @@ def test_pruned_search_follows_seismic_algorithm(corpus, query_cut, heap_factor)
         ref, n_scored = reference_seismic(ax, terms[a:b], weights[a:b], 10, query_cut, heap_factor)
         assert d[0][:len(ref)].tolist() == ref and (d[0][len(ref):] == -1).all()
         assert ax.last_scored == n_scored
+
+
+@pytest.mark.parametrize("with_grid", [True, False])
+@pytest.mark.parametrize("per_doc_scale", [True, False])
+def test_global_threshold_by_radix_selection_matches_a_sort(with_grid, per_doc_scale):
+    """The global pruning threshold is selected without holding the postings' weights; it must
+    be the weight a full sort puts at rank P - budget, ties included."""
+    from sparsearch.index import kernels_approx as ka
+
+    rng = np.random.default_rng(3)
+    V, n_docs = 40, 300
+    df = rng.integers(0, 120, V)
+    post_ptr = np.concatenate([[0], np.cumsum(df)]).astype(np.int64)
+    P = int(post_ptr[-1])
+    post_docs = np.concatenate([np.sort(rng.choice(n_docs, d, replace=False)) for d in df]).astype(np.uint32)
+    post_vals = rng.integers(1, 20, P).astype(np.uint8)  # few distinct impacts: many ties
+    step = rng.uniform(0.01, 0.2, V) if with_grid else np.zeros(0)
+    doc_scale = rng.uniform(0.5, 2.0, n_docs) if per_doc_scale else np.ones(1)
+    terms = np.repeat(np.arange(V), df)
+    w = (post_vals.astype(np.float32) * step[terms]).astype(np.float32) if with_grid else post_vals
+    weights = w.astype(np.float64) * (doc_scale[post_docs] if per_doc_scale else 1.0)
+    for n_postings, max_fraction in ((10, 1.5), (30, 1.2), (1, 100.0), (1000, 1.5)):
+        keep = ka.global_keep(post_ptr, post_vals, step, doc_scale, post_docs, n_postings, max_fraction)
+        budget = min(P, n_postings * int((df > 0).sum()))
+        cap = max(1, int(max_fraction * n_postings))
+        if budget >= P:
+            expect = np.minimum(cap, df)
+        else:
+            thr = np.sort(weights)[P - budget]
+            expect = np.minimum(cap, np.bincount(terms[weights >= thr], minlength=V))
+        assert np.array_equal(keep, expect), (n_postings, max_fraction)
+
+
+def test_sketches_weigh_impacts_by_their_terms_grid():
+    """Sketches rank a document's components by weight (impact x its term's grid step), not by
+    raw impact: with two terms on different grids the larger weight comes first."""
+    from sparsearch.index import kernels_approx as ka
+
+    fwd_ptr = np.array([0, 3], np.int64)
+    fwd_terms = np.array([0, 1, 2], np.uint16)
+    fwd_vals = np.array([200, 10, 50], np.uint8)
+    step = np.array([0.001, 0.5, 0.01])  # weights 0.2, 5.0, 0.5
+    ptr, st, sv = ka.doc_sketches(fwd_ptr, fwd_terms, fwd_vals, step, np.ones(1), 2)
+    assert st.tolist() == [1, 2] and np.allclose(sv, [5.0, 0.5])
+    ptr, st, sv = ka.doc_sketches(fwd_ptr, fwd_terms, fwd_vals, np.zeros(0), np.ones(1), 2)
+    assert st.tolist() == [0, 2] and sv.tolist() == [200.0, 50.0]

@@ -249,9 +249,9 @@ def _forward_from_index(index) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
         docs = ka.decode_all(seg.term_block_ptr, seg.term_post_ptr, seg.block_last, seg.block_bits,
                              seg.block_word_ptr, seg.words)
         p, t, v = kernels.invert(seg.term_post_ptr, docs, seg.impacts, seg.n_docs)
+        del docs  # (the peak of a build: billions of postings at 10M documents)
         ptrs.append(p[1:] + off)
         off += int(p[-1])
-        terms.append(t.astype(term_dtype))
         if grid is None:
             scales.append(np.full(seg.n_docs, seg.scale, np.float64))
         else:
@@ -260,23 +260,13 @@ def _forward_from_index(index) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
             if v.dtype == np.uint8 and not np.all(ratio[np.diff(seg.term_post_ptr) > 0] == 1.0):
                 v = np.clip(np.rint(v * ratio[t]), 1, 255).astype(np.uint8)
             scales.append(np.ones(seg.n_docs, np.float64))
+        terms.append(t.astype(term_dtype, copy=False))
+        del t
         vals.append(np.asarray(v))
-    cat = (lambda xs, dt: np.concatenate(xs) if xs else np.zeros(0, dt))
+    # one segment (a fresh build): its arrays as they are, not a copy
+    cat = (lambda xs, dt: (xs[0] if len(xs) == 1 else np.concatenate(xs)) if xs else np.zeros(0, dt))
     val_dtype = index.segments[0].impacts.dtype if index.segments else np.uint8
     return (np.concatenate(ptrs), cat(terms, term_dtype), cat(vals, val_dtype), cat(scales, np.float64), grid)
-
-
-def _dequantized(terms: np.ndarray | None, vals: np.ndarray, grid: np.ndarray | None) -> np.ndarray:
-    """``vals`` (of the terms ``terms``) times their terms' grid steps, as float32 (the
-    weights they stand for, for pruning and clustering decisions); ``vals`` itself without a grid."""
-    if grid is None:
-        return vals
-    out = np.empty(len(vals), np.float32)
-    step = 1 << 22
-    for a in range(0, len(vals), step):
-        b = min(len(vals), a + step)
-        np.multiply(vals[a:b], grid[terms[a:b]], out=out[a:b], casting="unsafe")
-    return out
 
 
 GROUP_BLOCKS = 256  # blocks per summary group: a block's number within its group fits a byte
@@ -388,18 +378,16 @@ class ApproximateIndex:
         fwd_ptr, fwd_terms, fwd_vals, doc_scale, grid = _forward_from_index(index)
         post_ptr, post_docs, post_vals = kernels.invert(fwd_ptr, fwd_terms, fwd_vals, V)
         pruning = params.pruning
+        step = grid if grid is not None else np.zeros(0, np.float64)
         if isinstance(pruning, GlobalPruning):  # one threshold over all lists: on the weights
-            post_terms = np.repeat(np.arange(V, dtype=np.int64), np.diff(post_ptr)) if grid is not None else None
-            keep = ka.global_keep(post_ptr, _dequantized(post_terms, post_vals, grid), doc_scale, post_docs,
+            keep = ka.global_keep(post_ptr, post_vals, step, cls._scale_arg(doc_scale), post_docs,
                                   pruning.n_postings, pruning.max_fraction)
-            del post_terms
         else:
             keep = np.full(V, pruning.n_postings, np.int64)
         # (within one list the grid step is one constant: impacts order the postings like weights)
         list_ptr, list_docs = ka.prune_lists(post_ptr, post_docs, post_vals, doc_scale, keep)
         del post_ptr, post_docs, post_vals
-        sk_ptr, sk_terms, sk_vals = ka.doc_sketches(fwd_ptr, fwd_terms, _dequantized(fwd_terms, fwd_vals, grid),
-                                                    doc_scale, params.doc_cut)
+        sk_ptr, sk_terms, sk_vals = ka.doc_sketches(fwd_ptr, fwd_terms, fwd_vals, step, doc_scale, params.doc_cut)
         assign = ka.cluster_lists(list_ptr, list_docs, sk_ptr, sk_terms, sk_vals, V, params.centroid_fraction,
                                   params.min_cluster_size, params.kmeans_iterations, params.doc_cut, params.seed, nch)
         del sk_ptr, sk_terms, sk_vals

@@ -156,7 +156,7 @@ def _collect(batches: SparseBatch | Iterable[SparseBatch], progress: bool) -> Sp
         chunks.append(b)
     if not chunks:
         raise InvalidInputError("no document vectors to index")
-    return SparseBatch.concat(chunks)
+    return SparseBatch.concat(chunks, release=True)
 
 
 def metadata_batch(ids: Sequence[str], *, metadata: Any = None, documents: Any = None, schema: Any = None,

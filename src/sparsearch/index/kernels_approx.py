@@ -91,8 +91,9 @@ def _prefetch_doc(loc, fwd_terms, fwd_vals):
 # ------------------------------------------------------------------ decoding
 @njit(cache=True)
 def decode_all(term_block_ptr, term_post_ptr, block_last, block_bits, block_word_ptr, words):
-    """Doc ids of every posting of a segment (posting order), int64 (P,)."""
-    out = np.empty(term_post_ptr[-1], np.int64)
+    """Doc ids of every posting of a segment (posting order), uint32 (P,) (doc numbers are
+    uint32 in a segment; half the bytes of int64 at billions of postings)."""
+    out = np.empty(term_post_ptr[-1], np.uint32)
     for t in range(term_post_ptr.shape[0] - 1):
         a = term_post_ptr[t]
         if term_post_ptr[t + 1] > a:
@@ -129,12 +130,33 @@ def prune_lists(post_ptr, post_docs, post_vals, doc_scale, n_keep):
     return ptr, out
 
 
+@njit(cache=True, inline="always")
+def weight_of(v, t, term_step):
+    """The weight an impact ``v`` of term ``t`` stands for: ``v`` times its term's grid step,
+    rounded to float32 (as pruning and clustering compare weights), or ``v`` itself without a
+    grid (``term_step`` empty)."""
+    if term_step.shape[0] == 0:
+        return np.float64(v)
+    return np.float64(np.float32(np.float64(v) * term_step[t]))
+
+
+@njit(cache=True, inline="always")
+def _posting_score(i, t, post_vals, term_step, doc_scale, post_docs):
+    s = doc_scale[0] if doc_scale.shape[0] == 1 else doc_scale[post_docs[i]]
+    return weight_of(post_vals[i], t, term_step) * s
+
+
 @njit(cache=True)
-def global_keep(post_ptr, post_vals, doc_scale, post_docs, n_postings, max_fraction):
+def global_keep(post_ptr, post_vals, term_step, doc_scale, post_docs, n_postings, max_fraction):
     """Per-list budgets for Seismic's *global* static pruning.
 
-    Keeps the ``n_postings * n_nonempty_lists`` highest-valued postings over the whole
+    Keeps the ``n_postings * n_nonempty_lists`` highest-weighted postings over the whole
     collection (one global threshold), each list clipped to ``max_fraction * n_postings``.
+    A posting's weight is ``weight_of(impact) * doc_scale[doc]`` (``doc_scale`` of length 1:
+    one scale for all). The threshold is found by radix selection on the weights' float64 bit
+    patterns (non-negative floats order like their bits): four passes over the postings with a
+    16-bit histogram each, recomputing the weights, so no array of P weights is ever held
+    (billions of postings at 10M documents).
     """
     V = post_ptr.shape[0] - 1
     P = post_ptr[V]
@@ -149,15 +171,33 @@ def global_keep(post_ptr, post_vals, doc_scale, post_docs, n_postings, max_fract
         for t in range(V):
             keep[t] = min(cap, post_ptr[t + 1] - post_ptr[t])
         return keep
-    vals = np.empty(P, np.float64)
-    for t in range(V):
-        for i in range(post_ptr[t], post_ptr[t + 1]):
-            vals[i] = np.float64(post_vals[i]) * doc_scale[post_docs[i]]
-    thr = np.partition(vals, P - budget)[P - budget]
+    rank = P - budget  # the threshold: the weight of this rank, 0 = the smallest
+    buf = np.empty(1, np.float64)
+    bits = buf.view(np.uint64)
+    prefix = np.uint64(0)
+    hist = np.zeros(1 << 16, np.int64)
+    for shift in (48, 32, 16, 0):
+        hi_mask = np.uint64(0) if shift == 48 else ~np.uint64((1 << (shift + 16)) - 1)
+        hist[:] = 0
+        for t in range(V):
+            for i in range(post_ptr[t], post_ptr[t + 1]):
+                buf[0] = _posting_score(i, t, post_vals, term_step, doc_scale, post_docs)
+                b = bits[0]
+                if (b & hi_mask) == prefix:
+                    hist[(b >> np.uint64(shift)) & np.uint64(0xFFFF)] += 1
+        acc = 0
+        for h in range(1 << 16):
+            if acc + hist[h] > rank:
+                prefix |= np.uint64(h) << np.uint64(shift)
+                rank -= acc
+                break
+            acc += hist[h]
+    buf.view(np.uint64)[0] = prefix
+    thr = buf[0]
     for t in range(V):
         c = 0
         for i in range(post_ptr[t], post_ptr[t + 1]):
-            if vals[i] >= thr:
+            if _posting_score(i, t, post_vals, term_step, doc_scale, post_docs) >= thr:
                 c += 1
         keep[t] = min(cap, c)
     return keep
@@ -173,8 +213,10 @@ def _xorshift(x):
 
 
 @njit(cache=True)
-def doc_sketches(fwd_ptr, fwd_terms, fwd_vals, doc_scale, doc_cut):
-    """Each document's ``doc_cut`` largest components (Seismic's ``doc_cut``), for clustering."""
+def doc_sketches(fwd_ptr, fwd_terms, fwd_vals, term_step, doc_scale, doc_cut):
+    """Each document's ``doc_cut`` largest components (Seismic's ``doc_cut``), for clustering,
+    by weight (:func:`weight_of`: impacts times their terms' grid steps, computed here rather
+    than held as a second copy of the forward index)."""
     n = fwd_ptr.shape[0] - 1
     ptr = np.zeros(n + 1, np.int64)
     for d in range(n):
@@ -188,7 +230,7 @@ def doc_sketches(fwd_ptr, fwd_terms, fwd_vals, doc_scale, doc_cut):
             continue
         v = np.empty(m, np.float64)
         for i in range(m):
-            v[i] = -np.float64(fwd_vals[a + i])
+            v[i] = -weight_of(fwd_vals[a + i], fwd_terms[a + i], term_step)
         order = np.argsort(v, kind="mergesort")
         for i in range(ptr[d + 1] - ptr[d]):
             st[ptr[d] + i] = fwd_terms[a + order[i]]
