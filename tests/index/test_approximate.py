@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from sparsearch.errors import ConflictError, CorruptIndexError, InvalidInputError, NotFoundError, UnsupportedError
 from sparsearch.evaluation import recall_at_k
 from sparsearch.index import Index, IndexFormatError, build_index
+from sparsearch.index import kernels_approx as ka
 from sparsearch.index.approximate import (ApproxBuildParams, ApproximateIndex, FixedPruning, GlobalPruning,
                                           load_settings, save_settings, tune)
 from sparsearch.index.updates import add_documents
@@ -144,6 +145,30 @@ def docs_matrix(index):
     return index.segments[0].weight_matrix(index.n_terms)
 
 
+def _as_version_4_layout(ax: ApproximateIndex, meta: dict) -> None:
+    """Store ``ax``'s summary entries as index versions 3 and 4 did (``meta``: its header,
+    updated): each component's start relative to its group's first entry (``comp_start``,
+    uint16) and each entry's block number as a byte (``ent_block``)."""
+    from sparsearch.index.storage import crc32_file
+
+    bits = np.unpackbits(ax.comp_first.astype("<u8").view(np.uint8), bitorder="little")
+    starts = np.flatnonzero(bits)[:-1]
+    group = np.repeat(np.arange(len(ax.group_comp_ptr) - 1), np.diff(ax.group_comp_ptr))
+    ent_block = np.empty(len(ax.ent_val), np.uint8)
+    for g in range(len(ax.group_block_ptr) - 1):
+        width = ka._width(ax.group_block_ptr, g)
+        for i, e in enumerate(range(ax.group_ent_ptr[g], ax.group_ent_ptr[g + 1])):
+            ent_block[e] = ka.block_number(ax.group_bit_ptr[g] + i * width, (1 << width) - 1, ax.ent_bits)
+    for name, arr in (("comp_start", (starts - ax.group_ent_ptr[group]).astype(np.uint16)), ("ent_block", ent_block)):
+        f = ax.path / f"{name}.npy"
+        np.save(f, arr, allow_pickle=False)
+        meta["files"][name] = {"dtype": str(arr.dtype), "shape": [len(arr)], "bytes": f.stat().st_size,
+                               "crc32": crc32_file(f)}
+    for name in ("comp_first", "comp_sample", "group_bit_ptr", "ent_bits"):
+        del meta["files"][name]
+        (ax.path / f"{name}.npy").unlink()
+
+
 def test_persistence_round_trip_and_staleness(tmp_path):
     docs = zipf_batch(800, 500, 30, seed=3)
     queries = zipf_batch(30, 500, 10, seed=4, prefix="q")
@@ -177,6 +202,7 @@ def test_persistence_round_trip_and_staleness(tmp_path):
                       "max_fraction": 1.5, "doc_cut": 15, "pruning": "global", "seed": 0}
     meta["format"], meta["version"] = "sparsearch-segment", 1  # as earlier versions stamped the header
     meta["kind"], meta["approx_version"] = "sparsearch-approximate", 3
+    _as_version_4_layout(ax3, meta)  # and the summary entries as versions 3 and 4 stored them
     meta_f.write_text(json.dumps(meta))
     with pytest.raises(CorruptIndexError, match="segment.json: (size|checksum)"):  # the pointer's record of the header
         ApproximateIndex.open(index)
@@ -187,6 +213,8 @@ def test_persistence_round_trip_and_staleness(tmp_path):
     assert old.params == ApproxBuildParams(pruning=GlobalPruning(n_postings=50, max_fraction=1.5),
                                            centroid_fraction=0.2, kmeans_iterations=0)
     assert old.stats()["params"]["pruning"] == {"kind": "global", "n_postings": 50, "max_fraction": 1.5}
+    for name in ("comp_first", "comp_sample", "group_bit_ptr", "ent_bits"):  # given the v5 arrays on opening
+        np.testing.assert_array_equal(getattr(old, name), getattr(ax3, name))
     # a torn temporary directory is ignored
     (tmp_path / "idx" / ".tmp-0123-approx-dead").mkdir()
     ApproximateIndex.open(index)
@@ -416,8 +444,20 @@ def test_summary_groups_are_a_storage_detail(corpus, monkeypatch, group_blocks, 
     n_blocks, n_entries = np.diff(split.group_block_ptr), np.diff(split.group_ent_ptr)
     assert len(n_blocks) > 2 * len(whole.group_block_ptr)
     assert n_blocks.max() <= group_blocks and ((n_entries <= group_entries) | (n_blocks == 1)).all()
-    assert split.comp_start.dtype == (np.uint32 if n_entries.max() > group_entries else np.uint16)
-    assert whole.ent_block.dtype == split.ent_block.dtype == np.uint8
+    for ax in (whole, split):  # a start bit per component and the sentinel closing the last one
+        bits = np.unpackbits(ax.comp_first.astype("<u8").view(np.uint8), bitorder="little")
+        starts = np.flatnonzero(bits)
+        assert len(starts) == ax.group_comp_ptr[-1] + 1 and starts[-1] == len(ax.ent_val)
+        for c in range(0, len(starts) - 1, 7):
+            assert ka.comp_range(c, ax.comp_first, ax.comp_sample) == (starts[c], starts[c + 1])
+    for ax in (whole, split):  # block numbers at their group's width: every block of every group named
+        for g in range(len(ax.group_block_ptr) - 1):
+            nb, e0, e1 = np.diff(ax.group_block_ptr[g:g + 2])[0], ax.group_ent_ptr[g], ax.group_ent_ptr[g + 1]
+            width = ka._width(ax.group_block_ptr, g)
+            assert width == (int(nb) - 1).bit_length() and ax.group_bit_ptr[g + 1] - ax.group_bit_ptr[g] == (e1 - e0) * width
+            blocks = {ka.block_number(ax.group_bit_ptr[g] + i * width, (1 << width) - 1, ax.ent_bits)
+                      for i in range(e1 - e0)}
+            assert blocks == set(range(nb))  # (each block's summary has an entry: its largest component)
     for t in range(0, index.n_terms, 37):
         a, b = whole.list_summaries(t), split.list_summaries(t)
         for x, y in zip(a[0] + a[1], b[0] + b[1]):
@@ -513,3 +553,23 @@ def test_sketches_weigh_impacts_by_their_terms_grid():
     assert st.tolist() == [1, 2] and np.allclose(sv, [5.0, 0.5])
     ptr, st, sv = ka.doc_sketches(fwd_ptr, fwd_terms, fwd_vals, np.zeros(0), np.ones(1), 2)
     assert st.tolist() == [0, 2] and sv.tolist() == [200.0, 50.0]
+
+
+def test_wide_and_narrow_forward_locators_agree(corpus, monkeypatch):
+    """Small collections get 4-byte forward locators; the 8-byte ones (any collection) find the
+    same documents with the same scores."""
+    from sparsearch.index import approximate as apx
+
+    assert not ka.locators_fit_32(1 << ka.LOC32_BITS, 10) and not ka.locators_fit_32(5, (1 << 22) + 1)
+    assert ka.locators_fit_32((1 << ka.LOC32_BITS) - 1, 1 << 22)
+    index, queries = corpus
+    narrow = build(index, **global_pruning(200))
+    assert narrow.block_fwd.dtype == np.uint32
+    monkeypatch.setattr(apx.ka, "locators_fit_32", lambda max_len, n: False)
+    wide = build(index, **global_pruning(200))
+    assert wide.block_fwd.dtype == np.uint64 and wide.memory_bytes() > narrow.memory_bytes()
+    for p in (ApproxParams(query_cut=3, heap_factor=0.8), ApproxParams(query_cut=1000, heap_factor=1.0)):
+        s1, d1 = narrow.search(queries, 10, p)
+        s2, d2 = wide.search(queries, 10, p)
+        np.testing.assert_array_equal(d1, d2)
+        np.testing.assert_array_equal(s1, s2)

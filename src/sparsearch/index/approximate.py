@@ -40,9 +40,9 @@ Query time (:class:`~sparsearch.searching.ApproxParams`)
 Storage (all arrays; ``memory_bytes()`` is their total): the forward index (CSR of every
 document: ``uint16`` term ids when the vocabulary allows, 8-bit impacts on one per-term grid
 ``term_scale``, and one scale per document), the blocked lists (``uint32`` doc ids, and next to each a ``uint64``
-locator of the document's forward vector: offset and length, as Seismic packs them), and the summaries
+(``uint32`` in small collections) locator of the document's forward vector: offset and length, as Seismic packs them), and the summaries
 grouped by component as in Seismic's quantized summaries, per run of at most 256 blocks of a
-list (a *summary group*): ``uint8`` block numbers and values, ``uint16`` entry offsets, a
+list (a *summary group*): block numbers bit-packed per group (at most 8 bits), ``uint8`` values, a bit per entry marking where each component starts, a
 directory of ``uint16`` component ids or a vocabulary bitmap, one float scale per block). The forward index is a
 copy of the postings in document order: the approximate index is self-contained and
 needs nothing of the exact segments at query time.
@@ -101,19 +101,29 @@ __all__ = ["ApproximateIndex", "ApproxBuildParams", "GlobalPruning", "FixedPruni
            "load_settings", "POINTER", "SETTINGS"]
 
 APPROX_FORMAT = "sparsearch-approximate"
-APPROX_VERSION = 4  # 2: forward locators next to the blocked postings; 3: summary groups; 4: term_scale
-READ_VERSIONS = (3, 4)
+APPROX_VERSION = 5  # 2: forward locators next to the blocked postings; 3: summary groups; 4: term_scale;
+#                    5: the succinct component index (comp_first, comp_sample) instead of comp_start,
+#                    block numbers bit-packed per group (group_bit_ptr, ent_bits) instead of ent_block
+READ_VERSIONS = (3, 4, 5)
 POINTER = "approximate.json"
 HEADER = "segment.json"  # inside approx-<id>/: the arrays' dtypes, shapes, sizes, checksums and the build meta
 SETTINGS = "settings.json"
 SETTINGS_FORMAT = "sparsearch-settings"
 SETTINGS_VERSION = 2  # 2: sealed (a checksum over its content); 1: not (still read)
 SUMMARY_ARRAYS = ("term_group_ptr", "group_block_ptr", "group_comp_ptr", "group_term_ptr", "group_word_ptr",
-                  "comp_terms", "dir_words", "dir_rank", "comp_start", "group_ent_ptr", "ent_block", "ent_val",
-                  "sum_scale")
-ARRAYS_V3 = ("fwd_ptr", "fwd_terms", "fwd_vals", "doc_scale", "term_block_ptr", "block_doc_ptr", "block_docs",
-             "block_fwd", *SUMMARY_ARRAYS)
-ARRAYS = (*ARRAYS_V3, "term_scale")
+                  "comp_terms", "dir_words", "dir_rank", "comp_first", "comp_sample", "group_ent_ptr",
+                  "group_bit_ptr", "ent_bits", "ent_val", "sum_scale")
+_LISTS = ("fwd_ptr", "fwd_terms", "fwd_vals", "doc_scale", "term_block_ptr", "block_doc_ptr", "block_docs",
+          "block_fwd")
+ARRAYS = (*_LISTS, *SUMMARY_ARRAYS, "term_scale")
+# ascending offsets (their last entry the largest) stored as int32 where they fit
+NARROW_POINTERS = ("fwd_ptr", "term_block_ptr", "block_doc_ptr", "term_group_ptr", "group_block_ptr",
+                   "group_comp_ptr", "group_term_ptr", "group_word_ptr", "group_ent_ptr", "group_bit_ptr")
+# versions 3 and 4 stored each component's start relative to its group (``comp_start``), and
+# version 3 no ``term_scale``; they are read and given the succinct index on opening
+ARRAYS_V4 = (tuple(n for n in ARRAYS if n not in ("comp_first", "comp_sample", "group_bit_ptr", "ent_bits"))
+             + ("comp_start", "ent_block"))
+ARRAYS_V3 = tuple(n for n in ARRAYS_V4 if n != "term_scale")
 
 
 # ------------------------------------------------------------------ build parameters
@@ -283,16 +293,18 @@ def _component_major(term_block_ptr: np.ndarray, sum_ptr: np.ndarray, sum_terms:
     ``term_group_ptr[t]:term_group_ptr[t+1]``; group ``g`` holds the blocks
     ``group_block_ptr[g]:group_block_ptr[g+1]`` and the components
     ``c = group_comp_ptr[g] ... group_comp_ptr[g+1] - 1`` (ascending ids); component ``c`` owns
-    the entries from ``group_ent_ptr[g] + comp_start[c]`` up to the next component's start (or
-    the group's end): ``ent_block`` (the block's number within the group, uint8) and ``ent_val``
+    the entries ``comp_range(c)`` (:func:`kernels_approx.comp_range`: a bit per entry marks where a
+    component starts, ``comp_first``, with the start of every 32nd component sampled,
+    ``comp_sample``; about 3 bits per component instead of a 16-bit offset): the block's number
+    within the group (bit-packed at the group's width, :func:`kernels_approx.pack_block_numbers`:
+    0 bits in a one-block group, 8 in one of 256) and ``ent_val``
     (8-bit value; times ``sum_scale`` of the block). A group's directory (component id ->
     ``c``) is whichever is smaller: its sorted component ids
     (``comp_terms[group_term_ptr[g]:group_term_ptr[g+1]]``, binary-searched) or, as Seismic's
     dense offsets, a bitmap over the vocabulary (``dir_words[group_word_ptr[g]:...]``) with the
     rank of every 64-bit word (``dir_rank``), looked up in O(1). Scoring all the blocks of a list
-    then costs one lookup per query term and group, plus the matching entries only. The groups keep both
-    per-entry block numbers and per-component offsets narrow (1 and 2 bytes instead of 2 and 4
-    for whole lists of hundreds of blocks).
+    then costs one lookup per query term and group, plus the matching entries only. The groups keep the
+    per-entry block numbers narrow (at most 8 bits instead of 16 for whole lists of hundreds of blocks).
     """
     group_block_ptr = ka.summary_groups(term_block_ptr, sum_ptr, GROUP_BLOCKS, GROUP_ENTRIES)
     term_group_ptr = np.searchsorted(group_block_ptr[:-1], term_block_ptr, side="left").astype(np.int64)
@@ -324,8 +336,21 @@ def _component_major(term_block_ptr: np.ndarray, sum_ptr: np.ndarray, sum_terms:
     comp_terms = comp_terms[np.repeat(~dense, ncomp)]  # ids kept for the sparse groups only
     return {"term_group_ptr": term_group_ptr, "group_block_ptr": group_block_ptr, "group_comp_ptr": group_comp_ptr,
             "group_term_ptr": group_term_ptr, "group_word_ptr": group_word_ptr, "comp_terms": comp_terms,
-            "dir_words": dir_words, "dir_rank": dir_rank, "comp_start": comp_start, "group_ent_ptr": group_ent_ptr,
-            "ent_block": ent_block, "ent_val": ent_val}
+            "dir_words": dir_words, "dir_rank": dir_rank, "group_ent_ptr": group_ent_ptr,
+            "ent_val": ent_val,
+            **dict(zip(("group_bit_ptr", "ent_bits"), ka.pack_block_numbers(group_block_ptr, group_ent_ptr, ent_block))),
+            **_component_index(group_comp_ptr, group_ent_ptr, comp_start, len(ent_val))}
+
+
+def _component_index(group_comp_ptr: np.ndarray, group_ent_ptr: np.ndarray, comp_start: np.ndarray,
+                     n_entries: int) -> dict[str, np.ndarray]:
+    """``comp_first`` (uint64 bit array over the entries + 1 sentinel) and ``comp_sample`` (the
+    start of every ``ka.COMP_SAMPLE``-th component; uint32 while the entries allow) of components
+    starting at ``group_ent_ptr[g] + comp_start[c]`` (see :func:`kernels_approx.comp_range`)."""
+    n_comp = len(comp_start)
+    sample = np.empty((n_comp + ka.COMP_SAMPLE - 1) // ka.COMP_SAMPLE, np.uint32 if n_entries < 1 << 32 else np.int64)
+    first = ka.component_index(group_comp_ptr, group_ent_ptr, comp_start, np.int64(n_entries), sample)
+    return {"comp_first": first, "comp_sample": sample}
 
 
 class ApproximateIndex:
@@ -418,12 +443,17 @@ class ApproximateIndex:
         del sum_ptr, sum_terms, sum_vals
         if n and int(np.diff(fwd_ptr).max()) >= 1 << ka.LOC_BITS:
             raise InvalidInputError(f"a document has more than {(1 << ka.LOC_BITS) - 1} non-zero entries")
-        block_fwd = ka.forward_locators(block_docs, fwd_ptr)
+        narrow = ka.locators_fit_32(int(np.diff(fwd_ptr).max()) if n else 0, int(fwd_ptr[-1]))
+        wide_loc, narrow_loc = ka.forward_locators(block_docs, fwd_ptr, narrow)
+        block_fwd = narrow_loc if narrow else wide_loc
         arrays = {"fwd_ptr": fwd_ptr, "fwd_terms": fwd_terms, "fwd_vals": fwd_vals, "doc_scale": doc_scale,
                   "term_scale": grid if grid is not None else np.zeros(0, np.float64),
                   "term_block_ptr": term_block_ptr, "block_doc_ptr": block_doc_ptr, "block_docs": block_docs,
                   "block_fwd": block_fwd,
                   **summaries, "sum_scale": sum_scale}
+        for name in NARROW_POINTERS:  # offsets that fit 31 bits as int32: half the bytes, same values
+            if len(arrays[name]) and int(arrays[name][-1]) < 1 << 31:
+                arrays[name] = arrays[name].astype(np.int32)
         meta = {"params": params.to_dict(), "index": _index_identity(index), "n_docs": index.n_docs,
                 "n_terms": V, "n_blocks": len(sizes), "n_list_postings": n,
                 "build_seconds": time.perf_counter() - t0}
@@ -484,8 +514,14 @@ class ApproximateIndex:
             verify_records(root, {f"{ptr['dir']}/{HEADER}": ptr.get("header")}, [ptr["dir"]])
         d = root / ptr["dir"]
         meta = read_json(d / HEADER, "approximate index metadata")
-        arrays = read_arrays(d, meta, ARRAYS if ptr["version"] >= 4 else ARRAYS_V3, mmap=mmap, verify=verify)
+        names = {3: ARRAYS_V3, 4: ARRAYS_V4}.get(ptr["version"], ARRAYS)
+        arrays = read_arrays(d, meta, names, mmap=mmap, verify=verify)
         arrays.setdefault("term_scale", np.zeros(0, np.float64))  # version 3: no per-term grid
+        if "comp_start" in arrays:  # versions 3 and 4
+            arrays.update(_component_index(arrays["group_comp_ptr"], arrays["group_ent_ptr"],
+                                           arrays.pop("comp_start"), len(arrays["ent_val"])))
+            arrays["group_bit_ptr"], arrays["ent_bits"] = ka.pack_block_numbers(
+                arrays["group_block_ptr"], arrays["group_ent_ptr"], arrays.pop("ent_block"))
         # indexes saved by earlier versions stamped the header as a segment's ("kind", "approx_version")
         meta = {k: v for k, v in meta.items() if k not in ("files", "format", "version", "kind", "approx_version")}
         try:
@@ -546,6 +582,8 @@ class ApproximateIndex:
             off = int(self.group_block_ptr[g]) - b0
             c0, c1 = int(self.group_comp_ptr[g]), int(self.group_comp_ptr[g + 1])
             e0, e1 = int(self.group_ent_ptr[g]), int(self.group_ent_ptr[g + 1])
+            width = int(ka._width(self.group_block_ptr, g))
+            bit0 = int(self.group_bit_ptr[g]) - e0 * width
             w0, w1 = int(self.group_word_ptr[g]), int(self.group_word_ptr[g + 1])
             if w1 > w0:  # dense directory: the set bits of the bitmap, ascending
                 bits = np.unpackbits(np.asarray(self.dir_words[w0:w1]).astype("<u8").view(np.uint8), bitorder="little")
@@ -556,11 +594,14 @@ class ApproximateIndex:
                 raise CorruptIndexError(f"list {t}, summary group {g}: the directory names {len(ids)} components, "
                                        f"the offsets {c1 - c0} (corrupt index)")
             for c in range(c0, c1):
-                a = e0 + int(self.comp_start[c])
-                b = e0 + int(self.comp_start[c + 1]) if c + 1 < c1 else e1
+                a, b = ka.comp_range(c, self.comp_first, self.comp_sample)
+                if not e0 <= a <= b <= e1:
+                    raise CorruptIndexError(f"list {t}, summary group {g}: component {c} at entries {a}-{b}, "
+                                            f"outside the group's {e0}-{e1} (corrupt index)")
                 for e in range(a, b):
-                    terms[off + int(self.ent_block[e])].append(int(ids[c - c0]))
-                    codes[off + int(self.ent_block[e])].append(int(self.ent_val[e]))
+                    blk = off + int(ka.block_number(bit0 + e * width, (1 << width) - 1, self.ent_bits))
+                    terms[blk].append(int(ids[c - c0]))
+                    codes[blk].append(int(self.ent_val[e]))
         return ([np.array(x, np.int64) for x in terms], [np.array(x, np.uint8) for x in codes],
                 np.asarray(self.sum_scale[b0:b1]))
 

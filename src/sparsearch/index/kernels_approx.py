@@ -12,9 +12,9 @@ import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.core import cgutils
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
-from .kernels import _heap_push, _heap_sorted, decode_postings, snap_inplace
+from .kernels import _bit_width, _heap_push, _heap_sorted, decode_postings, snap_inplace
 
 MASK32 = np.int64(0xFFFFFFFF)
 LAZY_PICKS = 8  # blocks selected one at a time before the rest of a list is sorted
@@ -40,48 +40,177 @@ def _prefetch(typingctx, arr, idx):
     return sig, codegen
 
 
-@intrinsic
-def _popcount(typingctx, x):
-    """Number of set bits of a uint64 (LLVM ``llvm.ctpop.i64``: one POPCNT instruction)."""
-    if x != types.uint64:
-        return None
-    sig = types.uint64(x)
+def _u64_bit_op(llvm_name: str, flag: bool | None, doc: str):
+    """An intrinsic calling the LLVM bit operation ``llvm_name`` on a uint64 (``flag``: the
+    constant i1 second argument some of them take, e.g. cttz's is-zero-poison)."""
+    def impl(typingctx, x):
+        if x != types.uint64:
+            return None
 
-    def codegen(context, builder, signature, args):
-        fnty = ir.FunctionType(ir.IntType(64), [ir.IntType(64)])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.ctpop.i64")
-        return builder.call(fn, [args[0]])
+        def codegen(context, builder, signature, args):
+            extra = [] if flag is None else [ir.Constant(ir.IntType(1), int(flag))]
+            fnty = ir.FunctionType(ir.IntType(64), [ir.IntType(64)] + [ir.IntType(1)] * len(extra))
+            fn = cgutils.get_or_insert_function(builder.module, fnty, llvm_name)
+            return builder.call(fn, [args[0], *extra])
 
-    return sig, codegen
+        return types.uint64(x), codegen
+
+    impl.__doc__ = doc
+    return intrinsic(impl)
+
+
+_popcount = _u64_bit_op("llvm.ctpop.i64", None, "Number of set bits of a uint64 (one POPCNT instruction).")
+_trailing_zeros = _u64_bit_op("llvm.cttz.i64", False,
+                              "Index of the lowest set bit of a non-zero uint64 (one TZCNT instruction).")
+
+
+COMP_SAMPLE = 32  # components per sampled start (the succinct component index; see comp_range)
+
+
+@njit(cache=True, inline="always")
+def comp_range(c, comp_first, comp_sample):
+    """Entries ``[a, b)`` of summary component ``c`` (global ordinal), from the succinct index.
+
+    ``comp_first`` is a bit array over all summary entries (and one sentinel bit past the last):
+    bit ``e`` is set where a component starts, so component ``c`` starts at the ``c``-th set bit
+    (select) and ends at the next one. ``comp_sample[s]`` is where component ``s * COMP_SAMPLE``
+    starts: a select scans at most a few words from there (about 2 entries per component). One
+    bit per entry plus a sample per 32 components replaces a 16-bit offset per component (the
+    largest array of the summaries).
+    """
+    one = np.uint64(1)
+    pos = np.int64(comp_sample[c // COMP_SAMPLE])
+    r = np.uint64(c % COMP_SAMPLE)
+    wi = pos >> 6
+    word = comp_first[wi] & ~((one << np.uint64(pos & 63)) - one)
+    cnt = _popcount(word)
+    while r >= cnt:
+        r -= cnt
+        wi += 1
+        word = comp_first[wi]
+        cnt = _popcount(word)
+    while r > 0:
+        word &= word - one
+        r -= one
+    a = wi * 64 + np.int64(_trailing_zeros(word))
+    word &= word - one
+    while word == 0:
+        wi += 1
+        word = comp_first[wi]
+    return a, wi * 64 + np.int64(_trailing_zeros(word))
+
+
+@njit(cache=True)
+def component_index(group_comp_ptr, group_ent_ptr, comp_start, n_entries, comp_sample):
+    """The succinct component index (``comp_first`` returned, ``comp_sample`` filled) of
+    components whose starts are ``group_ent_ptr[g] + comp_start[c]`` (relative offsets per
+    summary group, as index versions 3 and 4 stored them)."""
+    words = np.zeros((n_entries >> 6) + 1, np.uint64)
+    one = np.uint64(1)
+    for g in range(group_comp_ptr.shape[0] - 1):
+        e0 = group_ent_ptr[g]
+        for c in range(group_comp_ptr[g], group_comp_ptr[g + 1]):
+            e = e0 + np.int64(comp_start[c])
+            words[e >> 6] |= one << np.uint64(e & 63)
+            if c % COMP_SAMPLE == 0:
+                comp_sample[c // COMP_SAMPLE] = e
+    words[n_entries >> 6] |= one << np.uint64(n_entries & 63)  # sentinel: the last component's end
+    return words
+
+
+@njit(cache=True)
+def pack_block_numbers(group_block_ptr, group_ent_ptr, ent_block):
+    """Bit-pack every entry's block number at its group's width, ``bit_length(blocks - 1)``
+    (0 bits in a one-block group, 8 in a group of 129-256 blocks).
+
+    Returns ``(group_bit_ptr int64 (G+1,), ent_bits uint8)``: entry ``e`` of group ``g`` is the
+    ``w``-bit field at bit ``group_bit_ptr[g] + (e - group_ent_ptr[g]) * w`` (little-endian);
+    ``ent_bits`` has one spare byte so that a field is always read as two bytes.
+    """
+    G = group_block_ptr.shape[0] - 1
+    bit_ptr = np.zeros(G + 1, np.int64)
+    for g in range(G):
+        bit_ptr[g + 1] = bit_ptr[g] + (group_ent_ptr[g + 1] - group_ent_ptr[g]) * _width(group_block_ptr, g)
+    out = np.zeros((bit_ptr[G] + 7) // 8 + 1, np.uint8)
+    for g in range(G):
+        w = _width(group_block_ptr, g)
+        if w == 0:
+            continue
+        pos = bit_ptr[g]
+        for e in range(group_ent_ptr[g], group_ent_ptr[g + 1]):
+            v = np.int64(ent_block[e]) << (pos & 7)
+            out[pos >> 3] |= np.uint8(v & 0xFF)
+            out[(pos >> 3) + 1] |= np.uint8(v >> 8)
+            pos += w
+    return bit_ptr, out
+
+
+@njit(cache=True, inline="always")
+def _width(group_block_ptr, g):
+    """Bits of a block number in group ``g``: ``bit_length(blocks - 1)``."""
+    return _bit_width(group_block_ptr[g + 1] - group_block_ptr[g] - 1)
+
+
+@njit(cache=True, inline="always")
+def block_number(pos, mask, ent_bits):
+    """The block-number field at bit ``pos`` (``mask``: its width's ones; see pack_block_numbers)."""
+    i = pos >> 3
+    return ((np.int64(ent_bits[i]) | (np.int64(ent_bits[i + 1]) << 8)) >> (pos & 7)) & mask
 
 
 LOC_BITS = 24  # a forward locator is (offset << LOC_BITS) | length: lengths below 2**24 entries
 LOC_MASK = np.uint64((1 << LOC_BITS) - 1)
+# 4-byte locators where they fit: documents of at most 1,023 entries, at most 2**22 entries in all
+# (a few tens of thousands of documents); they halve the largest array of the blocked lists
+LOC32_BITS = 10
+LOC32_MASK = np.uint32((1 << LOC32_BITS) - 1)
+
+
+def locators_fit_32(max_len: int, n_entries: int) -> bool:
+    """Whether 4-byte locators can address a forward index of ``n_entries`` whose longest
+    document has ``max_len`` entries."""
+    return max_len < 1 << LOC32_BITS and n_entries <= 1 << (32 - LOC32_BITS)
+
+
+def _unpack_loc(loc):
+    """``(offset, length)`` of a forward locator, uint64 or uint32 (compiled per type)."""
+
+
+@overload(_unpack_loc, inline="always")
+def _unpack_loc_impl(loc):
+    if loc == types.uint32:
+        return lambda loc: (np.int64(loc >> np.uint32(LOC32_BITS)), np.int64(loc & LOC32_MASK))
+    return lambda loc: (np.int64(loc >> np.uint64(LOC_BITS)), np.int64(loc & LOC_MASK))
 
 
 @njit(cache=True)
-def forward_locators(block_docs, fwd_ptr):
+def forward_locators(block_docs, fwd_ptr, narrow):
     """``(fwd_ptr[d] << LOC_BITS) | (fwd_ptr[d + 1] - fwd_ptr[d])`` for every blocked posting
-    ``d`` (uint64): where the document's forward vector is, read with the posting itself.
+    ``d`` (uint64; with ``narrow``, uint32 with ``LOC32_BITS``, see :func:`locators_fit_32`):
+    where the document's forward vector is, read with the posting itself.
 
     Seismic stores its postings this way too: scoring then needs no dependent, random load of
     ``fwd_ptr[d]`` before the vector can be fetched, so the prefetch of documents ahead is not
     held up by a cache miss of its own.
     """
-    out = np.empty(block_docs.shape[0], np.uint64)
-    for p in range(block_docs.shape[0]):
+    n = block_docs.shape[0]
+    out = np.empty(n if not narrow else 0, np.uint64)
+    out32 = np.empty(n if narrow else 0, np.uint32)
+    for p in range(n):
         d = np.int64(block_docs[p])
         a = fwd_ptr[d]
-        out[p] = (np.uint64(a) << np.uint64(LOC_BITS)) | np.uint64(fwd_ptr[d + 1] - a)
-    return out
+        if narrow:
+            out32[p] = (np.uint32(a) << np.uint32(LOC32_BITS)) | np.uint32(fwd_ptr[d + 1] - a)
+        else:
+            out[p] = (np.uint64(a) << np.uint64(LOC_BITS)) | np.uint64(fwd_ptr[d + 1] - a)
+    return out, out32
 
 
 @njit(cache=True, inline="always")
 def _prefetch_doc(loc, fwd_terms, fwd_vals):
     """Bring the forward vector at locator ``loc`` towards the cache while another one is scored
     (Seismic does the same): the forward index is read at random, so this hides DRAM latency."""
-    a = np.int64(loc >> np.uint64(LOC_BITS))
-    m = np.int64(loc & LOC_MASK)
+    a, m = _unpack_loc(loc)
     for o in range(0, m, 32):  # 64-byte lines: 32 uint16 term ids
         _prefetch(fwd_terms, a + o)
     for o in range(0, m, 64):
@@ -541,7 +670,7 @@ def _summary_scores(t, qs_terms, qs_w, term_block_ptr, summaries, ss):
     which numba cannot inline.
     """
     (term_group_ptr, group_block_ptr, group_comp_ptr, group_term_ptr, group_word_ptr, comp_terms, dir_words,
-     dir_rank, comp_start, group_ent_ptr, ent_block, ent_val, sum_scale) = summaries
+     dir_rank, comp_first, comp_sample, group_ent_ptr, group_bit_ptr, ent_bits, ent_val, sum_scale) = summaries
     b0 = term_block_ptr[t]
     nb = term_block_ptr[t + 1] - b0
     for i in range(nb):
@@ -550,9 +679,10 @@ def _summary_scores(t, qs_terms, qs_w, term_block_ptr, summaries, ss):
     for g in range(term_group_ptr[t], term_group_ptr[t + 1]):
         off = group_block_ptr[g] - b0
         c0 = group_comp_ptr[g]
-        c1 = group_comp_ptr[g + 1]
         e0 = group_ent_ptr[g]
-        ne = group_ent_ptr[g + 1] - e0
+        width = _width(group_block_ptr, g)
+        mask = (np.int64(1) << width) - 1
+        bit0 = group_bit_ptr[g] - e0 * width  # entry e's field is at bit0 + e * width
         w0 = group_word_ptr[g]
         dense = group_word_ptr[g + 1] > w0
         t0 = group_term_ptr[g]
@@ -580,11 +710,10 @@ def _summary_scores(t, qs_terms, qs_w, term_block_ptr, summaries, ss):
                 if np.int64(comp_terms[lo]) != u:
                     continue
                 c = c0 + (lo - t0)
-            a = e0 + np.int64(comp_start[c])
-            b = e0 + (np.int64(comp_start[c + 1]) if c + 1 < c1 else ne)
+            a, b = comp_range(c, comp_first, comp_sample)
             w = qs_w[j]
             for e in range(a, b):
-                ss[off + np.int64(ent_block[e])] += w * np.float64(ent_val[e])
+                ss[off + block_number(bit0 + e * width, mask, ent_bits)] += w * np.float64(ent_val[e])
     for i in range(nb):
         ss[i] = -ss[i] * np.float64(sum_scale[b0 + i])
     return nb
@@ -601,8 +730,8 @@ def _forward_dot(loc, qd, fwd_terms, fwd_vals):
     every partial sum, far below 2**53 units; the score equals exact search's bit for bit
     (float32 impacts may differ in the last bits).
     """
-    a = np.int64(loc >> np.uint64(LOC_BITS))
-    b = a + np.int64(loc & LOC_MASK)
+    a, m = _unpack_loc(loc)
+    b = a + m
     terms = fwd_terms[a:b]
     vals = fwd_vals[a:b]
     s = 0.0
