@@ -25,6 +25,11 @@ log-log growth exponents: least-squares slope of log(y) on log(N)) and ``scale.p
 
     python benchmarks/scale.py --sizes 1000000 3000000 10000000
     python benchmarks/scale.py --render
+    # lambda proportional to the collection (3,500 per 1M documents), results in scale_lambda.*:
+    python benchmarks/scale.py --sizes 1000000 3000000 --n-postings-per-million 3500 --tag lambda
+
+A file ``scale[_TAG]_notes.md`` next to the results (the reading of a run, written by hand) is
+appended to the rendered table.
 """
 
 from __future__ import annotations
@@ -92,7 +97,7 @@ def phase_build(n: int, path: Path) -> dict[str, Any]:
 
 def phase_approx(path: Path, n_postings: int) -> dict[str, Any]:
     from sparsearch.index import Index
-    from sparsearch.index.approximate import ApproxBuildParams, ApproximateIndex, GlobalPruning
+    from sparsearch.index.approximate import APPROX_VERSION, ApproxBuildParams, ApproximateIndex, GlobalPruning
 
     index = Index.open(path)
     params = ApproxBuildParams(pruning=GlobalPruning(n_postings=n_postings), centroid_fraction=0.1,
@@ -103,7 +108,7 @@ def phase_approx(path: Path, n_postings: int) -> dict[str, Any]:
     return {"approx_build_s": time.perf_counter() - t, "approx_peak_gib": _peak_gib(),
             "approx_bytes": int(st["memory_bytes"]), "approx_forward_bytes": st["forward_bytes"],
             "approx_lists_bytes": st["lists_bytes"], "approx_summary_bytes": st["summary_bytes"],
-            "approx_params": params.to_dict()}
+            "approx_params": params.to_dict(), "approx_format": APPROX_VERSION}
 
 
 def phase_search(path: Path, n_queries: int) -> dict[str, Any]:
@@ -146,9 +151,20 @@ def phase_search(path: Path, n_queries: int) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ driver (parent)
+def n_postings_for(args: argparse.Namespace, n: int) -> int:
+    """Seismic's lambda for ``n`` documents: fixed, or proportional to ``n`` (``--n-postings-per-million``)."""
+    if args.n_postings_per_million:
+        return max(1, round(args.n_postings_per_million * n / 1e6))
+    return int(args.n_postings)
+
+
+def results_path(tag: str, suffix: str) -> Path:
+    return RESULTS / f"scale{'_' + tag if tag else ''}{suffix}"
+
+
 def run_phase(args: argparse.Namespace, phase: str, n: int, path: Path) -> tuple[dict[str, Any] | None, str]:
     cmd = [sys.executable, __file__, "--phase", phase, "--docs", str(n), "--path", str(path),
-           "--queries", str(args.queries), "--n-postings", str(args.n_postings)]
+           "--queries", str(args.queries), "--n-postings", str(n_postings_for(args, n))]
     print(f"[{time.strftime('%H:%M:%S')}] {n:,} docs: {phase}", flush=True)
     t = time.perf_counter()
     p = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
@@ -165,7 +181,7 @@ def run_phase(args: argparse.Namespace, phase: str, n: int, path: Path) -> tuple
 
 
 def drive(args: argparse.Namespace) -> None:
-    out_json = RESULTS / "scale.json"
+    out_json = results_path(args.tag, ".json")
     results = json.loads(out_json.read_text()) if out_json.exists() else {}
     for n in args.sizes:
         path = args.work / f"synthetic-{n}"
@@ -183,14 +199,20 @@ def drive(args: argparse.Namespace) -> None:
         if "failed" in row:
             print(f"stopping: {row['failed']}", flush=True)
             break
-    render(results)
+    render(results, args.tag)
 
 
 # ------------------------------------------------------------------------- report
 SERIES = [("build_s", "exact build s"), ("approx_build_s", "approximate build s"),
           ("build_peak_gib", "exact build peak GiB"), ("approx_peak_gib", "approximate build peak GiB"),
           ("index_bytes", "exact index bytes"), ("approx_bytes", "approximate index bytes"),
-          ("exact_ms_mean", "exact ms/query"), ("approx95_ms_mean", "approximate ms/query at recall 0.95")]
+          ("exact_ms_mean", "exact ms/query"), ("approx95_ms_mean", "approximate ms/query at recall 0.95"),
+          ("approx90_ms_mean", "approximate ms/query at recall 0.90")]
+
+
+def _met(r: dict[str, Any], key: str) -> bool:
+    """False for an approximate latency whose recall target was not met: it is on no curve."""
+    return not key.startswith("approx9") or bool(r.get(key.replace("ms_mean", "met")))
 
 
 def growth_exponent(ns: list[int], ys: list[float]) -> float | None:
@@ -209,7 +231,11 @@ def _cell(r: dict[str, Any], tag: str) -> str:
             f"{'' if r[f'approx{tag}_met'] else ', target not met'})")
 
 
-def render(results: dict[str, Any]) -> None:
+def _lambda(r: dict[str, Any]) -> str:
+    return str(r.get("approx_params", {}).get("pruning", {}).get("n_postings", "?"))
+
+
+def render(results: dict[str, Any], tag: str = "") -> None:
     rows = sorted(results.values(), key=lambda r: r["docs"])
     ok = [r for r in rows if "failed" not in r]
     lines = ["# Scale: 1M to 10M synthetic documents", "",
@@ -220,35 +246,37 @@ def render(results: dict[str, Any]) -> None:
              "top-10. Peak memory: the phase's own process (`ru_maxrss`). Machine: "
              f"{rows[0].get('cores', '?') if rows else '?'} shared cores, 24 GiB.", ""]
     if ok:
-        p = ok[0].get("approx_params", {})
-        lines += [f"Approximate build settings (same at every size): {json.dumps(p)}", "",
-                  "| docs | postings | gen s | exact build s | peak GiB | exact index MiB | approx build s | "
-                  "approx peak GiB | approx MiB (fwd / lists / summaries) | exact ms | p99 ms | "
+        p = {k: v for k, v in ok[0].get("approx_params", {}).items() if k != "pruning"}
+        lines += [f"Approximate build settings (every size; lambda = n_postings per column): {json.dumps(p)}", "",
+                  "| docs | postings | gen s | exact build s | peak GiB | exact index MiB | lambda | approx format | "
+                  "approx build s | approx peak GiB | approx MiB (fwd / lists / summaries) | exact ms | p99 ms | "
                   "approx ms @0.95 (setting, recall) | approx ms @0.90 (setting, recall) | approx ms @0.99 (setting, recall) |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in ok:
             mib = (lambda b: b / 2**20)
             lines.append(
                 f"| {r['docs']:,} | {r['n_postings']:,} | {r['generation_s']:.0f} | {r['build_s']:.0f} | "
-                f"{r['build_peak_gib']:.1f} | {mib(r['index_bytes']):.0f} | {r['approx_build_s']:.0f} | "
+                f"{r['build_peak_gib']:.1f} | {mib(r['index_bytes']):.0f} | {_lambda(r)} | "
+                f"{r.get('approx_format', '?')} | {r['approx_build_s']:.0f} | "
                 f"{r['approx_peak_gib']:.1f} | {mib(r['approx_bytes']):.0f} ({mib(r['approx_forward_bytes']):.0f} / "
                 f"{mib(r['approx_lists_bytes']):.0f} / {mib(r['approx_summary_bytes']):.0f}) | "
                 f"{r['exact_ms_mean']:.2f} | {r['exact_ms_p99']:.2f} | "
-                f"{r['approx95_ms_mean']:.2f} ({r['approx95_setting']}, {r['approx95_recall']:.3f}"
-                f"{'' if r['approx95_met'] else ', target not met'}) | "
-                f"{r['approx90_ms_mean']:.2f} ({r['approx90_setting']}, {r['approx90_recall']:.3f}"
-                f"{'' if r['approx90_met'] else ', target not met'}) | "
-                f"{_cell(r, '99')} |")
+                f"{_cell(r, '95')} | {_cell(r, '90')} | {_cell(r, '99')} |")
         ns = [r["docs"] for r in ok]
         lines += ["", "Growth exponents (y ~ N^e, least squares over the sizes measured: "
-                  + ", ".join(f"{n:,}" for n in ns) + "):", "", "| quantity | e |", "|---|---|"]
+                  + ", ".join(f"{n:,}" for n in ns) + "; approximate latency only over the sizes where "
+                  "the target was met):", "", "| quantity | e |", "|---|---|"]
         for key, label in SERIES:
-            e = growth_exponent(ns, [r.get(key) for r in ok])
+            met = [r for r in ok if _met(r, key)]
+            e = growth_exponent([r["docs"] for r in met], [r.get(key) for r in met])
             lines.append(f"| {label} | {'n/a' if e is None else f'{e:.2f}'} |")
     failed = [r for r in rows if "failed" in r]
     for r in failed:
         lines += ["", f"**{r['docs']:,} documents: {r['failed']}.**"]
-    (RESULTS / "scale.md").write_text("\n".join(lines) + "\n")
+    notes = results_path(tag, "_notes.md")
+    if notes.exists():  # the reading of a run, written by hand, kept through re-renders
+        lines += ["", notes.read_text().rstrip()]
+    results_path(tag, ".md").write_text("\n".join(lines) + "\n")
     if len(ok) >= 1:
         import matplotlib
 
@@ -256,21 +284,21 @@ def render(results: dict[str, Any]) -> None:
         import matplotlib.pyplot as plt
 
         fig, axes = plt.subplots(1, 3, figsize=(13, 4))
-        ns = np.array([r["docs"] for r in ok])
         for ax, keys, ylabel in (
                 (axes[0], ("build_s", "approx_build_s"), "build seconds"),
                 (axes[1], ("build_peak_gib", "approx_peak_gib", "index_bytes", "approx_bytes"), "GiB"),
                 (axes[2], ("exact_ms_mean", "approx95_ms_mean", "approx90_ms_mean"), "ms / query (1 thread)")):
             for key in keys:
-                ys = np.array([r[key] / (2**30 if key.endswith("bytes") else 1) for r in ok])
-                ax.loglog(ns, ys, "o-", label=dict(SERIES).get(key, key.replace("_", " ")))
+                pts = [(r["docs"], r[key] / (2**30 if key.endswith("bytes") else 1)) for r in ok if _met(r, key)]
+                if pts:
+                    ax.loglog(*zip(*pts), "o-", label=dict(SERIES).get(key, key.replace("_", " ")))
             ax.set_xlabel("documents")
             ax.set_ylabel(ylabel)
             ax.legend(fontsize=7)
             ax.grid(True, which="both", alpha=0.3)
         fig.tight_layout()
-        fig.savefig(RESULTS / "scale.png", dpi=110)
-    print((RESULTS / "scale.md").read_text())
+        fig.savefig(results_path(tag, ".png"), dpi=110)
+    print(results_path(tag, ".md").read_text())
 
 
 def main() -> None:
@@ -278,6 +306,9 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 3_000_000, 10_000_000])
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--n-postings", type=int, default=3500, help="Seismic's lambda (as the 1M peer runs)")
+    ap.add_argument("--n-postings-per-million", type=float, default=None,
+                    help="lambda proportional to the collection (this many per 1M documents) instead of fixed")
+    ap.add_argument("--tag", default="", help="results go to scale_TAG.json/md/png")
     ap.add_argument("--work", type=Path, default=Path("/tmp/sparsearch-scale"))
     ap.add_argument("--keep", action="store_true", help="keep the indexes after each size")
     ap.add_argument("--render", action="store_true", help="only rewrite scale.md/png from scale.json")
@@ -292,7 +323,7 @@ def main() -> None:
         print(json.dumps(res), flush=True)
         return
     if args.render:
-        render(json.loads((RESULTS / "scale.json").read_text()))
+        render(json.loads(results_path(args.tag, ".json").read_text()), args.tag)
         return
     drive(args)
 
