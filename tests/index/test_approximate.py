@@ -156,7 +156,7 @@ def _as_version_4_layout(ax: ApproximateIndex, meta: dict) -> None:
     group = np.repeat(np.arange(len(ax.group_comp_ptr) - 1), np.diff(ax.group_comp_ptr))
     ent_block = np.empty(len(ax.ent_val), np.uint8)
     for g in range(len(ax.group_block_ptr) - 1):
-        width = ka._width(ax.group_block_ptr, g)
+        width = ka.block_number_width(ax.group_block_ptr, g)
         for i, e in enumerate(range(ax.group_ent_ptr[g], ax.group_ent_ptr[g + 1])):
             ent_block[e] = ka.block_number(ax.group_bit_ptr[g] + i * width, (1 << width) - 1, ax.ent_bits)
     for name, arr in (("comp_start", (starts - ax.group_ent_ptr[group]).astype(np.uint16)), ("ent_block", ent_block)):
@@ -453,7 +453,7 @@ def test_summary_groups_are_a_storage_detail(corpus, monkeypatch, group_blocks, 
     for ax in (whole, split):  # block numbers at their group's width: every block of every group named
         for g in range(len(ax.group_block_ptr) - 1):
             nb, e0, e1 = np.diff(ax.group_block_ptr[g:g + 2])[0], ax.group_ent_ptr[g], ax.group_ent_ptr[g + 1]
-            width = ka._width(ax.group_block_ptr, g)
+            width = ka.block_number_width(ax.group_block_ptr, g)
             assert width == (int(nb) - 1).bit_length() and ax.group_bit_ptr[g + 1] - ax.group_bit_ptr[g] == (e1 - e0) * width
             blocks = {ka.block_number(ax.group_bit_ptr[g] + i * width, (1 << width) - 1, ax.ent_bits)
                       for i in range(e1 - e0)}

@@ -39,13 +39,14 @@ Query time (:class:`~sparsearch.searching.ApproxParams`)
 
 Storage (all arrays; ``memory_bytes()`` is their total): the forward index (CSR of every
 document: ``uint16`` term ids when the vocabulary allows, 8-bit impacts on one per-term grid
-``term_scale``, and one scale per document), the blocked lists (``uint32`` doc ids, and next to each a ``uint64``
-(``uint32`` in small collections) locator of the document's forward vector: offset and length, as Seismic packs them), and the summaries
-grouped by component as in Seismic's quantized summaries, per run of at most 256 blocks of a
-list (a *summary group*): block numbers bit-packed per group (at most 8 bits), ``uint8`` values, a bit per entry marking where each component starts, a
-directory of ``uint16`` component ids or a vocabulary bitmap, one float scale per block). The forward index is a
-copy of the postings in document order: the approximate index is self-contained and
-needs nothing of the exact segments at query time.
+``term_scale``, and one scale per document), the blocked lists (``uint32`` doc ids, and next to
+each a ``uint64`` locator of the document's forward vector, ``uint32`` in small collections:
+offset and length, as Seismic packs them), and the summaries grouped by component as in
+Seismic's quantized summaries, per run of at most 256 blocks of a list (a *summary group*):
+block numbers bit-packed per group (at most 8 bits), ``uint8`` values, a bit per entry marking
+where each component starts, a directory of ``uint16`` component ids or a vocabulary bitmap,
+one float scale per block. The forward index is a copy of the postings in document order: the
+approximate index is self-contained and needs nothing of the exact segments at query time.
 
 Persistence: building is an explicit step (:meth:`ApproximateIndex.build`, ``sparsearch
 build-approx``); search never writes. The arrays go next to the index, in ``INDEX/approx-<id>/``
@@ -338,7 +339,8 @@ def _component_major(term_block_ptr: np.ndarray, sum_ptr: np.ndarray, sum_terms:
             "group_term_ptr": group_term_ptr, "group_word_ptr": group_word_ptr, "comp_terms": comp_terms,
             "dir_words": dir_words, "dir_rank": dir_rank, "group_ent_ptr": group_ent_ptr,
             "ent_val": ent_val,
-            **dict(zip(("group_bit_ptr", "ent_bits"), ka.pack_block_numbers(group_block_ptr, group_ent_ptr, ent_block))),
+            **dict(zip(("group_bit_ptr", "ent_bits"),
+                       ka.pack_block_numbers(group_block_ptr, group_ent_ptr, ent_block))),
             **_component_index(group_comp_ptr, group_ent_ptr, comp_start, len(ent_val))}
 
 
@@ -441,9 +443,10 @@ class ApproximateIndex:
                           n_at_cut, sum_ptr, sum_terms, sum_vals, sum_scale, nch)
         summaries = _component_major(term_block_ptr, sum_ptr, sum_terms, sum_vals, V, nch)
         del sum_ptr, sum_terms, sum_vals
-        if n and int(np.diff(fwd_ptr).max()) >= 1 << ka.LOC_BITS:
+        max_len = int(np.diff(fwd_ptr).max()) if n else 0  # the longest forward vector
+        if max_len >= 1 << ka.LOC_BITS:
             raise InvalidInputError(f"a document has more than {(1 << ka.LOC_BITS) - 1} non-zero entries")
-        narrow = ka.locators_fit_32(int(np.diff(fwd_ptr).max()) if n else 0, int(fwd_ptr[-1]))
+        narrow = ka.locators_fit_32(max_len, int(fwd_ptr[-1]))
         wide_loc, narrow_loc = ka.forward_locators(block_docs, fwd_ptr, narrow)
         block_fwd = narrow_loc if narrow else wide_loc
         arrays = {"fwd_ptr": fwd_ptr, "fwd_terms": fwd_terms, "fwd_vals": fwd_vals, "doc_scale": doc_scale,
@@ -582,7 +585,7 @@ class ApproximateIndex:
             off = int(self.group_block_ptr[g]) - b0
             c0, c1 = int(self.group_comp_ptr[g]), int(self.group_comp_ptr[g + 1])
             e0, e1 = int(self.group_ent_ptr[g]), int(self.group_ent_ptr[g + 1])
-            width = int(ka._width(self.group_block_ptr, g))
+            width = int(ka.block_number_width(self.group_block_ptr, g))
             bit0 = int(self.group_bit_ptr[g]) - e0 * width
             w0, w1 = int(self.group_word_ptr[g]), int(self.group_word_ptr[g + 1])
             if w1 > w0:  # dense directory: the set bits of the bitmap, ascending

@@ -130,10 +130,10 @@ def pack_block_numbers(group_block_ptr, group_ent_ptr, ent_block):
     G = group_block_ptr.shape[0] - 1
     bit_ptr = np.zeros(G + 1, np.int64)
     for g in range(G):
-        bit_ptr[g + 1] = bit_ptr[g] + (group_ent_ptr[g + 1] - group_ent_ptr[g]) * _width(group_block_ptr, g)
+        bit_ptr[g + 1] = bit_ptr[g] + (group_ent_ptr[g + 1] - group_ent_ptr[g]) * block_number_width(group_block_ptr, g)
     out = np.zeros((bit_ptr[G] + 7) // 8 + 1, np.uint8)
     for g in range(G):
-        w = _width(group_block_ptr, g)
+        w = block_number_width(group_block_ptr, g)
         if w == 0:
             continue
         pos = bit_ptr[g]
@@ -146,7 +146,7 @@ def pack_block_numbers(group_block_ptr, group_ent_ptr, ent_block):
 
 
 @njit(cache=True, inline="always")
-def _width(group_block_ptr, g):
+def block_number_width(group_block_ptr, g):
     """Bits of a block number in group ``g``: ``bit_length(blocks - 1)``."""
     return _bit_width(group_block_ptr[g + 1] - group_block_ptr[g] - 1)
 
@@ -680,7 +680,7 @@ def _summary_scores(t, qs_terms, qs_w, term_block_ptr, summaries, ss):
         off = group_block_ptr[g] - b0
         c0 = group_comp_ptr[g]
         e0 = group_ent_ptr[g]
-        width = _width(group_block_ptr, g)
+        width = block_number_width(group_block_ptr, g)
         mask = (np.int64(1) << width) - 1
         bit0 = group_bit_ptr[g] - e0 * width  # entry e's field is at bit0 + e * width
         w0 = group_word_ptr[g]
