@@ -27,6 +27,17 @@ judgements are read only by the final run (``--eval-split test``).
         --recipe sup-qd-masked-5min --out benchmarks/results/adaptation_supervised_test.json
     python benchmarks/adaptation.py --collections scifact --eval-split test --mode supervised \
         --recipe sup-qd-bm25neg --out benchmarks/results/adaptation_supervised_test.json
+    # un-adapted encoders and their settings (splade-idf's idf_weight, document length, windows),
+    # chosen on SciFact train / NFCorpus dev, then the chosen one on test
+    python benchmarks/adaptation.py --collections scifact nfcorpus --eval-split choose --untrained splade \
+        splade-doc splade-idf,idf_weight=0.25 splade-idf,idf_weight=0.5 splade-idf splade-idf,idf_weight=2 \
+        splade-doc,max_length=512 splade-doc,windows=4 splade-doc,max_length=512,windows=2 \
+        --out benchmarks/results/adaptation_untrained_choose.json
+    python benchmarks/adaptation.py --collections scifact nfcorpus cranfield --eval-split test \
+        --untrained splade-idf --out benchmarks/results/adaptation_labelfree_test.json
+    # label-free adaptation of splade-idf (inverse cloze); stopped after SciFact (below un-adapted)
+    python benchmarks/adaptation.py --collections scifact nfcorpus --eval-split choose --recipe ict-idf \
+        --out benchmarks/results/adaptation_choose.json
     python benchmarks/adaptation.py --render benchmarks/results/adaptation_*.json --out tables.md
 
 Run one at a time with ``OMP_NUM_THREADS=1``: two trainings side by side on 2 cores ran up to
@@ -50,7 +61,7 @@ import numpy as np
 from sparsearch.encoders import get_encoder
 from sparsearch.encoders.adaptation import AdaptConfig, adapt, finetune
 from sparsearch.encoders.dense import DenseEncoder, DenseSearcher
-from sparsearch.encoders.splade import SpladeDocEncoder, SpladeEncoder, flops, sparse_stats
+from sparsearch.encoders.splade import SpladeDocEncoder, SpladeEncoder, SpladeIdfEncoder, flops, sparse_stats
 from sparsearch.evaluation import evaluate, load_beir, to_run
 from sparsearch.fusion import fuse_topk
 from sparsearch.index.builder import build_index
@@ -94,7 +105,21 @@ def dense_lists(ds, k: int = 1000):
 
 
 def encoder_for(kind: str, model: str | None):
-    return SpladeDocEncoder(model) if kind == "splade-doc" else SpladeEncoder(model)
+    return {"splade-doc": SpladeDocEncoder, "splade-idf": SpladeIdfEncoder}.get(kind, SpladeEncoder)(model)
+
+
+def untrained_encoder(spec: str):
+    """``NAME[,key=value...]``: an un-adapted encoder from the registry with these settings
+    (values read as JSON when they parse, else as strings), e.g. ``splade-idf,idf_weight=0.5``."""
+    name, *opts = spec.split(",")
+    kwargs = {}
+    for o in opts:
+        k, _, v = o.partition("=")
+        try:
+            kwargs[k] = json.loads(v)
+        except json.JSONDecodeError:
+            kwargs[k] = v
+    return get_encoder(name, **kwargs)
 
 
 def _row(name: str, r: dict) -> str:
@@ -129,7 +154,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--collections", nargs="+", default=["scifact", "nfcorpus", "cranfield"])
     ap.add_argument("--eval-split", default="choose", help="choose (train/dev per collection) or a split name")
-    ap.add_argument("--recipe", nargs="+", default=["base"])
+    ap.add_argument("--recipe", nargs="*", default=[])
+    ap.add_argument("--untrained", nargs="*", default=[], metavar="NAME[,key=value...]",
+                    help="also evaluate these un-adapted encoders, e.g. splade-idf,idf_weight=0.5")
     ap.add_argument("--mode", choices=["label-free", "supervised"], default="label-free")
     ap.add_argument("--out", required=True)
     ap.add_argument("--render", nargs="+", type=Path, help="only write markdown of these result files to --out")
@@ -152,6 +179,14 @@ def main() -> None:
             res["bm25"] = {**quality(base_lists["bm25"], ds), **st}
             dl = dense_lists(ds)
             res["bm25+dense"] = quality(fuse_topk([base_lists["bm25"], dl], 1000, "minmax"), ds)
+        for spec in args.untrained:
+            lists, st = sparse_lists(untrained_encoder(spec), ds)
+            if "bm25" not in base_lists:
+                base_lists["bm25"], _ = sparse_lists(get_encoder("bm25"), ds)
+            fused = quality(fuse_topk([base_lists["bm25"], lists], 1000, "minmax"), ds)
+            res[f"untrained:{spec}"] = {**quality(lists, ds), **st, "fused_with_bm25": fused}
+            print(coll, split, spec, json.dumps(res[f"untrained:{spec}"]), flush=True)
+            out.write_text(json.dumps(results, indent=1, sort_keys=True))
         for name in args.recipe:
             cfg = AdaptConfig(**recipes[name])
             key = f"{args.mode}:{name}"

@@ -220,7 +220,7 @@ def index_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="Index directory to create.")],
     encoder: Annotated[list[str], typer.Option(
         help="Encoder spec for text collections: bm25, bm25:robertson, splade[:MODEL], splade-doc[:MODEL] "
-             "(inference-free), csr[:...], dense[:MODEL] (bundled MiniLM by default). Repeat it for a hybrid "
+             "(inference-free), splade-idf[:MODEL] (SPLADE queries plus corpus IDF), csr[:...], dense[:MODEL] (bundled MiniLM by default). Repeat it for a hybrid "
              "index: one directory with every representation, searched together and fused.")] = ["bm25"],
     encoder_opt: Annotated[Optional[list[str]], typer.Option(
         "--encoder-opt", help="Encoder setting as key=value, repeatable (e.g. k1=1.2 b=0.75 top_k=256); in a hybrid "
@@ -978,8 +978,9 @@ def tune_fusion_cmd(
 def adapt(
     data: Annotated[Path, typer.Argument(help="BEIR collection folder (corpus.jsonl; qrels only for --supervised).")],
     out: Annotated[Path, typer.Option("--out", help="Folder for the adapted model (then --encoder splade-doc:DIR).")],
-    encoder: Annotated[str, typer.Option(help="splade-doc (inference-free) or splade (queries and documents).")
-                       ] = "splade-doc",
+    encoder: Annotated[Optional[str], typer.Option(
+        help="splade-doc (inference-free), splade (queries and documents) or splade-idf (queries and documents, "
+             "corpus IDF added to the query); default: the recipe's, else splade-doc.")] = None,
     base_model: Annotated[Optional[str], typer.Option(help="Starting masked-LM folder or hub id (default: bundled "
                                                            "SPLADE-tiny).")] = None,
     supervised: Annotated[bool, typer.Option("--supervised", help="Fine-tune on the judgements of --split instead "
@@ -1002,7 +1003,9 @@ def adapt(
     given: dict[str, Any] = {}
     if recipe is not None:
         given = _read_recipe(recipe, {f.name for f in fields(AdaptConfig)})
-    given.update(encoder=encoder, base_model=base_model, max_seconds=60.0 * max_minutes, seed=seed)
+    given.update(base_model=base_model, max_seconds=60.0 * max_minutes, seed=seed)
+    if encoder is not None:
+        given["encoder"] = encoder
     if threads is not None:
         given["threads"] = threads
     if max_minutes <= 0:

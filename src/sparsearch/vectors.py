@@ -403,6 +403,23 @@ class SparseBatch:
         m = sp.csr_matrix((self.values[keep], (rows[keep], new_idx[keep])), shape=(len(self), len(target)))
         return SparseBatch.from_scipy(m, target, self.ids)
 
+    def max_pool_rows(self, owner: np.ndarray, n_rows: int) -> "SparseBatch":
+        """Merge rows into ``n_rows`` vectors by term-wise maximum: row ``i`` goes to vector
+        ``owner[i]`` (int, shape ``(len(self),)``); a vector no row maps to is empty. Ids are dropped."""
+        owner = np.asarray(owner, dtype=np.int64)
+        if owner.shape != (len(self),) or (len(owner) and (owner.min() < 0 or owner.max() >= n_rows)):
+            raise ValueError(f"owner must hold one target in [0, {n_rows}) per row ({len(self)} rows)")
+        rows = owner[self.row_ids()]
+        V = max(self.n_terms, int(self.indices.max()) + 1 if self.nnz else 1)
+        key = rows * V + self.indices
+        order = np.lexsort((-self.values, key))  # per (vector, term): the largest weight first
+        key, values = key[order], self.values[order]
+        first = np.concatenate([[True], key[1:] != key[:-1]]) if len(key) else np.zeros(0, bool)
+        key, values = key[first], values[first]
+        counts = np.bincount(key // V, minlength=n_rows)
+        return SparseBatch(np.concatenate([[0], np.cumsum(counts)]), (key % V).astype(np.int32),
+                           values.astype(np.float32, copy=False), self.vocab, None, dict(self.meta))
+
     def prune(self, top_k: int | None = None, threshold: float = 0.0) -> "SparseBatch":
         """Keep at most ``top_k`` largest weights per vector and only weights > ``threshold``."""
         keep = self.values > threshold

@@ -96,6 +96,18 @@ def test_prune_top_k_and_threshold():
     assert b.prune(threshold=0.2).to_dicts() == [{"b": 0.5, "c": 0.25, "d": 0.75}, {}, {}]
 
 
+def test_max_pool_rows_takes_the_termwise_maximum():
+    b = SparseBatch.from_dicts([{"a": 0.5, "b": 2.0}, {"a": 1.5, "c": 0.25}, {"d": 1.0}, {"b": 3.0}])
+    m = b.max_pool_rows(np.array([0, 0, 2, 0]), 3)
+    m.validate()
+    assert m.to_dicts() == [{"a": 1.5, "b": 3.0, "c": 0.25}, {}, {"d": 1.0}]
+    assert m.vocab is b.vocab and m.ids is None
+    with pytest.raises(ValueError, match="owner"):
+        b.max_pool_rows(np.array([0, 3, 0, 0]), 3)
+    with pytest.raises(ValueError, match="owner"):
+        b.max_pool_rows(np.array([0, 0]), 3)
+
+
 def test_slicing_and_fancy_indexing():
     b = SparseBatch.from_dicts([{"a": 1.0}, {"b": 2.0}, {"a": 3.0, "b": 4.0}], ids=["x", "y", "z"])
     assert b[1:3].to_dicts() == [{"b": 2.0}, {"a": 3.0, "b": 4.0}] and b[1:3].ids == ["y", "z"]

@@ -161,18 +161,42 @@ def test_supervised_finetune_reads_train_judgements_only(corpus_dir, base_model,
         finetune(corpus_dir, tmp_path / "no", AdaptConfig(base_model=base_model, **TINY), split="test")
 
 
-def test_adapt_command(corpus_dir, base_model, tmp_path, capsys):
-    recipe = tmp_path / "recipe.json"
-    recipe.write_text(json.dumps({k: v for k, v in TINY.items() if k != "max_seconds"}))
-    out = tmp_path / "cli-model"
+def run_adapt_command(corpus_dir, base_model, tmp_path, name: str, **recipe_fields) -> Path:
+    """`sparsearch adapt` with the TINY recipe (plus ``recipe_fields``) from a file; the model folder."""
+    recipe = tmp_path / f"{name}.json"
+    recipe.write_text(json.dumps({**{k: v for k, v in TINY.items() if k != "max_seconds"}, **recipe_fields}))
+    out = tmp_path / name
     try:
         main(["adapt", str(corpus_dir), "--out", str(out), "--base-model", base_model, "--recipe", str(recipe),
               "--max-minutes", "1"])
     except SystemExit as e:
         assert e.code == 0
+    return out
+
+
+def test_adapt_command(corpus_dir, base_model, tmp_path, capsys):
+    out = run_adapt_command(corpus_dir, base_model, tmp_path, "cli-model")
     said = capsys.readouterr().out
     assert "label-free adaptation" in said and f"--encoder splade-doc:{out}" in said
     assert json.loads((out / "provenance.json").read_text())["recipe"]["max_queries"] == 24
+
+
+def test_adapt_splade_idf_trains_the_idf_augmented_query_side(corpus_dir, base_model, tmp_path, capsys):
+    """encoder splade-idf: the trainer scores queries as the model's vector plus idf_weight x the
+    corpus-IDF bag, and the saved model loads as --encoder splade-idf:DIR (recipe's encoder kept
+    when --encoder is not given)."""
+    from sparsearch.encoders import get_encoder
+    from sparsearch.encoders.adaptation import _trainer
+
+    ds = load_beir(corpus_dir, None)
+    tr = _trainer(AdaptConfig(base_model=base_model, encoder="splade-idf", idf_weight=0.5, **TINY), ds.doc_texts())
+    assert tr.query_idf_weight == 0.5 and tr.query_idf is not None and tr.flops_weights is not None
+    out = run_adapt_command(corpus_dir, base_model, tmp_path, "idf-model", encoder="splade-idf")
+    assert f"--encoder splade-idf:{out}" in capsys.readouterr().out
+    enc = get_encoder(f"splade-idf:{out}", backend="torch", cache=False)
+    enc.encode_documents(ds.doc_texts())
+    q = enc.encode_queries(["cat dog"])
+    assert q.nnz > 0 and json.loads((out / "provenance.json").read_text())["recipe"]["encoder"] == "splade-idf"
 
 
 @pytest.mark.parametrize("text, problem", [("{\"epochs\": 1,", "not valid JSON"), ("[1]", "JSON object"),

@@ -17,7 +17,7 @@ transformers = pytest.importorskip("transformers", reason="SPLADE needs torch an
 
 from sparsearch.encoders import get_encoder, load_encoder  # noqa: E402
 from sparsearch.encoders.splade import (  # noqa: E402
-    SpladeDocEncoder, SpladeEncoder, _model_identity, bundled_splade_path, flops, sparse_stats,
+    SpladeDocEncoder, SpladeEncoder, SpladeIdfEncoder, _model_identity, bundled_splade_path, flops, sparse_stats,
 )
 from sparsearch.vectors import SparseBatch, Vocabulary  # noqa: E402
 
@@ -208,6 +208,82 @@ def test_matches_reference_computation(tiny_model_dir, backend):
     q = enc.encode_queries(TEXTS[:3])
     np.testing.assert_allclose(q.to_scipy().toarray(), reference(tiny_model_dir, TEXTS[:3], enc.query_max_length),
                                atol=1e-5, rtol=0)
+
+
+def reference_windows(model_dir: str, texts: list[str], max_length: int, windows: int) -> np.ndarray:
+    """Each text cut into consecutive windows of ``max_length - 2`` body tokens, each framed by
+    [CLS] ... [SEP] and encoded alone; the windows' vectors max-pooled."""
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForMaskedLM.from_pretrained(model_dir).eval()
+    room = max_length - 2
+    rows = []
+    with torch.no_grad():
+        for t in texts:
+            body = tok(t, add_special_tokens=False)["input_ids"][: room * windows]
+            parts = [body[s: s + room] for s in range(0, max(len(body), 1), room)]
+            vecs = []
+            for p in parts:
+                x = torch.tensor([[tok.cls_token_id, *p, tok.sep_token_id]])
+                logits = model(input_ids=x, attention_mask=torch.ones_like(x)).logits[0]
+                vecs.append(torch.log1p(torch.relu(logits)).max(dim=0).values.numpy())
+            rows.append(np.max(vecs, axis=0))
+    return np.stack(rows)
+
+
+@pytest.mark.parametrize("backend", ["torch", "plain"])
+def test_long_documents_in_windows_are_max_pooled(tiny_model_dir, backend):
+    long = [TEXTS[3] + " " + TEXTS[1] + " " + TEXTS[5], TEXTS[2], "", TEXTS[1] * 3]
+    enc = SpladeEncoder(tiny_model_dir, max_length=10, windows=3, batch_size=2, backend=backend, cache=False)
+    got = enc.encode_documents(long, list("abcd"))
+    got.validate()
+    assert got.ids == list("abcd")
+    np.testing.assert_allclose(got.to_scipy().toarray(), reference_windows(tiny_model_dir, long, 10, 3),
+                               atol=1e-5, rtol=0)
+    # one window is plain truncation
+    one = SpladeEncoder(tiny_model_dir, max_length=10, windows=1, cache=False).encode_documents(long)
+    np.testing.assert_allclose(one.to_scipy().toarray(), reference(tiny_model_dir, long, 10), atol=1e-5, rtol=0)
+    # top_k applies to the pooled vector, not to each window
+    top = SpladeEncoder(tiny_model_dir, max_length=10, windows=3, top_k=5, cache=False).encode_documents(long)
+    dense = got.to_scipy().toarray()
+    for i in range(len(long)):
+        kept = top.row(i)[0]
+        assert len(kept) == min(5, int((dense[i] > 0).sum()))
+        assert dense[i, kept].min() >= np.sort(dense[i])[-len(kept)] - 1e-6
+    assert SpladeEncoder(tiny_model_dir, windows=3, cache=False).config()["windows"] == 3
+    for bad in (0, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="windows must be"):
+            SpladeEncoder(tiny_model_dir, windows=bad)
+
+
+def test_splade_idf_queries_are_model_vector_plus_weighted_idf(tiny_model_dir, tmp_path):
+    corpus = ["cats and dogs", "cats purr", "dogs bark loudly", "the compiler"]
+    queries = ["cats bark", "compiler zebra", ""]
+    plain = SpladeEncoder(tiny_model_dir, cache=False)
+    idf_only = SpladeDocEncoder(tiny_model_dir, cache=False).fit(corpus)
+    for w in (1.0, 0.5, 0.0):
+        enc = get_encoder(f"splade-idf:{tiny_model_dir}", idf_weight=w, cache=False).fit(corpus)
+        q = enc.encode_queries(queries, ["a", "b", "c"])
+        q.validate()
+        assert q.ids == ["a", "b", "c"] and q.vocab is enc.vocab
+        expect = plain.encode_queries(queries).to_scipy().toarray() + w * idf_only.encode_queries(
+            queries).to_scipy().toarray()
+        np.testing.assert_allclose(q.to_scipy().toarray(), expect, atol=1e-5, rtol=0)
+    top = SpladeIdfEncoder(tiny_model_dir, query_top_k=2, cache=False).fit(corpus).encode_queries(queries)
+    assert top.nnz_per_row().max() <= 2
+    # documents are the model's; the IDF table is saved and reloaded with the settings
+    np.testing.assert_allclose(enc.encode_documents(corpus[:2]).to_scipy().toarray(),
+                               reference(tiny_model_dir, corpus[:2], enc.max_length), atol=1e-5)
+    enc = SpladeIdfEncoder(tiny_model_dir, idf_weight=0.5, cache=False).fit(corpus)
+    enc.save_state(tmp_path / "state")
+    again = load_encoder(json.loads(json.dumps(enc.config())), tmp_path / "state")
+    assert type(again) is SpladeIdfEncoder and again.idf_weight == 0.5
+    np.testing.assert_allclose(again.encode_queries(queries).to_scipy().toarray(),
+                               enc.encode_queries(queries).to_scipy().toarray(), atol=1e-6)
+    for bad in (-1, "1", True, float("nan")):
+        with pytest.raises(ValueError, match="idf_weight"):
+            SpladeIdfEncoder(tiny_model_dir, idf_weight=bad)
 
 
 def test_onnx_int8_is_close(tiny_model_dir):

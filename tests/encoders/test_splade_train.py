@@ -140,6 +140,29 @@ def test_inference_free_training(tokenizer):
     assert np.mean([h["rank_loss"] for h in hist[-4:]]) < 0.7 * np.mean([h["rank_loss"] for h in hist[:4]])
 
 
+def test_idf_augmented_queries_train_the_model_side(tokenizer):
+    """splade-idf training: queries are the model's vector plus weight x the IDF bag; lambda_q
+    regularises the model's part only; training still lowers the loss."""
+    batch = synthetic_examples(6, seed=2)
+    idf = np.linspace(0.5, 3.0, len(tokenizer)).astype(np.float32)
+    tr = make_trainer(tokenizer, query_idf=idf, query_idf_weight=0.5, lambda_q=0.2, lambda_warmup_steps=0)
+    texts = [e.query for e in batch]
+    with torch.no_grad():
+        model_side = tr.encode(texts, tr.query_max_length)
+        np.testing.assert_allclose(tr.encode_queries(texts).numpy(),
+                                   (model_side + 0.5 * tr.encode_queries_idf(texts)).numpy(), atol=1e-6)
+        parts = tr.evaluate_loss(batch)
+    assert parts["flops_reg_q"] == pytest.approx(float(flops_regularizer(model_side)), rel=1e-5)
+    assert parts["loss"] == pytest.approx(parts["rank_loss"] + 0.2 * parts["flops_reg_q"], rel=1e-5)
+    ex = synthetic_examples(64)
+    tr = make_trainer(tokenizer, query_idf=np.ones(len(tokenizer), np.float32), query_idf_weight=1.0, lr=1e-2)
+    hist = tr.train(ex, batch_size=8, max_steps=40)
+    assert np.mean([h["rank_loss"] for h in hist[-4:]]) < 0.7 * np.mean([h["rank_loss"] for h in hist[:4]])
+    for bad in ({"query_idf_weight": 1.0}, {"query_idf": idf, "query_idf_weight": -1.0}):
+        with pytest.raises(ValueError, match="query_idf_weight"):
+            make_trainer(tokenizer, **bad)
+
+
 def test_saved_model_loads_as_encoder(tokenizer, tmp_path):
     tr = make_trainer(tokenizer)
     tr.train(synthetic_examples(16), batch_size=8, max_steps=2)

@@ -1,8 +1,9 @@
 """Text encoders producing sparse vectors, and a registry to name them on the command line.
 
 Spec strings (CLI ``--encoder``): ``bm25``, ``bm25:robertson``, ``splade[:MODEL]``,
-``splade-doc[:MODEL]`` (inference-free), ``csr[:...]``. Optional encoders register
-themselves lazily so that the core install does not need torch.
+``splade-doc[:MODEL]`` (inference-free), ``splade-idf[:MODEL]`` (SPLADE queries plus corpus
+IDF), ``csr[:...]``. Optional encoders register themselves lazily so that the core install
+does not need torch.
 
 * :func:`get_encoder`: a new encoder from a spec string.
 * :func:`load_encoder`: rebuild an encoder from its ``config()`` and saved state directory;
@@ -31,6 +32,7 @@ _FACTORIES: dict[str, str] = {
     "bm25": "sparsearch.encoders.bm25:BM25Encoder.from_spec",
     "splade": "sparsearch.encoders.splade:SpladeEncoder.from_spec",
     "splade-doc": "sparsearch.encoders.splade:SpladeDocEncoder.from_spec",
+    "splade-idf": "sparsearch.encoders.splade:SpladeIdfEncoder.from_spec",
     "csr": "sparsearch.encoders.sparse_coding:CSREncoder.from_spec",
 }
 # config["name"] -> "module:Class" whose from_config rebuilds the encoder.
@@ -38,6 +40,7 @@ _CLASSES: dict[str, str] = {
     "bm25": "sparsearch.encoders.bm25:BM25Encoder",
     "splade": "sparsearch.encoders.splade:SpladeEncoder",
     "splade-doc": "sparsearch.encoders.splade:SpladeDocEncoder",
+    "splade-idf": "sparsearch.encoders.splade:SpladeIdfEncoder",
     "csr": "sparsearch.encoders.sparse_coding:CSREncoder",
 }
 

@@ -54,7 +54,7 @@ from .splade_train import SpladeTrainer, TrainingExample
 __all__ = ["AdaptConfig", "pseudo_queries", "teacher_lists", "examples_from_teacher", 
            "adapt", "finetune", "margin_spread", "ENCODERS"]
 
-ENCODERS = ("splade-doc", "splade")
+ENCODERS = ("splade-doc", "splade", "splade-idf")
 #: teachers: what ranks the corpus for a pseudo-query (negatives, MarginMSE scores)
 TEACHERS = {"hybrid": "bm25+dense minmax", "bm25": "bm25"}
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[])")
@@ -65,8 +65,9 @@ class AdaptConfig:
     """Recipe of an adaptation run (every field is recorded in the model's provenance).
 
     Attributes:
-        encoder: ``"splade-doc"`` (inference-free: only documents go through the model) or
-            ``"splade"`` (queries and documents).
+        encoder: ``"splade-doc"`` (inference-free: only documents go through the model),
+            ``"splade"`` (queries and documents) or ``"splade-idf"`` (queries and documents, the
+            query vector plus ``idf_weight`` times the corpus-IDF token bag).
         base_model: folder or hub id of the starting masked-LM (``None``: bundled SPLADE-tiny).
         titles: use document titles as pseudo-queries.
         sentences_per_doc: body sentences drawn per document as pseudo-queries.
@@ -86,7 +87,8 @@ class AdaptConfig:
         n_negatives: hard negatives per example.
         epochs, batch_size, lr: optimisation.
         lambda_q, lambda_d: FLOPS weights (``lambda_q`` unused by ``splade-doc``).
-        idf_flops: IDF-aware FLOPS on the document side (``splade-doc`` only).
+        idf_flops: IDF-aware FLOPS on the document side (``splade-doc`` and ``splade-idf``).
+        idf_weight: weight of the IDF token bag in ``splade-idf`` queries.
         distill_weight: weight of MarginMSE against the teacher (0: cross-entropy only).
         doc_max_length: document tokens in training (encoding uses the encoder's own limit).
         max_seconds: time budget of the training loop.
@@ -112,6 +114,7 @@ class AdaptConfig:
     lambda_q: float = 1e-3
     lambda_d: float = 1e-3
     idf_flops: bool = True
+    idf_weight: float = 1.0
     distill_weight: float = 1.0
     doc_max_length: int = 128
     max_seconds: float | None = 1500.0
@@ -277,8 +280,10 @@ def _trainer(config: AdaptConfig, doc_texts: Sequence[str]) -> SpladeTrainer:
     kw: dict[str, Any] = dict(lr=config.lr, lambda_q=config.lambda_q, lambda_d=config.lambda_d,
                               doc_max_length=config.doc_max_length, seed=config.seed,
                               distill_weight=config.distill_weight, threads=config.threads)
-    if config.encoder == "splade-doc":
+    if config.encoder in ("splade-doc", "splade-idf"):
         kw["query_idf"] = SpladeDocEncoder(config.base_model).fit(list(doc_texts)).idf()
+        if config.encoder == "splade-idf":
+            kw["query_idf_weight"] = config.idf_weight
         if config.idf_flops:
             kw["flops_weights"] = "idf"
     return SpladeTrainer(config.base_model, **kw)

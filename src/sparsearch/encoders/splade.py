@@ -304,7 +304,10 @@ class SpladeEncoder(SparseEncoder):
 
     Args:
         model: local folder or hub id; ``None`` / ``"splade-tiny"`` is the bundled SPLADE-tiny.
-        max_length: token limit of documents (longer texts are truncated).
+        max_length: token limit of a document window (special tokens included).
+        windows: a document is encoded in up to this many consecutive windows of ``max_length``
+            tokens, max-pooled into one vector (SPLADE's own pooling, over the windows' tokens);
+            text past the last window is cut. ``1``: truncate at ``max_length``.
         query_max_length: token limit of queries.
         batch_size: texts per forward pass (texts are sorted by length first).
         top_k: keep at most this many terms per document vector (``None``: all).
@@ -335,7 +338,7 @@ class SpladeEncoder(SparseEncoder):
                  batch_size: int = 32, top_k: int | None = None, query_top_k: int | None = None,
                  threshold: float = 0.0, backend: str = "auto", threads: int | None = None,
                  progress: bool | None = None, cache: bool = True, device: str = "cpu",
-                 screen: bool | None = None) -> None:
+                 screen: bool | None = None, windows: int = 1) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
         if not isinstance(device, str) or not re.fullmatch(r"cpu|cuda(:\d+)?", device):
@@ -344,12 +347,15 @@ class SpladeEncoder(SparseEncoder):
             raise ValueError(f"backend {backend!r} runs on the CPU; on {device} use backend 'torch' or 'auto'")
         if max_length < 2 or query_max_length < 2 or batch_size < 1:
             raise ValueError("max_length and query_max_length must be >= 2 and batch_size >= 1")
+        if isinstance(windows, bool) or not isinstance(windows, int) or windows < 1:
+            raise ValueError(f"windows must be an integer >= 1, got {windows!r}")
         if top_k is not None and top_k < 1 or query_top_k is not None and query_top_k < 1:
             raise ValueError("top_k and query_top_k must be >= 1 (or None for no limit)")
         if threshold < 0:
             raise ValueError("threshold must be >= 0")
         self.model_name = BUNDLED_SPLADE if model in (None, "", "bundled") else str(model)
         self.max_length, self.query_max_length = int(max_length), int(query_max_length)
+        self.windows = windows
         self.batch_size = int(batch_size)
         self.top_k = None if top_k is None else int(top_k)
         self.query_top_k = None if query_top_k is None else int(query_top_k)
@@ -425,6 +431,32 @@ class SpladeEncoder(SparseEncoder):
         enc = self.tokenizer(list(texts), truncation=True, max_length=max_length, add_special_tokens=True,
                              return_attention_mask=False, return_token_type_ids=False)
         return enc["input_ids"]
+
+    def _windows(self, texts: Sequence[str]) -> tuple[list[list[int]], np.ndarray]:
+        """Token ids of every document window and the document each belongs to (int64)."""
+        tok = self.tokenizer
+        prefix, suffix = self._special_frame()
+        room = self.max_length - len(prefix) - len(suffix)
+        if room < 1:
+            raise ValueError(f"max_length {self.max_length} leaves no room for text between special tokens")
+        body = tok(list(texts), add_special_tokens=False, truncation=True, max_length=room * self.windows,
+                   return_attention_mask=False, return_token_type_ids=False, verbose=False)["input_ids"]
+        out, owner = [], []
+        for d, ids in enumerate(body):
+            for s in range(0, max(len(ids), 1), room):  # an empty text still gets its special tokens
+                out.append(prefix + ids[s: s + room] + suffix)
+                owner.append(d)
+        return out, np.asarray(owner, dtype=np.int64)
+
+    def _special_frame(self) -> tuple[list[int], list[int]]:
+        """The special token ids the tokenizer puts before and after a single text."""
+        tok = self.tokenizer
+        body = tok("a", add_special_tokens=False)["input_ids"]
+        framed = tok("a", add_special_tokens=True)["input_ids"]
+        for i in range(len(framed) - len(body) + 1):
+            if framed[i: i + len(body)] == body:
+                return list(framed[:i]), list(framed[i + len(body):])
+        raise ValueError(f"cannot locate the text among the special tokens of {type(tok).__name__}")
 
     def _pad(self, ids: list[list[int]]):
         import torch
@@ -521,7 +553,7 @@ class SpladeEncoder(SparseEncoder):
         return torch.from_numpy(self._onnx(input_ids.numpy(), mask.numpy()))
 
     def _encode(self, texts: Sequence[str], ids: Sequence[str] | None, max_length: int, top_k: int | None,
-                progress: bool) -> SparseBatch:
+                progress: bool, windows: int = 1) -> SparseBatch:
         import torch
 
         vocab = self.vocab
@@ -529,12 +561,18 @@ class SpladeEncoder(SparseEncoder):
             return SparseBatch(np.zeros(1, np.int64), np.empty(0, np.int32), np.empty(0, np.float32), vocab,
                                list(ids) if ids is not None else None)
         self._set_threads()
-        tokens = self._tokenize(texts, max_length)
+        owner = None
+        if windows > 1:
+            tokens, owner = self._windows(texts)
+            if len(tokens) == len(texts):  # every text fits one window
+                owner = None
+        else:
+            tokens = self._tokenize(texts, max_length)
         if self.backend == "plain":  # baseline: input order, padding to the longest text in each batch
-            order = np.arange(len(texts))
+            order = np.arange(len(tokens))
         else:
             order = np.argsort([len(t) for t in tokens], kind="stable")
-        starts = range(0, len(texts), self.batch_size)
+        starts = range(0, len(tokens), self.batch_size)
         if progress:
             from tqdm.auto import tqdm
 
@@ -550,17 +588,24 @@ class SpladeEncoder(SparseEncoder):
                     pooled = self._pooled_plain(*self._pad(chunk))
                 else:
                     pooled = self._pooled_onnx(chunk)
-                parts.append(SparseBatch(*_to_csr(pooled, top_k, self.threshold), vocab))
+                parts.append(SparseBatch(*_to_csr(pooled, None if owner is not None else top_k, self.threshold),
+                                         vocab))
         batch = SparseBatch.concat(parts)
         if self.backend != "plain":
             batch = batch[np.argsort(order, kind="stable")]  # back to input order
+        if owner is not None:  # windows -> documents; top_k applies to the pooled vector
+            batch = batch.max_pool_rows(owner, len(texts))
+            if top_k is not None:
+                batch = batch.prune(top_k)
         batch.ids = [str(i) for i in ids] if ids is not None else None
         batch.meta = {"encoder": self.name, "model": self.model_name}
         return batch
 
     def _cache_settings(self) -> dict[str, Any]:
-        return {"model": _model_identity(self.model_name), "max_length": self.max_length, "top_k": self.top_k,
-                "threshold": self.threshold, "int8": self.backend == "onnx-int8", "v": _CACHE_VERSION}
+        windows = {"windows": self.windows} if self.windows > 1 else {}  # keeps older cache entries valid
+        return {"model": _model_identity(self.model_name), "max_length": self.max_length, **windows,
+                "top_k": self.top_k, "threshold": self.threshold, "int8": self.backend == "onnx-int8",
+                "v": _CACHE_VERSION}
 
     def encode_documents(self, texts: Sequence[str], ids: Sequence[str] | None = None) -> SparseBatch:
         """SPLADE vectors of documents (cached on disk by model, settings and texts)."""
@@ -568,7 +613,7 @@ class SpladeEncoder(SparseEncoder):
 
         def compute() -> SparseBatch:
             progress = len(texts) >= 1000 if self.progress is None else self.progress
-            return self._encode(texts, None, self.max_length, self.top_k, progress)
+            return self._encode(texts, None, self.max_length, self.top_k, progress, self.windows)
 
         if self.cache and len(texts) > 0:
             key = cache_key(kind="splade-docs", corpus=texts_hash(texts), **self._cache_settings())
@@ -587,7 +632,7 @@ class SpladeEncoder(SparseEncoder):
     def config(self) -> dict[str, Any]:
         """Settings; for a model adapted by :mod:`~sparsearch.encoders.adaptation` also its
         ``provenance`` (base model, data, recipe, steps, seed), so index manifests record it."""
-        out = {"name": self.name, "model": self.model_name, "max_length": self.max_length,
+        out = {"name": self.name, "model": self.model_name, "max_length": self.max_length, "windows": self.windows,
                "query_max_length": self.query_max_length, "batch_size": self.batch_size, "top_k": self.top_k,
                "query_top_k": self.query_top_k, "threshold": self.threshold, "backend": self.backend}
         prov = Path(self.model_name) / PROVENANCE_FILE
@@ -600,7 +645,7 @@ class SpladeEncoder(SparseEncoder):
 
     @classmethod
     def _kwargs_from_config(cls, config: dict[str, Any]) -> dict[str, Any]:
-        keys = ("max_length", "query_max_length", "batch_size", "top_k", "query_top_k", "threshold", "backend")
+        keys = ("max_length", "windows", "query_max_length", "batch_size", "top_k", "query_top_k", "threshold", "backend")
         return {k: config[k] for k in keys if k in config}
 
     @classmethod
@@ -682,8 +727,8 @@ class SpladeDocEncoder(SpladeEncoder):
             self.fit(texts)
         return super().encode_documents(texts, ids)
 
-    def encode_queries(self, texts: Sequence[str], ids: Sequence[str] | None = None) -> SparseBatch:
-        """Tokenizer tokens weighted by corpus IDF; no model call."""
+    def _idf_queries(self, texts: Sequence[str]) -> SparseBatch:
+        """Tokenizer tokens of ``texts`` weighted by corpus IDF, all of them (no top-k, no ids)."""
         idf = self.idf()
         V = len(idf)
         enc = self.tokenizer(list(texts), add_special_tokens=False, truncation=True,
@@ -698,14 +743,18 @@ class SpladeDocEncoder(SpladeEncoder):
         w = idf[t] * (counts if self.query_tf else 1)
         nz = w > max(self.threshold, 0.0)
         r, t, w = r[nz], t[nz], w[nz]
-        if self.query_top_k is not None:
-            b = SparseBatch(np.concatenate([[0], np.cumsum(np.bincount(r, minlength=len(enc)))]), t, w, self.vocab)
-            b = b.prune(self.query_top_k)
-            b.ids = [str(i) for i in ids] if ids is not None else None
-            return b
         indptr = np.concatenate([[0], np.cumsum(np.bincount(r, minlength=len(enc)))])
-        return SparseBatch(indptr, t, w, self.vocab, [str(i) for i in ids] if ids is not None else None,
-                           {"encoder": self.name})
+        return SparseBatch(indptr, t.astype(np.int32), w.astype(np.float32), self.vocab, None, {"encoder": self.name})
+
+    def _finish_queries(self, batch: SparseBatch, ids: Sequence[str] | None) -> SparseBatch:
+        if self.query_top_k is not None:
+            batch = batch.prune(self.query_top_k)
+        batch.ids = [str(i) for i in ids] if ids is not None else None
+        return batch
+
+    def encode_queries(self, texts: Sequence[str], ids: Sequence[str] | None = None) -> SparseBatch:
+        """Tokenizer tokens weighted by corpus IDF; no model call."""
+        return self._finish_queries(self._idf_queries(texts), ids)
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "query_tf": self.query_tf}
@@ -733,6 +782,44 @@ class SpladeDocEncoder(SpladeEncoder):
         df[np.asarray(state["ids"], dtype=np.int64)] = np.asarray(state["df"], dtype=np.int64)
         enc.df, enc.n_docs = df, int(state["n_docs"])
         return enc
+
+
+class SpladeIdfEncoder(SpladeDocEncoder):
+    """SPLADE documents; queries are the model's SPLADE query vector plus ``idf_weight`` times
+    the inference-free query (each distinct query token weighted by its corpus IDF, see
+    :class:`SpladeDocEncoder`).
+
+    The IDF part brings the collection's own term statistics to the query side, which a model
+    trained on another collection lacks; ``idf_weight`` 1.0 (default) was chosen on SciFact
+    train and NFCorpus dev judgements (``benchmarks/results/adaptation.md``). ``query_top_k``
+    applies to the sum. Index updates keep the IDF current as for ``splade-doc``.
+    """
+
+    name = "splade-idf"
+
+    def __init__(self, model: str | None = None, *, idf_weight: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(model, **kwargs)
+        if isinstance(idf_weight, bool) or not isinstance(idf_weight, (int, float)) or not idf_weight >= 0:
+            raise ValueError(f"idf_weight must be a number >= 0, got {idf_weight!r}")
+        self.idf_weight = float(idf_weight)
+
+    def encode_queries(self, texts: Sequence[str], ids: Sequence[str] | None = None) -> SparseBatch:
+        """SPLADE query vectors (one model call per batch) plus ``idf_weight`` x IDF token vectors."""
+        texts = list(texts)
+        model_side = self._encode(texts, None, self.query_max_length, None, False).to_scipy()
+        idf_side = self._idf_queries(texts).to_scipy()
+        m = (model_side + self.idf_weight * idf_side).tocsr()
+        m.sort_indices()
+        batch = SparseBatch(m.indptr.astype(np.int64), m.indices.astype(np.int32), m.data.astype(np.float32),
+                            self.vocab, None, {"encoder": self.name, "model": self.model_name})
+        return self._finish_queries(batch, ids)
+
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), "idf_weight": self.idf_weight}
+
+    @classmethod
+    def _kwargs_from_config(cls, config: dict[str, Any]) -> dict[str, Any]:
+        return {**super()._kwargs_from_config(config), "idf_weight": config.get("idf_weight", 1.0)}
 
 
 # ---------------------------------------------------------------------- statistics

@@ -228,6 +228,10 @@ class SpladeTrainer:
             encodes): a query is the bag of its tokenizer tokens weighted by this IDF array
             (indexed by token id, e.g. ``SpladeDocEncoder(...).fit(corpus).idf()``); only the
             document side goes through the model and ``lambda_q`` is unused.
+        query_idf_weight: with ``query_idf``, queries go through the model too and the IDF bag
+            times this weight is added to the model's query vector (as
+            :class:`~sparsearch.encoders.splade.SpladeIdfEncoder` encodes); ``lambda_q`` then
+            regularises the model's part. ``None`` (default): the IDF bag alone.
         pooling: ``"winner"`` (default; :func:`_winner_pool`, same values and gradients as
             ``"full"`` at a fraction of the time and memory) or ``"full"`` (:func:`_pool`).
         threads: torch intra-op threads while training (``None``: torch's count when the trainer
@@ -244,7 +248,7 @@ class SpladeTrainer:
                  distill_weight: float = 0.0, query_max_length: int = QUERY_MAX_LENGTH,
                  doc_max_length: int = DOC_MAX_LENGTH, grad_clip: float | None = 1.0, device: str | None = None,
                  seed: int = 0, query_idf: Any = None, flops_weights: Any = None, pooling: str = "winner",
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, query_idf_weight: float | None = None) -> None:
         import torch
         from transformers import AutoModelForMaskedLM, AutoTokenizer
 
@@ -289,6 +293,9 @@ class SpladeTrainer:
         self.query_idf = None
         if query_idf is not None:
             self.query_idf = torch.as_tensor(np.asarray(query_idf, dtype=np.float32), device=self.device)
+        if query_idf_weight is not None and (query_idf is None or not query_idf_weight >= 0):
+            raise ValueError("query_idf_weight needs query_idf and must be >= 0")
+        self.query_idf_weight = None if query_idf_weight is None else float(query_idf_weight)
         self.flops_weights = None
         if isinstance(flops_weights, str):
             if flops_weights != "idf":
@@ -362,11 +369,21 @@ class SpladeTrainer:
         return _winner_pool(captured["h"], dec.weight, bias, x["attention_mask"])
 
     def encode_queries(self, texts: Sequence[str]):
-        """Query vectors (B, V) as training scores them: through the model, or inference-free
-        IDF bags (fixed, no gradient) when the trainer has ``query_idf``."""
+        """Query vectors (B, V) as training scores them: through the model, inference-free IDF
+        bags (fixed, no gradient) when the trainer has ``query_idf``, or their weighted sum
+        with ``query_idf_weight``."""
+        return self._query_parts(texts)[0]
+
+    def _query_parts(self, texts: Sequence[str]):
+        """(query vectors as scored, the model's part of them or ``None`` when there is none)."""
         if self.query_idf is None:
-            return self.encode(texts, self.query_max_length)
-        return self.encode_queries_idf(texts)
+            q = self.encode(texts, self.query_max_length)
+            return q, q
+        bag = self.encode_queries_idf(texts)
+        if self.query_idf_weight is None:
+            return bag, None
+        q = self.encode(texts, self.query_max_length)
+        return q + self.query_idf_weight * bag, q
 
     def encode_queries_idf(self, texts: Sequence[str]):
         """Inference-free query vectors (B, V): IDF of each distinct non-special token, no model."""
@@ -393,7 +410,7 @@ class SpladeTrainer:
         n_neg = min(len(e.negatives) for e in batch)
         queries = [e.query for e in batch]
         docs = [e.positive for e in batch] + [e.negatives[j] for e in batch for j in range(n_neg)]
-        q = self.encode_queries(queries)                                 # (B, V)
+        q, q_model = self._query_parts(queries)                          # (B, V)
         d = self.encode(docs, self.doc_max_length)                       # (B * (1 + n_neg), V)
         B = len(batch)
         scores = q @ d.T                                                 # (B, B * (1 + n_neg))
@@ -418,8 +435,9 @@ class SpladeTrainer:
             total = total + self.distill_weight * mm
             parts["margin_mse"] = float(mm.detach())
         lq, ld = self.lambdas()
-        fq, fd = flops_regularizer(q), flops_regularizer(d, self.flops_weights)
-        total = total + ld * fd + (lq * fq if self.query_idf is None else 0.0)
+        fq = flops_regularizer(q_model) if q_model is not None else torch.zeros((), device=self.device)
+        fd = flops_regularizer(d, self.flops_weights)
+        total = total + ld * fd + lq * fq
         with torch.no_grad():
             nzq, nzd = (q > 0), (d > 0)
             flops = float((nzq.float().mean(0) * nzd.float().mean(0)).sum())
