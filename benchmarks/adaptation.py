@@ -38,6 +38,9 @@ judgements are read only by the final run (``--eval-split test``).
     # label-free adaptation of splade-idf (inverse cloze); stopped after SciFact (below un-adapted)
     python benchmarks/adaptation.py --collections scifact nfcorpus --eval-split choose --recipe ict-idf \
         --out benchmarks/results/adaptation_choose.json
+    # supervised splade-idf: sup-qd's settings with the IDF-augmented query side, fixed before the run
+    python benchmarks/adaptation.py --collections scifact --eval-split test --mode supervised \
+        --recipe sup-idf --out benchmarks/results/adaptation_supervised_test.json
     python benchmarks/adaptation.py --render benchmarks/results/adaptation_*.json --out tables.md
 
 Run one at a time with ``OMP_NUM_THREADS=1``: two trainings side by side on 2 cores ran up to
