@@ -41,6 +41,12 @@ judgements are read only by the final run (``--eval-split test``).
     # supervised splade-idf: sup-qd's settings with the IDF-augmented query side, fixed before the run
     python benchmarks/adaptation.py --collections scifact --eval-split test --mode supervised \
         --recipe sup-idf --out benchmarks/results/adaptation_supervised_test.json
+    # the same with documents anchored to the base model's vectors (anchor_weight 0.1, fixed
+    # before the run), and its label-free counterpart on the choosing split
+    python benchmarks/adaptation.py --collections scifact --eval-split test --mode supervised \
+        --recipe sup-idf-anchor --out benchmarks/results/adaptation_supervised_test.json
+    python benchmarks/adaptation.py --collections scifact --eval-split choose --recipe ict-idf-anchor \
+        --out benchmarks/results/adaptation_choose.json
     python benchmarks/adaptation.py --render benchmarks/results/adaptation_*.json --out tables.md
 
 Run one at a time with ``OMP_NUM_THREADS=1``: two trainings side by side on 2 cores ran up to

@@ -191,6 +191,9 @@ def test_adapt_splade_idf_trains_the_idf_augmented_query_side(corpus_dir, base_m
     ds = load_beir(corpus_dir, None)
     tr = _trainer(AdaptConfig(base_model=base_model, encoder="splade-idf", idf_weight=0.5, **TINY), ds.doc_texts())
     assert tr.query_idf_weight == 0.5 and tr.query_idf is not None and tr.flops_weights is not None
+    assert tr.anchor_weight == 0.0 and tr._anchor is None
+    anchored = _trainer(AdaptConfig(base_model=base_model, encoder="splade", anchor_weight=0.2, **TINY), ds.doc_texts())
+    assert anchored.anchor_weight == 0.2 and anchored._anchor is not None
     out = run_adapt_command(corpus_dir, base_model, tmp_path, "idf-model", encoder="splade-idf")
     assert f"--encoder splade-idf:{out}" in capsys.readouterr().out
     enc = get_encoder(f"splade-idf:{out}", backend="torch", cache=False)

@@ -163,6 +163,34 @@ def test_idf_augmented_queries_train_the_model_side(tokenizer):
             make_trainer(tokenizer, **bad)
 
 
+def test_anchor_keeps_documents_near_the_starting_model(tokenizer):
+    """anchor_weight: the loss adds weight x mean ||d - d0||^2, d0 from a frozen copy of the
+    starting model (0 before any step); with a strong anchor, training moves documents less."""
+    batch = synthetic_examples(6, seed=3)
+    tr = make_trainer(tokenizer, anchor_weight=0.5)
+    parts = tr.evaluate_loss(batch)
+    assert parts["anchor"] == pytest.approx(0.0, abs=1e-9)
+    assert all(not p.requires_grad for p in tr._anchor.parameters())
+    ex = synthetic_examples(64)
+    docs = [e.positive for e in ex[:16]]
+    moved = {}
+    for w in (0.0, 50.0):
+        tr = make_trainer(tokenizer, anchor_weight=w, lr=1e-2)
+        with torch.no_grad():
+            start = tr.encode(docs, tr.doc_max_length)
+        hist = tr.train(ex, batch_size=8, max_steps=30)
+        with torch.no_grad():
+            moved[w] = float(((tr.encode(docs, tr.doc_max_length) - start) ** 2).sum(1).mean())
+        if w:
+            assert hist[-1]["anchor"] > 0 and tr._anchor is not None
+            assert hist[-1]["loss"] == pytest.approx(hist[-1]["rank_loss"] + w * hist[-1]["anchor"], rel=1e-4)
+        else:
+            assert tr._anchor is None and "anchor" not in hist[-1]
+    assert moved[50.0] < 0.5 * moved[0.0]
+    with pytest.raises(ValueError, match="anchor_weight"):
+        make_trainer(tokenizer, anchor_weight=-1.0)
+
+
 def test_saved_model_loads_as_encoder(tokenizer, tmp_path):
     tr = make_trainer(tokenizer)
     tr.train(synthetic_examples(16), batch_size=8, max_steps=2)

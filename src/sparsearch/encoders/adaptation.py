@@ -89,6 +89,8 @@ class AdaptConfig:
         lambda_q, lambda_d: FLOPS weights (``lambda_q`` unused by ``splade-doc``).
         idf_flops: IDF-aware FLOPS on the document side (``splade-doc`` and ``splade-idf``).
         idf_weight: weight of the IDF token bag in ``splade-idf`` queries.
+        anchor_weight: weight of the anchor of document vectors to the base model's
+            (:class:`~sparsearch.encoders.splade_train.SpladeTrainer`; 0: off).
         distill_weight: weight of MarginMSE against the teacher (0: cross-entropy only).
         doc_max_length: document tokens in training (encoding uses the encoder's own limit).
         max_seconds: time budget of the training loop.
@@ -115,6 +117,7 @@ class AdaptConfig:
     lambda_d: float = 1e-3
     idf_flops: bool = True
     idf_weight: float = 1.0
+    anchor_weight: float = 0.0
     distill_weight: float = 1.0
     doc_max_length: int = 128
     max_seconds: float | None = 1500.0
@@ -279,7 +282,8 @@ def _trainer(config: AdaptConfig, doc_texts: Sequence[str]) -> SpladeTrainer:
     """The trainer of a recipe; inference-free: IDF query bags fitted on ``doc_texts``."""
     kw: dict[str, Any] = dict(lr=config.lr, lambda_q=config.lambda_q, lambda_d=config.lambda_d,
                               doc_max_length=config.doc_max_length, seed=config.seed,
-                              distill_weight=config.distill_weight, threads=config.threads)
+                              distill_weight=config.distill_weight, threads=config.threads,
+                              anchor_weight=config.anchor_weight)
     if config.encoder in ("splade-doc", "splade-idf"):
         kw["query_idf"] = SpladeDocEncoder(config.base_model).fit(list(doc_texts)).idf()
         if config.encoder == "splade-idf":

@@ -31,6 +31,7 @@ The trained model is a plain Hugging Face masked-LM: ``save`` it and load it wit
 
 from __future__ import annotations
 
+import copy
 import inspect
 import math
 import random
@@ -228,6 +229,10 @@ class SpladeTrainer:
             encodes): a query is the bag of its tokenizer tokens weighted by this IDF array
             (indexed by token id, e.g. ``SpladeDocEncoder(...).fit(corpus).idf()``); only the
             document side goes through the model and ``lambda_q`` is unused.
+        anchor_weight: weight of an anchor that keeps document vectors near the starting
+            model's: the batch mean of ``||d - d0||^2``, ``d0`` from a frozen copy of the model as
+            it was when the trainer was made (0: off, no copy kept). Ranking losses on
+            pseudo-queries otherwise empty documents of every term their query does not need.
         query_idf_weight: with ``query_idf``, queries go through the model too and the IDF bag
             times this weight is added to the model's query vector (as
             :class:`~sparsearch.encoders.splade.SpladeIdfEncoder` encodes); ``lambda_q`` then
@@ -248,7 +253,8 @@ class SpladeTrainer:
                  distill_weight: float = 0.0, query_max_length: int = QUERY_MAX_LENGTH,
                  doc_max_length: int = DOC_MAX_LENGTH, grad_clip: float | None = 1.0, device: str | None = None,
                  seed: int = 0, query_idf: Any = None, flops_weights: Any = None, pooling: str = "winner",
-                 threads: int | None = None, query_idf_weight: float | None = None) -> None:
+                 threads: int | None = None, query_idf_weight: float | None = None,
+                 anchor_weight: float = 0.0) -> None:
         import torch
         from transformers import AutoModelForMaskedLM, AutoTokenizer
 
@@ -279,6 +285,12 @@ class SpladeTrainer:
             self.model, self.tokenizer = model, tokenizer
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model.to(self.device)
+        if not anchor_weight >= 0:
+            raise ValueError(f"anchor_weight must be >= 0, got {anchor_weight!r}")
+        self.anchor_weight = float(anchor_weight)
+        self._anchor = None
+        if self.anchor_weight > 0:  # the starting model, frozen: the documents' anchor
+            self._anchor = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.lambda_q, self.lambda_d = float(lambda_q), float(lambda_d)
         self.lambda_warmup_steps = None if lambda_warmup_steps is None else int(lambda_warmup_steps)
         self.lambda_warmup_fraction = float(lambda_warmup_fraction)
@@ -345,13 +357,15 @@ class SpladeTrainer:
         return 1.0
 
     # ------------------------------------------------------------- encoding
-    def encode(self, texts: Sequence[str], max_length: int):
-        """Differentiable SPLADE vectors (B, V) of ``texts`` (model in its current mode)."""
+    def encode(self, texts: Sequence[str], max_length: int, model: Any = None):
+        """Differentiable SPLADE vectors (B, V) of ``texts`` by ``model`` (default: the trained
+        model, in its current mode)."""
+        model = self.model if model is None else model
         x = self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
         x = {k: v.to(self.device) for k, v in x.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-        head = _find_head(self.model) if self.pooling == "winner" else None
+        head = _find_head(model) if self.pooling == "winner" else None
         if not head:
-            return _pool(self.model(**x).logits, x["attention_mask"])
+            return _pool(model(**x).logits, x["attention_mask"])
         parent, child, bias = head
         dec, captured = getattr(parent, child), {}
 
@@ -361,7 +375,7 @@ class SpladeTrainer:
 
         handle = dec.register_forward_pre_hook(grab)
         try:
-            self.model(**x)
+            model(**x)
         except _Captured:
             pass
         finally:
@@ -438,6 +452,12 @@ class SpladeTrainer:
         fq = flops_regularizer(q_model) if q_model is not None else torch.zeros((), device=self.device)
         fd = flops_regularizer(d, self.flops_weights)
         total = total + ld * fd + lq * fq
+        if self._anchor is not None:
+            with torch.no_grad():
+                d0 = self.encode(docs, self.doc_max_length, self._anchor)
+            anchor = ((d - d0) ** 2).sum(1).mean()
+            total = total + self.anchor_weight * anchor
+            parts["anchor"] = float(anchor.detach())
         with torch.no_grad():
             nzq, nzd = (q > 0), (d > 0)
             flops = float((nzq.float().mean(0) * nzd.float().mean(0)).sum())
