@@ -67,6 +67,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sparsearch.cli import _parse_opts
 from sparsearch.encoders import get_encoder
 from sparsearch.encoders.adaptation import AdaptConfig, adapt, finetune
 from sparsearch.encoders.dense import DenseEncoder, DenseSearcher
@@ -119,16 +120,9 @@ def encoder_for(kind: str, model: str | None):
 
 def untrained_encoder(spec: str):
     """``NAME[,key=value...]``: an un-adapted encoder from the registry with these settings
-    (values read as JSON when they parse, else as strings), e.g. ``splade-idf,idf_weight=0.5``."""
+    (parsed as ``--encoder-opt`` values are), e.g. ``splade-idf,idf_weight=0.5``."""
     name, *opts = spec.split(",")
-    kwargs = {}
-    for o in opts:
-        k, _, v = o.partition("=")
-        try:
-            kwargs[k] = json.loads(v)
-        except json.JSONDecodeError:
-            kwargs[k] = v
-    return get_encoder(name, **kwargs)
+    return get_encoder(name, **_parse_opts(opts))
 
 
 def _row(name: str, r: dict) -> str:

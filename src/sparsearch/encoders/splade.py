@@ -645,7 +645,8 @@ class SpladeEncoder(SparseEncoder):
 
     @classmethod
     def _kwargs_from_config(cls, config: dict[str, Any]) -> dict[str, Any]:
-        keys = ("max_length", "windows", "query_max_length", "batch_size", "top_k", "query_top_k", "threshold", "backend")
+        keys = ("max_length", "windows", "query_max_length", "batch_size", "top_k", "query_top_k", "threshold",
+                "backend")
         return {k: config[k] for k in keys if k in config}
 
     @classmethod

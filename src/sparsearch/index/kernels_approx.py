@@ -130,7 +130,8 @@ def pack_block_numbers(group_block_ptr, group_ent_ptr, ent_block):
     G = group_block_ptr.shape[0] - 1
     bit_ptr = np.zeros(G + 1, np.int64)
     for g in range(G):
-        bit_ptr[g + 1] = bit_ptr[g] + (group_ent_ptr[g + 1] - group_ent_ptr[g]) * block_number_width(group_block_ptr, g)
+        n_entries = group_ent_ptr[g + 1] - group_ent_ptr[g]
+        bit_ptr[g + 1] = bit_ptr[g] + n_entries * block_number_width(group_block_ptr, g)
     out = np.zeros((bit_ptr[G] + 7) // 8 + 1, np.uint8)
     for g in range(G):
         w = block_number_width(group_block_ptr, g)
