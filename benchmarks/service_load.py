@@ -213,6 +213,9 @@ async def run_load(url: str, queries: list[str], clients: int, duration: float, 
     rss_series: list[float] = []
     deadline = time.perf_counter() + duration
     counter = iter(range(10 ** 12))
+    # bad kinds come from their own counter, so any len(BAD) consecutive bad requests cover every
+    # kind (indexing BAD by the request number skips kinds: which numbers are bad follows another rule)
+    bad_counter = iter(range(10 ** 12))
 
     async def bad(c: httpx.AsyncClient, n: int):
         name, method, path, kwargs, expect = BAD[n % len(BAD)]
@@ -237,9 +240,10 @@ async def run_load(url: str, queries: list[str], clients: int, duration: float, 
         while time.perf_counter() < deadline:
             n = next(counter)
             is_bad = (n * 0.6180339887498949) % 1.0 < bad_fraction  # an even, deterministic spread
-            kind = BAD[n % len(BAD)][0] if is_bad else "search"
+            b = next(bad_counter) if is_bad else 0
+            kind = BAD[b % len(BAD)][0] if is_bad else "search"
             try:
-                r, ok, name = await (bad(c, n) if is_bad else good(c, n))
+                r, ok, name = await (bad(c, b) if is_bad else good(c, n))
                 statuses[str(r.status_code)] = statuses.get(str(r.status_code), 0) + 1
                 if not ok:
                     unexpected.append(f"{name}: {r.status_code}: {r.text[:200]}")

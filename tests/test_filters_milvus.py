@@ -164,12 +164,16 @@ def test_a_hybrid_export_carries_the_first_sparse_representations_fields(hybrid)
 @pytest.mark.parametrize("fuse", ["local", "milvus"])
 def test_filtered_hybrid_search_equals_the_local_hybrid_index(hybrid, fuse):
     idx, q, backend = hybrid
-    for expr in HYBRID_EXPRS:
+    for i, expr in enumerate(HYBRID_EXPRS):
         allowed = idx.filter_mask(expr)
-        cases = [HybridParams(fusion="rrf", filter=expr), HybridParams(fusion="rrf", depth=15, filter=expr)]
+        extra = [HybridParams(fusion="rrf", depth=15, filter=expr)]
         if fuse == "local":  # fusions Milvus cannot compute, and an exact search's filter moved to the hybrid
-            cases += [HybridParams(filter=expr), HybridParams(fusion="zscore", weights=(0.2, 0.5, 0.3), filter=expr),
+            extra += [HybridParams(filter=expr), HybridParams(fusion="zscore", weights=(0.2, 0.5, 0.3), filter=expr),
                       ExactParams(filter=expr)]
+        # every Milvus search costs ~0.1 s: the variants take the filters in turn, and all of them the
+        # edge cases (nothing or everything selected)
+        edge = not allowed.any() or allowed.all()
+        cases = [HybridParams(fusion="rrf", filter=expr)] + (extra if edge else [extra[i % len(extra)]])
         for params in cases:
             got = backend.search(q, 10, params, fuse=fuse)
             _same(idx.search(q, 10, params), got, f"{expr} {params}")

@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -25,6 +26,7 @@ from sparsearch.index.hybrid import (HybridIndex, HybridQueries, build_hybrid, b
                                      tune_index_fusion)
 from sparsearch.searching import ApproxParams, ExactParams, HybridParams, params_from_dict, params_to_dict
 from sparsearch.vectors import SparseBatch, Vocabulary
+from tests.core.test_cli import cli
 
 N, V, D = 300, 80, 16
 
@@ -247,6 +249,12 @@ def test_text_hybrid_of_two_bm25_variants(tmp_path):
 CLI = [sys.executable, "-m", "sparsearch.cli"]
 
 
+def _cli(*args) -> SimpleNamespace:
+    """``sparsearch ARGS`` in this process (a subprocess costs ~1.5 s of start-up per command)."""
+    r = cli(*args)
+    return SimpleNamespace(returncode=r.exit_code, stdout=r.stdout, stderr=r.stderr)
+
+
 def _tiny_beir(tmp_path: Path) -> Path:
     corpus = tmp_path / "c"
     (corpus / "qrels").mkdir(parents=True)
@@ -272,43 +280,43 @@ def test_cli_demo_reports_each_representation_and_the_fusion(tmp_path):
 
 
 def test_cli_hybrid_index_search_evaluate_stats(tmp_path):
+    """The hybrid commands in process (the console script itself is run by the demo test above)."""
     corpus = _tiny_beir(tmp_path)
     out = tmp_path / "idx"
-    r = subprocess.run([*CLI, "index", str(corpus), "--out", str(out), "--encoder", "bm25", "--encoder",
-                        "bm25:robertson", "--encoder-opt", "bm25.k1=1.2"], capture_output=True, text=True)
+    r = _cli("index", str(corpus), "--out", str(out), "--encoder", "bm25", "--encoder",
+             "bm25:robertson", "--encoder-opt", "bm25.k1=1.2")
     assert r.returncode == 0, r.stderr
     assert "hybrid of bm25, bm25-2" in r.stdout
-    r = subprocess.run([*CLI, "search", str(out), "-q", "bone density", "--json", "--fusion", "minmax",
-                        "--weights", "bm25=1,bm25-2=0"], capture_output=True, text=True)
+    r = _cli("search", str(out), "-q", "bone density", "--json", "--fusion", "minmax",
+             "--weights", "bm25=1,bm25-2=0")
     assert r.returncode == 0, r.stderr
     hit = json.loads(r.stdout)["hits"][0]
     assert hit["id"] in ("a", "d") and set(hit["representations"]) == {"bm25", "bm25-2"}
     assert hit["title"] in ("Bone", "Tissue") and hit["representations"]["bm25"]["rank"] == 1
-    r = subprocess.run([*CLI, "evaluate", str(out), str(corpus)], capture_output=True, text=True)
+    r = _cli("evaluate", str(out), str(corpus))
     assert r.returncode == 0, r.stderr
     assert "fusion:" in r.stdout and "bm25-2" in r.stdout
-    r = subprocess.run([*CLI, "stats", str(out)], capture_output=True, text=True)
+    r = _cli("stats", str(out))
     assert json.loads(r.stdout)["representations"] == ["bm25", "bm25-2"]
-    r = subprocess.run([*CLI, "tune-fusion", str(out), str(corpus), "--split", "test"], capture_output=True, text=True)
+    r = _cli("tune-fusion", str(out), str(corpus), "--split", "test")
     assert r.returncode == 2 and "train or dev" in r.stderr
-    r = subprocess.run([*CLI, "tune-fusion", str(out), str(corpus), "--split", "train", "--save", "--step", "0.5"],
-                       capture_output=True, text=True)
+    r = _cli("tune-fusion", str(out), str(corpus), "--split", "train", "--save", "--step", "0.5")
     assert r.returncode == 0, r.stderr
     assert load_fusion(out) is not None
-    r = subprocess.run([*CLI, "search", str(out), "-q", "x", "--weights", "1,2,3"], capture_output=True, text=True)
+    r = _cli("search", str(out), "-q", "x", "--weights", "1,2,3")
     assert r.returncode == 2 and "3 numbers for 2 representations" in r.stderr
-    r = subprocess.run([*CLI, "index", str(corpus), "--out", str(tmp_path / "i2"), "--encoder", "bm25", "--encoder",
-                        "bm25", "--encoder-opt", "k1=1.2"], capture_output=True, text=True)
+    r = _cli("index", str(corpus), "--out", str(tmp_path / "i2"), "--encoder", "bm25", "--encoder",
+             "bm25", "--encoder-opt", "k1=1.2")
     assert r.returncode == 2 and "bm25.k1" in r.stderr and not (tmp_path / "i2" / "manifest.json").exists()
     more = tmp_path / "more.jsonl"
     more.write_text(json.dumps({"id": "e", "title": "Bones", "text": "bone marrow density scans"}) + "\n")
-    r = subprocess.run([*CLI, "add", str(out), str(more)], capture_output=True, text=True)
+    r = _cli("add", str(out), str(more))
     assert r.returncode == 0 and "5 documents" in r.stdout, r.stderr
-    r = subprocess.run([*CLI, "search", str(out), "-q", "marrow", "--json"], capture_output=True, text=True)
+    r = _cli("search", str(out), "-q", "marrow", "--json")
     assert json.loads(r.stdout)["hits"][0]["id"] == "e"
-    r = subprocess.run([*CLI, "delete", str(out), "e"], capture_output=True, text=True)
+    r = _cli("delete", str(out), "e")
     assert r.returncode == 0 and "deleted 1" in r.stdout, r.stderr
-    r = subprocess.run([*CLI, "search", str(out), "-q", "marrow", "--json"], capture_output=True, text=True)
+    r = _cli("search", str(out), "-q", "marrow", "--json")
     assert "e" not in [h["id"] for h in json.loads(r.stdout)["hits"]]
-    r = subprocess.run([*CLI, "delete", str(out), "nope"], capture_output=True, text=True)
+    r = _cli("delete", str(out), "nope")
     assert r.returncode == 2 and "nope" in r.stderr

@@ -110,7 +110,7 @@ def test_killed_hybrid_build_leaves_old_or_new(tmp_path):
     rng_t = np.random.default_rng(5)
     # crash points spread evenly over the build (every representation, the store) plus the last
     # ones (the commit's renames and fsyncs), and two random times: each child costs a start-up
-    spread = sorted(set(np.linspace(0, points - 1, 10).round().astype(int).tolist()) | set(range(points - 3, points)))
+    spread = sorted(set(np.linspace(0, points - 1, 6).round().astype(int).tolist()) | set(range(points - 3, points)))
     plan = [(i, None) for i in spread] + [(-1, float(t)) for t in rng_t.uniform(0, seconds, 2)]
     seen = set()
     for n, (crash_at, after) in enumerate(plan):
