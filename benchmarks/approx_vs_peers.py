@@ -37,7 +37,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -246,6 +246,35 @@ def run_set(label, docs, qs, args, work: Path):
                                lambda batch=batch: ax.search_prepared(q_indptr, q_terms, q_weights, K, batch),
                                build_ax, ax.memory_bytes())
 
+    # ---- sparsearch approximate, the candidate strategy (its own index: no summaries)
+    cand_jobs: list[Job] = []
+    if args.candidates:
+        cparams = replace(build_params, summaries=False)
+        t = time.perf_counter()
+        cx = ApproximateIndex.build(index, cparams, save=False)
+        build_cx = time.perf_counter() - t
+        cx_dir = work / "candidates"  # a copy of the exact index holds it (one approximate index per index)
+        shutil.copytree(work / "sparsearch", cx_dir, dirs_exist_ok=True)
+        cindex = Index.open(cx_dir)
+        ApproximateIndex.build(cindex, cparams, save=True)
+        del cx
+        gc.collect()
+        cx = ApproximateIndex.open(cindex, mmap=False, verify=False)
+        cx.search_prepared(q_indptr[:2], q_terms[:q_indptr[1]], q_weights[:q_indptr[1]], K,
+                           ApproxParams(query_cut=5, candidates=10, threads=1))  # compile
+        print("candidates", cx.stats(), flush=True)
+        for qc in args.candidate_cuts:
+            for c in args.candidates:
+                single = ApproxParams(query_cut=qc, candidates=c, threads=1).check()
+                batch = ApproxParams(query_cut=qc, candidates=c).check()
+
+                def one_c(i, single=single):
+                    a, b = q_indptr[i], q_indptr[i + 1]
+                    return cx.search_prepared(np.array([0, b - a]), q_terms[a:b], q_weights[a:b], K, single)[1][0]
+                cand_jobs.append(Job("sparsearch candidates", f"query_cut={qc} candidates={c}", one_c, ident,
+                                     lambda batch=batch: cx.search_prepared(q_indptr, q_terms, q_weights, K, batch),
+                                     build_cx, cx.memory_bytes(), "index without summaries"))
+
     # ---- pyseismic-lsr
     theirs: dict[tuple, Job] = {}
     if "seismic" in args.peers:
@@ -291,11 +320,14 @@ def run_set(label, docs, qs, args, work: Path):
                                                                           num_threads=0),
                             build_k, mem_k, f"nknn={args.seismic_nknn}, " + (f"graph {graph:,} bytes (in the total)" if graph is not None
                                                                   else "graph size not reported"))
-    for key in ours:  # the same setting of both systems side by side in every pass
+    for i, key in enumerate(ours):  # the same setting of both systems side by side in every pass
         jobs.append(ours[key])
         for tk in [key] + [(*key, nk) for nk in args.seismic_n_knn]:
             if tk in theirs:
                 jobs.append(theirs[tk])
+        jobs.extend(cand_jobs[i::len(ours)])  # the candidate settings spread over the passes' order
+    if not ours:
+        jobs.extend(cand_jobs)
 
     # ---- BMP
     if "bmp" in args.peers:
@@ -454,7 +486,10 @@ def report(all_rows: dict[str, list[dict]], args) -> str:
            f"back into memory. Build parameters (sparsearch approx and pyseismic-lsr alike): n_postings="
            f"{args.n_postings}, centroid_fraction={args.centroid_fraction}, summary_energy={args.summary_energy}; "
            f"sparsearch approx also refines its blocks with kmeans_iterations={args.kmeans_iterations} Lloyd "
-           f"step(s) after Seismic's one random-centroid pass (0 = Seismic's clustering).\n"]
+           f"step(s) after Seismic's one random-centroid pass (0 = Seismic's clustering). 'sparsearch candidates' is "
+           f"sparsearch's approximate index built with the same static pruning and no clustering or summaries "
+           f"(`build-approx --no-summaries`), searched with the candidate strategy (`--candidates N`: partial "
+           f"scores over the query_cut heaviest terms' pruned lists, the N best scored exactly).\n"]
     for label, rows in all_rows.items():
         out.append(f"\n## {label}\n")
         out.append("| system | setting | recall@10 | mean ms (1 thr) | p99 ms (1 thr) | ms/query (all thr) | "
@@ -484,6 +519,20 @@ def report(all_rows: dict[str, list[dict]], args) -> str:
             out.append(f"| {tgt:.2f} | " + (f"{a['mean_ms']:.3f} ({a['system']}, {a['setting']})" if a else "n/a")
                        + " | " + (f"{s['mean_ms']:.3f}" if s else "not reached") + f" | {ratio} |")
         seismics = ("pyseismic-lsr", "pyseismic-lsr+knn")
+        ours_all = ("sparsearch approx", "sparsearch candidates")
+        if any(r["system"] == "sparsearch candidates" for r in rows):
+            out.append("\n**Fastest setting at a recall target: sparsearch approximate, either strategy (Seismic's "
+                       "block scan or the candidate strategy), vs the fastest pyseismic-lsr configuration (with or "
+                       "without its k-NN graph where it ran):**\n")
+            out.append("| recall >= | sparsearch ms (strategy, setting) | pyseismic-lsr ms (system, setting) | ratio |")
+            out.append("|---|---|---|---|")
+            for tgt in (0.90, 0.95, 0.99):
+                a, s = pareto_latency(rows, ours_all, tgt), pareto_latency(rows, seismics, tgt)
+                ratio = f"{a['mean_ms'] / s['mean_ms']:.2f}x" if a and s else "n/a"
+                out.append(f"| {tgt:.2f} | " + (f"{a['mean_ms']:.3f} ({a['system']}, {a['setting']})" if a
+                                                 else "not reached") + " | "
+                           + (f"{s['mean_ms']:.3f} ({s['system']}, {s['setting']})" if s else "not reached")
+                           + f" | {ratio} |")
         if any(r["system"] == "pyseismic-lsr+knn" for r in rows):
             out.append("\n**Fastest setting at a recall target: sparsearch approx vs the fastest pyseismic-lsr "
                        "configuration, with or without its k-NN graph:**\n")
@@ -501,11 +550,12 @@ def report(all_rows: dict[str, list[dict]], args) -> str:
             front = pareto_front([r for r in rows if r["system"] == system])
             out.append(f"- {system}: " + ", ".join(f"{r['recall']:.3f} @ {r['mean_ms']:.3f} ms ({r['setting']})"
                                                    for r in front))
-        mem_a = next((r["mem_mb"] for r in rows if r["system"] == "sparsearch approx"), None)
         mem_s = next((r["mem_mb"] for r in rows if r["system"] == "pyseismic-lsr"), None)
-        if mem_a and mem_s and not np.isnan(mem_s):
-            out.append(f"\nMemory ratio sparsearch approx / pyseismic-lsr: {mem_a / mem_s:.2f}x "
-                       f"({mem_a:.1f} MB vs {mem_s:.1f} MB)")
+        for system in ours_all:
+            mem_a = next((r["mem_mb"] for r in rows if r["system"] == system), None)
+            if mem_a and mem_s and not np.isnan(mem_s):
+                out.append(f"\nMemory ratio {system} / pyseismic-lsr: {mem_a / mem_s:.2f}x "
+                           f"({mem_a:.1f} MB vs {mem_s:.1f} MB)")
         ex = next((r for r in rows if r["system"] == "sparsearch exact"), None)
         bx = next((r for r in rows if r["system"] == "bmp exact"), None)
         if ex and bx:
@@ -522,14 +572,16 @@ def plot(all_rows, path: Path) -> None:
 
     fig, axes = plt.subplots(1, len(all_rows), figsize=(7 * len(all_rows), 5), squeeze=False)
     styles = {"sparsearch approx": ("C0", "o"), "pyseismic-lsr": ("C1", "s"), "bmp approx": ("C2", "^"),
-              "bmp exact": ("C2", "*"), "sparsearch exact": ("C0", "*"), "milvus-lite": ("C3", "D")}
+              "bmp exact": ("C2", "*"), "sparsearch exact": ("C0", "*"), "milvus-lite": ("C3", "D"),
+              "sparsearch candidates": ("C4", "v"), "pyseismic-lsr+knn": ("C5", "P")}
     for ax, (label, rows) in zip(axes[0], all_rows.items()):
         for system, (c, m) in styles.items():
             pts = [(r["recall"], r["mean_ms"]) for r in rows if r["system"] == system and not np.isnan(r["recall"])]
             if not pts:
                 continue
             pts.sort()
-            if system in ("sparsearch approx", "pyseismic-lsr", "bmp approx"):
+            if system in ("sparsearch approx", "pyseismic-lsr", "bmp approx", "sparsearch candidates",
+                          "pyseismic-lsr+knn"):
                 front, best = [], np.inf  # Pareto front: fastest at each recall or higher
                 for rc, ms in sorted(pts, key=lambda p: -p[0]):
                     if ms < best:
@@ -562,6 +614,10 @@ def main() -> None:
                     help="sparsearch approx only: Lloyd steps after the one-pass clustering (0 = Seismic's)")
     ap.add_argument("--query-cuts", type=int, nargs="+", default=[3, 5, 8, 12, 20])
     ap.add_argument("--heap-factors", type=float, nargs="+", default=[0.6, 0.7, 0.8, 0.9, 1.0])
+    ap.add_argument("--candidates", type=int, nargs="*", default=[20, 30, 50, 75, 100, 200],
+                    help="sparsearch's candidate strategy: documents scored exactly (none: not run)")
+    ap.add_argument("--candidate-cuts", type=int, nargs="+", default=[6, 8, 10, 12, 15, 20],
+                    help="query_cut values of the candidate strategy")
     ap.add_argument("--seismic-nknn", type=int, default=0,
                     help="also build pyseismic-lsr with a document k-NN graph of this many neighbours (0: no)")
     ap.add_argument("--seismic-n-knn", type=int, nargs="+", default=[5, 10],

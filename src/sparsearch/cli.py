@@ -80,6 +80,9 @@ QUERY_CUT_HELP = ("approximate: visit the posting lists of the query's N largest
                   "`tune --save`, else 10).")
 HEAP_FACTOR_HELP = ("approximate: skip blocks whose summary score is below heap_factor x the current k-th score "
                     "(default: the setting saved by `tune --save`, else 0.9).")
+CANDIDATES_HELP = ("approximate: 0 = Seismic's block scan; N >= 1 = the candidate strategy: partial scores over the "
+                   "--query-cut heaviest terms' pruned lists, then the N best documents scored exactly (default: the "
+                   "setting saved by `tune --save`, else 0).")
 
 
 FUSION_HELP = "Hybrid index: fusion of the representations, rrf, minmax or zscore (default: the saved or default one)."
@@ -115,7 +118,7 @@ def _search_params(mode: str, index: Path, *, threads: Optional[int] = None, str
                    query_cut: Optional[int] = None, heap_factor: Optional[float] = None,
                    fusion: Optional[str] = None, weights: Optional[str] = None, depth: Optional[int] = None,
                    rrf_k: Optional[float] = None, max_postings: Optional[int] = None,
-                   budget_ms: Optional[float] = None):
+                   budget_ms: Optional[float] = None, candidates: Optional[int] = None):
     """The parameter object of ``--mode`` (for a hybrid index: its fusion, with ``--mode`` applied
     to its sparse representations); knobs not given come from ``tune --save`` / ``tune-fusion --save``."""
     from dataclasses import replace
@@ -128,7 +131,7 @@ def _search_params(mode: str, index: Path, *, threads: Optional[int] = None, str
     unknown = "error" if strict_vocab else "drop"
     if is_hybrid(index):
         sparse = params_for_mode(mode, threads=threads, unknown=unknown, query_cut=query_cut, heap_factor=heap_factor,
-                                 max_postings=max_postings, budget_ms=budget_ms)
+                                 max_postings=max_postings, budget_ms=budget_ms, candidates=candidates)
         base = load_fusion(index) or DEFAULT_FUSION
         names = [m["name"] for m in read_manifest(index)["members"]]
         given = {k: v for k, v in {"fusion": fusion, "depth": depth, "rrf_k": rrf_k,
@@ -139,7 +142,7 @@ def _search_params(mode: str, index: Path, *, threads: Optional[int] = None, str
         raise InvalidInputError(f"{index} is not a hybrid index: --fusion, --weights, --depth and --rrf-k do not apply")
     saved = load_settings(index) if mode == "approximate" else None
     return params_for_mode(mode, threads=threads, unknown=unknown, query_cut=query_cut, heap_factor=heap_factor,
-                           saved=saved, max_postings=max_postings, budget_ms=budget_ms)
+                           saved=saved, max_postings=max_postings, budget_ms=budget_ms, candidates=candidates)
 
 
 def _with_filter(params, expr: Optional[str]):
@@ -523,6 +526,9 @@ def build_approx(
         help="Smaller clusters are dissolved into their members' second-best centroid.")] = None,
     doc_cut: Annotated[Optional[int], typer.Option(help="Components of a document compared when clustering.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of the clustering.")] = None,
+    summaries: Annotated[bool, typer.Option(
+        help="--no-summaries: keep the pruned lists unclustered, without summaries; the index then serves only "
+             "the candidate strategy (search --candidates N), in a fraction of the memory and build time.")] = True,
     threads: Annotated[Optional[int], typer.Option(help="Build threads (default: all cores).")] = None,
 ) -> None:
     """Build (or rebuild) the Seismic-style approximate index of an index, for `search --mode approximate`.
@@ -549,7 +555,7 @@ def build_approx(
         raise InvalidInputError(f"unknown pruning {pruning!r}; use global or fixed")
     params = ApproxBuildParams(pruning=prune, **given(
         centroid_fraction=centroid_fraction, summary_energy=summary_energy, min_cluster_size=min_cluster_size,
-        doc_cut=doc_cut, seed=seed, kmeans_iterations=kmeans_iterations))
+        doc_cut=doc_cut, seed=seed, kmeans_iterations=kmeans_iterations), summaries=summaries)
     opened = open_searcher(index)
     if isinstance(opened, HybridIndex):  # every sparse representation gets its own
         targets = [m.searcher for m in opened.members if m.kind == "sparse"]
@@ -573,6 +579,7 @@ def search(
     mode: Annotated[str, typer.Option(help=MODE_HELP)] = "exact",
     query_cut: Annotated[Optional[int], typer.Option(help=QUERY_CUT_HELP)] = None,
     heap_factor: Annotated[Optional[float], typer.Option(help=HEAP_FACTOR_HELP)] = None,
+    candidates: Annotated[Optional[int], typer.Option(help=CANDIDATES_HELP)] = None,
     max_postings: Annotated[Optional[int], typer.Option(help=MAX_POSTINGS_HELP)] = None,
     budget_ms: Annotated[Optional[float], typer.Option(help=BUDGET_MS_HELP)] = None,
     run: Annotated[Optional[Path], typer.Option(help="Write a TREC run file here instead of printing.")] = None,
@@ -608,6 +615,7 @@ def search(
     opened = None
     if not (sharded or explain or strict_vocab or filter_ is not None or mode not in ("exact", "exhaustive")
             or query_cut is not None or heap_factor is not None or max_postings is not None or budget_ms is not None
+            or candidates is not None
             or fusion is not None or weights is not None or depth is not None or rrf_k is not None):
         opened = _open_oneshot(index[0], mode, threads, queries, query)
         if opened is not None and opened[2] is not None:  # numpy scores it before numba would have loaded
@@ -617,7 +625,8 @@ def search(
             return
     params = _with_filter(_search_params(mode, index[0], threads=threads, strict_vocab=strict_vocab,
                                          query_cut=query_cut, heap_factor=heap_factor, fusion=fusion, weights=weights,
-                                         depth=depth, rrf_k=rrf_k, max_postings=max_postings, budget_ms=budget_ms),
+                                         depth=depth, rrf_k=rrf_k, max_postings=max_postings, budget_ms=budget_ms,
+                                         candidates=candidates),
                           filter_)
     with contextlib.ExitStack() as stack:
         if sharded:
@@ -819,6 +828,7 @@ def evaluate(
     mode: Annotated[str, typer.Option(help=MODE_HELP)] = "exact",
     query_cut: Annotated[Optional[int], typer.Option(help=QUERY_CUT_HELP)] = None,
     heap_factor: Annotated[Optional[float], typer.Option(help=HEAP_FACTOR_HELP)] = None,
+    candidates: Annotated[Optional[int], typer.Option(help=CANDIDATES_HELP)] = None,
     max_postings: Annotated[Optional[int], typer.Option(help=MAX_POSTINGS_HELP)] = None,
     budget_ms: Annotated[Optional[float], typer.Option(help=BUDGET_MS_HELP)] = None,
     metrics: Annotated[str, typer.Option(help="Comma-separated ir-measures names.")] = "nDCG@10,R@100,R@1000,RR@10",
@@ -838,7 +848,7 @@ def evaluate(
 
     params = _with_filter(_search_params(mode, index, query_cut=query_cut, heap_factor=heap_factor, fusion=fusion,
                                          weights=weights, depth=depth, rrf_k=rrf_k, max_postings=max_postings,
-                                         budget_ms=budget_ms), filter_)
+                                         budget_ms=budget_ms, candidates=candidates), filter_)
     _, searcher = _open_searcher(index, mode)
     ds = load_beir(data, split)
     report = run_evaluation(searcher, ds, k=k, params=params, metrics=metrics.split(","), run_path=run)
@@ -892,12 +902,15 @@ def tune(
     sample: Annotated[int, typer.Option(help="Queries drawn (fixed seed) from --queries for the sweep.")] = 200,
     query_cuts: Annotated[str, typer.Option(help="Comma-separated query_cut values to try.")] = "3,5,8,10,15,20,30",
     heap_factors: Annotated[str, typer.Option(help="Comma-separated heap_factor values to try.")] = "0.5,0.6,0.7,0.8,0.9,1.0",
+    candidates: Annotated[str, typer.Option(
+        help="Comma-separated candidates values to try (0: Seismic's block scan, with every heap factor).")
+    ] = "0,50,100,200,500,1000,2000",
     save: Annotated[bool, typer.Option(
         "--save", help="Save the chosen setting next to the index (settings.json): `search`/`evaluate --mode "
                        "approximate` and the service then use it when --query-cut/--heap-factor are not given.")] = False,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the whole sweep here.")] = None,
 ) -> None:
-    """Pick the fastest approximate setting (query_cut, heap_factor) that reaches a target recall.
+    """Pick the fastest approximate setting (query_cut, heap_factor, candidates) that reaches a target recall.
 
     Every setting searches the sample one query at a time on one thread; recall@k is measured
     against the exact top-k of the same queries. Prints the sweep and the chosen setting; --save
@@ -912,22 +925,27 @@ def tune(
     try:
         qcs = tuple(int(x) for x in query_cuts.split(","))
         hfs = tuple(float(x) for x in heap_factors.split(","))
+        cands = tuple(int(x) for x in candidates.split(","))
     except ValueError:
-        raise InvalidInputError("--query-cuts takes integers and --heap-factors numbers, comma-separated") from None
-    if min(qcs) < 1 or not min(hfs) > 0:
-        raise InvalidInputError("query cuts must be >= 1 and heap factors > 0")
+        raise InvalidInputError("--query-cuts and --candidates take integers and --heap-factors numbers, "
+                                "comma-separated") from None
+    if min(qcs) < 1 or not min(hfs) > 0 or min(cands) < 0:
+        raise InvalidInputError("query cuts must be >= 1, heap factors > 0 and candidates >= 0")
     idx = Index.open(index)
     ax = ApproximateIndex.open(idx)
     qv = _load_queries(idx, queries, None)
-    r = tune_fn(ax, qv, target_recall, k=k, query_cuts=qcs, heap_factors=hfs, sample=sample)
-    typer.echo(f"{'query_cut':>9} {'heap_factor':>11} {'recall@' + str(k):>9} {'mean ms':>8}")
+    r = tune_fn(ax, qv, target_recall, k=k, query_cuts=qcs, heap_factors=hfs, candidates=cands, sample=sample)
+    typer.echo(f"{'query_cut':>9} {'heap_factor':>11} {'candidates':>10} {'recall@' + str(k):>9} {'mean ms':>8}")
     for g in r["grid"]:
-        typer.echo(f"{g['query_cut']:>9} {g['heap_factor']:>11.2f} {g['recall']:>9.3f} {g['mean_ms']:>8.3f}")
+        typer.echo(f"{g['query_cut']:>9} {g['heap_factor']:>11.2f} {g['candidates']:>10} {g['recall']:>9.3f} "
+                   f"{g['mean_ms']:>8.3f}")
     verdict = "fastest reaching" if r["met"] else "NOT reached; most accurate for"
     typer.echo(f"{verdict} recall@{k} >= {target_recall}: --query-cut {r['query_cut']} "
-               f"--heap-factor {r['heap_factor']} (recall {r['recall']:.3f}, {r['mean_ms']:.3f} ms/query)")
+               f"--heap-factor {r['heap_factor']} --candidates {r['candidates']} (recall {r['recall']:.3f}, "
+               f"{r['mean_ms']:.3f} ms/query)")
     if save:
-        save_settings(index, ApproxParams(query_cut=int(r["query_cut"]), heap_factor=float(r["heap_factor"])), r)
+        save_settings(index, ApproxParams(query_cut=int(r["query_cut"]), heap_factor=float(r["heap_factor"]),
+                                          candidates=int(r["candidates"])), r)
         typer.echo(f"saved as the default approximate setting of {index}")
     if json_out is not None:
         json_out.write_text(json.dumps(r, indent=1))

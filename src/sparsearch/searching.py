@@ -32,6 +32,7 @@ __all__ = ["ExactParams", "ApproxParams", "AnytimeParams", "HybridParams", "FUSI
 #: hard bound on the result width anywhere (the service bounds it lower); k is first clamped to
 #: the documents held, so a larger k only fails on an index of more than MAX_K documents
 MAX_K = 100_000
+MAX_CANDIDATES = 1_000_000  # documents the candidate strategy scores exactly, per query
 
 Unknown = Literal["drop", "error"]
 
@@ -73,6 +74,12 @@ class ApproxParams:
         filter: as :class:`ExactParams`: the filtered-out documents are skipped while the
             forward index is scored; when the filter leaves few documents (see
             ``ApproximateIndex.exact_below``) they are scored exactly instead.
+        candidates: the strategy. 0 (default): Seismic's, above. N >= 1: the *candidate*
+            strategy: the pruned lists of the ``query_cut`` heaviest query terms give every
+            document they hold a partial score (``sum(query weight x the list's impact)``, term
+            at a time), and the ``N`` best documents by partial score are scored exactly on the
+            forward index (``heap_factor`` is not used). ``query_cut >=`` the query's terms,
+            lists kept whole and ``N >=`` the documents give the exact top-k.
     """
 
     kind: ClassVar[str] = "approximate"
@@ -81,6 +88,7 @@ class ApproxParams:
     threads: int | None = None
     unknown: Unknown = "drop"
     filter: str | None = None
+    candidates: int = 0
 
     def check(self) -> "ApproxParams":
         _check_common(self)
@@ -88,6 +96,11 @@ class ApproxParams:
             raise InvalidInputError(f"query_cut must be an integer >= 1, got {self.query_cut!r}")
         if not 0 < float(self.heap_factor) <= 1:
             raise InvalidInputError(f"heap_factor must be in (0, 1], got {self.heap_factor!r}")
+        c = self.candidates
+        if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or c < 0:
+            raise InvalidInputError(f"candidates must be an integer >= 0, got {c!r}")
+        if c > MAX_CANDIDATES:
+            raise InvalidInputError(f"candidates must be at most {MAX_CANDIDATES:,}, got {c:,}")
         return self
 
 
@@ -203,18 +216,21 @@ SEARCH_MODES: tuple[str, ...] = ("exact", "exhaustive", "approximate", "anytime"
 def params_for_mode(mode: str, *, threads: int | None = None, unknown: Unknown = "drop",
                     query_cut: int | None = None, heap_factor: float | None = None,
                     saved: ApproxParams | None = None, filter: str | None = None,
-                    max_postings: int | None = None, budget_ms: float | None = None) -> SearchParams:
+                    max_postings: int | None = None, budget_ms: float | None = None,
+                    candidates: int | None = None) -> SearchParams:
     """The parameter object of a named search mode (checked).
 
     For ``approximate``, a knob left ``None`` takes its value from ``saved`` (the settings
     ``sparsearch tune --save`` wrote next to the index), else the :class:`ApproxParams` default;
-    ``query_cut`` / ``heap_factor`` given with another mode are refused, as are ``max_postings``
-    / ``budget_ms`` (the budgets of ``anytime``) with another mode.
+    ``query_cut`` / ``heap_factor`` / ``candidates`` given with another mode are refused, as are
+    ``max_postings`` / ``budget_ms`` (the budgets of ``anytime``) with another mode.
     """
     if mode not in SEARCH_MODES:
         raise InvalidInputError(f"unknown search mode {mode!r}; use one of {', '.join(SEARCH_MODES)}")
     if mode != "anytime" and (max_postings is not None or budget_ms is not None):
         raise InvalidInputError(f"max_postings and budget_ms apply to anytime search, not {mode}")
+    if mode != "approximate" and candidates is not None:
+        raise InvalidInputError(f"candidates applies to approximate search, not {mode}")
     if mode == "anytime":
         if query_cut is not None or heap_factor is not None:
             raise InvalidInputError("query_cut and heap_factor apply to approximate search, not anytime")
@@ -227,6 +243,7 @@ def params_for_mode(mode: str, *, threads: int | None = None, unknown: Unknown =
     base = saved or ApproxParams()
     return ApproxParams(query_cut=base.query_cut if query_cut is None else query_cut,
                         heap_factor=base.heap_factor if heap_factor is None else heap_factor,
+                        candidates=base.candidates if candidates is None else candidates,
                         threads=threads, unknown=unknown, filter=filter).check()
 
 

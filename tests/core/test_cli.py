@@ -147,6 +147,18 @@ def test_approximate_mode_through_the_cli(tiny_beir, tmp_path):
     assert r.exit_code == 0, r.output
     r = cli("build-approx", out, "--pruning", "sometimes")
     assert r.exit_code == 2 and "unknown pruning" in r.stderr
+    # an index without summaries serves the candidate strategy only
+    assert cli("build-approx", out, "--no-summaries").exit_code == 0
+    r = cli("search", out, "-q", "programming compiler", "-k", "2", "--mode", "approximate",
+            "--query-cut", "50", "--candidates", "100")
+    assert r.exit_code == 0, r.output
+    assert "1. d6" in r.output
+    r = cli("search", out, "-q", "programming compiler", "--mode", "approximate", "--query-cut", "5")
+    assert r.exit_code == 2 and "without summaries" in r.stderr
+    r = cli("search", out, "-q", "programming", "--candidates", "10")
+    assert r.exit_code == 2 and "candidates applies to approximate search" in r.stderr
+    r = cli("search", out, "-q", "programming", "--mode", "approximate", "--candidates", "-3")
+    assert r.exit_code == 2 and "candidates must be an integer >= 0" in r.stderr
     # a rebuild commits a new generation: the stale approximate index is collected
     assert cli("index", tiny_beir, "--out", out, "--overwrite").exit_code == 0
     assert not list(out.glob("approx-*"))
@@ -167,16 +179,19 @@ def test_tune_picks_a_setting_that_reaches_the_target_and_saves_it(tiny_beir, tm
             "--query-cuts", "1,5", "--heap-factors", "0.5,1.0", "--json", tmp_path / "t.json", "--save")
     assert r.exit_code == 0, r.output
     t = json.loads((tmp_path / "t.json").read_text())
-    assert len(t["grid"]) == 4 and t["met"] and t["recall"] >= 1.0
-    assert f"--query-cut {t['query_cut']} --heap-factor {t['heap_factor']}" in r.output
+    assert len(t["grid"]) == 4 + 2 * 6 and t["met"] and t["recall"] >= 1.0  # + 6 candidate settings per cut
+    assert f"--query-cut {t['query_cut']} --heap-factor {t['heap_factor']} --candidates {t['candidates']}" in r.output
     assert (out / "settings.json").exists()
     from sparsearch.index.approximate import load_settings
 
     saved = load_settings(out)
-    assert (saved.query_cut, saved.heap_factor) == (t["query_cut"], t["heap_factor"])
+    assert (saved.query_cut, saved.heap_factor, saved.candidates) == (t["query_cut"], t["heap_factor"],
+                                                                       t["candidates"])
     r = cli("evaluate", out, tiny_beir, "--mode", "approximate", "--json", tmp_path / "r.json")
     assert r.exit_code == 0, r.output  # the saved setting is the default
     r = cli("tune", out, "--queries", queries, "--target-recall", "1.5")
     assert r.exit_code == 2 and "--target-recall" in r.stderr
     r = cli("tune", out, "--queries", queries, "--query-cuts", "a,b")
     assert r.exit_code == 2 and "comma-separated" in r.stderr
+    r = cli("tune", out, "--queries", queries, "--candidates", "0,-5")
+    assert r.exit_code == 2 and "candidates >= 0" in r.stderr

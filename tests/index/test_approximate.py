@@ -164,7 +164,7 @@ def _as_version_4_layout(ax: ApproximateIndex, meta: dict) -> None:
         np.save(f, arr, allow_pickle=False)
         meta["files"][name] = {"dtype": str(arr.dtype), "shape": [len(arr)], "bytes": f.stat().st_size,
                                "crc32": crc32_file(f)}
-    for name in ("comp_first", "comp_sample", "group_bit_ptr", "ent_bits"):
+    for name in ("comp_first", "comp_sample", "group_bit_ptr", "ent_bits", "block_vals"):  # (block_vals: to version 5)
         del meta["files"][name]
         (ax.path / f"{name}.npy").unlink()
 
@@ -213,7 +213,7 @@ def test_persistence_round_trip_and_staleness(tmp_path):
     assert old.params == ApproxBuildParams(pruning=GlobalPruning(n_postings=50, max_fraction=1.5),
                                            centroid_fraction=0.2, kmeans_iterations=0)
     assert old.stats()["params"]["pruning"] == {"kind": "global", "n_postings": 50, "max_fraction": 1.5}
-    for name in ("comp_first", "comp_sample", "group_bit_ptr", "ent_bits"):  # given the v5 arrays on opening
+    for name in ("comp_first", "comp_sample", "group_bit_ptr", "ent_bits", "block_vals"):  # given on opening
         np.testing.assert_array_equal(getattr(old, name), getattr(ax3, name))
     # a torn temporary directory is ignored
     (tmp_path / "idx" / ".tmp-0123-approx-dead").mkdir()
@@ -292,14 +292,18 @@ def test_tune_meets_target_on_sample(corpus):
     index, queries = corpus
     ax = build(index, **global_pruning(300, centroid_fraction=0.1))
     best = tune(ax, queries, target_recall=0.9, sample=60, query_cuts=(2, 5, 10, 40),
-                heap_factors=(0.6, 0.8, 1.0))
+                heap_factors=(0.6, 0.8, 1.0), candidates=(0, 20, 200))
     assert best["met"] and best["recall"] >= 0.9
     rng = np.random.default_rng(0)
     idx = np.sort(rng.choice(len(queries), size=60, replace=False))
     _, ed = index.search(queries[idx], 10)
-    _, d = ax.search(queries[idx], 10, ApproxParams(query_cut=best["query_cut"], heap_factor=best["heap_factor"]))
+    _, d = ax.search(queries[idx], 10, ApproxParams(query_cut=best["query_cut"], heap_factor=best["heap_factor"],
+                                                    candidates=best["candidates"]))
     assert recall_at_k(d, ed) >= 0.9
-    assert len(best["grid"]) == 12
+    # Seismic's strategy with every heap factor, the candidate strategy once per query cut
+    assert len(best["grid"]) == 4 * 3 + 4 * 2
+    assert sorted({(g["candidates"], g["heap_factor"]) for g in best["grid"] if g["candidates"]}) == [
+        (20, 0.9), (200, 0.9)]
 
 
 def topical_batch(n_topics: int, per_topic: int, seed: int) -> tuple[SparseBatch, np.ndarray]:
@@ -573,3 +577,130 @@ def test_wide_and_narrow_forward_locators_agree(corpus, monkeypatch):
         s2, d2 = wide.search(queries, 10, p)
         np.testing.assert_array_equal(d1, d2)
         np.testing.assert_array_equal(s1, s2)
+
+
+# ------------------------------------------------------------------ the candidate strategy
+def reference_candidates(ax: ApproximateIndex, terms: np.ndarray, weights: np.ndarray, k: int, query_cut: int,
+                         n_cand: int) -> tuple[np.ndarray, np.ndarray]:
+    """The candidate strategy written plainly: partial scores over the pruned lists (read back
+    as (doc, impact) pairs) of the ``query_cut`` heaviest terms, the ``n_cand`` best by (partial
+    desc, doc asc), scored in full on the forward index; top-k by (score desc, doc asc)."""
+    from sparsearch.index.kernels import snap_inplace
+
+    w = ax.query_weights(terms, weights).astype(np.float64)
+    snap_inplace(w)
+    q = {}
+    for t, x in zip(terms, w):
+        if 0 <= t < ax.index.n_terms and x > 0:
+            q[int(t)] = q.get(int(t), 0.0) + float(x)
+    heavy = sorted(q, key=lambda t: (-q[t], t))[:query_cut]
+    partial: dict[int, float] = {}
+    for t in heavy:
+        lo, hi = ax.block_doc_ptr[ax.term_block_ptr[t]], ax.block_doc_ptr[ax.term_block_ptr[t + 1]]
+        for d, v in zip(ax.block_docs[lo:hi], ax.block_vals[lo:hi]):
+            partial[int(d)] = partial.get(int(d), 0.0) + q[t] * float(v)
+    cands = sorted(partial, key=lambda d: (-partial[d], d))[:n_cand]
+    scored = []
+    for d in cands:
+        lo, hi = ax.fwd_ptr[d], ax.fwd_ptr[d + 1]
+        s = sum(q.get(int(t), 0.0) * float(v) for t, v in zip(ax.fwd_terms[lo:hi], ax.fwd_vals[lo:hi]))
+        if s > 0:
+            scored.append((s * float(ax.doc_scale_arg[0]), d))
+    scored.sort(key=lambda x: (-x[0], x[1]))
+    return np.array([s for s, _ in scored[:k]]), np.array([d for _, d in scored[:k]], np.int64)
+
+
+@pytest.mark.parametrize("summaries", [True, False])
+def test_candidate_strategy_follows_its_reference(corpus, summaries):
+    index, queries = corpus
+    ax = build(index, summaries=summaries, **global_pruning(120))
+    # the stored impacts are the documents' own, list by list
+    W = docs_matrix(index).tocsc()
+    for t in (0, 1, 7, 500):
+        lo, hi = ax.block_doc_ptr[ax.term_block_ptr[t]], ax.block_doc_ptr[ax.term_block_ptr[t + 1]]
+        docs = ax.block_docs[lo:hi].astype(np.int64)
+        col = W[:, t].toarray().ravel()
+        assert np.all(col[docs] > 0) and len(docs) <= 180
+        np.testing.assert_allclose(ax.block_vals[lo:hi] * ax.term_scale[t], col[docs], rtol=1e-6)
+    qi, qt, qw = index.prepare_queries(queries)
+    for query_cut, n_cand in ((1, 5), (3, 20), (8, 60), (30, 3000)):
+        p = ApproxParams(query_cut=query_cut, candidates=n_cand)
+        s, d = ax.search(queries, 10, p)
+        s1, d1 = ax.search(queries, 10, ApproxParams(query_cut=query_cut, candidates=n_cand, threads=1))
+        np.testing.assert_array_equal(d, d1)  # the parallel and the serial kernels agree
+        for i in range(0, len(queries), 7):
+            rs, rd = reference_candidates(ax, qt[qi[i]:qi[i + 1]], qw[qi[i]:qi[i + 1]], 10, query_cut, n_cand)
+            np.testing.assert_array_equal(d[i][:len(rd)], rd)
+            assert np.all(d[i][len(rd):] == -1)
+            np.testing.assert_allclose(s[i][:len(rs)], rs, rtol=1e-6)
+
+
+def test_candidate_strategy_is_exact_when_nothing_is_cut(corpus):
+    index, queries = corpus
+    es, ed = index.search(queries, 10)
+    for summaries in (True, False):
+        ax = build(index, summaries=summaries, **NO_PRUNING)
+        s, d = ax.search(queries, 10, ApproxParams(query_cut=1000, candidates=index.n_docs))
+        np.testing.assert_array_equal(d, ed)
+        np.testing.assert_array_equal(s, es)
+    # recall grows with the candidates scored
+    ax = build(index, summaries=False, **global_pruning(200))
+    recalls = [recall_at_k(ax.search(queries, 10, ApproxParams(query_cut=10, candidates=c))[1], ed)
+               for c in (10, 40, 160, 640)]
+    assert recalls == sorted(recalls) and recalls[-1] > 0.9 and recalls[0] < recalls[-1]
+
+
+def test_index_without_summaries(corpus, tmp_path):
+    index, queries = corpus
+    full = build(index, **global_pruning(200))
+    lean = build(index, summaries=False, **global_pruning(200))
+    assert lean.memory_bytes() < full.memory_bytes() / 2
+    assert lean.stats()["summary_bytes"] <= 4 * (index.n_terms + 16)  # an empty group pointer per list
+    assert lean.stats()["n_list_postings"] == full.stats()["n_list_postings"]
+    with pytest.raises(InvalidInputError, match="without summaries"):  # Seismic's strategy needs them
+        lean.search(queries, 10, ApproxParams(query_cut=5))
+    with pytest.raises(InvalidInputError, match="without summaries"):
+        lean.list_summaries(0)
+    p = ApproxParams(query_cut=6, candidates=50)
+    s, d = lean.search(queries, 10, p)
+    s2, d2 = full.search(queries, 10, p)  # the same pruned lists: the same candidates, whatever the blocks
+    np.testing.assert_array_equal(d, d2)
+    np.testing.assert_array_equal(s, s2)
+    # saved and opened again (with its build parameters), and tuned over the candidate strategy only
+    docs = zipf_batch(600, 400, 25, seed=11)
+    small = build_index(docs, tmp_path / "idx")
+    saved = ApproximateIndex.build(small, ApproxBuildParams(pruning=GlobalPruning(n_postings=60), summaries=False))
+    again = ApproximateIndex.open(Index.open(tmp_path / "idx"))
+    assert again.params.summaries is False and again.memory_bytes() == saved.memory_bytes()
+    qs = zipf_batch(40, 400, 8, seed=12, prefix="q")
+    np.testing.assert_array_equal(again.search(qs, 5, p)[1], saved.search(qs, 5, p)[1])
+    r = tune(again, qs, target_recall=0.8, sample=40, query_cuts=(2, 8), heap_factors=(0.7, 1.0),
+             candidates=(0, 30, 300))
+    assert {g["candidates"] for g in r["grid"]} == {30, 300} and r["candidates"] in (30, 300)
+    with pytest.raises(InvalidInputError, match="no setting"):
+        tune(again, qs, candidates=(0,))
+
+
+def test_candidate_strategy_skips_deleted_and_filtered_documents(corpus):
+    index, queries = corpus
+    ax = build(index, summaries=False, **global_pruning(300))
+    p = ApproxParams(query_cut=10, candidates=200)
+    _, d = ax.search(queries, 10, p)
+    allowed = np.ones(index.n_docs, bool)
+    allowed[np.unique(d[d >= 0])[::2]] = False  # half of the documents it returned
+    _, fd = ax.search(queries, 10, p, allowed=allowed)
+    assert (fd >= 0).any() and not np.isin(fd[fd >= 0], np.flatnonzero(~allowed)).any()
+
+
+def test_candidates_and_query_rows_are_checked(corpus):
+    index, queries = corpus
+    ax = build(index, summaries=False, **global_pruning(100))
+    for bad in (-1, True, 1.5, 10**7):
+        with pytest.raises(InvalidInputError, match="candidates"):
+            ax.search(queries, 10, ApproxParams(candidates=bad))
+    qi, qt, qw = index.prepare_queries(queries[:3])
+    for rows in (np.array([0, len(qt) + 5]), np.array([-1, 3]), np.array([4, 2]), np.array([0, 5, 2, len(qt)])):
+        with pytest.raises(InvalidInputError, match="row pointers"):  # would read past the arrays
+            ax.search_prepared(rows, qt, qw, 10, ApproxParams(candidates=10))
+    with pytest.raises(InvalidInputError, match="row pointers"):
+        ax.search_prepared(qi, qt, qw[:-1], 10, ApproxParams(candidates=10))

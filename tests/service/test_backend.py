@@ -102,6 +102,14 @@ def test_approximate_uses_the_saved_settings_unless_given(root, tmp_path):
     got = svc.search("wolves hunt", k=3, mode="approximate", query_cut=50, heap_factor=1.0)
     exact = svc.search("wolves hunt", k=3)
     assert [h.id for h in got.hits] == [h.id for h in exact.hits] and got.mode == "approximate"
+    # the candidate strategy: given, or saved
+    got = svc.search("wolves hunt", k=3, mode="approximate", query_cut=50, candidates=1000)
+    assert [h.id for h in got.hits] == [h.id for h in exact.hits]
+    assert served.search_params(snap, "approximate", None, None, candidates=7).candidates == 7
+    with pytest.raises(InvalidInputError, match="candidates must be at most"):
+        svc.search("wolves hunt", mode="approximate", candidates=Limits().max_candidates + 1)
+    with pytest.raises(InvalidInputError, match="candidates applies to approximate search"):
+        svc.search("wolves hunt", candidates=5)
 
 
 def test_each_error_class_has_one_status(root):

@@ -173,6 +173,12 @@ def test_approximate_mode(client, dirs, tmp_path):
         assert r.status_code == 200, r.text
         exact = c.post("/search", json={"query": "wolves hunt", "k": 3}).json()
         assert [h["id"] for h in r.json()["hits"]] == [h["id"] for h in exact["hits"]]
+        r = c.post("/search", json={"query": "wolves hunt", "mode": "approximate", "k": 3, "query_cut": 50,
+                                    "candidates": 500})
+        assert r.status_code == 200, r.text
+        assert [h["id"] for h in r.json()["hits"]] == [h["id"] for h in exact["hits"]]
+        r = c.post("/search", json={"query": "wolves hunt", "mode": "approximate", "candidates": 10**9})
+        assert r.status_code == 422  # bounded by the request model
 
 
 def test_anytime_mode(client, dirs):

@@ -36,13 +36,24 @@ Query time (:class:`~sparsearch.searching.ApproxParams`)
         and the scan stops at the first block whose summary score is below ``heap_factor``
         times the k-th best score so far (Seismic's rule); documents of scanned blocks are
         scored exactly (full query, all terms) against the *forward index*.
+    ``candidates`` (the *candidate strategy*, when >= 1; ``heap_factor`` is then unused)
+        the pruned lists of the ``query_cut`` heaviest query terms are read whole, term at a
+        time, adding ``query weight x impact`` to a per-document accumulator (each blocked
+        posting stores its impact, ``block_vals``); the ``candidates`` documents with the best
+        partial scores (ties: lower doc first) are scored exactly on the forward index, in
+        document order. The partial score sees every heavy query term a document holds among
+        its highest-weighted postings, where a block summary sees one term's cluster: on
+        learned sparse vectors of real text it needs far fewer exact scorings for the same
+        recall. It needs neither blocks nor summaries: ``ApproxBuildParams(summaries=False)``
+        builds the pruned lists in document order only (no clustering), a fraction of the
+        memory and build time, for this strategy alone.
 
 Storage (all arrays; ``memory_bytes()`` is their total): the forward index (CSR of every
 document: ``uint16`` term ids when the vocabulary allows, 8-bit impacts on one per-term grid
 ``term_scale``, and one scale per document), the blocked lists (``uint32`` doc ids, and next to
 each a ``uint64`` locator of the document's forward vector, ``uint32`` in small collections:
-offset and length, as Seismic packs them), and the summaries grouped by component as in
-Seismic's quantized summaries, per run of at most 256 blocks of a list (a *summary group*):
+offset and length, as Seismic packs them, and the posting's impact, ``block_vals``), and the
+summaries grouped by component as in Seismic's quantized summaries, per run of at most 256 blocks of a list (a *summary group*):
 block numbers bit-packed per group (at most 8 bits), ``uint8`` values, a bit per entry marking
 where each component starts, a directory of ``uint16`` component ids or a vocabulary bitmap,
 one float scale per block. The forward index is a copy of the postings in document order: the
@@ -102,10 +113,11 @@ __all__ = ["ApproximateIndex", "ApproxBuildParams", "GlobalPruning", "FixedPruni
            "load_settings", "POINTER", "SETTINGS"]
 
 APPROX_FORMAT = "sparsearch-approximate"
-APPROX_VERSION = 5  # 2: forward locators next to the blocked postings; 3: summary groups; 4: term_scale;
+APPROX_VERSION = 6  # 2: forward locators next to the blocked postings; 3: summary groups; 4: term_scale;
 #                    5: the succinct component index (comp_first, comp_sample) instead of comp_start,
-#                    block numbers bit-packed per group (group_bit_ptr, ent_bits) instead of ent_block
-READ_VERSIONS = (3, 4, 5)
+#                    block numbers bit-packed per group (group_bit_ptr, ent_bits) instead of ent_block;
+#                    6: block_vals (each blocked posting's impact), indexes without summaries
+READ_VERSIONS = (3, 4, 5, 6)
 POINTER = "approximate.json"
 HEADER = "segment.json"  # inside approx-<id>/: the arrays' dtypes, shapes, sizes, checksums and the build meta
 SETTINGS = "settings.json"
@@ -115,14 +127,16 @@ SUMMARY_ARRAYS = ("term_group_ptr", "group_block_ptr", "group_comp_ptr", "group_
                   "comp_terms", "dir_words", "dir_rank", "comp_first", "comp_sample", "group_ent_ptr",
                   "group_bit_ptr", "ent_bits", "ent_val", "sum_scale")
 _LISTS = ("fwd_ptr", "fwd_terms", "fwd_vals", "doc_scale", "term_block_ptr", "block_doc_ptr", "block_docs",
-          "block_fwd")
+          "block_fwd", "block_vals")
 ARRAYS = (*_LISTS, *SUMMARY_ARRAYS, "term_scale")
 # ascending offsets (their last entry the largest) stored as int32 where they fit
 NARROW_POINTERS = ("fwd_ptr", "term_block_ptr", "block_doc_ptr", "term_group_ptr", "group_block_ptr",
                    "group_comp_ptr", "group_term_ptr", "group_word_ptr", "group_ent_ptr", "group_bit_ptr")
-# versions 3 and 4 stored each component's start relative to its group (``comp_start``), and
-# version 3 no ``term_scale``; they are read and given the succinct index on opening
-ARRAYS_V4 = (tuple(n for n in ARRAYS if n not in ("comp_first", "comp_sample", "group_bit_ptr", "ent_bits"))
+# versions 3 to 5 stored no ``block_vals`` (read from the forward index on opening); versions 3
+# and 4 stored each component's start relative to its group (``comp_start``), and version 3 no
+# ``term_scale``; they are read and given the succinct index on opening
+ARRAYS_V5 = tuple(n for n in ARRAYS if n != "block_vals")
+ARRAYS_V4 = (tuple(n for n in ARRAYS_V5 if n not in ("comp_first", "comp_sample", "group_bit_ptr", "ent_bits"))
              + ("comp_start", "ent_block"))
 ARRAYS_V3 = tuple(n for n in ARRAYS_V4 if n != "term_scale")
 
@@ -177,6 +191,9 @@ class ApproxBuildParams:
         doc_cut: >= 1; components of a document's sketch used to cluster.
         seed: of the random centroids.
         kmeans_iterations: >= 0 Lloyd steps after the random-centroid pass (0: Seismic's one pass).
+        summaries: ``False``: no clustering and no summaries; the pruned lists are kept in
+            document order, and the index serves only the candidate strategy
+            (``ApproxParams(candidates=N)``), in a fraction of the memory and build time.
     """
 
     pruning: Pruning = field(default_factory=GlobalPruning)
@@ -186,6 +203,7 @@ class ApproxBuildParams:
     doc_cut: int = 15
     seed: int = 0
     kmeans_iterations: int = 1
+    summaries: bool = True
 
     def check(self) -> "ApproxBuildParams":
         if not isinstance(self.pruning, (GlobalPruning, FixedPruning)):
@@ -199,6 +217,8 @@ class ApproxBuildParams:
             raise InvalidInputError("doc_cut and min_cluster_size must be >= 1")
         if self.kmeans_iterations < 0:
             raise InvalidInputError(f"kmeans_iterations must be >= 0, got {self.kmeans_iterations}")
+        if not isinstance(self.summaries, bool):
+            raise InvalidInputError(f"summaries must be true or false, got {self.summaries!r}")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -227,6 +247,18 @@ class ApproxBuildParams:
         if extra:
             raise InvalidInputError(f"approximate build parameters have no {sorted(extra)[0]!r}")
         return cls(pruning=pcls(**pargs), **d).check()
+
+
+def _check_rows(q_indptr: np.ndarray, terms: np.ndarray, weights: np.ndarray) -> None:
+    """Refuse CSR query arrays whose rows ``q_indptr`` reach outside ``terms`` / ``weights`` (the
+    kernels index them without bounds checks); rows may cover a part of them."""
+    n = len(terms)
+    lo = int(q_indptr[0]) if len(q_indptr) else 0
+    hi = int(q_indptr[-1]) if len(q_indptr) else 0
+    if (len(weights) != n or len(q_indptr) < 2 or lo < 0 or hi > n
+            or (bool((np.diff(q_indptr) < 0).any()) if len(q_indptr) > 2 else lo > hi)):
+        raise InvalidInputError(f"query rows: row pointers ({len(q_indptr)}, from {lo} to {hi}) outside {n} terms "
+                                f"and {len(weights)} weights, or not ascending")
 
 
 def _n_chunks(threads: int | None) -> int:
@@ -385,8 +417,16 @@ class ApproximateIndex:
         self._common = (self.term_block_ptr, self.block_doc_ptr, self.block_docs, self.block_fwd,
                         tuple(getattr(self, n) for n in SUMMARY_ARRAYS), self.fwd_terms, self.fwd_vals,
                         self.doc_scale_arg)
+        # ... and those of the candidate strategy
+        self._cand_common = (self.term_block_ptr, self.block_doc_ptr, self.block_docs, self.block_vals, self.fwd_ptr,
+                             self.fwd_terms, self.fwd_vals, self.doc_scale_arg)
+        if len(self.block_vals) != len(self.block_docs) or (
+                params.summaries and len(self.block_fwd) != len(self.block_docs)):
+            raise CorruptIndexError(f"{path}: {len(self.block_docs)} blocked postings, {len(self.block_vals)} impacts "
+                                    f"and {len(self.block_fwd)} locators (corrupt approximate index)")
         self._lock = threading.Lock()
         self._scratch: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._cand_scratch: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._deleted = self._deleted_mask()
         self.last_scored = 0  #: documents scored by the last single-threaded search (all its queries)
         #: query parameters a search without ``params`` uses: the saved settings, else defaults
@@ -414,6 +454,44 @@ class ApproximateIndex:
         # (within one list the grid step is one constant: impacts order the postings like weights)
         list_ptr, list_docs = ka.prune_lists(post_ptr, post_docs, post_vals, doc_scale, keep)
         del post_ptr, post_docs, post_vals
+        if params.summaries:
+            blocks = cls._clustered_blocks(params, list_ptr, list_docs, fwd_ptr, fwd_terms, fwd_vals, doc_scale, step,
+                                           V, nch)
+        else:
+            blocks = cls._plain_lists(list_ptr, list_docs, fwd_terms.dtype, V)
+        del list_docs
+        block_docs = blocks["block_docs"]
+        n = len(block_docs)
+        blocks["block_vals"] = ka.posting_impacts(blocks["term_block_ptr"], blocks["block_doc_ptr"], block_docs,
+                                                  fwd_ptr, fwd_terms, fwd_vals)
+        max_len = int(np.diff(fwd_ptr).max()) if len(fwd_ptr) > 1 else 0  # the longest forward vector
+        if max_len >= 1 << ka.LOC_BITS:
+            raise InvalidInputError(f"a document has more than {(1 << ka.LOC_BITS) - 1} non-zero entries")
+        narrow = ka.locators_fit_32(max_len, int(fwd_ptr[-1]))
+        if params.summaries:
+            wide_loc, narrow_loc = ka.forward_locators(block_docs, fwd_ptr, narrow)
+            blocks["block_fwd"] = narrow_loc if narrow else wide_loc
+        else:  # the candidate strategy reads documents through fwd_ptr
+            blocks["block_fwd"] = np.zeros(0, np.uint32 if narrow else np.uint64)
+        arrays = {"fwd_ptr": fwd_ptr, "fwd_terms": fwd_terms, "fwd_vals": fwd_vals, "doc_scale": doc_scale,
+                  "term_scale": grid if grid is not None else np.zeros(0, np.float64), **blocks}
+        for name in NARROW_POINTERS:  # offsets that fit 31 bits as int32: half the bytes, same values
+            if len(arrays[name]) and int(arrays[name][-1]) < 1 << 31:
+                arrays[name] = arrays[name].astype(np.int32)
+        meta = {"params": params.to_dict(), "index": _index_identity(index), "n_docs": index.n_docs,
+                "n_terms": V, "n_blocks": len(arrays["block_doc_ptr"]) - 1, "n_list_postings": n,
+                "build_seconds": time.perf_counter() - t0}
+        out = cls(index, params, arrays, meta)
+        if save:
+            out.save()
+        return out
+
+
+    @staticmethod
+    def _clustered_blocks(params: ApproxBuildParams, list_ptr, list_docs, fwd_ptr, fwd_terms, fwd_vals, doc_scale,
+                          step, V: int, nch: int) -> dict[str, np.ndarray]:
+        """Seismic's blocks: every pruned list clustered into blocks, each with its summary
+        (``term_block_ptr``, ``block_doc_ptr``, ``block_docs`` and the summary arrays)."""
         sk_ptr, sk_terms, sk_vals = ka.doc_sketches(fwd_ptr, fwd_terms, fwd_vals, step, doc_scale, params.doc_cut)
         assign = ka.cluster_lists(list_ptr, list_docs, sk_ptr, sk_terms, sk_vals, V, params.centroid_fraction,
                                   params.min_cluster_size, params.kmeans_iterations, params.doc_cut, params.seed, nch)
@@ -423,7 +501,7 @@ class ApproximateIndex:
         order = np.lexsort((list_docs, assign, term_of))
         term_of, assign = term_of[order], assign[order]
         block_docs = list_docs[order].astype(np.uint32)
-        del list_docs, order
+        del order
         n = len(block_docs)
         change = np.ones(n, bool)
         if n:
@@ -443,27 +521,28 @@ class ApproximateIndex:
                           n_at_cut, sum_ptr, sum_terms, sum_vals, sum_scale, nch)
         summaries = _component_major(term_block_ptr, sum_ptr, sum_terms, sum_vals, V, nch)
         del sum_ptr, sum_terms, sum_vals
-        max_len = int(np.diff(fwd_ptr).max()) if n else 0  # the longest forward vector
-        if max_len >= 1 << ka.LOC_BITS:
-            raise InvalidInputError(f"a document has more than {(1 << ka.LOC_BITS) - 1} non-zero entries")
-        narrow = ka.locators_fit_32(max_len, int(fwd_ptr[-1]))
-        wide_loc, narrow_loc = ka.forward_locators(block_docs, fwd_ptr, narrow)
-        block_fwd = narrow_loc if narrow else wide_loc
-        arrays = {"fwd_ptr": fwd_ptr, "fwd_terms": fwd_terms, "fwd_vals": fwd_vals, "doc_scale": doc_scale,
-                  "term_scale": grid if grid is not None else np.zeros(0, np.float64),
-                  "term_block_ptr": term_block_ptr, "block_doc_ptr": block_doc_ptr, "block_docs": block_docs,
-                  "block_fwd": block_fwd,
-                  **summaries, "sum_scale": sum_scale}
-        for name in NARROW_POINTERS:  # offsets that fit 31 bits as int32: half the bytes, same values
-            if len(arrays[name]) and int(arrays[name][-1]) < 1 << 31:
-                arrays[name] = arrays[name].astype(np.int32)
-        meta = {"params": params.to_dict(), "index": _index_identity(index), "n_docs": index.n_docs,
-                "n_terms": V, "n_blocks": len(sizes), "n_list_postings": n,
-                "build_seconds": time.perf_counter() - t0}
-        out = cls(index, params, arrays, meta)
-        if save:
-            out.save()
-        return out
+        return {"term_block_ptr": term_block_ptr, "block_doc_ptr": block_doc_ptr, "block_docs": block_docs,
+                **summaries, "sum_scale": sum_scale}
+
+    @staticmethod
+    def _plain_lists(list_ptr, list_docs, term_dtype, V: int) -> dict[str, np.ndarray]:
+        """The pruned lists without clustering or summaries: one block per non-empty list,
+        documents ascending (the candidate strategy adds partial scores in document order)."""
+        term_of = np.repeat(np.arange(V, dtype=np.int64), np.diff(list_ptr))
+        block_docs = list_docs[np.lexsort((list_docs, term_of))].astype(np.uint32)
+        lens = np.diff(list_ptr)
+        block_doc_ptr = np.append(np.asarray(list_ptr[:-1])[lens > 0], list_ptr[-1]).astype(np.int64)
+        term_block_ptr = np.zeros(V + 1, np.int64)
+        np.cumsum(lens > 0, out=term_block_ptr[1:])
+        empty = {n: np.zeros(0, np.int64) for n in SUMMARY_ARRAYS}
+        empty.update(term_group_ptr=np.zeros(V + 1, np.int64), group_block_ptr=np.zeros(1, np.int64),
+                     group_comp_ptr=np.zeros(1, np.int64), group_term_ptr=np.zeros(1, np.int64),
+                     group_word_ptr=np.zeros(1, np.int64), group_ent_ptr=np.zeros(1, np.int64),
+                     group_bit_ptr=np.zeros(1, np.int64), comp_terms=np.zeros(0, term_dtype),
+                     dir_words=np.zeros(0, np.uint64), dir_rank=np.zeros(0, np.uint16),
+                     comp_first=np.zeros(1, np.uint64), comp_sample=np.zeros(0, np.uint32),
+                     ent_bits=np.zeros(0, np.uint64), ent_val=np.zeros(0, np.uint8), sum_scale=np.zeros(0, np.float32))
+        return {"term_block_ptr": term_block_ptr, "block_doc_ptr": block_doc_ptr, "block_docs": block_docs, **empty}
 
     # ------------------------------------------------------------ persistence
     def save(self) -> Path:
@@ -517,8 +596,12 @@ class ApproximateIndex:
             verify_records(root, {f"{ptr['dir']}/{HEADER}": ptr.get("header")}, [ptr["dir"]])
         d = root / ptr["dir"]
         meta = read_json(d / HEADER, "approximate index metadata")
-        names = {3: ARRAYS_V3, 4: ARRAYS_V4}.get(ptr["version"], ARRAYS)
+        names = {3: ARRAYS_V3, 4: ARRAYS_V4, 5: ARRAYS_V5}.get(ptr["version"], ARRAYS)
         arrays = read_arrays(d, meta, names, mmap=mmap, verify=verify)
+        if "block_vals" not in arrays:  # versions 3 to 5: the postings' impacts from the forward index
+            arrays["block_vals"] = ka.posting_impacts(arrays["term_block_ptr"], arrays["block_doc_ptr"],
+                                                      arrays["block_docs"], arrays["fwd_ptr"], arrays["fwd_terms"],
+                                                      arrays["fwd_vals"])
         arrays.setdefault("term_scale", np.zeros(0, np.float64))  # version 3: no per-term grid
         if "comp_start" in arrays:  # versions 3 and 4
             arrays.update(_component_index(arrays["group_comp_ptr"], arrays["group_ent_ptr"],
@@ -553,7 +636,7 @@ class ApproximateIndex:
         return self.index.doc_ids
 
     def memory_bytes(self) -> int:
-        """Bytes of all arrays (forward index + blocked lists + summaries)."""
+        """Bytes of all arrays (forward index + blocked lists and their impacts + summaries)."""
         return int(sum(getattr(self, n).nbytes for n in ARRAYS))
 
     def bytes_per_doc(self) -> float:
@@ -561,7 +644,8 @@ class ApproximateIndex:
 
     def stats(self) -> dict[str, Any]:
         fwd = sum(getattr(self, n).nbytes for n in ("fwd_ptr", "fwd_terms", "fwd_vals", "doc_scale", "term_scale"))
-        inv = sum(getattr(self, n).nbytes for n in ("term_block_ptr", "block_doc_ptr", "block_docs", "block_fwd"))
+        inv = sum(getattr(self, n).nbytes for n in ("term_block_ptr", "block_doc_ptr", "block_docs", "block_fwd",
+                                                    "block_vals"))
         summ = sum(getattr(self, n).nbytes for n in SUMMARY_ARRAYS)
         nb_ = len(self.block_doc_ptr) - 1
         return {"n_docs": self.n_docs, "n_blocks": nb_, "n_list_postings": int(self.block_doc_ptr[-1]),
@@ -578,6 +662,8 @@ class ApproximateIndex:
         and their 8-bit codes (uint8), and the blocks' scales (float32 (n_blocks,)); a summary
         value is ``code * scale``.
         """
+        if not self.params.summaries:
+            raise InvalidInputError("this approximate index was built without summaries")
         b0, b1 = int(self.term_block_ptr[t]), int(self.term_block_ptr[t + 1])
         terms: list[list[int]] = [[] for _ in range(b1 - b0)]
         codes: list[list[int]] = [[] for _ in range(b1 - b0)]
@@ -690,6 +776,10 @@ class ApproximateIndex:
         is not read: pass the documents to skip as ``deleted``, default the index's deletions)."""
         if deleted is None:
             deleted = self._deleted
+        _check_rows(q_indptr, terms, weights)
+        if not params.candidates and not self.params.summaries:
+            raise InvalidInputError("this approximate index was built without summaries (`build-approx "
+                                    "--no-summaries`): search it with the candidate strategy (candidates >= 1)")
         weights = self.query_weights(terms, weights, q_indptr)
         nq = len(q_indptr) - 1
         kk = min(k, max(self._n_docs, 1))
@@ -697,6 +787,10 @@ class ApproximateIndex:
         out_s = np.zeros((nq, kk), np.float64)
         out_d = np.empty((nq, kk), np.int64)
         out_d.fill(-1)  # (np.full costs a few microseconds more: this path serves single queries)
+        if params.candidates:
+            self._search_candidates(q_indptr, terms, weights, kk, query_cut, int(params.candidates), threads,
+                                    deleted, out_s, out_d)
+            return out_s.astype(np.float32), out_d
         common = (*self._common, out_s, out_d)
         if nq == 1 or threads == 1:
             if self._lock.acquire(blocking=False):
@@ -719,6 +813,28 @@ class ApproximateIndex:
                             self.n_docs, *common, nch)
         return out_s.astype(np.float32), out_d
 
+    def _search_candidates(self, q_indptr, terms, weights, k, query_cut, n_cand, threads, deleted, out_s,
+                           out_d) -> None:
+        """The candidate strategy (:func:`kernels_approx.candidates_serial`) into ``out_s``/``out_d``."""
+        common = (*self._cand_common, out_s, out_d)
+        nq = len(q_indptr) - 1
+        if nq == 1 or threads == 1:
+            fresh = (lambda: (np.zeros(len(self.term_block_ptr) - 1, np.float64), np.zeros(self.n_docs, np.float64),
+                              np.empty(self.n_docs, np.int64)))
+            if self._lock.acquire(blocking=False):
+                try:
+                    if self._cand_scratch is None:
+                        self._cand_scratch = fresh()
+                    self.last_scored = ka.candidates_serial(q_indptr, terms, weights, k, query_cut, n_cand, deleted,
+                                                            *self._cand_scratch, *common)
+                finally:
+                    self._lock.release()
+            else:
+                ka.candidates_serial(q_indptr, terms, weights, k, query_cut, n_cand, deleted, *fresh(), *common)
+        else:
+            ka.candidates_batch(q_indptr, terms, weights, k, query_cut, n_cand, deleted, self.n_docs, *common,
+                                min(_n_chunks(threads), nq))
+
     def __repr__(self) -> str:
         return (f"ApproximateIndex(docs={self.n_docs}, blocks={len(self.block_doc_ptr) - 1}, "
                 f"bytes/doc={self.bytes_per_doc():.1f}, params={self.params})")
@@ -728,15 +844,19 @@ class ApproximateIndex:
 def tune(approx: ApproximateIndex, queries: SparseBatch, target_recall: float = 0.95, *, k: int = 10,
          query_cuts: tuple[int, ...] = (3, 5, 8, 10, 15, 20, 30),
          heap_factors: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
+         candidates: tuple[int, ...] = (0, 50, 100, 200, 500, 1000, 2000),
          sample: int = 200, seed: int = 0, repeats: int = 1) -> dict[str, Any]:
-    """Fastest ``(query_cut, heap_factor)`` reaching ``target_recall`` (recall@k against the exact
-    search of ``approx.index``) on a sample of ``sample`` queries.
+    """Fastest ``(query_cut, heap_factor, candidates)`` reaching ``target_recall`` (recall@k
+    against the exact search of ``approx.index``) on a sample of ``sample`` queries.
 
-    Timing is single-threaded: the sample searched as one batch on the calling thread, best of
-    ``repeats``. Returns ``{"query_cut", "heap_factor", "recall", "mean_ms", "met": bool,
-    "target_recall", "grid": [...]}``; when no setting meets the target, the most accurate one
-    (``met=False``). ``ApproxParams(query_cut=r["query_cut"], heap_factor=r["heap_factor"])``
-    is the setting to use (or to save with :func:`save_settings`).
+    Both strategies are tried: Seismic's (``candidates`` 0, every heap factor; not on an index
+    built without summaries) and the candidate strategy (every other ``candidates`` value, which
+    takes no heap factor: the default is reported). Timing is single-threaded: the sample
+    searched as one batch on the calling thread, best of ``repeats``. Returns ``{"query_cut",
+    "heap_factor", "candidates", "recall", "mean_ms", "met": bool, "target_recall", "grid":
+    [...]}``; when no setting meets the target, the most accurate one (``met=False``).
+    ``ApproxParams(query_cut=..., heap_factor=..., candidates=...)`` of it is the setting to use
+    (or to save with :func:`save_settings`).
     """
     n = len(queries)
     rng = np.random.default_rng(seed)
@@ -745,19 +865,24 @@ def tune(approx: ApproximateIndex, queries: SparseBatch, target_recall: float = 
     _, exact = approx.index.search(qs, k)
     k = exact.shape[1]  # at most the documents held
     q_indptr, terms, weights = approx.index.prepare_queries(qs)
-    approx.search_prepared(q_indptr[:2], terms, weights, k, ApproxParams(query_cut=1, heap_factor=1.0, threads=1))
+    settings = [ApproxParams(query_cut=qc, heap_factor=hf, candidates=c, threads=1).check()
+                for qc in query_cuts for c in candidates if c or approx.params.summaries
+                for hf in (heap_factors if c == 0 else (ApproxParams.heap_factor,))]
+    if not settings:
+        raise InvalidInputError("tune: no setting to try (an index without summaries needs candidates >= 1)")
+    for p in {p.candidates > 0: p for p in settings}.values():  # compile each strategy before timing
+        approx.search_prepared(q_indptr[:2], terms[:q_indptr[1]], weights[:q_indptr[1]], k, p)
     grid = []
-    for qc in query_cuts:
-        for hf in heap_factors:
-            params = ApproxParams(query_cut=qc, heap_factor=hf, threads=1).check()
-            found: list[np.ndarray] = []
+    for params in settings:
+        found: list[np.ndarray] = []
 
-            def batch(_: int, p: ApproxParams = params, out: list = found) -> None:
-                out.append(approx.search_prepared(q_indptr, terms, weights, k, p)[1])
+        def batch(_: int, p: ApproxParams = params, out: list = found) -> None:
+            out.append(approx.search_prepared(q_indptr, terms, weights, k, p)[1])
 
-            lat = time_queries(batch, max(1, repeats), warmup=0)  # best of ``repeats`` batch timings
-            grid.append({"query_cut": qc, "heap_factor": hf, "recall": recall_at_k(found[-1], exact, k),
-                         "mean_ms": 1e3 * float(lat.min()) / max(len(idx), 1)})
+        lat = time_queries(batch, max(1, repeats), warmup=0)  # best of ``repeats`` batch timings
+        grid.append({"query_cut": params.query_cut, "heap_factor": params.heap_factor,
+                     "candidates": params.candidates, "recall": recall_at_k(found[-1], exact, k),
+                     "mean_ms": 1e3 * float(lat.min()) / max(len(idx), 1)})
     ok = [g for g in grid if g["recall"] >= target_recall]
     if ok:
         best = min(ok, key=lambda g: (g["mean_ms"], -g["recall"]))

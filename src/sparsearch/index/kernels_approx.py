@@ -742,10 +742,10 @@ def _forward_dot(loc, qd, fwd_terms, fwd_vals):
 
 
 @njit(cache=True, inline="always")
-def _approx_one(q_terms, q_weights, k, query_cut, heap_factor, deleted, qd, visited, seen, term_block_ptr,
-                block_doc_ptr, block_docs, block_fwd, summaries, fwd_terms, fwd_vals, doc_scale, out_s, out_d):
-    """Seismic query processing for one query; ``qd``/``visited`` are zeroed scratch, left zeroed."""
-    V = term_block_ptr.shape[0] - 1
+def _dense_query(q_terms, q_weights, qd, V):
+    """Snap a query's weights and add them into the dense table ``qd`` (V,) (terms outside
+    ``[0, V)`` and weights <= 0 left out); returns its distinct terms ascending (summary
+    lookups), their weights, and their order by decreasing weight (the lists to visit)."""
     nq = q_terms.shape[0]
     w = q_weights.copy()
     snap_inplace(w)
@@ -755,7 +755,6 @@ def _approx_one(q_terms, q_weights, k, query_cut, heap_factor, deleted, qd, visi
         if t >= 0 and t < V and w[j] > 0:
             qd[t] += w[j]
             n_ok += 1
-    # distinct query terms ascending (summary lookups) and by decreasing weight (lists to visit)
     qs_terms = np.empty(n_ok, np.int64)
     n_ok = 0
     for j in range(nq):
@@ -767,7 +766,14 @@ def _approx_one(q_terms, q_weights, k, query_cut, heap_factor, deleted, qd, visi
     qs_w = np.empty(qs_terms.shape[0], np.float64)
     for j in range(qs_terms.shape[0]):
         qs_w[j] = qd[qs_terms[j]]
-    order = np.argsort(-qs_w, kind="mergesort")
+    return qs_terms, qs_w, np.argsort(-qs_w, kind="mergesort")
+
+
+@njit(cache=True, inline="always")
+def _approx_one(q_terms, q_weights, k, query_cut, heap_factor, deleted, qd, visited, seen, term_block_ptr,
+                block_doc_ptr, block_docs, block_fwd, summaries, fwd_terms, fwd_vals, doc_scale, out_s, out_d):
+    """Seismic query processing for one query; ``qd``/``visited`` are zeroed scratch, left zeroed."""
+    qs_terms, qs_w, order = _dense_query(q_terms, q_weights, qd, term_block_ptr.shape[0] - 1)
     hs = np.empty(k, np.float64)
     hd = np.empty(k, np.int64)
     size = 0
@@ -870,6 +876,137 @@ def approx_batch(q_indptr, q_terms, q_weights, k, query_cut, heap_factor, delete
             _approx_one(q_terms[a:b], q_weights[a:b], k, query_cut, heap_factor, deleted, qd, visited, seen,
                         term_block_ptr, block_doc_ptr, block_docs, block_fwd, summaries, fwd_terms, fwd_vals,
                         doc_scale, out_s[qi], out_d[qi])
+
+
+# ------------------------------------------------------ candidate strategy
+@njit(cache=True, parallel=True)
+def posting_impacts(term_block_ptr, block_doc_ptr, block_docs, fwd_ptr, fwd_terms, fwd_vals):
+    """Impact of list ``t``'s term in the document of every blocked posting of ``t``, read
+    from the forward index (a binary search in each document's sorted terms), uint8 (P,); for
+    approximate indexes saved before they stored ``block_vals``."""
+    out = np.zeros(block_docs.shape[0], fwd_vals.dtype)
+    for t in prange(term_block_ptr.shape[0] - 1):
+        for p in range(block_doc_ptr[term_block_ptr[t]], block_doc_ptr[term_block_ptr[t + 1]]):
+            d = np.int64(block_docs[p])
+            lo = np.int64(fwd_ptr[d])
+            hi = np.int64(fwd_ptr[d + 1])
+            while lo < hi:
+                mid = (lo + hi) >> 1
+                if np.int64(fwd_terms[mid]) < t:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            if lo < fwd_ptr[d + 1] and np.int64(fwd_terms[lo]) == t:
+                out[p] = fwd_vals[lo]
+    return out
+
+
+@njit(cache=True, fastmath=True)
+def _dot_at(a, b, qd, fwd_terms, fwd_vals):
+    """<q, forward vector in entries [a, b)> (dense query gather; see :func:`_forward_dot`)."""
+    terms = fwd_terms[a:b]
+    vals = fwd_vals[a:b]
+    s = 0.0
+    for i in range(terms.shape[0]):
+        s += qd[terms[i]] * np.float64(vals[i])
+    return s
+
+
+@njit(cache=True, inline="always")
+def _candidates_one(q_terms, q_weights, k, query_cut, n_cand, deleted, qd, acc, seen, term_block_ptr,
+                    block_doc_ptr, block_docs, block_vals, fwd_ptr, fwd_terms, fwd_vals, doc_scale, out_s, out_d):
+    """The candidate strategy for one query: partial scores over the pruned lists of the
+    ``query_cut`` heaviest query terms (term at a time, ``acc``), then the ``n_cand`` best
+    documents by partial score scored exactly on the forward index, in document order.
+
+    ``qd`` (V,) float64 and ``acc`` (n_docs,) float64 are zeroed scratch, left zeroed; ``seen``
+    (n_docs,) int64. Returns the number of documents scored exactly.
+    """
+    qs_terms, qs_w, order = _dense_query(q_terms, q_weights, qd, term_block_ptr.shape[0] - 1)
+    has_deleted = deleted.shape[0] > 0
+    per_doc = doc_scale.shape[0] > 1
+    n_seen = 0
+    for oi in range(min(query_cut, qs_terms.shape[0])):
+        t = qs_terms[order[oi]]
+        wt = qs_w[order[oi]]
+        for p in range(block_doc_ptr[term_block_ptr[t]], block_doc_ptr[term_block_ptr[t + 1]]):
+            d = block_docs[p]
+            if has_deleted and deleted[d]:
+                continue
+            a0 = acc[d]
+            seen[n_seen] = d  # kept when first touched (every contribution is > 0): no branch to mispredict
+            n_seen += a0 == 0.0
+            acc[d] = a0 + wt * np.float64(block_vals[p])
+    # the n_cand best partial scores (ties: lower doc first), by a min-heap: most documents are
+    # refused by one comparison with its root (per-document scales rescale the partial score)
+    nc = min(n_cand, n_seen)
+    cs = np.empty(nc, np.float64)
+    cand = np.empty(nc, np.int64)
+    csize = 0
+    for i in range(n_seen):
+        d = seen[i]
+        ps = acc[d] * (doc_scale[d] if per_doc else 1.0)
+        acc[d] = 0.0
+        if csize < nc or ps > cs[0] or (ps == cs[0] and d < cand[0]):
+            csize = _heap_push(cs, cand, csize, nc, ps, d)
+    cand.sort()  # document order: the forward index is read front to back
+    hs = np.empty(k, np.float64)
+    hd = np.empty(k, np.int64)
+    size = 0
+    for i in range(min(PREFETCH_AHEAD, nc)):
+        d = cand[i]
+        _prefetch_doc((np.uint64(fwd_ptr[d]) << np.uint64(LOC_BITS)) | np.uint64(fwd_ptr[d + 1] - fwd_ptr[d]),
+                      fwd_terms, fwd_vals)
+    for i in range(nc):
+        if i + PREFETCH_AHEAD < nc:
+            d2 = cand[i + PREFETCH_AHEAD]
+            _prefetch_doc((np.uint64(fwd_ptr[d2]) << np.uint64(LOC_BITS)) | np.uint64(fwd_ptr[d2 + 1] - fwd_ptr[d2]),
+                          fwd_terms, fwd_vals)
+        d = cand[i]
+        s = _dot_at(np.int64(fwd_ptr[d]), np.int64(fwd_ptr[d + 1]), qd, fwd_terms, fwd_vals) * (
+            doc_scale[d] if per_doc else doc_scale[0])
+        if s > 0:
+            if size < k or s > hs[0] or (s == hs[0] and d < hd[0]):
+                size = _heap_push(hs, hd, size, k, s, d)
+    for j in range(qs_terms.shape[0]):
+        qd[qs_terms[j]] = 0.0
+    _heap_sorted(hs, hd, size, out_s, out_d)
+    return nc
+
+
+@njit(cache=True)
+def candidates_serial(q_indptr, q_terms, q_weights, k, query_cut, n_cand, deleted, qd, acc, seen, term_block_ptr,
+                      block_doc_ptr, block_docs, block_vals, fwd_ptr, fwd_terms, fwd_vals, doc_scale, out_s, out_d):
+    """The candidate strategy for a batch of CSR queries on the calling thread, with
+    caller-owned zeroed scratch (``qd`` float64 (V,), ``acc`` float64 (n_docs,), ``seen`` int64
+    (n_docs,)), left zeroed. Returns the number of documents scored exactly (all queries)."""
+    scored = 0
+    for qi in range(q_indptr.shape[0] - 1):
+        a = q_indptr[qi]
+        b = q_indptr[qi + 1]
+        scored += _candidates_one(q_terms[a:b], q_weights[a:b], k, query_cut, n_cand, deleted, qd, acc, seen,
+                                  term_block_ptr, block_doc_ptr, block_docs, block_vals, fwd_ptr, fwd_terms, fwd_vals,
+                                  doc_scale, out_s[qi], out_d[qi])
+    return scored
+
+
+@njit(cache=True, parallel=True)
+def candidates_batch(q_indptr, q_terms, q_weights, k, query_cut, n_cand, deleted, n_docs, term_block_ptr,
+                     block_doc_ptr, block_docs, block_vals, fwd_ptr, fwd_terms, fwd_vals, doc_scale, out_s, out_d,
+                     n_chunks):
+    """:func:`candidates_serial` with the queries interleaved over ``n_chunks`` workers."""
+    V = term_block_ptr.shape[0] - 1
+    nq = q_indptr.shape[0] - 1
+    for c in prange(n_chunks):
+        qd = np.zeros(V, np.float64)
+        acc = np.zeros(n_docs, np.float64)
+        seen = np.empty(n_docs, np.int64)
+        for qi in range(c, nq, n_chunks):
+            a = q_indptr[qi]
+            b = q_indptr[qi + 1]
+            _candidates_one(q_terms[a:b], q_weights[a:b], k, query_cut, n_cand, deleted, qd, acc, seen,
+                            term_block_ptr, block_doc_ptr, block_docs, block_vals, fwd_ptr, fwd_terms, fwd_vals,
+                            doc_scale, out_s[qi], out_d[qi])
 
 
 # ------------------------------------------------- component-major summaries
