@@ -123,7 +123,7 @@ def _search_params(mode: str, index: Path, *, threads: Optional[int] = None, str
     to its sparse representations); knobs not given come from ``tune --save`` / ``tune-fusion --save``."""
     from dataclasses import replace
 
-    from .index.approximate import load_settings
+    from .index.approximate import default_params
     from .index.hybrid import DEFAULT_FUSION, is_hybrid, load_fusion
     from .index.manifest import read_manifest
     from .searching import params_for_mode
@@ -140,7 +140,7 @@ def _search_params(mode: str, index: Path, *, threads: Optional[int] = None, str
         return replace(base, sparse=sparse, threads=threads, unknown=unknown, **given).check()
     if fusion is not None or weights is not None or depth is not None or rrf_k is not None:
         raise InvalidInputError(f"{index} is not a hybrid index: --fusion, --weights, --depth and --rrf-k do not apply")
-    saved = load_settings(index) if mode == "approximate" else None
+    saved = default_params(index) if mode == "approximate" else None
     return params_for_mode(mode, threads=threads, unknown=unknown, query_cut=query_cut, heap_factor=heap_factor,
                            saved=saved, max_postings=max_postings, budget_ms=budget_ms, candidates=candidates)
 

@@ -153,7 +153,9 @@ def test_approximate_mode_through_the_cli(tiny_beir, tmp_path):
             "--query-cut", "50", "--candidates", "100")
     assert r.exit_code == 0, r.output
     assert "1. d6" in r.output
-    r = cli("search", out, "-q", "programming compiler", "--mode", "approximate", "--query-cut", "5")
+    r = cli("search", out, "-q", "programming compiler", "-k", "2", "--mode", "approximate")  # its own default
+    assert r.exit_code == 0 and "1. d6" in r.output, r.output
+    r = cli("search", out, "-q", "programming compiler", "--mode", "approximate", "--candidates", "0")
     assert r.exit_code == 2 and "without summaries" in r.stderr
     r = cli("search", out, "-q", "programming", "--candidates", "10")
     assert r.exit_code == 2 and "candidates applies to approximate search" in r.stderr

@@ -14,8 +14,8 @@ from sparsearch.errors import ConflictError, CorruptIndexError, InvalidInputErro
 from sparsearch.evaluation import recall_at_k
 from sparsearch.index import Index, IndexFormatError, build_index
 from sparsearch.index import kernels_approx as ka
-from sparsearch.index.approximate import (ApproxBuildParams, ApproximateIndex, FixedPruning, GlobalPruning,
-                                          load_settings, save_settings, tune)
+from sparsearch.index.approximate import (CANDIDATE_DEFAULTS, ApproxBuildParams, ApproximateIndex, FixedPruning,
+                                          GlobalPruning, load_settings, save_settings, tune)
 from sparsearch.index.updates import add_documents
 from sparsearch.searching import ApproxParams, ExactParams
 from sparsearch.vectors import SparseBatch, Vocabulary
@@ -659,6 +659,7 @@ def test_index_without_summaries(corpus, tmp_path):
     assert lean.stats()["n_list_postings"] == full.stats()["n_list_postings"]
     with pytest.raises(InvalidInputError, match="without summaries"):  # Seismic's strategy needs them
         lean.search(queries, 10, ApproxParams(query_cut=5))
+    assert lean.default_params == CANDIDATE_DEFAULTS and full.default_params == ApproxParams()
     with pytest.raises(InvalidInputError, match="without summaries"):
         lean.list_summaries(0)
     p = ApproxParams(query_cut=6, candidates=50)
@@ -672,6 +673,9 @@ def test_index_without_summaries(corpus, tmp_path):
     saved = ApproximateIndex.build(small, ApproxBuildParams(pruning=GlobalPruning(n_postings=60), summaries=False))
     again = ApproximateIndex.open(Index.open(tmp_path / "idx"))
     assert again.params.summaries is False and again.memory_bytes() == saved.memory_bytes()
+    assert again.default_params == CANDIDATE_DEFAULTS  # from the pointer, no settings saved
+    save_settings(tmp_path / "idx", ApproxParams(query_cut=4, candidates=30))
+    assert ApproximateIndex.open(Index.open(tmp_path / "idx")).default_params.candidates == 30
     qs = zipf_batch(40, 400, 8, seed=12, prefix="q")
     np.testing.assert_array_equal(again.search(qs, 5, p)[1], saved.search(qs, 5, p)[1])
     r = tune(again, qs, target_recall=0.8, sample=40, query_cuts=(2, 8), heap_factors=(0.7, 1.0),

@@ -53,8 +53,8 @@ document: ``uint16`` term ids when the vocabulary allows, 8-bit impacts on one p
 ``term_scale``, and one scale per document), the blocked lists (``uint32`` doc ids, and next to
 each a ``uint64`` locator of the document's forward vector, ``uint32`` in small collections:
 offset and length, as Seismic packs them, and the posting's impact, ``block_vals``), and the
-summaries grouped by component as in Seismic's quantized summaries, per run of at most 256 blocks of a list (a *summary group*):
-block numbers bit-packed per group (at most 8 bits), ``uint8`` values, a bit per entry marking
+summaries grouped by component as in Seismic's quantized summaries, per run of at most 256
+blocks of a list (a *summary group*): block numbers bit-packed per group (at most 8 bits), ``uint8`` values, a bit per entry marking
 where each component starts, a directory of ``uint16`` component ids or a vocabulary bitmap,
 one float scale per block. The forward index is a copy of the postings in document order: the
 approximate index is self-contained and needs nothing of the exact segments at query time.
@@ -110,7 +110,7 @@ from .storage import (Directory, check_seal, file_record, read_arrays, read_json
                       verify_records, write_arrays)
 
 __all__ = ["ApproximateIndex", "ApproxBuildParams", "GlobalPruning", "FixedPruning", "tune", "save_settings",
-           "load_settings", "POINTER", "SETTINGS"]
+           "load_settings", "default_params", "CANDIDATE_DEFAULTS", "POINTER", "SETTINGS"]
 
 APPROX_FORMAT = "sparsearch-approximate"
 APPROX_VERSION = 6  # 2: forward locators next to the blocked postings; 3: summary groups; 4: term_scale;
@@ -430,7 +430,7 @@ class ApproximateIndex:
         self._deleted = self._deleted_mask()
         self.last_scored = 0  #: documents scored by the last single-threaded search (all its queries)
         #: query parameters a search without ``params`` uses: the saved settings, else defaults
-        self.default_params: ApproxParams = load_settings(index.path) or ApproxParams()
+        self.default_params: ApproxParams = default_params(index.path, params.summaries)
 
     # ----------------------------------------------------------------- build
     @classmethod
@@ -912,6 +912,26 @@ def load_settings(index_path: str | os.PathLike) -> ApproxParams | None:
     # version 1 was written before seals
     return load_params_file(index_path, SETTINGS, SETTINGS_FORMAT, (1, SETTINGS_VERSION), "approximate",
                             ApproxParams, unsealed=(1,), what="settings")
+
+
+#: what a search without parameters uses on an approximate index built without summaries (where
+#: Seismic's strategy cannot run) when no settings were saved
+CANDIDATE_DEFAULTS = ApproxParams(query_cut=10, candidates=100)
+
+
+def default_params(index_path: str | os.PathLike, summaries: bool | None = None) -> ApproxParams:
+    """The approximate search settings of a search without parameters: those saved by
+    :func:`save_settings`, else ``ApproxParams()``, or :data:`CANDIDATE_DEFAULTS` for an
+    approximate index built without summaries (``summaries``; ``None``: as the index's saved
+    approximate index was built, read from its pointer, which :meth:`ApproximateIndex.open` verifies)."""
+    saved = load_settings(index_path)
+    if saved is not None:
+        return saved
+    if summaries is None:
+        d = Directory(index_path)
+        params = read_json(d / POINTER, "approximate index pointer").get("params", {}) if d.exists(POINTER) else {}
+        summaries = not (isinstance(params, dict) and params.get("summaries") is False)
+    return ApproxParams() if summaries else CANDIDATE_DEFAULTS
 
 
 def load_params_file(index_path: str | os.PathLike, name: str, fmt: str, versions: tuple[int, ...], key: str,

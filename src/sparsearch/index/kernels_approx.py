@@ -931,7 +931,7 @@ def _candidates_one(q_terms, q_weights, k, query_cut, n_cand, deleted, qd, acc, 
         wt = qs_w[order[oi]]
         for p in range(block_doc_ptr[term_block_ptr[t]], block_doc_ptr[term_block_ptr[t + 1]]):
             d = block_docs[p]
-            if has_deleted and deleted[d]:
+            if (has_deleted and deleted[d]) or block_vals[p] == 0:  # (a 0 would leave the doc looking untouched)
                 continue
             a0 = acc[d]
             seen[n_seen] = d  # kept when first touched (every contribution is > 0): no branch to mispredict
