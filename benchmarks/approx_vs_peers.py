@@ -261,7 +261,9 @@ def run_set(label, docs, qs, args, work: Path):
         gc.collect()
         cx = ApproximateIndex.open(cindex, mmap=False, verify=False)
         cx.search_prepared(q_indptr[:2], q_terms[:q_indptr[1]], q_weights[:q_indptr[1]], K,
-                           ApproxParams(query_cut=5, candidates=10, threads=1))  # compile
+                           ApproxParams(query_cut=5, candidates=10, threads=1))  # compile, serial
+        cx.search_prepared(q_indptr[:3], q_terms[:q_indptr[2]], q_weights[:q_indptr[2]], K,
+                           ApproxParams(query_cut=5, candidates=10))  # and parallel
         print("candidates", cx.stats(), flush=True)
         for qc in args.candidate_cuts:
             for c in args.candidates:
