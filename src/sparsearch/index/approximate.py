@@ -820,7 +820,7 @@ class ApproximateIndex:
         nq = len(q_indptr) - 1
         if nq == 1 or threads == 1:
             fresh = (lambda: (np.zeros(len(self.term_block_ptr) - 1, np.float64), np.zeros(self.n_docs, np.float64),
-                              np.empty(self.n_docs, np.int64)))
+                              np.empty(self.n_docs + 1, np.int64)))  # (see kernels_approx._candidates_one)
             if self._lock.acquire(blocking=False):
                 try:
                     if self._cand_scratch is None:

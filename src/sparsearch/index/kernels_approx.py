@@ -920,7 +920,8 @@ def _candidates_one(q_terms, q_weights, k, query_cut, n_cand, deleted, qd, acc, 
     documents by partial score scored exactly on the forward index, in document order.
 
     ``qd`` (V,) float64 and ``acc`` (n_docs,) float64 are zeroed scratch, left zeroed; ``seen``
-    (n_docs,) int64. Returns the number of documents scored exactly.
+    (n_docs + 1,) int64 (every posting is written at the next free slot before it is known to be
+    new: one slot past the documents). Returns the number of documents scored exactly.
     """
     qs_terms, qs_w, order = _dense_query(q_terms, q_weights, qd, term_block_ptr.shape[0] - 1)
     has_deleted = deleted.shape[0] > 0
@@ -979,7 +980,7 @@ def candidates_serial(q_indptr, q_terms, q_weights, k, query_cut, n_cand, delete
                       block_doc_ptr, block_docs, block_vals, fwd_ptr, fwd_terms, fwd_vals, doc_scale, out_s, out_d):
     """The candidate strategy for a batch of CSR queries on the calling thread, with
     caller-owned zeroed scratch (``qd`` float64 (V,), ``acc`` float64 (n_docs,), ``seen`` int64
-    (n_docs,)), left zeroed. Returns the number of documents scored exactly (all queries)."""
+    (n_docs + 1,)), left zeroed. Returns the number of documents scored exactly (all queries)."""
     scored = 0
     for qi in range(q_indptr.shape[0] - 1):
         a = q_indptr[qi]
@@ -1000,7 +1001,7 @@ def candidates_batch(q_indptr, q_terms, q_weights, k, query_cut, n_cand, deleted
     for c in prange(n_chunks):
         qd = np.zeros(V, np.float64)
         acc = np.zeros(n_docs, np.float64)
-        seen = np.empty(n_docs, np.int64)
+        seen = np.empty(n_docs + 1, np.int64)
         for qi in range(c, nq, n_chunks):
             a = q_indptr[qi]
             b = q_indptr[qi + 1]
