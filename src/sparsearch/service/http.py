@@ -4,7 +4,8 @@ Endpoints (OpenAPI at ``/openapi.json``, interactive docs at ``/docs``):
 
 * ``POST /search``: a query text (encoded by each index's own encoder) or a ready sparse vector
   ``{term: weight}``; ``k``; ``mode`` ``exact``, ``approximate`` (``query_cut`` /
-  ``heap_factor``, default: the settings saved next to the index by ``sparsearch tune --save``)
+  ``heap_factor`` / ``candidates``, at most ``Limits.max_candidates``; default: the settings
+  saved next to the index by ``sparsearch tune --save``)
   or ``anytime`` (``max_postings`` / ``budget_ms``, the latter at most ``Limits.max_budget_ms``);
   the indexes to search and, with several, their fusion (``rrf`` or score interpolation after
   ``minmax`` / ``zscore`` normalisation) with per-index weights. Hits carry title and snippet,
