@@ -82,7 +82,7 @@ HEAP_FACTOR_HELP = ("approximate: skip blocks whose summary score is below heap_
                     "(default: the setting saved by `tune --save`, else 0.9).")
 CANDIDATES_HELP = ("approximate: 0 = Seismic's block scan; N >= 1 = the candidate strategy: partial scores over the "
                    "--query-cut heaviest terms' pruned lists, then the N best documents scored exactly (default: the "
-                   "setting saved by `tune --save`, else 0).")
+                   "setting saved by `tune --save`, else 0, or 100 on an index built --no-summaries).")
 
 
 FUSION_HELP = "Hybrid index: fusion of the representations, rrf, minmax or zscore (default: the saved or default one)."
@@ -907,7 +907,8 @@ def tune(
     ] = "0,50,100,200,500,1000,2000",
     save: Annotated[bool, typer.Option(
         "--save", help="Save the chosen setting next to the index (settings.json): `search`/`evaluate --mode "
-                       "approximate` and the service then use it when --query-cut/--heap-factor are not given.")] = False,
+                       "approximate` and the service then use it when --query-cut/--heap-factor/--candidates are not "
+                       "given.")] = False,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the whole sweep here.")] = None,
 ) -> None:
     """Pick the fastest approximate setting (query_cut, heap_factor, candidates) that reaches a target recall.

@@ -181,7 +181,8 @@ def request_models(limits: Limits) -> tuple[type[BaseModel], type[BaseModel]]:
             "index's saved settings, else 0.9)."))
         candidates: int | None = Field(None, ge=0, le=limits.max_candidates, description=(
             "approximate mode: 0, Seismic's block scan; N >= 1, score exactly the N best documents by their "
-            "partial scores over the query_cut heaviest terms' lists (default: the index's saved settings, else 0)."))
+            "partial scores over the query_cut heaviest terms' lists (default: the index's saved settings, else 0, "
+            "or 100 on an approximate index built without summaries)."))
         max_postings: int | None = Field(None, ge=1, le=10**12, description=(
             "anytime mode: stop after this many postings (default: no limit)."))
         budget_ms: float | None = Field(None, gt=0, le=limits.max_budget_ms, allow_inf_nan=False, description=(
