@@ -189,6 +189,23 @@ def interleaved_passes(jobs: list[Job], nq: int, passes: int) -> tuple[list[list
     return lats, results
 
 
+def approx_job(system: str, searcher: ApproximateIndex, params: ApproxParams, prepared: tuple, build_s: float,
+               note: str = "") -> Job:
+    """The job of one approximate setting: one query at a time on one thread, and the whole
+    batch on all threads (``prepared``: the queries' CSR arrays over the index's term ids)."""
+    q_indptr, q_terms, q_weights = prepared
+    single, batch = replace(params, threads=1).check(), params.check()
+    setting = " ".join(f"{f}={getattr(params, f)}" for f in ("query_cut", "heap_factor", "candidates")
+                       if f != ("heap_factor" if params.candidates else "candidates"))
+
+    def one(i: int) -> np.ndarray:
+        a, b = q_indptr[i], q_indptr[i + 1]
+        return searcher.search_prepared(np.array([0, b - a]), q_terms[a:b], q_weights[a:b], K, single)[1][0]
+
+    return Job(system, setting, one, np.array, lambda: searcher.search_prepared(q_indptr, q_terms, q_weights, K, batch),
+               build_s, searcher.memory_bytes(), note)
+
+
 def run_set(label, docs, qs, args, work: Path):
     """Build every system, then time them all in interleaved passes (see :func:`interleaved_passes`).
 
@@ -233,30 +250,21 @@ def run_set(label, docs, qs, args, work: Path):
     ax.search_prepared(q_indptr, q_terms, q_weights, K, ApproxParams(query_cut=5))  # compile
     ax.search_prepared(q_indptr[:2], q_terms, q_weights, K, ApproxParams(query_cut=5, threads=1))
     print("approx", ax.stats(), flush=True)
-    ours: dict[tuple, Job] = {}
-    for qc in args.query_cuts:
-        for hf in args.heap_factors:
-            single = ApproxParams(query_cut=qc, heap_factor=hf, threads=1).check()
-            batch = ApproxParams(query_cut=qc, heap_factor=hf).check()
-
-            def one(i, single=single):
-                a, b = q_indptr[i], q_indptr[i + 1]
-                return ax.search_prepared(np.array([0, b - a]), q_terms[a:b], q_weights[a:b], K, single)[1][0]
-            ours[qc, hf] = Job("sparsearch approx", f"query_cut={qc} heap_factor={hf}", one, ident,
-                               lambda batch=batch: ax.search_prepared(q_indptr, q_terms, q_weights, K, batch),
-                               build_ax, ax.memory_bytes())
+    prepared = (q_indptr, q_terms, q_weights)
+    ours = {(qc, hf): approx_job("sparsearch approx", ax, ApproxParams(query_cut=qc, heap_factor=hf), prepared,
+                                 build_ax)
+            for qc in args.query_cuts for hf in args.heap_factors}
 
     # ---- sparsearch approximate, the candidate strategy (its own index: no summaries)
     cand_jobs: list[Job] = []
     if args.candidates:
-        cparams = replace(build_params, summaries=False)
-        t = time.perf_counter()
-        cx = ApproximateIndex.build(index, cparams, save=False)
-        build_cx = time.perf_counter() - t
         cx_dir = work / "candidates"  # a copy of the exact index holds it (one approximate index per index)
         shutil.copytree(work / "sparsearch", cx_dir, dirs_exist_ok=True)
         cindex = Index.open(cx_dir)
-        ApproximateIndex.build(cindex, cparams, save=True)
+        t = time.perf_counter()
+        cx = ApproximateIndex.build(cindex, replace(build_params, summaries=False), save=False)
+        build_cx = time.perf_counter() - t
+        cx.save()
         del cx
         gc.collect()
         cx = ApproximateIndex.open(cindex, mmap=False, verify=False)
@@ -265,17 +273,9 @@ def run_set(label, docs, qs, args, work: Path):
         cx.search_prepared(q_indptr[:3], q_terms[:q_indptr[2]], q_weights[:q_indptr[2]], K,
                            ApproxParams(query_cut=5, candidates=10))  # and parallel
         print("candidates", cx.stats(), flush=True)
-        for qc in args.candidate_cuts:
-            for c in args.candidates:
-                single = ApproxParams(query_cut=qc, candidates=c, threads=1).check()
-                batch = ApproxParams(query_cut=qc, candidates=c).check()
-
-                def one_c(i, single=single):
-                    a, b = q_indptr[i], q_indptr[i + 1]
-                    return cx.search_prepared(np.array([0, b - a]), q_terms[a:b], q_weights[a:b], K, single)[1][0]
-                cand_jobs.append(Job("sparsearch candidates", f"query_cut={qc} candidates={c}", one_c, ident,
-                                     lambda batch=batch: cx.search_prepared(q_indptr, q_terms, q_weights, K, batch),
-                                     build_cx, cx.memory_bytes(), "index without summaries"))
+        cand_jobs = [approx_job("sparsearch candidates", cx, ApproxParams(query_cut=qc, candidates=c), prepared,
+                                build_cx, "index without summaries")
+                     for qc in args.candidate_cuts for c in args.candidates]
 
     # ---- pyseismic-lsr
     theirs: dict[tuple, Job] = {}

@@ -901,15 +901,11 @@ def posting_impacts(term_block_ptr, block_doc_ptr, block_docs, fwd_ptr, fwd_term
     return out
 
 
-@njit(cache=True, fastmath=True)
-def _dot_at(a, b, qd, fwd_terms, fwd_vals):
-    """<q, forward vector in entries [a, b)> (dense query gather; see :func:`_forward_dot`)."""
-    terms = fwd_terms[a:b]
-    vals = fwd_vals[a:b]
-    s = 0.0
-    for i in range(terms.shape[0]):
-        s += qd[terms[i]] * np.float64(vals[i])
-    return s
+@njit(cache=True, inline="always")
+def _locator(fwd_ptr, d):
+    """The uint64 forward locator of document ``d`` (as :func:`forward_locators` writes them)."""
+    a = np.uint64(fwd_ptr[d])
+    return (a << np.uint64(LOC_BITS)) | (np.uint64(fwd_ptr[d + 1]) - a)
 
 
 @njit(cache=True, inline="always")
@@ -955,17 +951,12 @@ def _candidates_one(q_terms, q_weights, k, query_cut, n_cand, deleted, qd, acc, 
     hd = np.empty(k, np.int64)
     size = 0
     for i in range(min(PREFETCH_AHEAD, nc)):
-        d = cand[i]
-        _prefetch_doc((np.uint64(fwd_ptr[d]) << np.uint64(LOC_BITS)) | np.uint64(fwd_ptr[d + 1] - fwd_ptr[d]),
-                      fwd_terms, fwd_vals)
+        _prefetch_doc(_locator(fwd_ptr, cand[i]), fwd_terms, fwd_vals)
     for i in range(nc):
         if i + PREFETCH_AHEAD < nc:
-            d2 = cand[i + PREFETCH_AHEAD]
-            _prefetch_doc((np.uint64(fwd_ptr[d2]) << np.uint64(LOC_BITS)) | np.uint64(fwd_ptr[d2 + 1] - fwd_ptr[d2]),
-                          fwd_terms, fwd_vals)
+            _prefetch_doc(_locator(fwd_ptr, cand[i + PREFETCH_AHEAD]), fwd_terms, fwd_vals)
         d = cand[i]
-        s = _dot_at(np.int64(fwd_ptr[d]), np.int64(fwd_ptr[d + 1]), qd, fwd_terms, fwd_vals) * (
-            doc_scale[d] if per_doc else doc_scale[0])
+        s = _forward_dot(_locator(fwd_ptr, d), qd, fwd_terms, fwd_vals) * (doc_scale[d] if per_doc else doc_scale[0])
         if s > 0:
             if size < k or s > hs[0] or (s == hs[0] and d < hd[0]):
                 size = _heap_push(hs, hd, size, k, s, d)
