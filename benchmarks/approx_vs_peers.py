@@ -195,8 +195,9 @@ def approx_job(system: str, searcher: ApproximateIndex, params: ApproxParams, pr
     batch on all threads (``prepared``: the queries' CSR arrays over the index's term ids)."""
     q_indptr, q_terms, q_weights = prepared
     single, batch = replace(params, threads=1).check(), params.check()
-    setting = " ".join(f"{f}={getattr(params, f)}" for f in ("query_cut", "heap_factor", "candidates")
-                       if f != ("heap_factor" if params.candidates else "candidates"))
+    shown = (("query_cut", "candidates") if params.candidates else
+             ("query_cut", "heap_factor") + (("forward_cut", "rerank") if params.forward_cut else ()))
+    setting = " ".join(f"{f}={getattr(params, f)}" for f in shown)
 
     def one(i: int) -> np.ndarray:
         a, b = q_indptr[i], q_indptr[i + 1]
@@ -254,6 +255,11 @@ def run_set(label, docs, qs, args, work: Path):
     ours = {(qc, hf): approx_job("sparsearch approx", ax, ApproxParams(query_cut=qc, heap_factor=hf), prepared,
                                  build_ax)
             for qc in args.query_cuts for hf in args.heap_factors}
+    # the same scans with each document scored on its m heaviest entries, the best `rerank` whole
+    cut_jobs = {key: [approx_job("sparsearch approx", ax, ApproxParams(query_cut=key[0], heap_factor=key[1],
+                                                                       forward_cut=m, rerank=args.rerank),
+                                 prepared, build_ax) for m in args.forward_cuts if m > 0]
+                for key in ours}
 
     # ---- sparsearch approximate, the candidate strategy (its own index: no summaries)
     cand_jobs: list[Job] = []
@@ -324,6 +330,7 @@ def run_set(label, docs, qs, args, work: Path):
                                                                   else "graph size not reported"))
     for i, key in enumerate(ours):  # the same setting of both systems side by side in every pass
         jobs.append(ours[key])
+        jobs.extend(cut_jobs[key])
         for tk in [key] + [(*key, nk) for nk in args.seismic_n_knn]:
             if tk in theirs:
                 jobs.append(theirs[tk])
@@ -491,7 +498,10 @@ def report(all_rows: dict[str, list[dict]], args) -> str:
            f"step(s) after Seismic's one random-centroid pass (0 = Seismic's clustering). 'sparsearch candidates' is "
            f"sparsearch's approximate index built with the same static pruning and no clustering or summaries "
            f"(`build-approx --no-summaries`), searched with the candidate strategy (`--candidates N`: partial "
-           f"scores over the query_cut heaviest terms' pruned lists, the N best scored exactly).\n"]
+           f"scores over the query_cut heaviest terms' pruned lists, the N best scored exactly). A 'sparsearch "
+           f"approx' setting with forward_cut=m scans the same blocks but scores each document on its m heaviest "
+           f"entries (forward vectors are stored heaviest first), the k-th of these partial scores being the "
+           f"scan's threshold, and rescores the `rerank` best on their whole vectors.\n"]
     for label, rows in all_rows.items():
         out.append(f"\n## {label}\n")
         out.append("| system | setting | recall@10 | mean ms (1 thr) | p99 ms (1 thr) | ms/query (all thr) | "
@@ -616,6 +626,10 @@ def main() -> None:
                     help="sparsearch approx only: Lloyd steps after the one-pass clustering (0 = Seismic's)")
     ap.add_argument("--query-cuts", type=int, nargs="+", default=[3, 5, 8, 12, 20])
     ap.add_argument("--heap-factors", type=float, nargs="+", default=[0.6, 0.7, 0.8, 0.9, 1.0])
+    ap.add_argument("--forward-cuts", type=int, nargs="*", default=[16, 32],
+                    help="sparsearch approx also with each document scored on its m heaviest entries (ApproxParams."
+                         "forward_cut), the --rerank best rescored whole (none: whole vectors only)")
+    ap.add_argument("--rerank", type=int, default=ApproxParams.rerank)
     ap.add_argument("--candidates", type=int, nargs="*", default=[20, 30, 50, 75, 100, 200],
                     help="sparsearch's candidate strategy: documents scored exactly (none: not run)")
     ap.add_argument("--candidate-cuts", type=int, nargs="+", default=[6, 8, 10, 12, 15, 20],

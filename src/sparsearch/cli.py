@@ -83,6 +83,11 @@ HEAP_FACTOR_HELP = ("approximate: skip blocks whose summary score is below heap_
 CANDIDATES_HELP = ("approximate: 0 = Seismic's block scan; N >= 1 = the candidate strategy: partial scores over the "
                    "--query-cut heaviest terms' pruned lists, then the N best documents scored exactly (default: the "
                    "setting saved by `tune --save`, else 0, or 100 on an index built --no-summaries).")
+FORWARD_CUT_HELP = ("approximate, Seismic's block scan: score each document on its N heaviest entries only, then "
+                    "the --rerank best on their whole vectors (default: the setting saved by `tune --save`, else 0 = "
+                    "whole vectors).")
+RERANK_HELP = ("approximate with --forward-cut: documents scored on their whole vectors at the end (at least k; "
+               "default: the setting saved by `tune --save`, else 200).")
 
 
 FUSION_HELP = "Hybrid index: fusion of the representations, rrf, minmax or zscore (default: the saved or default one)."
@@ -118,7 +123,8 @@ def _search_params(mode: str, index: Path, *, threads: Optional[int] = None, str
                    query_cut: Optional[int] = None, heap_factor: Optional[float] = None,
                    fusion: Optional[str] = None, weights: Optional[str] = None, depth: Optional[int] = None,
                    rrf_k: Optional[float] = None, max_postings: Optional[int] = None,
-                   budget_ms: Optional[float] = None, candidates: Optional[int] = None):
+                   budget_ms: Optional[float] = None, candidates: Optional[int] = None,
+                   forward_cut: Optional[int] = None, rerank: Optional[int] = None):
     """The parameter object of ``--mode`` (for a hybrid index: its fusion, with ``--mode`` applied
     to its sparse representations); knobs not given come from ``tune --save`` / ``tune-fusion --save``."""
     from dataclasses import replace
@@ -131,7 +137,8 @@ def _search_params(mode: str, index: Path, *, threads: Optional[int] = None, str
     unknown = "error" if strict_vocab else "drop"
     if is_hybrid(index):
         sparse = params_for_mode(mode, threads=threads, unknown=unknown, query_cut=query_cut, heap_factor=heap_factor,
-                                 max_postings=max_postings, budget_ms=budget_ms, candidates=candidates)
+                                 max_postings=max_postings, budget_ms=budget_ms, candidates=candidates,
+                                 forward_cut=forward_cut, rerank=rerank)
         base = load_fusion(index) or DEFAULT_FUSION
         names = [m["name"] for m in read_manifest(index)["members"]]
         given = {k: v for k, v in {"fusion": fusion, "depth": depth, "rrf_k": rrf_k,
@@ -142,7 +149,8 @@ def _search_params(mode: str, index: Path, *, threads: Optional[int] = None, str
         raise InvalidInputError(f"{index} is not a hybrid index: --fusion, --weights, --depth and --rrf-k do not apply")
     saved = default_params(index) if mode == "approximate" else None
     return params_for_mode(mode, threads=threads, unknown=unknown, query_cut=query_cut, heap_factor=heap_factor,
-                           saved=saved, max_postings=max_postings, budget_ms=budget_ms, candidates=candidates)
+                           saved=saved, max_postings=max_postings, budget_ms=budget_ms, candidates=candidates,
+                           forward_cut=forward_cut, rerank=rerank)
 
 
 def _with_filter(params, expr: Optional[str]):
@@ -580,6 +588,8 @@ def search(
     query_cut: Annotated[Optional[int], typer.Option(help=QUERY_CUT_HELP)] = None,
     heap_factor: Annotated[Optional[float], typer.Option(help=HEAP_FACTOR_HELP)] = None,
     candidates: Annotated[Optional[int], typer.Option(help=CANDIDATES_HELP)] = None,
+    forward_cut: Annotated[Optional[int], typer.Option(help=FORWARD_CUT_HELP)] = None,
+    rerank: Annotated[Optional[int], typer.Option(help=RERANK_HELP)] = None,
     max_postings: Annotated[Optional[int], typer.Option(help=MAX_POSTINGS_HELP)] = None,
     budget_ms: Annotated[Optional[float], typer.Option(help=BUDGET_MS_HELP)] = None,
     run: Annotated[Optional[Path], typer.Option(help="Write a TREC run file here instead of printing.")] = None,
@@ -615,7 +625,7 @@ def search(
     opened = None
     if not (sharded or explain or strict_vocab or filter_ is not None or mode not in ("exact", "exhaustive")
             or query_cut is not None or heap_factor is not None or max_postings is not None or budget_ms is not None
-            or candidates is not None
+            or candidates is not None or forward_cut is not None or rerank is not None
             or fusion is not None or weights is not None or depth is not None or rrf_k is not None):
         opened = _open_oneshot(index[0], mode, threads, queries, query)
         if opened is not None and opened[2] is not None:  # numpy scores it before numba would have loaded
@@ -626,7 +636,7 @@ def search(
     params = _with_filter(_search_params(mode, index[0], threads=threads, strict_vocab=strict_vocab,
                                          query_cut=query_cut, heap_factor=heap_factor, fusion=fusion, weights=weights,
                                          depth=depth, rrf_k=rrf_k, max_postings=max_postings, budget_ms=budget_ms,
-                                         candidates=candidates),
+                                         candidates=candidates, forward_cut=forward_cut, rerank=rerank),
                           filter_)
     with contextlib.ExitStack() as stack:
         if sharded:
@@ -829,6 +839,8 @@ def evaluate(
     query_cut: Annotated[Optional[int], typer.Option(help=QUERY_CUT_HELP)] = None,
     heap_factor: Annotated[Optional[float], typer.Option(help=HEAP_FACTOR_HELP)] = None,
     candidates: Annotated[Optional[int], typer.Option(help=CANDIDATES_HELP)] = None,
+    forward_cut: Annotated[Optional[int], typer.Option(help=FORWARD_CUT_HELP)] = None,
+    rerank: Annotated[Optional[int], typer.Option(help=RERANK_HELP)] = None,
     max_postings: Annotated[Optional[int], typer.Option(help=MAX_POSTINGS_HELP)] = None,
     budget_ms: Annotated[Optional[float], typer.Option(help=BUDGET_MS_HELP)] = None,
     metrics: Annotated[str, typer.Option(help="Comma-separated ir-measures names.")] = "nDCG@10,R@100,R@1000,RR@10",
@@ -848,7 +860,8 @@ def evaluate(
 
     params = _with_filter(_search_params(mode, index, query_cut=query_cut, heap_factor=heap_factor, fusion=fusion,
                                          weights=weights, depth=depth, rrf_k=rrf_k, max_postings=max_postings,
-                                         budget_ms=budget_ms, candidates=candidates), filter_)
+                                         budget_ms=budget_ms, candidates=candidates, forward_cut=forward_cut,
+                                         rerank=rerank), filter_)
     _, searcher = _open_searcher(index, mode)
     ds = load_beir(data, split)
     report = run_evaluation(searcher, ds, k=k, params=params, metrics=metrics.split(","), run_path=run)
@@ -905,13 +918,16 @@ def tune(
     candidates: Annotated[str, typer.Option(
         help="Comma-separated candidates values to try (0: Seismic's block scan, with every heap factor).")
     ] = "0,50,100,200,500,1000,2000",
+    forward_cuts: Annotated[str, typer.Option(
+        help="Comma-separated forward_cut values to try with Seismic's block scan (0: whole vectors).")] = "0,16,32",
+    rerank: Annotated[int, typer.Option(help="Documents rescored on their whole vectors with a forward cut.")] = 200,
     save: Annotated[bool, typer.Option(
         "--save", help="Save the chosen setting next to the index (settings.json): `search`/`evaluate --mode "
-                       "approximate` and the service then use it when --query-cut/--heap-factor/--candidates are not "
-                       "given.")] = False,
+                       "approximate` and the service then use it when --query-cut/--heap-factor/--candidates/"
+                       "--forward-cut/--rerank are not given.")] = False,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the whole sweep here.")] = None,
 ) -> None:
-    """Pick the fastest approximate setting (query_cut, heap_factor, candidates) that reaches a target recall.
+    """Pick the fastest approximate setting (query_cut, heap_factor, candidates, forward_cut) reaching a target recall.
 
     Every setting searches the sample one query at a time on one thread; recall@k is measured
     against the exact top-k of the same queries. Prints the sweep and the chosen setting; --save
@@ -927,26 +943,31 @@ def tune(
         qcs = tuple(int(x) for x in query_cuts.split(","))
         hfs = tuple(float(x) for x in heap_factors.split(","))
         cands = tuple(int(x) for x in candidates.split(","))
+        fcs = tuple(int(x) for x in forward_cuts.split(","))
     except ValueError:
-        raise InvalidInputError("--query-cuts and --candidates take integers and --heap-factors numbers, "
-                                "comma-separated") from None
-    if min(qcs) < 1 or not min(hfs) > 0 or min(cands) < 0:
-        raise InvalidInputError("query cuts must be >= 1, heap factors > 0 and candidates >= 0")
+        raise InvalidInputError("--query-cuts, --candidates and --forward-cuts take integers and --heap-factors "
+                                "numbers, comma-separated") from None
+    if min(qcs) < 1 or not min(hfs) > 0 or min(cands) < 0 or min(fcs) < 0:
+        raise InvalidInputError("query cuts must be >= 1, heap factors > 0, candidates and forward cuts >= 0")
     idx = Index.open(index)
     ax = ApproximateIndex.open(idx)
     qv = _load_queries(idx, queries, None)
-    r = tune_fn(ax, qv, target_recall, k=k, query_cuts=qcs, heap_factors=hfs, candidates=cands, sample=sample)
-    typer.echo(f"{'query_cut':>9} {'heap_factor':>11} {'candidates':>10} {'recall@' + str(k):>9} {'mean ms':>8}")
+    r = tune_fn(ax, qv, target_recall, k=k, query_cuts=qcs, heap_factors=hfs, candidates=cands, forward_cuts=fcs,
+                rerank=rerank, sample=sample)
+    typer.echo(f"{'query_cut':>9} {'heap_factor':>11} {'candidates':>10} {'forward_cut':>11} {'recall@' + str(k):>9} "
+               f"{'mean ms':>8}")
     for g in r["grid"]:
-        typer.echo(f"{g['query_cut']:>9} {g['heap_factor']:>11.2f} {g['candidates']:>10} {g['recall']:>9.3f} "
-                   f"{g['mean_ms']:>8.3f}")
+        typer.echo(f"{g['query_cut']:>9} {g['heap_factor']:>11.2f} {g['candidates']:>10} {g['forward_cut']:>11} "
+                   f"{g['recall']:>9.3f} {g['mean_ms']:>8.3f}")
     verdict = "fastest reaching" if r["met"] else "NOT reached; most accurate for"
     typer.echo(f"{verdict} recall@{k} >= {target_recall}: --query-cut {r['query_cut']} "
-               f"--heap-factor {r['heap_factor']} --candidates {r['candidates']} (recall {r['recall']:.3f}, "
-               f"{r['mean_ms']:.3f} ms/query)")
+               f"--heap-factor {r['heap_factor']} --candidates {r['candidates']} --forward-cut {r['forward_cut']}"
+               + (f" --rerank {r['rerank']}" if r["forward_cut"] else "")
+               + f" (recall {r['recall']:.3f}, {r['mean_ms']:.3f} ms/query)")
     if save:
         save_settings(index, ApproxParams(query_cut=int(r["query_cut"]), heap_factor=float(r["heap_factor"]),
-                                          candidates=int(r["candidates"])), r)
+                                          candidates=int(r["candidates"]), forward_cut=int(r["forward_cut"]),
+                                          rerank=int(r["rerank"])), r)
         typer.echo(f"saved as the default approximate setting of {index}")
     if json_out is not None:
         json_out.write_text(json.dumps(r, indent=1))

@@ -80,6 +80,13 @@ class ApproxParams:
             at a time), and the ``N`` best documents by partial score are scored exactly on the
             forward index (``heap_factor`` is not used). ``query_cut >=`` the query's terms,
             lists kept whole and ``N >=`` the documents give the exact top-k.
+        forward_cut: Seismic's strategy only. 0 (default): a document of a scanned block is
+            scored on its whole forward vector. m >= 1: on its ``m`` heaviest entries (the
+            forward vectors are stored heaviest first), fewer bytes read at random per document;
+            the block-skipping threshold is then the k-th best of these partial scores, and the
+            ``max(rerank, k)`` documents with the best partial scores are scored on their whole
+            vectors for the result. ``forward_cut >=`` the longest document is Seismic's strategy.
+        rerank: the documents kept for that final scoring (``forward_cut >= 1``), at least k.
     """
 
     kind: ClassVar[str] = "approximate"
@@ -89,6 +96,8 @@ class ApproxParams:
     unknown: Unknown = "drop"
     filter: str | None = None
     candidates: int = 0
+    forward_cut: int = 0
+    rerank: int = 200  # chosen on 200k synthetic documents (benchmarks/approx_vs_peers.py), not on a reported set
 
     def check(self) -> "ApproxParams":
         _check_common(self)
@@ -101,6 +110,15 @@ class ApproxParams:
             raise InvalidInputError(f"candidates must be an integer >= 0, got {c!r}")
         if c > MAX_CANDIDATES:
             raise InvalidInputError(f"candidates must be at most {MAX_CANDIDATES:,}, got {c:,}")
+        m = self.forward_cut
+        if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 0:
+            raise InvalidInputError(f"forward_cut must be an integer >= 0, got {m!r}")
+        if m and c:
+            raise InvalidInputError("forward_cut applies to Seismic's strategy (candidates=0), got "
+                                    f"forward_cut={m} with candidates={c}")
+        r = self.rerank
+        if isinstance(r, bool) or not isinstance(r, (int, np.integer)) or not 1 <= r <= MAX_CANDIDATES:
+            raise InvalidInputError(f"rerank must be an integer in [1, {MAX_CANDIDATES:,}], got {r!r}")
         return self
 
 
@@ -217,20 +235,25 @@ def params_for_mode(mode: str, *, threads: int | None = None, unknown: Unknown =
                     query_cut: int | None = None, heap_factor: float | None = None,
                     saved: ApproxParams | None = None, filter: str | None = None,
                     max_postings: int | None = None, budget_ms: float | None = None,
-                    candidates: int | None = None) -> SearchParams:
+                    candidates: int | None = None, forward_cut: int | None = None,
+                    rerank: int | None = None) -> SearchParams:
     """The parameter object of a named search mode (checked).
 
     For ``approximate``, a knob left ``None`` takes its value from ``saved`` (the settings
     ``sparsearch tune --save`` wrote next to the index), else the :class:`ApproxParams` default;
-    ``query_cut`` / ``heap_factor`` / ``candidates`` given with another mode are refused, as are
-    ``max_postings`` / ``budget_ms`` (the budgets of ``anytime``) with another mode.
+    ``query_cut`` / ``heap_factor`` / ``candidates`` / ``forward_cut`` / ``rerank`` given with
+    another mode are refused, as are ``max_postings`` / ``budget_ms`` (the budgets of
+    ``anytime``) with another mode. A strategy given overrides the saved one's knob: ``candidates
+    >= 1`` with ``forward_cut`` not given searches without it, and ``forward_cut >= 1`` with
+    ``candidates`` not given uses Seismic's strategy.
     """
     if mode not in SEARCH_MODES:
         raise InvalidInputError(f"unknown search mode {mode!r}; use one of {', '.join(SEARCH_MODES)}")
     if mode != "anytime" and (max_postings is not None or budget_ms is not None):
         raise InvalidInputError(f"max_postings and budget_ms apply to anytime search, not {mode}")
-    if mode != "approximate" and candidates is not None:
-        raise InvalidInputError(f"candidates applies to approximate search, not {mode}")
+    for name, v in (("candidates", candidates), ("forward_cut", forward_cut), ("rerank", rerank)):
+        if mode != "approximate" and v is not None:
+            raise InvalidInputError(f"{name} applies to approximate search, not {mode}")
     if mode == "anytime":
         if query_cut is not None or heap_factor is not None:
             raise InvalidInputError("query_cut and heap_factor apply to approximate search, not anytime")
@@ -243,7 +266,9 @@ def params_for_mode(mode: str, *, threads: int | None = None, unknown: Unknown =
     base = saved or ApproxParams()
     return ApproxParams(query_cut=base.query_cut if query_cut is None else query_cut,
                         heap_factor=base.heap_factor if heap_factor is None else heap_factor,
-                        candidates=base.candidates if candidates is None else candidates,
+                        candidates=(0 if forward_cut else base.candidates) if candidates is None else candidates,
+                        forward_cut=(0 if candidates else base.forward_cut) if forward_cut is None else forward_cut,
+                        rerank=base.rerank if rerank is None else rerank,
                         threads=threads, unknown=unknown, filter=filter).check()
 
 

@@ -141,6 +141,16 @@ def test_approximate_mode_through_the_cli(tiny_beir, tmp_path):
     assert r.exit_code == 0, r.output
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["quality"]["nDCG@10"] > 0.8 and report["mode"] == "approximate"
+    # documents scored on their heaviest entries, the best rescored whole
+    r = cli("search", out, "-q", "programming compiler", "-k", "2", "--mode", "approximate", "--query-cut", "5",
+            "--heap-factor", "1.0", "--forward-cut", "2", "--rerank", "5")
+    assert r.exit_code == 0 and "1. d6" in r.output, r.output
+    r = cli("search", out, "-q", "programming", "--mode", "approximate", "--forward-cut", "2", "--candidates", "5")
+    assert r.exit_code == 2 and "forward_cut applies to Seismic's strategy" in r.stderr
+    r = cli("search", out, "-q", "programming", "--forward-cut", "2")
+    assert r.exit_code == 2 and "forward_cut applies to approximate search" in r.stderr
+    r = cli("search", out, "-q", "programming", "--mode", "approximate", "--rerank", "0")
+    assert r.exit_code == 2 and "rerank must be an integer" in r.stderr
     assert snapshot(out) == before
     # build-approx rebuilds with other knobs
     r = cli("build-approx", out, "--n-postings", "2", "--pruning", "fixed", "--kmeans-iterations", "0")
@@ -178,17 +188,20 @@ def test_tune_picks_a_setting_that_reaches_the_target_and_saves_it(tiny_beir, tm
     assert r.exit_code == 2 and "sparsearch build-approx" in r.stderr
     assert cli("build-approx", out).exit_code == 0
     r = cli("tune", out, "--queries", queries, "--target-recall", "1.0", "-k", "3",
-            "--query-cuts", "1,5", "--heap-factors", "0.5,1.0", "--json", tmp_path / "t.json", "--save")
+            "--query-cuts", "1,5", "--heap-factors", "0.5,1.0", "--forward-cuts", "0,3", "--rerank", "20",
+            "--json", tmp_path / "t.json", "--save")
     assert r.exit_code == 0, r.output
     t = json.loads((tmp_path / "t.json").read_text())
-    assert len(t["grid"]) == 4 + 2 * 6 and t["met"] and t["recall"] >= 1.0  # + 6 candidate settings per cut
-    assert f"--query-cut {t['query_cut']} --heap-factor {t['heap_factor']} --candidates {t['candidates']}" in r.output
+    assert len(t["grid"]) == 4 * 2 + 2 * 6 and t["met"] and t["recall"] >= 1.0  # + 6 candidate settings per cut
+    assert (f"--query-cut {t['query_cut']} --heap-factor {t['heap_factor']} --candidates {t['candidates']} "
+            f"--forward-cut {t['forward_cut']}") in r.output
+    assert {(g["forward_cut"], g["rerank"]) for g in t["grid"] if not g["candidates"]} == {(0, 20), (3, 20)}
     assert (out / "settings.json").exists()
     from sparsearch.index.approximate import load_settings
 
     saved = load_settings(out)
-    assert (saved.query_cut, saved.heap_factor, saved.candidates) == (t["query_cut"], t["heap_factor"],
-                                                                       t["candidates"])
+    assert (saved.query_cut, saved.heap_factor, saved.candidates, saved.forward_cut, saved.rerank) == (
+        t["query_cut"], t["heap_factor"], t["candidates"], t["forward_cut"], 20)
     r = cli("evaluate", out, tiny_beir, "--mode", "approximate", "--json", tmp_path / "r.json")
     assert r.exit_code == 0, r.output  # the saved setting is the default
     r = cli("tune", out, "--queries", queries, "--target-recall", "1.5")
@@ -196,4 +209,6 @@ def test_tune_picks_a_setting_that_reaches_the_target_and_saves_it(tiny_beir, tm
     r = cli("tune", out, "--queries", queries, "--query-cuts", "a,b")
     assert r.exit_code == 2 and "comma-separated" in r.stderr
     r = cli("tune", out, "--queries", queries, "--candidates", "0,-5")
-    assert r.exit_code == 2 and "candidates >= 0" in r.stderr
+    assert r.exit_code == 2 and "candidates and forward cuts >= 0" in r.stderr
+    r = cli("tune", out, "--queries", queries, "--forward-cuts", "0,-1")
+    assert r.exit_code == 2 and "candidates and forward cuts >= 0" in r.stderr

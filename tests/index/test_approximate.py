@@ -4,6 +4,7 @@ persistence, tuning. Small synthetic data, fixed seeds, no timing assertions."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -148,8 +149,16 @@ def docs_matrix(index):
 def _as_version_4_layout(ax: ApproximateIndex, meta: dict) -> None:
     """Store ``ax``'s summary entries as index versions 3 and 4 did (``meta``: its header,
     updated): each component's start relative to its group's first entry (``comp_start``,
-    uint16) and each entry's block number as a byte (``ent_block``)."""
+    uint16) and each entry's block number as a byte (``ent_block``); and its forward vectors
+    by term, as every version before 7 did."""
     from sparsearch.index.storage import crc32_file
+
+    terms, vals = ax.fwd_terms.copy(), ax.fwd_vals.copy()
+    for d in range(ax.n_docs):
+        a, b = ax.fwd_ptr[d], ax.fwd_ptr[d + 1]
+        o = np.argsort(terms[a:b], kind="stable")
+        terms[a:b], vals[a:b] = terms[a:b][o], vals[a:b][o]
+    del meta["forward_order"]
 
     bits = np.unpackbits(ax.comp_first.astype("<u8").view(np.uint8), bitorder="little")
     starts = np.flatnonzero(bits)[:-1]
@@ -159,7 +168,8 @@ def _as_version_4_layout(ax: ApproximateIndex, meta: dict) -> None:
         width = ka.block_number_width(ax.group_block_ptr, g)
         for i, e in enumerate(range(ax.group_ent_ptr[g], ax.group_ent_ptr[g + 1])):
             ent_block[e] = ka.block_number(ax.group_bit_ptr[g] + i * width, (1 << width) - 1, ax.ent_bits)
-    for name, arr in (("comp_start", (starts - ax.group_ent_ptr[group]).astype(np.uint16)), ("ent_block", ent_block)):
+    for name, arr in (("comp_start", (starts - ax.group_ent_ptr[group]).astype(np.uint16)), ("ent_block", ent_block),
+                      ("fwd_terms", terms), ("fwd_vals", vals)):
         f = ax.path / f"{name}.npy"
         np.save(f, arr, allow_pickle=False)
         meta["files"][name] = {"dtype": str(arr.dtype), "shape": [len(arr)], "bytes": f.stat().st_size,
@@ -215,6 +225,12 @@ def test_persistence_round_trip_and_staleness(tmp_path):
     assert old.stats()["params"]["pruning"] == {"kind": "global", "n_postings": 50, "max_fraction": 1.5}
     for name in ("comp_first", "comp_sample", "group_bit_ptr", "ent_bits", "block_vals"):  # given on opening
         np.testing.assert_array_equal(getattr(old, name), getattr(ax3, name))
+    # its vectors are by term: a forward cut is refused (it needs a rebuild), and tune leaves it out
+    assert ax3.heaviest_first and not old.heaviest_first
+    with pytest.raises(InvalidInputError, match="rebuild it.*forward_cut"):
+        old.search(queries, 10, ApproxParams(forward_cut=8))
+    assert tune(old, queries, 0.5, query_cuts=(3,), heap_factors=(1.0,), candidates=(0,),
+                forward_cuts=(0, 8), sample=10)["grid"][0]["forward_cut"] == 0  # (the cut left out)
     # a torn temporary directory is ignored
     (tmp_path / "idx" / ".tmp-0123-approx-dead").mkdir()
     ApproximateIndex.open(index)
@@ -292,18 +308,19 @@ def test_tune_meets_target_on_sample(corpus):
     index, queries = corpus
     ax = build(index, **global_pruning(300, centroid_fraction=0.1))
     best = tune(ax, queries, target_recall=0.9, sample=60, query_cuts=(2, 5, 10, 40),
-                heap_factors=(0.6, 0.8, 1.0), candidates=(0, 20, 200))
+                heap_factors=(0.6, 0.8, 1.0), candidates=(0, 20, 200), forward_cuts=(0, 4), rerank=60)
     assert best["met"] and best["recall"] >= 0.9
     rng = np.random.default_rng(0)
     idx = np.sort(rng.choice(len(queries), size=60, replace=False))
     _, ed = index.search(queries[idx], 10)
-    _, d = ax.search(queries[idx], 10, ApproxParams(query_cut=best["query_cut"], heap_factor=best["heap_factor"],
-                                                    candidates=best["candidates"]))
+    knobs = ("query_cut", "heap_factor", "candidates", "forward_cut", "rerank")
+    _, d = ax.search(queries[idx], 10, ApproxParams(**{n: best[n] for n in knobs}))
     assert recall_at_k(d, ed) >= 0.9
-    # Seismic's strategy with every heap factor, the candidate strategy once per query cut
-    assert len(best["grid"]) == 4 * 3 + 4 * 2
-    assert sorted({(g["candidates"], g["heap_factor"]) for g in best["grid"] if g["candidates"]}) == [
-        (20, 0.9), (200, 0.9)]
+    # Seismic's strategy with every heap factor and forward cut, the candidate strategy once per query cut
+    assert len(best["grid"]) == 4 * 3 * 2 + 4 * 2
+    assert sorted({(g["candidates"], g["heap_factor"], g["forward_cut"]) for g in best["grid"] if g["candidates"]}) == [
+        (20, 0.9, 0), (200, 0.9, 0)]
+    assert {g["forward_cut"] for g in best["grid"]} == {0, 4} and {g["rerank"] for g in best["grid"]} == {60}
 
 
 def topical_batch(n_topics: int, per_topic: int, seed: int) -> tuple[SparseBatch, np.ndarray]:
@@ -391,11 +408,14 @@ def test_non_pruning_settings_exact_property(tmp_path_factory, n_docs, n_terms, 
 
 
 def reference_seismic(ax: ApproximateIndex, terms: np.ndarray, weights: np.ndarray, k: int, query_cut: int,
-                      heap_factor: float) -> tuple[list[int], int]:
+                      heap_factor: float, forward_cut: int = 0, rerank: int = 0) -> tuple[list[int], int]:
     """Seismic's query algorithm in plain Python over the index's arrays (the kernel's specification):
     visit the lists of the ``query_cut`` largest query weights; in each, scan blocks by decreasing
     summary score and stop at the first below ``heap_factor`` x the k-th score; score each new
-    document of a scanned block exactly. Returns (top-k doc numbers, documents scored)."""
+    document of a scanned block exactly. With ``forward_cut`` m >= 1, a document is scored on the
+    first m entries of its forward vector (its m heaviest), the k-th of these partial scores is
+    the threshold, and the ``max(rerank, k)`` best by partial score are scored whole for the
+    result. Returns (top-k doc numbers, documents scored)."""
     from sparsearch.index.kernels import snap_inplace
 
     w = ax.query_weights(terms, weights).astype(np.float64)  # x each term's grid step, as the kernel takes them
@@ -405,7 +425,15 @@ def reference_seismic(ax: ApproximateIndex, terms: np.ndarray, weights: np.ndarr
         if t >= 0 and x > 0:
             qd[t] = qd.get(t, 0.0) + x
     top: list[tuple[float, int]] = []  # (score, -doc): the k best so far
+    pool: list[tuple[float, int]] = []  # (partial score, -doc): the max(rerank, k) best (forward_cut >= 1)
     seen: set[int] = set()
+
+    def forward_score(d: int, cut: int | None) -> float:
+        a, b = ax.fwd_ptr[d], ax.fwd_ptr[d + 1]
+        b = b if cut is None else min(b, a + cut)
+        return float(ax.doc_scale[d]) * sum(qd.get(int(u), 0.0) * float(v)
+                                            for u, v in zip(ax.fwd_terms[a:b], ax.fwd_vals[a:b]))
+
     for t in sorted(qd, key=lambda u: (-qd[u], u))[:query_cut]:
         b0, nb = int(ax.term_block_ptr[t]), int(ax.term_block_ptr[t + 1] - ax.term_block_ptr[t])
         ss = np.zeros(nb)
@@ -423,11 +451,12 @@ def reference_seismic(ax: ApproximateIndex, terms: np.ndarray, weights: np.ndarr
                 if d in seen:
                     continue
                 seen.add(d)
-                a, b = ax.fwd_ptr[d], ax.fwd_ptr[d + 1]
-                s = sum(qd.get(int(u), 0.0) * float(v) for u, v in zip(ax.fwd_terms[a:b], ax.fwd_vals[a:b]))
-                s *= float(ax.doc_scale[d])
+                s = forward_score(d, forward_cut or None)
                 if s > 0:
                     top = sorted(top + [(s, -d)])[-k:]
+                    pool = sorted(pool + [(s, -d)])[-max(rerank, k):]
+    if forward_cut:
+        top = sorted((forward_score(-nd, None), nd) for _, nd in pool)[-k:]
     return [-d for _, d in sorted(top, reverse=True)], len(seen)
 
 
@@ -496,21 +525,82 @@ def test_dense_and_sparse_directories_agree(corpus, monkeypatch):
         np.testing.assert_array_equal(mixed.search(queries, 10, p)[1], sparse.search(queries, 10, p)[1])
 
 
-@pytest.mark.parametrize("query_cut,heap_factor", [(2, 1.0), (4, 0.8), (8, 0.6)])
-def test_pruned_search_follows_seismic_algorithm(corpus, query_cut, heap_factor):
+@pytest.mark.parametrize("query_cut,heap_factor,forward_cut,rerank",
+                         [(2, 1.0, 0, 200), (4, 0.8, 0, 200), (8, 0.6, 0, 200), (4, 1.0, 3, 5), (8, 0.8, 6, 40)])
+def test_pruned_search_follows_seismic_algorithm(corpus, query_cut, heap_factor, forward_cut, rerank):
     """At pruning settings the kernel scans exactly the blocks of the reference algorithm
     (same documents scored, same top-k): its lazy block selection and document prefetching
-    change the speed, not the result."""
+    change the speed, not the result. So does the forward cut's variant (rerank 5: the pool is
+    at least k), serial and parallel."""
     index, queries = corpus
     ax = build(index, **global_pruning(300, centroid_fraction=0.1, summary_energy=0.4))
     q_indptr, terms, weights = index.prepare_queries(queries[:40])
-    params = ApproxParams(query_cut=query_cut, heap_factor=heap_factor, threads=1)
+    params = ApproxParams(query_cut=query_cut, heap_factor=heap_factor, forward_cut=forward_cut, rerank=rerank,
+                          threads=1)
+    _, batch = ax.search_prepared(q_indptr, terms, weights, 10, replace(params, threads=2))
     for i in range(40):
         a, b = q_indptr[i], q_indptr[i + 1]
         _, d = ax.search_prepared(np.array([0, b - a]), terms[a:b], weights[a:b], 10, params)
-        ref, n_scored = reference_seismic(ax, terms[a:b], weights[a:b], 10, query_cut, heap_factor)
+        ref, n_scored = reference_seismic(ax, terms[a:b], weights[a:b], 10, query_cut, heap_factor, forward_cut,
+                                          rerank)
         assert d[0][:len(ref)].tolist() == ref and (d[0][len(ref):] == -1).all()
         assert ax.last_scored == n_scored
+        np.testing.assert_array_equal(batch[i], d[0])
+
+
+def test_forward_vectors_are_stored_heaviest_first(corpus):
+    """Each forward vector holds its document's entries by decreasing weight (impact x its
+    term's grid step), ties by term, so that its first m entries are its m heaviest."""
+    index, _ = corpus
+    W = docs_matrix(index).tocsr()
+    for summaries in (True, False):
+        ax = build(index, summaries=summaries, **global_pruning(200))
+        assert ax.heaviest_first
+        for d in range(0, index.n_docs, 13):
+            a, b = ax.fwd_ptr[d], ax.fwd_ptr[d + 1]
+            t, v = ax.fwd_terms[a:b].astype(np.int64), ax.fwd_vals[a:b] * ax.term_scale[ax.fwd_terms[a:b]]
+            assert all((v[i], -t[i]) >= (v[i + 1], -t[i + 1]) for i in range(len(t) - 1))
+            row = W[d]
+            np.testing.assert_array_equal(np.sort(t), row.indices)
+            np.testing.assert_allclose(v[np.argsort(t)], row.data, rtol=1e-6)
+
+
+def test_forward_cut_reaches_seismic_and_exact_results(corpus):
+    """A forward cut as long as the longest document is Seismic's strategy (same results and
+    scores), and with nothing pruned it is exact search; shorter cuts read fewer entries and
+    lose little recall when the pool is deep."""
+    index, queries = corpus
+    es, ed = index.search(queries, 10)
+    ax = build(index, **global_pruning(300))
+    longest = int(np.diff(ax.fwd_ptr).max())
+    for qc, hf in ((3, 0.9), (6, 1.0)):
+        s0, d0 = ax.search(queries, 10, ApproxParams(query_cut=qc, heap_factor=hf))
+        s1, d1 = ax.search(queries, 10, ApproxParams(query_cut=qc, heap_factor=hf, forward_cut=longest, rerank=10))
+        np.testing.assert_array_equal(d0, d1)
+        np.testing.assert_array_equal(s0, s1)
+    full = build(index, **NO_PRUNING)
+    s, d = full.search(queries, 10, replace(EXACT_SETTINGS, forward_cut=longest))
+    np.testing.assert_array_equal(d, ed)
+    np.testing.assert_array_equal(s, es)
+    _, d_whole = ax.search(queries, 10, ApproxParams(query_cut=8, heap_factor=1.0))
+    cut = [recall_at_k(ax.search(queries, 10, ApproxParams(query_cut=8, heap_factor=1.0, forward_cut=m,
+                                                           rerank=200))[1], d_whole) for m in (2, 8)]
+    assert cut[0] < cut[1] and cut[1] > 0.9
+
+
+def test_forward_cut_skips_deleted_and_filtered_documents_and_is_checked(corpus):
+    index, queries = corpus
+    ax = build(index, **global_pruning(300))
+    p = ApproxParams(query_cut=10, heap_factor=0.9, forward_cut=6, rerank=50)
+    _, d = ax.search(queries, 10, p)
+    allowed = np.ones(index.n_docs, bool)
+    allowed[np.unique(d[d >= 0])[::2]] = False
+    _, fd = ax.search(queries, 10, p, allowed=allowed)
+    assert (fd >= 0).any() and not np.isin(fd[fd >= 0], np.flatnonzero(~allowed)).any()
+    for bad in (dict(forward_cut=-1), dict(forward_cut=True), dict(forward_cut=2.5),
+                dict(forward_cut=4, candidates=10), dict(rerank=0), dict(rerank=10**7), dict(rerank=False)):
+        with pytest.raises(InvalidInputError, match="forward_cut|rerank"):
+            ax.search(queries, 10, ApproxParams(**bad))
 
 
 @pytest.mark.parametrize("with_grid", [True, False])

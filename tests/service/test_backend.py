@@ -110,6 +110,21 @@ def test_approximate_uses_the_saved_settings_unless_given(root, tmp_path):
         svc.search("wolves hunt", mode="approximate", candidates=Limits().max_candidates + 1)
     with pytest.raises(InvalidInputError, match="candidates applies to approximate search"):
         svc.search("wolves hunt", candidates=5)
+    # a forward cut as long as any document, with a pool of k: the same hits; a strategy given
+    # overrides the other one's saved knob
+    got = svc.search("wolves hunt", k=3, mode="approximate", query_cut=50, heap_factor=1.0, forward_cut=10**4,
+                     rerank=3)
+    assert [h.id for h in got.hits] == [h.id for h in exact.hits]
+    p = served.search_params(snap, "approximate", None, None, forward_cut=4, rerank=9)
+    assert (p.forward_cut, p.rerank, p.candidates) == (4, 9, 0)
+    save_settings(path, ApproxParams(query_cut=3, forward_cut=8))
+    snap = served.snapshot()
+    p = served.search_params(snap, "approximate", None, None, candidates=7)
+    assert (p.forward_cut, p.candidates, p.query_cut) == (0, 7, 3)
+    with pytest.raises(InvalidInputError, match="rerank must be at most"):
+        svc.search("wolves hunt", mode="approximate", forward_cut=4, rerank=Limits().max_candidates + 1)
+    with pytest.raises(InvalidInputError, match="forward_cut applies to approximate search"):
+        svc.search("wolves hunt", forward_cut=5)
 
 
 def test_each_error_class_has_one_status(root):

@@ -179,6 +179,16 @@ def test_approximate_mode(client, dirs, tmp_path):
         assert [h["id"] for h in r.json()["hits"]] == [h["id"] for h in exact["hits"]]
         r = c.post("/search", json={"query": "wolves hunt", "mode": "approximate", "candidates": 10**9})
         assert r.status_code == 422  # bounded by the request model
+        r = c.post("/search", json={"query": "wolves hunt", "mode": "approximate", "k": 3, "query_cut": 50,
+                                    "heap_factor": 1.0, "forward_cut": 60000, "rerank": 3})
+        assert r.status_code == 200, r.text
+        assert [h["id"] for h in r.json()["hits"]] == [h["id"] for h in exact["hits"]]
+        for bad in ({"forward_cut": -1}, {"rerank": 0}, {"rerank": 10**9}):
+            r = c.post("/search", json={"query": "wolves hunt", "mode": "approximate", **bad})
+            assert r.status_code == 422, bad
+        r = c.post("/search", json={"query": "wolves hunt", "mode": "approximate", "forward_cut": 4,
+                                    "candidates": 5})
+        assert r.status_code == 400 and "forward_cut applies to Seismic's strategy" in r.text
 
 
 def test_anytime_mode(client, dirs):

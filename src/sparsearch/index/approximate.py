@@ -47,6 +47,12 @@ Query time (:class:`~sparsearch.searching.ApproxParams`)
         recall. It needs neither blocks nor summaries: ``ApproxBuildParams(summaries=False)``
         builds the pruned lists in document order only (no clustering), a fraction of the
         memory and build time, for this strategy alone.
+    ``forward_cut`` and ``rerank`` (Seismic's strategy; when ``forward_cut`` >= 1)
+        every forward vector is stored heaviest entry first (:func:`kernels_approx.heaviest_first`),
+        and a document of a scanned block is scored on its ``forward_cut`` heaviest entries only:
+        scoring reads a document's vector at random, and its cost is the cache lines it touches.
+        The scan's threshold is the k-th best of these partial scores; the ``rerank`` best are
+        scored on their whole vectors at the end for the result.
 
 Storage (all arrays; ``memory_bytes()`` is their total): the forward index (CSR of every
 document: ``uint16`` term ids when the vocabulary allows, 8-bit impacts on one per-term grid
@@ -121,6 +127,9 @@ READ_VERSIONS = (3, 4, 5, 6)
 POINTER = "approximate.json"
 HEADER = "segment.json"  # inside approx-<id>/: the arrays' dtypes, shapes, sizes, checksums and the build meta
 SETTINGS = "settings.json"
+# the order of a forward vector's entries, in the header: by decreasing weight (ties by term);
+# headers without it (indexes built before) hold them by term
+FORWARD_ORDER = "heaviest_first"
 SETTINGS_FORMAT = "sparsearch-settings"
 SETTINGS_VERSION = 2  # 2: sealed (a checksum over its content); 1: not (still read)
 SUMMARY_ARRAYS = ("term_group_ptr", "group_block_ptr", "group_comp_ptr", "group_term_ptr", "group_word_ptr",
@@ -415,8 +424,11 @@ class ApproximateIndex:
         self.doc_scale_arg: np.ndarray = self._scale_arg(self.doc_scale)
         # the arrays every search passes to the kernels, in their argument order
         self._common = (self.term_block_ptr, self.block_doc_ptr, self.block_docs, self.block_fwd,
-                        tuple(getattr(self, n) for n in SUMMARY_ARRAYS), self.fwd_terms, self.fwd_vals,
+                        tuple(getattr(self, n) for n in SUMMARY_ARRAYS), self.fwd_ptr, self.fwd_terms, self.fwd_vals,
                         self.doc_scale_arg)
+        #: whether every forward vector lists its entries heaviest first (built since they are;
+        #: ``ApproxParams.forward_cut`` needs it; the other searches read whole vectors)
+        self.heaviest_first: bool = meta.get("forward_order") == FORWARD_ORDER
         # ... and those of the candidate strategy
         self._cand_common = (self.term_block_ptr, self.block_doc_ptr, self.block_docs, self.block_vals, self.fwd_ptr,
                              self.fwd_terms, self.fwd_vals, self.doc_scale_arg)
@@ -473,6 +485,8 @@ class ApproximateIndex:
             blocks["block_fwd"] = narrow_loc if narrow else wide_loc
         else:  # the candidate strategy reads documents through fwd_ptr
             blocks["block_fwd"] = np.zeros(0, np.uint32 if narrow else np.uint64)
+        # heaviest entry first (after everything that looks terms up in a vector by binary search)
+        fwd_terms, fwd_vals = ka.heaviest_first(fwd_ptr, fwd_terms, fwd_vals, step)
         arrays = {"fwd_ptr": fwd_ptr, "fwd_terms": fwd_terms, "fwd_vals": fwd_vals, "doc_scale": doc_scale,
                   "term_scale": grid if grid is not None else np.zeros(0, np.float64), **blocks}
         for name in NARROW_POINTERS:  # offsets that fit 31 bits as int32: half the bytes, same values
@@ -480,6 +494,7 @@ class ApproximateIndex:
                 arrays[name] = arrays[name].astype(np.int32)
         meta = {"params": params.to_dict(), "index": _index_identity(index), "n_docs": index.n_docs,
                 "n_terms": V, "n_blocks": len(arrays["block_doc_ptr"]) - 1, "n_list_postings": n,
+                "forward_order": FORWARD_ORDER,
                 "build_seconds": time.perf_counter() - t0}
         out = cls(index, params, arrays, meta)
         if save:
@@ -780,10 +795,14 @@ class ApproximateIndex:
         if not params.candidates and not self.params.summaries:
             raise InvalidInputError("this approximate index was built without summaries (`build-approx "
                                     "--no-summaries`): search it with the candidate strategy (candidates >= 1)")
+        if params.forward_cut and not self.heaviest_first:
+            raise InvalidInputError("this approximate index was built before forward vectors were stored heaviest "
+                                    "entry first: rebuild it (`sparsearch build-approx`) to search with forward_cut")
         weights = self.query_weights(terms, weights, q_indptr)
         nq = len(q_indptr) - 1
         kk = min(k, max(self._n_docs, 1))
         query_cut, heap_factor, threads = int(params.query_cut), float(params.heap_factor), params.threads
+        cuts = (query_cut, heap_factor, int(params.forward_cut), int(params.rerank))
         out_s = np.zeros((nq, kk), np.float64)
         out_d = np.empty((nq, kk), np.int64)
         out_d.fill(-1)  # (np.full costs a few microseconds more: this path serves single queries)
@@ -798,19 +817,17 @@ class ApproximateIndex:
                     if self._scratch is None:
                         self._scratch = (np.zeros(len(self.term_block_ptr) - 1, np.float64),
                                          np.zeros(self.n_docs, np.bool_), np.empty(self.n_docs, np.int64))
-                    self.last_scored = ka.approx_serial(q_indptr, terms, weights, kk, query_cut, heap_factor,
-                                                        deleted, *self._scratch, *common)
+                    self.last_scored = ka.approx_serial(q_indptr, terms, weights, kk, *cuts, deleted,
+                                                        *self._scratch, *common)
                 finally:
                     self._lock.release()
             else:
                 scratch = (np.zeros(len(self.term_block_ptr) - 1, np.float64), np.zeros(self.n_docs, np.bool_),
                            np.empty(self.n_docs, np.int64))
-                ka.approx_serial(q_indptr, terms, weights, kk, query_cut, heap_factor, deleted,
-                                 *scratch, *common)
+                ka.approx_serial(q_indptr, terms, weights, kk, *cuts, deleted, *scratch, *common)
         else:
             nch = min(_n_chunks(threads), nq)
-            ka.approx_batch(q_indptr, terms, weights, kk, query_cut, heap_factor, deleted,
-                            self.n_docs, *common, nch)
+            ka.approx_batch(q_indptr, terms, weights, kk, *cuts, deleted, self.n_docs, *common, nch)
         return out_s.astype(np.float32), out_d
 
     def _search_candidates(self, q_indptr, terms, weights, k, query_cut, n_cand, threads, deleted, out_s,
@@ -845,18 +862,20 @@ def tune(approx: ApproximateIndex, queries: SparseBatch, target_recall: float = 
          query_cuts: tuple[int, ...] = (3, 5, 8, 10, 15, 20, 30),
          heap_factors: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
          candidates: tuple[int, ...] = (0, 50, 100, 200, 500, 1000, 2000),
+         forward_cuts: tuple[int, ...] = (0, 16, 32), rerank: int = ApproxParams.rerank,
          sample: int = 200, seed: int = 0, repeats: int = 1) -> dict[str, Any]:
-    """Fastest ``(query_cut, heap_factor, candidates)`` reaching ``target_recall`` (recall@k
-    against the exact search of ``approx.index``) on a sample of ``sample`` queries.
+    """Fastest ``(query_cut, heap_factor, candidates, forward_cut)`` reaching ``target_recall``
+    (recall@k against the exact search of ``approx.index``) on a sample of ``sample`` queries.
 
-    Both strategies are tried: Seismic's (``candidates`` 0, every heap factor; not on an index
-    built without summaries) and the candidate strategy (every other ``candidates`` value, which
-    takes no heap factor: the default is reported). Timing is single-threaded: the sample
-    searched as one batch on the calling thread, best of ``repeats``. Returns ``{"query_cut",
-    "heap_factor", "candidates", "recall", "mean_ms", "met": bool, "target_recall", "grid":
-    [...]}``; when no setting meets the target, the most accurate one (``met=False``).
-    ``ApproxParams(query_cut=..., heap_factor=..., candidates=...)`` of it is the setting to use
-    (or to save with :func:`save_settings`).
+    Both strategies are tried: Seismic's (``candidates`` 0, every heap factor and every
+    ``forward_cut``, with ``rerank``; not on an index built without summaries; ``forward_cut``
+    >= 1 not on one built before vectors were stored heaviest first) and the candidate strategy
+    (every other ``candidates`` value, which takes no heap factor: the default is reported).
+    Timing is single-threaded: the sample searched as one batch on the calling thread, best of
+    ``repeats``. Returns ``{"query_cut", "heap_factor", "candidates", "forward_cut", "rerank",
+    "recall", "mean_ms", "met": bool, "target_recall", "grid": [...]}``; when no setting meets
+    the target, the most accurate one (``met=False``). ``ApproxParams(**{knob: value})`` of its
+    knobs is the setting to use (or to save with :func:`save_settings`).
     """
     n = len(queries)
     rng = np.random.default_rng(seed)
@@ -865,12 +884,15 @@ def tune(approx: ApproximateIndex, queries: SparseBatch, target_recall: float = 
     _, exact = approx.index.search(qs, k)
     k = exact.shape[1]  # at most the documents held
     q_indptr, terms, weights = approx.index.prepare_queries(qs)
-    settings = [ApproxParams(query_cut=qc, heap_factor=hf, candidates=c, threads=1).check()
+    cuts = tuple(m for m in forward_cuts if m == 0 or approx.heaviest_first)
+    settings = [ApproxParams(query_cut=qc, heap_factor=hf, candidates=c, forward_cut=m, rerank=rerank,
+                             threads=1).check()
                 for qc in query_cuts for c in candidates if c or approx.params.summaries
-                for hf in (heap_factors if c == 0 else (ApproxParams.heap_factor,))]
+                for hf in (heap_factors if c == 0 else (ApproxParams.heap_factor,))
+                for m in (cuts if c == 0 else (0,))]
     if not settings:
         raise InvalidInputError("tune: no setting to try (an index without summaries needs candidates >= 1)")
-    for p in {p.candidates > 0: p for p in settings}.values():  # compile each strategy before timing
+    for p in {(p.candidates > 0, p.forward_cut > 0): p for p in settings}.values():  # compile before timing
         approx.search_prepared(q_indptr[:2], terms[:q_indptr[1]], weights[:q_indptr[1]], k, p)
     grid = []
     for params in settings:
@@ -881,7 +903,8 @@ def tune(approx: ApproximateIndex, queries: SparseBatch, target_recall: float = 
 
         lat = time_queries(batch, max(1, repeats), warmup=0)  # best of ``repeats`` batch timings
         grid.append({"query_cut": params.query_cut, "heap_factor": params.heap_factor,
-                     "candidates": params.candidates, "recall": recall_at_k(found[-1], exact, k),
+                     "candidates": params.candidates, "forward_cut": params.forward_cut, "rerank": params.rerank,
+                     "recall": recall_at_k(found[-1], exact, k),
                      "mean_ms": 1e3 * float(lat.min()) / max(len(idx), 1)})
     ok = [g for g in grid if g["recall"] >= target_recall]
     if ok:

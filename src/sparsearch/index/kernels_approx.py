@@ -19,6 +19,7 @@ from .kernels import _bit_width, _heap_push, _heap_sorted, decode_postings, snap
 MASK32 = np.int64(0xFFFFFFFF)
 LAZY_PICKS = 8  # blocks selected one at a time before the rest of a list is sorted
 PREFETCH_AHEAD = 4  # documents: enough scoring work to cover a DRAM access
+WHOLE = np.int64(1) << 40  # a forward-vector cut that keeps every entry (longer than any vector)
 
 
 @intrinsic
@@ -208,10 +209,12 @@ def forward_locators(block_docs, fwd_ptr, narrow):
 
 
 @njit(cache=True, inline="always")
-def _prefetch_doc(loc, fwd_terms, fwd_vals):
-    """Bring the forward vector at locator ``loc`` towards the cache while another one is scored
-    (Seismic does the same): the forward index is read at random, so this hides DRAM latency."""
+def _prefetch_doc(loc, cut, fwd_terms, fwd_vals):
+    """Bring the first ``cut`` entries (``WHOLE``: all) of the forward vector at locator ``loc``
+    towards the cache while another one is scored (Seismic does the same): the forward index is
+    read at random, so this hides DRAM latency."""
     a, m = _unpack_loc(loc)
+    m = min(m, cut)
     for o in range(0, m, 32):  # 64-byte lines: 32 uint16 term ids
         _prefetch(fwd_terms, a + o)
     for o in range(0, m, 64):
@@ -721,8 +724,9 @@ def _summary_scores(t, qs_terms, qs_w, term_block_ptr, summaries, ss):
 
 
 @njit(cache=True, fastmath=True)
-def _forward_dot(loc, qd, fwd_terms, fwd_vals):
-    """<q, doc d> over the forward index (dense query gather).
+def _forward_dot(loc, cut, qd, fwd_terms, fwd_vals):
+    """<q, doc d> over the first ``cut`` entries (``WHOLE``: all) of the forward vector at
+    locator ``loc`` (dense query gather).
 
     Written over slices starting at 0 (no negative-index wraparound to check) and compiled
     with ``fastmath`` so that LLVM vectorizes it with gather instructions (about 2.5x faster
@@ -732,7 +736,7 @@ def _forward_dot(loc, qd, fwd_terms, fwd_vals):
     (float32 impacts may differ in the last bits).
     """
     a, m = _unpack_loc(loc)
-    b = a + m
+    b = a + min(m, cut)
     terms = fwd_terms[a:b]
     vals = fwd_vals[a:b]
     s = 0.0
@@ -770,13 +774,27 @@ def _dense_query(q_terms, q_weights, qd, V):
 
 
 @njit(cache=True, inline="always")
-def _approx_one(q_terms, q_weights, k, query_cut, heap_factor, deleted, qd, visited, seen, term_block_ptr,
-                block_doc_ptr, block_docs, block_fwd, summaries, fwd_terms, fwd_vals, doc_scale, out_s, out_d):
-    """Seismic query processing for one query; ``qd``/``visited`` are zeroed scratch, left zeroed."""
+def _approx_one(q_terms, q_weights, k, query_cut, heap_factor, forward_cut, rerank, deleted, qd, visited, seen,
+                term_block_ptr, block_doc_ptr, block_docs, block_fwd, summaries, fwd_ptr, fwd_terms, fwd_vals,
+                doc_scale, out_s, out_d):
+    """Seismic query processing for one query; ``qd``/``visited`` are zeroed scratch, left zeroed.
+
+    ``forward_cut`` 0: every document of a scanned block is scored on its whole forward vector.
+    ``forward_cut`` m >= 1 (forward vectors stored heaviest entry first): it is scored on its m
+    heaviest entries only (fewer cache lines read at random); the block-skipping threshold is
+    the k-th best of these partial scores, the ``max(rerank, k)`` best are kept in a pool and
+    scored on their whole vectors at the end. Returns the number of documents scored.
+    """
     qs_terms, qs_w, order = _dense_query(q_terms, q_weights, qd, term_block_ptr.shape[0] - 1)
     hs = np.empty(k, np.float64)
     hd = np.empty(k, np.int64)
     size = 0
+    pooled = forward_cut > 0
+    cut_len = forward_cut if pooled else WHOLE
+    n_pool = max(rerank, k) if pooled else 0
+    ps = np.empty(n_pool, np.float64)
+    pd = np.empty(n_pool, np.int64)
+    psize = 0
     n_seen = 0
     has_deleted = deleted.shape[0] > 0
     per_doc = doc_scale.shape[0] > 1  # one entry: every document has that scale (one quantization grid)
@@ -818,11 +836,11 @@ def _approx_one(q_terms, q_weights, k, query_cut, heap_factor, deleted, qd, visi
             pb = block_doc_ptr[b]
             pe = block_doc_ptr[b + 1]
             for p in range(pb, min(pb + PREFETCH_AHEAD, pe)):
-                _prefetch_doc(block_fwd[p], fwd_terms, fwd_vals)
+                _prefetch_doc(block_fwd[p], cut_len, fwd_terms, fwd_vals)
             for p in range(pb, pe):
                 d = block_docs[p]
                 if p + PREFETCH_AHEAD < pe:
-                    _prefetch_doc(block_fwd[p + PREFETCH_AHEAD], fwd_terms, fwd_vals)
+                    _prefetch_doc(block_fwd[p + PREFETCH_AHEAD], cut_len, fwd_terms, fwd_vals)
                 if visited[d]:
                     continue
                 visited[d] = True
@@ -830,10 +848,23 @@ def _approx_one(q_terms, q_weights, k, query_cut, heap_factor, deleted, qd, visi
                 n_seen += 1
                 if has_deleted and deleted[d]:  # deleted or filtered out: its vector is not read
                     continue
-                s = _forward_dot(block_fwd[p], qd, fwd_terms, fwd_vals) * (doc_scale[d] if per_doc else doc_scale[0])
+                s = _forward_dot(block_fwd[p], cut_len, qd, fwd_terms, fwd_vals) * (
+                    doc_scale[d] if per_doc else doc_scale[0])
                 if s > 0:
                     if size < k or s > hs[0] or (s == hs[0] and d < hd[0]):
                         size = _heap_push(hs, hd, size, k, s, d)
+                    if pooled and (psize < n_pool or s > ps[0] or (s == ps[0] and d < pd[0])):
+                        psize = _heap_push(ps, pd, psize, n_pool, s, d)
+    if pooled:  # the pool on whole vectors: the top k of these is the result
+        size = 0
+        for i in range(psize):
+            _prefetch_doc(_locator(fwd_ptr, pd[i]), WHOLE, fwd_terms, fwd_vals)
+        for i in range(psize):
+            d = pd[i]
+            s = _forward_dot(_locator(fwd_ptr, d), WHOLE, qd, fwd_terms, fwd_vals) * (
+                doc_scale[d] if per_doc else doc_scale[0])
+            if size < k or s > hs[0] or (s == hs[0] and d < hd[0]):
+                size = _heap_push(hs, hd, size, k, s, d)
     for i in range(n_seen):
         visited[seen[i]] = False
     for j in range(qs_terms.shape[0]):
@@ -843,9 +874,9 @@ def _approx_one(q_terms, q_weights, k, query_cut, heap_factor, deleted, qd, visi
 
 
 @njit(cache=True)
-def approx_serial(q_indptr, q_terms, q_weights, k, query_cut, heap_factor, deleted, qd, visited, seen,
-                  term_block_ptr, block_doc_ptr, block_docs, block_fwd, summaries, fwd_terms, fwd_vals, doc_scale,
-                  out_s, out_d):
+def approx_serial(q_indptr, q_terms, q_weights, k, query_cut, heap_factor, forward_cut, rerank, deleted, qd, visited,
+                  seen, term_block_ptr, block_doc_ptr, block_docs, block_fwd, summaries, fwd_ptr, fwd_terms, fwd_vals,
+                  doc_scale, out_s, out_d):
     """:func:`approx_batch` on the calling thread, with caller-owned zeroed scratch
     (``qd`` float64 (V,), ``visited`` bool (n_docs,), ``seen`` int64 (n_docs,)), left zeroed.
     Returns the number of documents scored (all queries)."""
@@ -853,16 +884,16 @@ def approx_serial(q_indptr, q_terms, q_weights, k, query_cut, heap_factor, delet
     for qi in range(q_indptr.shape[0] - 1):
         a = q_indptr[qi]
         b = q_indptr[qi + 1]
-        scored += _approx_one(q_terms[a:b], q_weights[a:b], k, query_cut, heap_factor, deleted, qd, visited, seen,
-                              term_block_ptr, block_doc_ptr, block_docs, block_fwd, summaries, fwd_terms, fwd_vals,
-                              doc_scale, out_s[qi], out_d[qi])
+        scored += _approx_one(q_terms[a:b], q_weights[a:b], k, query_cut, heap_factor, forward_cut, rerank, deleted,
+                              qd, visited, seen, term_block_ptr, block_doc_ptr, block_docs, block_fwd, summaries,
+                              fwd_ptr, fwd_terms, fwd_vals, doc_scale, out_s[qi], out_d[qi])
     return scored
 
 
 @njit(cache=True, parallel=True)
-def approx_batch(q_indptr, q_terms, q_weights, k, query_cut, heap_factor, deleted, n_docs, term_block_ptr,
-                 block_doc_ptr, block_docs, block_fwd, summaries, fwd_terms, fwd_vals, doc_scale, out_s, out_d,
-                 n_chunks):
+def approx_batch(q_indptr, q_terms, q_weights, k, query_cut, heap_factor, forward_cut, rerank, deleted, n_docs,
+                 term_block_ptr, block_doc_ptr, block_docs, block_fwd, summaries, fwd_ptr, fwd_terms, fwd_vals,
+                 doc_scale, out_s, out_d, n_chunks):
     """Approximate top-k for a batch of CSR queries; queries interleaved over ``n_chunks`` workers."""
     V = term_block_ptr.shape[0] - 1
     nq = q_indptr.shape[0] - 1
@@ -873,9 +904,29 @@ def approx_batch(q_indptr, q_terms, q_weights, k, query_cut, heap_factor, delete
         for qi in range(c, nq, n_chunks):
             a = q_indptr[qi]
             b = q_indptr[qi + 1]
-            _approx_one(q_terms[a:b], q_weights[a:b], k, query_cut, heap_factor, deleted, qd, visited, seen,
-                        term_block_ptr, block_doc_ptr, block_docs, block_fwd, summaries, fwd_terms, fwd_vals,
-                        doc_scale, out_s[qi], out_d[qi])
+            _approx_one(q_terms[a:b], q_weights[a:b], k, query_cut, heap_factor, forward_cut, rerank, deleted, qd,
+                        visited, seen, term_block_ptr, block_doc_ptr, block_docs, block_fwd, summaries, fwd_ptr,
+                        fwd_terms, fwd_vals, doc_scale, out_s[qi], out_d[qi])
+
+
+@njit(cache=True, parallel=True)
+def heaviest_first(fwd_ptr, fwd_terms, fwd_vals, term_step):
+    """Every forward vector with its entries by decreasing weight (:func:`weight_of`), ties by
+    term: new ``(fwd_terms, fwd_vals)``, so
+    that a vector's first m entries are its m heaviest (``ApproxParams.forward_cut``)."""
+    terms = np.empty_like(fwd_terms)
+    vals = np.empty_like(fwd_vals)
+    for d in prange(fwd_ptr.shape[0] - 1):
+        a = np.int64(fwd_ptr[d])
+        b = np.int64(fwd_ptr[d + 1])
+        w = np.empty(b - a, np.float64)
+        for i in range(b - a):
+            w[i] = -weight_of(fwd_vals[a + i], fwd_terms[a + i], term_step)
+        o = np.argsort(w, kind="mergesort")  # stable: the terms of equal weights stay ascending
+        for i in range(b - a):
+            terms[a + i] = fwd_terms[a + o[i]]
+            vals[a + i] = fwd_vals[a + o[i]]
+    return terms, vals
 
 
 # ------------------------------------------------------ candidate strategy
@@ -951,12 +1002,12 @@ def _candidates_one(q_terms, q_weights, k, query_cut, n_cand, deleted, qd, acc, 
     hd = np.empty(k, np.int64)
     size = 0
     for i in range(min(PREFETCH_AHEAD, nc)):
-        _prefetch_doc(_locator(fwd_ptr, cand[i]), fwd_terms, fwd_vals)
+        _prefetch_doc(_locator(fwd_ptr, cand[i]), WHOLE, fwd_terms, fwd_vals)
     for i in range(nc):
         if i + PREFETCH_AHEAD < nc:
-            _prefetch_doc(_locator(fwd_ptr, cand[i + PREFETCH_AHEAD]), fwd_terms, fwd_vals)
+            _prefetch_doc(_locator(fwd_ptr, cand[i + PREFETCH_AHEAD]), WHOLE, fwd_terms, fwd_vals)
         d = cand[i]
-        s = _forward_dot(_locator(fwd_ptr, d), qd, fwd_terms, fwd_vals) * (doc_scale[d] if per_doc else doc_scale[0])
+        s = _forward_dot(_locator(fwd_ptr, d), WHOLE, qd, fwd_terms, fwd_vals) * (doc_scale[d] if per_doc else doc_scale[0])
         if s > 0:
             if size < k or s > hs[0] or (s == hs[0] and d < hd[0]):
                 size = _heap_push(hs, hd, size, k, s, d)

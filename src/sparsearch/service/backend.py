@@ -80,7 +80,7 @@ class Limits:
     max_body_bytes: int = 256 * 1024
     max_indexes: int = 16            # indexes named in one request (and weights given)
     max_query_cut: int = 1000        # approximate mode's query_cut
-    max_candidates: int = 100_000    # approximate mode's candidates (documents scored exactly per query)
+    max_candidates: int = 100_000    # approximate mode's candidates and rerank (documents scored exactly per query)
     max_budget_ms: float = 1000.0    # anytime mode's budget_ms
     fusion_depth: int = 100          # per-index depth fused when several indexes are searched
     max_hybrid_depth: int = 1000     # documents a hybrid index's representation returns before fusion
@@ -545,7 +545,8 @@ class ServedIndex:
         """Parameters of one single-threaded search in ``mode`` (:data:`~sparsearch.searching.SEARCH_MODES`);
         approximate knobs not given come from the settings saved next to the index
         (``sparsearch tune --save``), else the defaults; ``budgets``: anytime mode's
-        ``max_postings`` / ``budget_ms``, approximate mode's ``candidates``. ``hybrid`` applies to hybrid indexes only."""
+        ``max_postings`` / ``budget_ms``, approximate mode's ``candidates`` / ``forward_cut`` / ``rerank``.
+        ``hybrid`` applies to hybrid indexes only."""
         saved = self.approximate(snap).default_params if mode == "approximate" else None
         return params_for_mode(mode, threads=1, query_cut=query_cut, heap_factor=heap_factor, saved=saved, **budgets)
 
@@ -1105,11 +1106,13 @@ class SearchService:
                query_cut: int | None = None, heap_factor: float | None = None,
                hybrid: Mapping[str, Any] | None = None, filter: str | None = None,
                max_postings: int | None = None, budget_ms: float | None = None,
-               candidates: int | None = None) -> SearchResult:
+               candidates: int | None = None, forward_cut: int | None = None,
+               rerank: int | None = None) -> SearchResult:
         """Search one or several indexes with a query text or a vector ``{term: weight}``.
 
         ``mode``: ``"exact"``, ``"exhaustive"``, ``"approximate"`` (the index's approximate index; ``query_cut`` /
-        ``heap_factor`` / ``candidates`` default to the settings saved next to the index, else
+        ``heap_factor`` / ``candidates`` / ``forward_cut`` / ``rerank`` (at most
+        ``Limits.max_candidates``) default to the settings saved next to the index, else
         ApproxParams' defaults) or ``"anytime"`` (impact-ordered postings scored best first until ``max_postings``
         or ``budget_ms``, at most ``Limits.max_budget_ms``, runs out). With several indexes, their top ``max(k, Limits.fusion_depth)`` are fused by
         ``fusion`` (``"rrf"`` with constant ``rrf_k``, or a ``weights``-weighted sum of
@@ -1133,12 +1136,14 @@ class SearchService:
         t0 = time.perf_counter()
         _check_query(query, vector)
         k = check_k(k, MAX_K)
-        budgets = {"max_postings": max_postings, "budget_ms": budget_ms, "candidates": candidates}
+        budgets = {"max_postings": max_postings, "budget_ms": budget_ms, "candidates": candidates,
+                   "forward_cut": forward_cut, "rerank": rerank}
         params_for_mode(mode, query_cut=query_cut, heap_factor=heap_factor, **budgets)  # refuse bad ones before any work
         if budget_ms is not None and budget_ms > self.limits.max_budget_ms:
             raise InvalidInputError(f"budget_ms must be at most {self.limits.max_budget_ms:g}, got {budget_ms!r}")
-        if candidates is not None and candidates > self.limits.max_candidates:
-            raise InvalidInputError(f"candidates must be at most {self.limits.max_candidates:,}, got {candidates!r}")
+        for name, v in (("candidates", candidates), ("rerank", rerank)):
+            if v is not None and v > self.limits.max_candidates:
+                raise InvalidInputError(f"{name} must be at most {self.limits.max_candidates:,}, got {v!r}")
         if filter is not None:
             parse_filter(filter)
         if fusion not in FUSIONS:

@@ -4,7 +4,8 @@ Endpoints (OpenAPI at ``/openapi.json``, interactive docs at ``/docs``):
 
 * ``POST /search``: a query text (encoded by each index's own encoder) or a ready sparse vector
   ``{term: weight}``; ``k``; ``mode`` ``exact``, ``approximate`` (``query_cut`` /
-  ``heap_factor`` / ``candidates``, at most ``Limits.max_candidates``; default: the settings
+  ``heap_factor`` / ``candidates`` / ``forward_cut`` / ``rerank``, the last at most
+  ``Limits.max_candidates``; default: the settings
   saved next to the index by ``sparsearch tune --save``)
   or ``anytime`` (``max_postings`` / ``budget_ms``, the latter at most ``Limits.max_budget_ms``);
   the indexes to search and, with several, their fusion (``rrf`` or score interpolation after
@@ -183,6 +184,12 @@ def request_models(limits: Limits) -> tuple[type[BaseModel], type[BaseModel]]:
             "approximate mode: 0, Seismic's block scan; N >= 1, score exactly the N best documents by their "
             "partial scores over the query_cut heaviest terms' lists (default: the index's saved settings, else 0, "
             "or 100 on an approximate index built without summaries)."))
+        forward_cut: int | None = Field(None, ge=0, le=1 << 16, description=(
+            "approximate mode, Seismic's block scan: score each document on its N heaviest entries, then the "
+            "rerank best on their whole vectors (default: the index's saved settings, else 0 = whole vectors)."))
+        rerank: int | None = Field(None, ge=1, le=limits.max_candidates, description=(
+            "approximate mode with forward_cut: documents scored on their whole vectors at the end (default: the "
+            "index's saved settings, else 200)."))
         max_postings: int | None = Field(None, ge=1, le=10**12, description=(
             "anytime mode: stop after this many postings (default: no limit)."))
         budget_ms: float | None = Field(None, gt=0, le=limits.max_budget_ms, allow_inf_nan=False, description=(
