@@ -97,7 +97,7 @@ class ApproxParams:
     filter: str | None = None
     candidates: int = 0
     forward_cut: int = 0
-    rerank: int = 200  # chosen on 200k synthetic documents (benchmarks/approx_vs_peers.py), not on a reported set
+    rerank: int = 200  # read off a 200k synthetic set (recall against exact search), not a reported one
 
     def check(self) -> "ApproxParams":
         _check_common(self)
