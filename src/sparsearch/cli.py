@@ -920,7 +920,8 @@ def tune(
     ] = "0,50,100,200,500,1000,2000",
     forward_cuts: Annotated[str, typer.Option(
         help="Comma-separated forward_cut values to try with Seismic's block scan (0: whole vectors).")] = "0,16,32",
-    rerank: Annotated[int, typer.Option(help="Documents rescored on their whole vectors with a forward cut.")] = 200,
+    rerank: Annotated[Optional[int], typer.Option(
+        help="Documents rescored on their whole vectors with a forward cut (default: ApproxParams', 200).")] = None,
     save: Annotated[bool, typer.Option(
         "--save", help="Save the chosen setting next to the index (settings.json): `search`/`evaluate --mode "
                        "approximate` and the service then use it when --query-cut/--heap-factor/--candidates/"
@@ -953,7 +954,7 @@ def tune(
     ax = ApproximateIndex.open(idx)
     qv = _load_queries(idx, queries, None)
     r = tune_fn(ax, qv, target_recall, k=k, query_cuts=qcs, heap_factors=hfs, candidates=cands, forward_cuts=fcs,
-                rerank=rerank, sample=sample)
+                rerank=ApproxParams.rerank if rerank is None else rerank, sample=sample)
     typer.echo(f"{'query_cut':>9} {'heap_factor':>11} {'candidates':>10} {'forward_cut':>11} {'recall@' + str(k):>9} "
                f"{'mean ms':>8}")
     for g in r["grid"]:
