@@ -226,7 +226,7 @@ def test_persistence_round_trip_and_staleness(tmp_path):
     for name in ("comp_first", "comp_sample", "group_bit_ptr", "ent_bits", "block_vals"):  # given on opening
         np.testing.assert_array_equal(getattr(old, name), getattr(ax3, name))
     # its vectors are by term: a forward cut is refused (it needs a rebuild), and tune leaves it out
-    assert ax3.heaviest_first and not old.heaviest_first
+    assert ax3.heaviest_first and not old.heaviest_first and old.stats()["forward_order"] == "term"
     with pytest.raises(InvalidInputError, match="rebuild it.*forward_cut"):
         old.search(queries, 10, ApproxParams(forward_cut=8))
     assert tune(old, queries, 0.5, query_cuts=(3,), heap_factors=(1.0,), candidates=(0,),
@@ -555,7 +555,7 @@ def test_forward_vectors_are_stored_heaviest_first(corpus):
     W = docs_matrix(index).tocsr()
     for summaries in (True, False):
         ax = build(index, summaries=summaries, **global_pruning(200))
-        assert ax.heaviest_first
+        assert ax.heaviest_first and ax.stats()["forward_order"] == "heaviest_first"
         for d in range(0, index.n_docs, 13):
             a, b = ax.fwd_ptr[d], ax.fwd_ptr[d + 1]
             t, v = ax.fwd_terms[a:b].astype(np.int64), ax.fwd_vals[a:b] * ax.term_scale[ax.fwd_terms[a:b]]

@@ -668,6 +668,7 @@ class ApproximateIndex:
                 "summary_nnz_per_block": float(len(self.ent_val)) / max(nb_, 1),
                 "forward_bytes": int(fwd), "lists_bytes": int(inv), "summary_bytes": int(summ),
                 "memory_bytes": self.memory_bytes(), "bytes_per_doc": self.bytes_per_doc(),
+                "forward_order": FORWARD_ORDER if self.heaviest_first else "term",
                 "params": self.params.to_dict(), "build_seconds": self.meta.get("build_seconds")}
 
     def list_summaries(self, t: int) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
