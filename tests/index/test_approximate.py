@@ -112,6 +112,14 @@ def test_non_pruning_settings_are_exact_over_segments_with_their_own_scales(tmp_
     for r, ref in enumerate(forward_top_k(ax, queries, 10)):
         assert d[r].tolist()[:len(ref)] == ref
     assert recall_at_k(d, ed) >= 0.95  # close to exact search on the segments' own grids
+    # vectors ordered by weight on the common grid: a cut as long as any document changes nothing
+    sc, dc = ax.search(queries, 10, ApproxParams(query_cut=1000, heap_factor=1.0, forward_cut=10**4, rerank=10))
+    np.testing.assert_array_equal(dc, d)
+    np.testing.assert_array_equal(sc, s)
+    w = (ax.fwd_vals.astype(np.float64) * ax.term_scale[ax.fwd_terms]).astype(np.float32)  # as weight_of rounds
+    for doc in range(0, ax.n_docs, 17):
+        lo, hi = ax.fwd_ptr[doc], ax.fwd_ptr[doc + 1]
+        assert np.all(np.diff(w[lo:hi]) <= 0)
     one = build(Index.open(build_index(docs, tmp_path / "one").path), **NO_PRUNING)
     assert len(one.doc_scale_arg) == 1
     s1, d1 = one.search(queries, 10, ApproxParams(query_cut=1000, heap_factor=1.0, threads=1))
@@ -559,7 +567,8 @@ def test_forward_vectors_are_stored_heaviest_first(corpus):
         for d in range(0, index.n_docs, 13):
             a, b = ax.fwd_ptr[d], ax.fwd_ptr[d + 1]
             t, v = ax.fwd_terms[a:b].astype(np.int64), ax.fwd_vals[a:b] * ax.term_scale[ax.fwd_terms[a:b]]
-            assert all((v[i], -t[i]) >= (v[i + 1], -t[i + 1]) for i in range(len(t) - 1))
+            v32 = v.astype(np.float32)  # the weights as kernels_approx.weight_of rounds them
+            assert all((v32[i], -t[i]) >= (v32[i + 1], -t[i + 1]) for i in range(len(t) - 1))
             row = W[d]
             np.testing.assert_array_equal(np.sort(t), row.indices)
             np.testing.assert_allclose(v[np.argsort(t)], row.data, rtol=1e-6)
