@@ -855,16 +855,8 @@ def _approx_one(q_terms, q_weights, k, query_cut, heap_factor, forward_cut, rera
                         size = _heap_push(hs, hd, size, k, s, d)
                     if pooled and (psize < n_pool or s > ps[0] or (s == ps[0] and d < pd[0])):
                         psize = _heap_push(ps, pd, psize, n_pool, s, d)
-    if pooled:  # the pool on whole vectors: the top k of these is the result
-        size = 0
-        for i in range(psize):
-            _prefetch_doc(_locator(fwd_ptr, pd[i]), WHOLE, fwd_terms, fwd_vals)
-        for i in range(psize):
-            d = pd[i]
-            s = _forward_dot(_locator(fwd_ptr, d), WHOLE, qd, fwd_terms, fwd_vals) * (
-                doc_scale[d] if per_doc else doc_scale[0])
-            if size < k or s > hs[0] or (s == hs[0] and d < hd[0]):
-                size = _heap_push(hs, hd, size, k, s, d)
+    if pooled:  # the pool on whole vectors (every partial score > 0, so every whole one): their top k
+        size = _score_whole(pd, psize, qd, fwd_ptr, fwd_terms, fwd_vals, doc_scale, hs, hd)
     for i in range(n_seen):
         visited[seen[i]] = False
     for j in range(qs_terms.shape[0]):
@@ -960,6 +952,27 @@ def _locator(fwd_ptr, d):
 
 
 @njit(cache=True, inline="always")
+def _score_whole(docs, n, qd, fwd_ptr, fwd_terms, fwd_vals, doc_scale, hs, hd):
+    """Score the documents ``docs[:n]`` on their whole forward vectors (read through
+    ``fwd_ptr``, ``PREFETCH_AHEAD`` documents ahead) into the empty min-heap ``hs``/``hd`` of
+    width k (scores > 0 only; ties: lower doc); returns its size."""
+    k = hs.shape[0]
+    per_doc = doc_scale.shape[0] > 1
+    size = 0
+    for i in range(min(PREFETCH_AHEAD, n)):
+        _prefetch_doc(_locator(fwd_ptr, docs[i]), WHOLE, fwd_terms, fwd_vals)
+    for i in range(n):
+        if i + PREFETCH_AHEAD < n:
+            _prefetch_doc(_locator(fwd_ptr, docs[i + PREFETCH_AHEAD]), WHOLE, fwd_terms, fwd_vals)
+        d = docs[i]
+        s = _forward_dot(_locator(fwd_ptr, d), WHOLE, qd, fwd_terms, fwd_vals) * (doc_scale[d] if per_doc else doc_scale[0])
+        if s > 0:
+            if size < k or s > hs[0] or (s == hs[0] and d < hd[0]):
+                size = _heap_push(hs, hd, size, k, s, d)
+    return size
+
+
+@njit(cache=True, inline="always")
 def _candidates_one(q_terms, q_weights, k, query_cut, n_cand, deleted, qd, acc, seen, term_block_ptr,
                     block_doc_ptr, block_docs, block_vals, fwd_ptr, fwd_terms, fwd_vals, doc_scale, out_s, out_d):
     """The candidate strategy for one query: partial scores over the pruned lists of the
@@ -1000,17 +1013,7 @@ def _candidates_one(q_terms, q_weights, k, query_cut, n_cand, deleted, qd, acc, 
     cand.sort()  # document order: the forward index is read front to back
     hs = np.empty(k, np.float64)
     hd = np.empty(k, np.int64)
-    size = 0
-    for i in range(min(PREFETCH_AHEAD, nc)):
-        _prefetch_doc(_locator(fwd_ptr, cand[i]), WHOLE, fwd_terms, fwd_vals)
-    for i in range(nc):
-        if i + PREFETCH_AHEAD < nc:
-            _prefetch_doc(_locator(fwd_ptr, cand[i + PREFETCH_AHEAD]), WHOLE, fwd_terms, fwd_vals)
-        d = cand[i]
-        s = _forward_dot(_locator(fwd_ptr, d), WHOLE, qd, fwd_terms, fwd_vals) * (doc_scale[d] if per_doc else doc_scale[0])
-        if s > 0:
-            if size < k or s > hs[0] or (s == hs[0] and d < hd[0]):
-                size = _heap_push(hs, hd, size, k, s, d)
+    size = _score_whole(cand, nc, qd, fwd_ptr, fwd_terms, fwd_vals, doc_scale, hs, hd)
     for j in range(qs_terms.shape[0]):
         qd[qs_terms[j]] = 0.0
     _heap_sorted(hs, hd, size, out_s, out_d)
